@@ -1,0 +1,1 @@
+"""The Parquet embedding cache, queried through DuckDB (lands with issue #4)."""

@@ -1,0 +1,380 @@
+"""Load pair files into one validated polars table, or say exactly what is wrong with them.
+
+Reading is columnar: a file is parsed once (JSON array, JSON Lines or Parquet, told apart by
+content), converted to Arrow with the expected types in one call, and every value check runs as a
+vectorised expression over the table. Python only walks the records of a file that fails Arrow's
+type conversion, to name the records and fields at fault.
+
+Every problem found in every file is collected before `DataError` is raised, so one run of
+`pipeline validate` lists them all.
+"""
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.files import atomic_path
+from data.schema import (
+    CONTEXT_FIELD,
+    DEFAULT_MODULES,
+    EXPECTED_OUTCOME,
+    MODULE_TEXT_FIELD,
+    OUTCOME_FIELD,
+    PAIR_COLUMNS,
+    SIDE_FIELDS,
+    SIDES,
+    TOP_FIELDS,
+    field_path,
+    flat_column,
+)
+
+# Outcomes convert through float64 so that 1.0 and true read as 1 and 0.5 is caught as a
+# contradiction instead of being truncated to 0 by an int64 conversion.
+_SIDE_TYPE = pa.struct([(CONTEXT_FIELD, pa.string()), (MODULE_TEXT_FIELD, pa.string()), (OUTCOME_FIELD, pa.float64())])
+_RECORD_TYPE = pa.struct([(name, pa.string()) for name in TOP_FIELDS] + [(side, _SIDE_TYPE) for side in SIDES])
+_EXPECTED_KIND = {CONTEXT_FIELD: str, MODULE_TEXT_FIELD: str, OUTCOME_FIELD: (int, float)}
+_MAX_PROBLEMS_SHOWN = 50
+_INTERNAL_COLUMNS = ["_file", "_record", "_line", "_positive_missing", "_negative_missing"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, located as precisely as the input allows."""
+
+    file: str
+    message: str
+    record: int | None = None  # 0-based index of the record in its file
+    line: int | None = None  # 1-based line, where the file has one record per line or a parse error
+    pair_id: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.record is not None:
+            where.append(f"record {self.record}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.pair_id is not None:
+            where.append(f"pair_id {self.pair_id!r}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        return f"{', '.join(where)}: {self.message}"
+
+
+class DataError(Exception):
+    """Input data failed validation; `problems` lists everything found."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        shown = [f"  {p}" for p in self.problems[:_MAX_PROBLEMS_SHOWN]]
+        if len(self.problems) > _MAX_PROBLEMS_SHOWN:
+            shown.append(f"  ... and {len(self.problems) - _MAX_PROBLEMS_SHOWN} more")
+        super().__init__(f"{len(self.problems)} problem(s) in the input data:\n" + "\n".join(shown))
+
+
+def load_pairs(paths: str | Path | Iterable[str | Path], modules: Sequence[str] = DEFAULT_MODULES) -> pl.DataFrame:
+    """Read and validate pair files into one table, one row per pair (columns: `PAIR_COLUMNS`
+    plus any extra fields). Raises `DataError` listing every problem in every file."""
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no pair files given")
+    return _validated([_load_file(path, modules) for path in paths])
+
+
+def pairs_from_records(records: list, modules: Sequence[str] = DEFAULT_MODULES, source: str = "<records>") -> pl.DataFrame:
+    """Validate in-memory records in the user's format (as `load_pairs` does files)."""
+    flat, problems = _records_to_frame(source, records, None)
+    return _validated([(flat, problems + _check_values(flat, modules))])
+
+
+def _validated(loaded: list[tuple[pl.DataFrame | None, list[Problem]]]) -> pl.DataFrame:
+    problems = [p for _, file_problems in loaded for p in sorted(file_problems, key=lambda p: (p.record is not None, p.record or 0))]
+    frames = [frame for frame, _ in loaded if frame is not None]
+    if frames:
+        table = pl.concat(frames, how="diagonal_relaxed")
+        problems += _duplicate_pair_ids(table)
+    if problems:
+        raise DataError(problems)
+    outcomes = [pl.col(flat_column(side, OUTCOME_FIELD)).cast(pl.Int64) for side in SIDES]
+    return table.with_columns(outcomes).drop(_INTERNAL_COLUMNS)
+
+
+def write_pairs(pairs: pl.DataFrame, path: str | Path) -> Path:
+    """Write a pair table back in the user's nested format: `.json` (array), `.parquet`, or JSON
+    Lines otherwise. Atomic: the file appears complete or not at all."""
+    path = Path(path)
+    nested = to_nested(pairs)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            nested.write_parquet(tmp, compression="zstd")
+        elif path.suffix == ".json":
+            nested.write_json(tmp)
+        else:
+            nested.write_ndjson(tmp)
+    return path
+
+
+def to_nested(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Flat pair table -> records with `positive`/`negative` objects, as users write them."""
+    original = {flat_column(side, field): (side, field) for side in SIDES for field in SIDE_FIELDS}
+    side_columns: dict[str, list[pl.Expr]] = {side: [] for side in SIDES}
+    top: list[str] = []
+    for column in pairs.columns:
+        side, _, rest = column.partition("_")
+        if column in original:
+            side, field = original[column]
+            side_columns[side].append(pl.col(column).alias(field))
+        elif side in SIDES and rest:
+            side_columns[side].append(pl.col(column).alias(rest))
+        else:
+            top.append(column)
+    return pairs.select(*top, *(pl.struct(side_columns[side]).alias(side) for side in SIDES))
+
+
+# --- reading one file -------------------------------------------------------------------------
+
+
+def _load_file(path: Path, modules: Sequence[str]) -> tuple[pl.DataFrame | None, list[Problem]]:
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        return None, [Problem(file, f"cannot read file: {e.strerror or e}")]
+    if raw.startswith(b"PAR1"):
+        flat, problems = _read_parquet(path)
+    else:
+        flat, problems = _read_json(file, raw)
+    if flat is None:
+        return None, problems
+    return flat, problems + _check_values(flat, modules)
+
+
+def _read_json(file: str, raw: bytes) -> tuple[pl.DataFrame | None, list[Problem]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        return None, [Problem(file, f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); save the file as UTF-8", line=line)]
+    stripped = text.lstrip()
+    if not stripped:
+        return None, [Problem(file, "file is empty; expected a JSON array or JSON Lines of pair records")]
+
+    lines: list[int] | None = None
+    if stripped.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            hint = "" if text.rstrip().endswith("]") else " (the file looks truncated: it does not end with ']')"
+            return None, [Problem(file, f"not valid JSON{hint}: {e.msg} at column {e.colno}", line=e.lineno)]
+    else:  # JSON Lines: one record per non-blank line
+        records, lines, problems = [], [], []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+                lines.append(number)
+            except json.JSONDecodeError as e:
+                problems.append(Problem(file, f"not valid JSON: {e.msg} at column {e.colno}", line=number))
+        if problems:
+            return None, problems
+    if not isinstance(records, list):
+        return None, [Problem(file, f"expected a JSON array of pair records, got a JSON {type(records).__name__}")]
+    return _records_to_frame(file, records, lines)
+
+
+def _records_to_frame(file: str, records: list, lines: list[int] | None) -> tuple[pl.DataFrame | None, list[Problem]]:
+    index = list(range(len(records)))
+    try:
+        array = pa.array(records, type=_RECORD_TYPE)
+        problems: list[Problem] = []
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        # Slow path, only for files with wrongly typed values: find them, and keep checking the rest.
+        problems = [p for i, record in enumerate(records) for p in _type_problems(file, i, record, lines)]
+        bad = {p.record for p in problems}
+        index = [i for i in index if i not in bad]
+        records = [records[i] for i in index]
+        array = pa.array(records, type=_RECORD_TYPE)
+    flat = _flatten(pa.Table.from_struct_array(array)).with_columns(_extra_columns(records))
+    return _with_location(flat, file, index, lines), problems
+
+
+def _type_problems(file: str, i: int, record: object, lines: list[int] | None) -> list[Problem]:
+    line = lines[i] if lines else None
+    if not isinstance(record, dict):
+        return [Problem(file, f"expected a JSON object, got {_kind(record)}", record=i, line=line)]
+    pair_id = record.get("pair_id") if isinstance(record.get("pair_id"), str) else None
+    problems = []
+
+    def wrong(field: str, value: object, expected: str) -> None:
+        problems.append(Problem(file, f"expected {expected}, got {_kind(value)}", i, line, pair_id, field))
+
+    for name in TOP_FIELDS:
+        if record.get(name) is not None and not isinstance(record[name], str):
+            wrong(name, record[name], "a string")
+    for side in SIDES:
+        value = record.get(side)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            wrong(side, value, "an object with trajectory_full_context, module_k_all_rounds, outcome")
+            continue
+        for name, kind in _EXPECTED_KIND.items():
+            if value.get(name) is not None and not isinstance(value[name], kind):
+                wrong(f"{side}.{name}", value[name], "a string" if kind is str else "a number (1 or 0)")
+    return problems
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value)[:40]})"
+
+
+def _extra_columns(records: list) -> list[pl.Series]:
+    """Fields the format does not name are kept as columns (inside a side: `<side>_<field>`)."""
+    top_keys = set().union(*(r.keys() for r in records)) - set(TOP_FIELDS) - set(SIDES) if records else set()
+    columns = [_column(key, [r.get(key) for r in records]) for key in sorted(top_keys)]
+    for side in SIDES:
+        sides = [r.get(side) or {} for r in records]
+        keys = set().union(*(s.keys() for s in sides)) - set(SIDE_FIELDS) if sides else set()
+        columns += [_column(flat_column(side, key), [s.get(key) for s in sides]) for key in sorted(keys)]
+    return columns
+
+
+def _column(name: str, values: list) -> pl.Series:
+    try:
+        return pl.Series(name, pa.array(values))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep each value as its JSON text
+        return pl.Series(name, [None if v is None else json.dumps(v) for v in values], dtype=pl.String)
+
+
+def _read_parquet(path: Path) -> tuple[pl.DataFrame | None, list[Problem]]:
+    file = str(path)
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as e:  # polars raises several error types for damaged files
+        return None, [Problem(file, f"not a readable Parquet file: {e}")]
+    problems = [Problem(file, "column missing", field=name) for name in TOP_FIELDS + SIDES if name not in frame.columns]
+    for name in TOP_FIELDS:
+        if name in frame.columns and frame.schema[name] != pl.String:
+            problems.append(Problem(file, f"column has type {frame.schema[name]}, expected String", field=name))
+    for side in SIDES:
+        if side not in frame.columns:
+            continue
+        dtype = frame.schema[side]
+        if not isinstance(dtype, pl.Struct):
+            problems.append(Problem(file, f"column has type {dtype}, expected a struct of {', '.join(SIDE_FIELDS)}", field=side))
+            continue
+        children = {f.name: f.dtype for f in dtype.fields}
+        for name in SIDE_FIELDS:
+            if name not in children:
+                problems.append(Problem(file, "column missing", field=f"{side}.{name}"))
+            elif name == OUTCOME_FIELD and not (children[name].is_numeric() or children[name] == pl.Boolean):
+                problems.append(Problem(file, f"column has type {children[name]}, expected a number", field=f"{side}.{name}"))
+            elif name != OUTCOME_FIELD and children[name] != pl.String:
+                problems.append(Problem(file, f"column has type {children[name]}, expected String", field=f"{side}.{name}"))
+    if problems:
+        return None, problems
+    sides = [
+        pl.col(side).struct.field(f.name).alias(flat_column(side, f.name))
+        for side in SIDES
+        for f in frame.schema[side].fields
+    ]
+    flat = frame.select(
+        *(pl.col(name) for name in frame.columns if name not in SIDES),
+        *sides,
+        *(pl.col(side).is_null().alias(f"_{side}_missing") for side in SIDES),
+    ).with_columns(pl.col(flat_column(side, OUTCOME_FIELD)).cast(pl.Float64) for side in SIDES)
+    return _with_location(flat, file, list(range(frame.height)), None), []
+
+
+def _flatten(table: pa.Table) -> pl.DataFrame:
+    """Arrow records with struct sides -> flat frame with `PAIR_COLUMNS`, and which sides are null."""
+    side_missing = [pl.Series(f"_{side}_missing", table.column(side).is_null()) for side in SIDES]
+    flat = table.flatten()
+    names = [flat_column(*name.split(".", 1)) if "." in name else name for name in flat.column_names]
+    return pl.from_arrow(flat.rename_columns(names)).with_columns(side_missing)
+
+
+def _with_location(flat: pl.DataFrame, file: str, index: list[int], lines: list[int] | None) -> pl.DataFrame:
+    return flat.with_columns(
+        _file=pl.lit(file),
+        _record=pl.Series(index, dtype=pl.Int64),
+        _line=pl.Series([lines[i] for i in index] if lines else [None] * len(index), dtype=pl.Int64),
+    )
+
+
+# --- value checks, vectorised ---------------------------------------------------------------
+
+
+def _check_values(flat: pl.DataFrame, modules: Sequence[str]) -> list[Problem]:
+    checks: list[tuple[pl.Expr, str, str | pl.Expr]] = [(pl.col(f"_{side}_missing"), side, "missing (or null)") for side in SIDES]
+    for column in PAIR_COLUMNS:
+        side = column.split("_")[0]
+        missing = pl.col(column).is_null()
+        if side in SIDES:  # a missing side is one problem, not one per field
+            missing = missing & ~pl.col(f"_{side}_missing")
+        checks.append((missing, field_path(column), "missing (or null)"))
+        if flat.schema[column] == pl.String:
+            empty = pl.col(column).str.strip_chars().str.len_chars() == 0
+            checks.append((empty, field_path(column), "empty or whitespace-only text"))
+    allowed = ", ".join(modules)
+    checks.append(
+        (
+            ~pl.col("target_module").is_in(list(modules)) & pl.col("target_module").str.strip_chars().str.len_chars().gt(0),
+            "target_module",
+            pl.format("unknown module '{}' (expected one of: " + allowed + ")", pl.col("target_module")),
+        )
+    )
+    for side, expected in EXPECTED_OUTCOME.items():
+        column = flat_column(side, OUTCOME_FIELD)
+        checks.append(
+            (
+                pl.col(column) != expected,
+                field_path(column),
+                pl.format(f"outcome {{}} contradicts the pair: the {side} side must have outcome {expected}", _number_text(pl.col(column))),
+            )
+        )
+    same = pl.col("positive_module_text").str.strip_chars() == pl.col("negative_module_text").str.strip_chars()
+    checks.append((same, "negative.module_k_all_rounds", "identical to positive.module_k_all_rounds, so the pair states no preference"))
+
+    found = flat.select(
+        pl.concat_list(
+            [pl.when(condition.fill_null(False)).then(pl.struct(field=pl.lit(field), message=pl.lit(message) if isinstance(message, str) else message)) for condition, field, message in checks]
+        )
+        .list.drop_nulls()
+        .alias("issues"),
+        "_file",
+        "_record",
+        "_line",
+        "pair_id",
+    ).filter(pl.col("issues").list.len() > 0)
+    return [
+        Problem(row["_file"], issue["message"], row["_record"], row["_line"], row["pair_id"], issue["field"])
+        for row in found.iter_rows(named=True)
+        for issue in row["issues"]
+    ]
+
+
+def _number_text(number: pl.Expr) -> pl.Expr:
+    """1.0 -> "1", 0.5 -> "0.5": outcomes read as floats but are written as users wrote them."""
+    return pl.when(number == number.floor()).then(number.cast(pl.Int64).cast(pl.String)).otherwise(number.cast(pl.String))
+
+
+def _duplicate_pair_ids(table: pl.DataFrame) -> list[Problem]:
+    duplicated = table.filter(pl.col("pair_id").is_duplicated() & pl.col("pair_id").is_not_null())
+    first = duplicated.group_by("pair_id").agg(pl.col("_file").first(), pl.col("_record").first())
+    firsts = {row["pair_id"]: (row["_file"], row["_record"]) for row in first.iter_rows(named=True)}
+    problems = []
+    for row in duplicated.iter_rows(named=True):
+        file, record = firsts[row["pair_id"]]
+        if (file, record) != (row["_file"], row["_record"]):
+            problems.append(
+                Problem(row["_file"], f"duplicate pair_id, first seen in {file} record {record}", row["_record"], row["_line"], row["pair_id"], "pair_id")
+            )
+    return problems

@@ -1,0 +1,74 @@
+"""Deterministic train/val/test splits grouped by task and balanced by module.
+
+All pairs that share a group value (the task, by default) land in the same split, so the test split
+measures how a reward model does on tasks it never saw. Groups are dealt greedily, largest first
+after a seeded shuffle, each to the split whose per-module quota is furthest from met, weighted by
+the modules the group holds; that keeps every module near its target fraction in every split.
+"""
+
+import numpy as np
+import polars as pl
+
+SPLITS = ("train", "val", "test")
+
+
+def split_pairs(
+    pairs: pl.DataFrame,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    group_by: str = "task",
+) -> dict[str, pl.DataFrame]:
+    """Split `pairs` into {"train", "val", "test"}; same input and seed, same split (whatever the
+    row order). A split with fraction 0 comes back empty."""
+    if group_by not in pairs.columns:
+        raise ValueError(f"cannot group splits by {group_by!r}: the pairs have no such column (columns: {', '.join(pairs.columns)})")
+    fractions = np.array([1.0 - val_fraction - test_fraction, val_fraction, test_fraction])
+    counts = (
+        pairs.group_by(group_by)
+        .agg(pl.col("target_module"))
+        .sort(group_by)
+        .with_columns(size=pl.col("target_module").list.len())
+    )
+    modules = sorted(pairs["target_module"].unique().to_list())
+    per_group = np.array(
+        [[row.count(m) for m in modules] for row in counts["target_module"].to_list()], dtype=np.float64
+    ).reshape(len(counts), len(modules))
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(counts))
+    order = order[np.argsort(-per_group.sum(axis=1)[order], kind="stable")]
+
+    target = fractions[:, None] * per_group.sum(axis=0)[None, :]
+    taken = np.zeros_like(target)
+    assignment = np.empty(len(counts), dtype=np.int64)
+    open_splits = fractions > 0
+    for g in order:
+        relative_need = (target - taken) / np.maximum(target, 1e-9)
+        score = (relative_need * per_group[g]).sum(axis=1)
+        score[~open_splits] = -np.inf
+        s = int(np.argmax(score))
+        assignment[g] = s
+        taken[s] += per_group[g]
+
+    groups = counts.select(group_by, split=pl.Series(assignment))
+    labelled = pairs.join(groups, on=group_by, how="left", maintain_order="left")
+    return {name: labelled.filter(pl.col("split") == i).drop("split") for i, name in enumerate(SPLITS)}
+
+
+def carve_validation(
+    pairs: pl.DataFrame, val_fraction: float = 0.1, seed: int = 0, group_by: str = "task"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train, val) for stage verbs given no `--val`: the same grouped split, without a test part."""
+    parts = split_pairs(pairs, val_fraction=val_fraction, test_fraction=0.0, seed=seed, group_by=group_by)
+    return parts["train"], parts["val"]
+
+
+def split_summary(parts: dict[str, pl.DataFrame], group_by: str = "task") -> pl.DataFrame:
+    """Pairs per module and groups, one row per split."""
+    rows = []
+    for name, frame in parts.items():
+        row = {"split": name, "pairs": frame.height, "groups": frame[group_by].n_unique()}
+        row |= dict(frame.group_by("target_module").len().iter_rows())
+        rows.append(row)
+    return pl.DataFrame(rows).fill_null(0)

@@ -1,0 +1,1 @@
+"""The text encoder and pair feature construction (lands with issue #4)."""

@@ -1,0 +1,1 @@
+"""Reward heads, the multi-module model and losses (lands with issue #5)."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Creates ./.venv and installs the project into it (editable), with the test tools when given --dev.
+#
+# PyTorch: torch is not pinned. With an NVIDIA GPU (nvidia-smi lists one) pip installs the default
+# CUDA build. Without one, this script installs the newest CPU-only build (+cpu) that the
+# configured package indexes or PyTorch's CPU index offer, which is a fraction of the CUDA build's
+# size. Set TORCH_SPEC (e.g. TORCH_SPEC="torch==2.5.1") to choose yourself. An already installed
+# torch is kept.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    if [ -n "${TORCH_SPEC:-}" ]; then
+        "${pip[@]}" install $TORCH_SPEC
+    elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        "${pip[@]}" install torch
+    else
+        cpu_index=https://download.pytorch.org/whl/cpu
+        versions=$("${pip[@]}" index versions torch --extra-index-url "$cpu_index" --retries 0 --timeout 15 2>/dev/null || true)
+        cpu_version=$(grep -o '[0-9][0-9.]*+cpu' <<<"$versions" | head -n 1 || true)
+        if [ -z "$cpu_version" ]; then
+            echo "install.sh: no NVIDIA GPU found and no CPU build of torch (+cpu) offered by your package" >&2
+            echo "indexes or $cpu_index. Install torch yourself, or set TORCH_SPEC, then rerun." >&2
+            exit 1
+        fi
+        echo "install.sh: no NVIDIA GPU found; installing the CPU build torch==$cpu_version"
+        "${pip[@]}" install "torch==$cpu_version" --extra-index-url "$cpu_index" --retries 1
+    fi
+fi
+
+if [ "${1:-}" = "--dev" ]; then
+    "${pip[@]}" install -e ".[dev]"
+else
+    "${pip[@]}" install -e .
+fi

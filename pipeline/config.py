@@ -1,0 +1,223 @@
+"""One YAML config for every verb: sections model, data, cache, stage_0, stage_1, loss, training, evaluation.
+
+    model:
+      encoder: Qwen/Qwen3-Embedding-0.6B
+    stage_0:
+      epochs: 3
+
+Any key left out keeps its default below; an unknown key or a value of the wrong type is an error
+that names the file and the key. Command-line flags override the file. Every verb writes the
+resolved config (`config.yaml`) next to its output.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data.files import write_text_atomic
+from data.schema import DEFAULT_MODULES
+
+QWEN3_CONTEXT_PROMPT = (
+    "Instruct: Given an LLM agent's task and trajectory, retrieve module outputs that move the task to success\nQuery: "
+)
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "Qwen/Qwen3-Embedding-0.6B"  # model id, local folder, or `minilm` (bundled all-MiniLM-L6-v2)
+    max_context_tokens: int = 2048
+    max_module_tokens: int = 512
+    # Instruction before each context text. "auto": the Qwen3 instruction (QWEN3_CONTEXT_PROMPT) for
+    # last-token-pooling models, which are instruction-tuned as Qwen3-Embedding's authors describe;
+    # none for others (MiniLM). Module texts never get one.
+    context_prompt: str = "auto"
+    truncation_side: str = "left"  # left keeps the end of a long trajectory: its latest rounds
+    normalize: bool = True
+    batch_size: int = 32
+    dropout: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    modules: list[str] = field(default_factory=lambda: list(DEFAULT_MODULES))
+    group_by: str = "task"  # splits never put two pairs with the same value here in different splits
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+
+
+@dataclass
+class CacheConfig:
+    dtype: str = "float32"  # float32 or float16 vectors on disk; part of the namespace
+    shard_size: int = 4096  # vectors per Parquet shard: the unit a killed `embed` can lose
+
+
+@dataclass
+class Stage0Config:
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    grad_accumulation: int = 2
+    epochs: int = 5
+    batch_size: int = 64
+    patience: int = 2
+
+
+@dataclass
+class Stage1Config:
+    encoder_lr: float = 1e-5
+    heads_lr: float = 1e-4
+    warmup_steps: int = 100
+    grad_accumulation: int = 2
+    epochs: int = 5
+    batch_size: int = 8
+    patience: int = 2
+    precision: str = "auto"  # auto, bf16, fp16 or fp32
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class LossConfig:
+    margin: float = 0.1
+    margin_weight: float = 0.1
+
+
+@dataclass
+class TrainingConfig:
+    seed: int = 0
+    device: str = "auto"  # auto picks cuda when present, else cpu
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_warmup_fraction: float = 0.1  # warmup is capped to this fraction of all steps on small data
+
+
+@dataclass
+class EvaluationConfig:
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    calibration_bins: int = 10
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    stage_0: Stage0Config = field(default_factory=Stage0Config)
+    stage_1: Stage1Config = field(default_factory=Stage1Config)
+    loss: LossConfig = field(default_factory=LossConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> Path:
+        return write_text_atomic(path, self.to_yaml())
+
+    def override(self, values: dict[str, Any], source: str = "command line") -> "Config":
+        """A copy with dotted keys replaced (`{"stage_0.epochs": 3}`); None values are skipped."""
+        data = self.to_dict()
+        for key, value in values.items():
+            if value is None:
+                continue
+            section, _, name = key.partition(".")
+            data[section][name] = value
+        return _from_dict(data, source)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then `overrides` (dotted keys; None is skipped)."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {type(raw).__name__}")
+        data = config.to_dict()
+        for section, values in (raw or {}).items():
+            if section not in _SECTIONS:
+                raise ConfigError(f"{path}: unknown section {section!r} (known: {', '.join(_SECTIONS)})")
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: section {section!r} must be a mapping, got {type(values).__name__}")
+            data[section].update(values)
+        config = _from_dict(data, str(path))
+    return config.override(overrides or {})
+
+
+_SECTIONS = {f.name: f.type for f in fields(Config)}
+_CHOICES = {
+    "model.truncation_side": ("left", "right"),
+    "cache.dtype": ("float32", "float16"),
+    "stage_1.precision": ("auto", "bf16", "fp16", "fp32"),
+}
+
+
+def _from_dict(data: dict[str, dict[str, Any]], source: str) -> Config:
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        known = {f.name: f for f in fields(cls)}
+        hints = typing.get_type_hints(cls)
+        for name, value in data[section].items():
+            key = f"{section}.{name}"
+            if name not in known:
+                raise ConfigError(f"{source}: unknown key {key!r} (known in {section}: {', '.join(known)})")
+            data[section][name] = _check_type(value, hints[name], key, source)
+            if key in _CHOICES and value not in _CHOICES[key]:
+                raise ConfigError(f"{source}: {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+        sections[section] = cls(**data[section])
+    config = Config(**sections)
+    _check_values(config, source)
+    return config
+
+
+def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: {key} must be a list of strings, got {value!r}")
+        return list(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[hint]
+    if not ok:
+        raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def _check_values(config: Config, source: str) -> None:
+    def require(condition: bool, message: str) -> None:
+        if not condition:
+            raise ConfigError(f"{source}: {message}")
+
+    data = config.data
+    require(len(data.modules) > 0 and len(set(data.modules)) == len(data.modules), f"data.modules must be distinct and non-empty, got {data.modules}")
+    require(0 <= data.val_fraction < 1 and 0 <= data.test_fraction < 1, "data.val_fraction and data.test_fraction must be in [0, 1)")
+    require(data.val_fraction + data.test_fraction < 1, "data.val_fraction + data.test_fraction must leave pairs for training (< 1)")
+    for name in ("max_context_tokens", "max_module_tokens", "batch_size"):
+        require(getattr(config.model, name) > 0, f"model.{name} must be positive")
+    require(config.cache.shard_size > 0, "cache.shard_size must be positive")
+    for stage in ("stage_0", "stage_1"):
+        for name in ("epochs", "grad_accumulation", "batch_size"):
+            require(getattr(getattr(config, stage), name) > 0, f"{stage}.{name} must be positive")
+    require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
+    require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")

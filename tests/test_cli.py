@@ -1,0 +1,108 @@
+"""The `pipeline` command as users run it: installed console script and click verbs."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from data import load_pairs
+from pipeline import __version__
+from pipeline.cli import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pairs_original.json"
+VERBS = ["demo", "embed", "evaluate", "finetune", "score", "serve", "split", "synth", "train-heads", "validate"]
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_installed_console_script_lists_every_verb_with_help():
+    script = shutil.which("pipeline", path=str(Path(sys.executable).parent))
+    assert script, "the `pipeline` console script is not installed next to this python"
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
+    listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].strip().splitlines()]
+    assert listed == VERBS
+    version = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert __version__ in version.stdout
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_takes_a_config_file(verb):
+    result = run(verb, "--help")
+    assert result.exit_code == 0 and "--config" in result.output
+
+
+def test_validate_prints_a_summary_of_valid_pairs():
+    result = run("validate", FIXTURE)
+    assert result.exit_code == 0, result.output
+    assert "4 pairs over 1 distinct tasks" in result.output
+    assert "pairs per module: reflection 1, planner 1, executor 1, memory 1" in result.output
+    assert "context length (chars): p50" in result.output
+
+
+def test_validate_lists_every_problem_and_exits_nonzero(tmp_path):
+    records = json.loads(FIXTURE.read_text())
+    records[1]["negative"]["outcome"] = 1
+    records[3]["target_module"] = "critic"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(records))
+    result = run("validate", bad)
+    assert result.exit_code == 1
+    assert f"{bad}, record 1, pair_id 'flight-osl-fco-planner', field 'negative.outcome'" in result.output
+    assert f"{bad}, record 3, pair_id 'flight-osl-fco-reflection', field 'target_module'" in result.output
+
+
+def test_split_on_bad_data_fails_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(FIXTURE.read_text().replace('"outcome": 0', '"outcome": 1', 1))
+    out = tmp_path / "splits"
+    result = run("split", bad, "--out", out)
+    assert result.exit_code == 1 and "contradicts the pair" in result.output
+    assert not out.exists()
+
+
+def test_synth_writes_valid_pairs_in_the_original_format(tmp_path):
+    out = tmp_path / "pairs.json"
+    result = run("synth", "--pairs", 40, "--seed", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert len(records) == 40
+    assert set(records[0]) >= {"pair_id", "target_module", "task", "positive", "negative"}
+    assert set(records[0]["positive"]) >= {"trajectory_full_context", "module_k_all_rounds", "outcome"}
+    assert (tmp_path / "pairs.config.yaml").exists()
+
+
+def test_split_writes_three_task_disjoint_files_and_its_config(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    assert run("synth", "--pairs", 400, "--out", pairs).exit_code == 0
+    result = run("split", pairs, "--out", tmp_path / "splits", "--val-fraction", 0.2, "--test-fraction", 0.2)
+    assert result.exit_code == 0, result.output
+    parts = {name: load_pairs(tmp_path / "splits" / f"{name}.jsonl") for name in ("train", "val", "test")}
+    assert sum(p.height for p in parts.values()) == 400
+    assert not set(parts["train"]["task"]) & set(parts["test"]["task"])
+    assert (tmp_path / "splits" / "config.yaml").exists()
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = run("demo", "--out", tmp_path / "demo", "--pairs", 200)
+    assert result.exit_code == 0, result.output
+    for name in ("pairs.json", "splits/train.jsonl", "splits/val.jsonl", "splits/test.jsonl", "splits/config.yaml"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0, name
+    assert "[3/3] pipeline split" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["embed", FIXTURE, "--cache", "c"],
+        ["train-heads", FIXTURE, "--cache", "c", "--out", "o"],
+    ],
+)
+def test_verbs_of_later_stages_say_they_are_not_available_yet(args):
+    result = run(*args)
+    assert result.exit_code == 1 and "not available" in result.output
