@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from cache import CacheError, EmbeddingCache
 from data import DataError, load_pairs, pairs_from_records, write_pairs
 from data.splits import SPLITS, split_pairs, split_summary
 from data.summary import format_summary, summarize_pairs
@@ -25,7 +26,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (DataError, ConfigError) as e:
+        except (DataError, ConfigError, CacheError) as e:
             raise click.ClickException(str(e)) from e
 
 
@@ -113,23 +114,29 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
 
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for everything the demo makes.")
-@click.option("--pairs", "n_pairs", type=click.IntRange(min=1), default=2000, show_default=True, help="Synthetic pairs to make.")
+@click.option("--pairs", "n_pairs", type=click.IntRange(min=1), default=1000, show_default=True, help="Synthetic pairs to make.")
+@click.option("--encoder", default="minilm", show_default=True, help="Encoder for the embed step.")
+@click.option("--max-tokens", type=click.IntRange(min=8), default=128, show_default=True, help="Token limit for contexts and module texts.")
 @config_option
 @click.pass_context
-def demo(ctx: click.Context, out: Path, n_pairs: int, config_path: Path | None) -> None:
+def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: int, config_path: Path | None) -> None:
     """Run the pipeline end to end on synthetic pairs.
 
-    synth -> validate -> split, each step exactly as its own verb would run it.
+    synth -> validate -> split -> embed (the bundled MiniLM by default), each step exactly as its
+    own verb would run it.
     """
-    pairs_file = out / "pairs.json"
+    pairs_file, splits = out / "pairs.json", out / "splits"
+    config = load_config(config_path, {"model.encoder": encoder, "model.max_context_tokens": max_tokens, "model.max_module_tokens": max_tokens})
+    demo_config = config.save(out / "config.yaml")
     steps = [
         ("synth", synth, {"n_pairs": n_pairs, "seed": 0, "out": pairs_file}),
         ("validate", validate, {"files": (pairs_file,)}),
-        ("split", split, {"files": (pairs_file,), "out": out / "splits"}),
+        ("split", split, {"files": (pairs_file,), "out": splits}),
+        ("embed", embed, {"files": tuple(splits / f"{name}.jsonl" for name in SPLITS), "cache_dir": out / "cache"}),
     ]
     for number, (name, command, arguments) in enumerate(steps, start=1):
         click.secho(f"\n[{number}/{len(steps)}] pipeline {name}", bold=True)
-        ctx.invoke(command, config_path=config_path, **arguments)
+        ctx.invoke(command, config_path=demo_config, **arguments)
     click.secho(f"\ndemo finished: outputs in {out}", bold=True)
 
 
@@ -144,10 +151,80 @@ def _not_yet(verb: str, issue: int) -> None:
 @pair_files
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
 @click.option("--encoder", help="Model id, local folder, or `minilm` (bundled all-MiniLM-L6-v2) [model.encoder].")
+@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Texts per encoder batch [model.batch_size].")
+@click.option("--shard", help="i/n: embed slice i of n of the missing texts (torchrun sets it from RANK/WORLD_SIZE).")
 @config_option
-def embed(files, cache_dir, encoder, config_path) -> None:
-    """Embed every unique text once into the cache (stage 0)."""
-    _not_yet("embed", 4)
+def embed(files, cache_dir, encoder, device, batch_size, shard, config_path) -> None:
+    """Embed every unique text once into the cache (stage 0).
+
+    Texts already cached under this encoder's fingerprint are reused; a killed run resumes where it
+    stopped. Ends with how many texts were new, reused and truncated.
+    """
+    from features.encoder import EncoderLoadError  # torch and sentence-transformers load only for verbs that need them
+    from pipeline.embed import embed_pairs, shard_from_environment
+
+    config = load_config(config_path, {"model.encoder": encoder, "training.device": device, "model.batch_size": batch_size})
+    try:
+        shard_spec = shard_from_environment(shard)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--shard") from e
+    try:
+        report = embed_pairs(files, cache_dir, config, shard_spec)
+    except EncoderLoadError as e:
+        raise click.ClickException(str(e)) from e
+    config.save(cache_dir / report.namespace / "config.yaml")
+    click.echo(report.line())
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """Inspect, check and clean an embedding cache."""
+
+
+cache_folder = click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+
+
+@cache_group.command("info")
+@cache_folder
+def cache_info(cache_dir: Path) -> None:
+    """List namespaces: encoder, dimension, vectors, size on disk."""
+    namespaces = EmbeddingCache(cache_dir).namespaces()
+    if not namespaces:
+        click.echo(f"{cache_dir}: no namespaces yet")
+    for namespace in namespaces:
+        info = namespace.info()
+        click.echo(
+            f"{info['namespace']}  {info['encoder']}  dim {info['dimension']} {info['dtype']}  "
+            f"{info['vectors']} vectors in {info['shards']} shards, {info['bytes'] / 1e6:.1f} MB"
+        )
+
+
+@cache_group.command("verify")
+@cache_folder
+def cache_verify(cache_dir: Path) -> None:
+    """Read every shard; check dimension, NaN, duplicate keys. Exit 1 on any problem."""
+    problems = [p for namespace in EmbeddingCache(cache_dir).namespaces() for p in namespace.verify()]
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {cache_dir}")
+    click.echo(f"{cache_dir}: every shard reads back clean")
+
+
+@cache_group.command("gc")
+@cache_folder
+@pair_files
+@config_option
+def cache_gc(cache_dir: Path, files, config_path) -> None:
+    """Drop vectors that the given pair files no longer reference."""
+    from features.pairs import unique_texts
+
+    config = load_config(config_path)
+    keep = unique_texts(load_pairs(files, config.data.modules))["key"].to_list()
+    for namespace in EmbeddingCache(cache_dir).namespaces():
+        dropped = namespace.gc(keep)
+        click.echo(f"{namespace.id}: dropped {dropped} vectors, {len(namespace)} kept")
 
 
 @main.command("train-heads")
@@ -202,3 +279,7 @@ def score(checkpoint, records, out, config_path) -> None:
 def serve(checkpoint, host, port, config_path) -> None:
     """Serve rewards over HTTP (OpenRLHF, verl)."""
     _not_yet("serve", 8)
+
+
+if __name__ == "__main__":
+    main()

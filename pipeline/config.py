@@ -21,17 +21,13 @@ import yaml
 from data.files import write_text_atomic
 from data.schema import DEFAULT_MODULES
 
-QWEN3_CONTEXT_PROMPT = (
-    "Instruct: Given an LLM agent's task and trajectory, retrieve module outputs that move the task to success\nQuery: "
-)
-
 
 @dataclass
 class ModelConfig:
     encoder: str = "Qwen/Qwen3-Embedding-0.6B"  # model id, local folder, or `minilm` (bundled all-MiniLM-L6-v2)
     max_context_tokens: int = 2048
     max_module_tokens: int = 512
-    # Instruction before each context text. "auto": the Qwen3 instruction (QWEN3_CONTEXT_PROMPT) for
+    # Instruction before each context text. "auto": the Qwen3 instruction (features.encoder.QWEN3_CONTEXT_PROMPT) for
     # last-token-pooling models, which are instruction-tuned as Qwen3-Embedding's authors describe;
     # none for others (MiniLM). Module texts never get one.
     context_prompt: str = "auto"

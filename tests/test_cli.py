@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cache import EmbeddingCache
 from data import load_pairs
 from pipeline import __version__
 from pipeline.cli import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pairs_original.json"
-VERBS = ["demo", "embed", "evaluate", "finetune", "score", "serve", "split", "synth", "train-heads", "validate"]
+VERBS = ["cache", "demo", "embed", "evaluate", "finetune", "score", "serve", "split", "synth", "train-heads", "validate"]
 
 
 def run(*args: str):
@@ -31,9 +32,9 @@ def test_installed_console_script_lists_every_verb_with_help():
     assert __version__ in version.stdout
 
 
-@pytest.mark.parametrize("verb", VERBS)
+@pytest.mark.parametrize("verb", [v for v in VERBS if v != "cache"] + ["cache gc"])
 def test_every_verb_takes_a_config_file(verb):
-    result = run(verb, "--help")
+    result = run(*verb.split(), "--help")
     assert result.exit_code == 0 and "--config" in result.output
 
 
@@ -89,17 +90,19 @@ def test_split_writes_three_task_disjoint_files_and_its_config(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = run("demo", "--out", tmp_path / "demo", "--pairs", 200)
+    result = run("demo", "--out", tmp_path / "demo", "--pairs", 40, "--max-tokens", 32)
     assert result.exit_code == 0, result.output
     for name in ("pairs.json", "splits/train.jsonl", "splits/val.jsonl", "splits/test.jsonl", "splits/config.yaml"):
         assert (tmp_path / "demo" / name).stat().st_size > 0, name
-    assert "[3/3] pipeline split" in result.output
+    assert "[4/4] pipeline embed" in result.output
+    assert "texts new, 0 reused" in result.output
+    (namespace,) = EmbeddingCache(tmp_path / "demo" / "cache").namespaces()
+    assert namespace.fingerprint["encoder"] == "minilm" and namespace.verify() == []
 
 
 @pytest.mark.parametrize(
     "args",
     [
-        ["embed", FIXTURE, "--cache", "c"],
         ["train-heads", FIXTURE, "--cache", "c", "--out", "o"],
     ],
 )

@@ -1,0 +1,332 @@
+"""The embedding cache: Parquet shards of (key, vector), one namespace per encoder fingerprint,
+read only through DuckDB.
+
+    CACHE/<namespace>/manifest.json         the encoder fingerprint, dimension, dtype and shard list
+    CACHE/<namespace>/shards/<id>.parquet   key (string), vector (fixed-size list of float32/float16)
+
+A key is a hash of (role, text), so a text is encoded once however many pairs and modules share it.
+The manifest is the truth: readers see only the shards it lists. A shard is written to a temporary
+file and renamed, then the manifest is rewritten the same way (under a lock), so a run killed at
+any moment leaves a readable cache and at worst an unlisted shard file, which the next writer
+removes. Vectors of two fingerprints never mix: each fingerprint hashes to its own folder.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.files import atomic_path, write_text_atomic
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
+
+
+class CacheError(RuntimeError):
+    pass
+
+
+class MissingVectors(CacheError):
+    def __init__(self, missing: Sequence[str], total: int):
+        self.missing = list(missing)
+        super().__init__(f"{len(self.missing)} of {total} texts have no vector in this cache namespace")
+
+
+def text_key(role: str, text: str) -> str:
+    """The cache key of a text in a role ("context" or "module"): the same text embedded with and
+    without the context prompt is two vectors, so the role is part of the key."""
+    return hashlib.blake2b(f"{role}\0{text}".encode(), digest_size=16).hexdigest()
+
+
+def namespace_id(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """A cache folder holding one `Namespace` per encoder fingerprint."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def namespaces(self) -> list["Namespace"]:
+        if not self.root.is_dir():
+            return []
+        return [Namespace(p) for p in sorted(self.root.iterdir()) if (p / MANIFEST).is_file()]
+
+    def namespace(self, fingerprint: dict, dtype: str = "float32", create: bool = False) -> "Namespace":
+        """The namespace of `fingerprint` (and storage dtype); created when `create` is set."""
+        if dtype not in DTYPES:
+            raise CacheError(f"unknown cache dtype {dtype!r} (expected one of: {', '.join(DTYPES)})")
+        identity = {**fingerprint, "dtype": dtype}
+        root = self.root / namespace_id(identity)
+        if not (root / MANIFEST).is_file():
+            if not create:
+                raise CacheError(f"{self.root} has no vectors for this encoder (namespace {root.name}); run `pipeline embed` first")
+            root.mkdir(parents=True, exist_ok=True)
+            with _locked(root / ".manifest.lock"):
+                if not (root / MANIFEST).is_file():
+                    manifest = {
+                        "format": FORMAT_VERSION,
+                        "namespace": root.name,
+                        "fingerprint": fingerprint,
+                        "dtype": dtype,
+                        "dimension": fingerprint["dimension"],
+                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "shards": [],
+                    }
+                    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=2))
+        return Namespace(root)
+
+
+@dataclass
+class ShardInfo:
+    file: str
+    rows: int
+
+
+class Namespace:
+    """The vectors of one encoder fingerprint."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.manifest = json.loads((self.root / MANIFEST).read_text())
+
+    @property
+    def id(self) -> str:
+        return self.root.name
+
+    @property
+    def fingerprint(self) -> dict:
+        return self.manifest["fingerprint"]
+
+    @property
+    def dimension(self) -> int:
+        return self.manifest["dimension"]
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest["dtype"]
+
+    @property
+    def shards(self) -> list[ShardInfo]:
+        return [ShardInfo(**s) for s in self.manifest["shards"]]
+
+    def shard_paths(self) -> list[str]:
+        return [str(self.root / s.file) for s in self.shards]
+
+    def __len__(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def reload(self) -> "Namespace":
+        self.manifest = json.loads((self.root / MANIFEST).read_text())
+        return self
+
+    # --- reading, always through DuckDB ---------------------------------------------------------
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        """The keys among `keys` that have no vector yet, in their given order."""
+        if not self.shards:
+            return list(keys)
+        with _duckdb() as con:
+            con.register("wanted", pa.table({"key": pa.array(keys, pa.string()), "ord": np.arange(len(keys))}))
+            found = con.sql(
+                "SELECT w.key FROM wanted w ANTI JOIN read_parquet($files) s USING (key) ORDER BY w.ord",
+                params={"files": self.shard_paths()},
+            ).fetchnumpy()["key"]
+        return [str(k) for k in found]
+
+    def fetch(self, keys: Sequence[str]) -> np.ndarray:
+        """Vectors for `keys` as float32 (len(keys), dimension), row i for keys[i].
+        Raises `MissingVectors` naming the keys that have none."""
+        n = len(keys)
+        if n == 0:
+            return np.zeros((0, self.dimension), np.float32)
+        if not self.shards:
+            raise MissingVectors(keys, n)
+        with _duckdb() as con:
+            con.register("wanted", pa.table({"key": pa.array(keys, pa.string()), "ord": np.arange(n)}))
+            result = con.sql(
+                "SELECT w.ord, s.vector FROM wanted w JOIN read_parquet($files) s USING (key)",
+                params={"files": self.shard_paths()},
+            ).to_arrow_table()
+        if result.num_rows != n:
+            found = np.zeros(n, bool)
+            found[result.column("ord").to_numpy()] = True
+            if result.num_rows > found.sum():
+                raise CacheError(f"namespace {self.id} holds duplicate keys; run `pipeline cache verify`")
+            raise MissingVectors([keys[i] for i in np.flatnonzero(~found)], n)
+        vectors = np.empty((n, self.dimension), np.float32)
+        vectors[result.column("ord").to_numpy()] = _matrix(result.column("vector"), self.dimension)
+        return vectors
+
+    # --- writing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self, shard: tuple[int, int] = (0, 1)) -> Iterator["Namespace"]:
+        """Hold the write lock for an embed run. One unsharded run at a time; the ranks of a
+        sharded run (`shard=(i, n)`) share the namespace, each rank's slice exclusive."""
+        index, count = shard
+        with _locked(self.root / ".run.lock", shared=count > 1, blocking=False, busy=self._busy):
+            with _locked(self.root / f".run-{index}-of-{count}.lock", blocking=False, busy=self._busy):
+                self._remove_unlisted_shards(only_mine=count > 1)
+                yield self
+
+    def _busy(self, lock: Path) -> CacheError:
+        return CacheError(
+            f"another `pipeline embed` is writing to {self.root} (lock {lock.name} is held); "
+            "wait for it to finish, or give this run another --cache folder"
+        )
+
+    def write_shard(self, keys: Sequence[str], vectors: np.ndarray) -> ShardInfo:
+        """Write one shard (temp file + rename) and then list it in the manifest."""
+        info = self._write_shard_file(keys, vectors)
+        self._update_manifest(add=[info])
+        return info
+
+    def _write_shard_file(self, keys: Sequence[str], vectors: np.ndarray) -> ShardInfo:
+        numpy_dtype, arrow_dtype = DTYPES[self.dtype]
+        vectors = np.ascontiguousarray(vectors, dtype=numpy_dtype)
+        if vectors.shape != (len(keys), self.dimension):
+            raise CacheError(f"shard of {len(keys)} keys got vectors of shape {vectors.shape}, expected ({len(keys)}, {self.dimension})")
+        table = pa.table(
+            {
+                "key": pa.array(keys, pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), arrow_dtype), self.dimension),
+            }
+        )
+        name = f"shards/{uuid.uuid4().hex}.parquet"
+        with atomic_path(self.root / name) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        return ShardInfo(name, len(keys))
+
+    def _update_manifest(self, add: Sequence[ShardInfo] = (), remove: Sequence[str] = ()) -> None:
+        with _locked(self.root / ".manifest.lock"):
+            manifest = json.loads((self.root / MANIFEST).read_text())
+            manifest["shards"] = [s for s in manifest["shards"] if s["file"] not in set(remove)]
+            manifest["shards"] += [{"file": s.file, "rows": s.rows} for s in add]
+            write_text_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2))
+            self.manifest = manifest
+
+    def _remove_unlisted_shards(self, only_mine: bool) -> None:
+        """Shards a killed run renamed into place but never listed; sharded ranks leave them for
+        `cache gc`, since another rank's shard may be between rename and manifest update."""
+        if only_mine:
+            return
+        listed = {s.file for s in self.reload().shards}
+        for path in (self.root / "shards").glob("*.parquet"):
+            if f"shards/{path.name}" not in listed:
+                path.unlink()
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        files = [self.root / s.file for s in self.shards]
+        return {
+            "namespace": self.id,
+            "encoder": self.fingerprint.get("encoder"),
+            "dimension": self.dimension,
+            "dtype": self.dtype,
+            "vectors": len(self),
+            "shards": len(files),
+            "bytes": sum(f.stat().st_size for f in files if f.exists()),
+        }
+
+    def verify(self) -> list[str]:
+        """Read every shard; return one line per problem (unreadable or missing shard, wrong
+        dimension, row count unlike the manifest's, NaN, duplicate keys)."""
+        problems = []
+        readable = []
+        with _duckdb() as con:
+            for shard in self.shards:
+                path = self.root / shard.file
+                try:
+                    table = con.sql("SELECT key, vector FROM read_parquet($file)", params={"file": str(path)}).to_arrow_table()
+                except duckdb.Error as e:
+                    problems.append(f"{path}: unreadable shard ({str(e).splitlines()[0]})")
+                    continue
+                readable.append(str(path))
+                if table.num_rows != shard.rows:
+                    problems.append(f"{path}: {table.num_rows} rows, the manifest says {shard.rows}")
+                sizes = table.column("vector").combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
+                if table.num_rows and (sizes != self.dimension).any():
+                    problems.append(f"{path}: {(sizes != self.dimension).sum()} vectors not of dimension {self.dimension}")
+                    continue
+                if table.num_rows and np.isnan(_matrix(table.column("vector"), self.dimension)).any():
+                    problems.append(f"{path}: vectors contain NaN")
+            if readable:
+                duplicates = con.sql(
+                    "SELECT count(*) FROM (SELECT key FROM read_parquet($files) GROUP BY key HAVING count(*) > 1)",
+                    params={"files": readable},
+                ).fetchall()[0][0]
+                if duplicates:
+                    problems.append(f"{self.root}: {duplicates} keys stored more than once")
+        return problems
+
+    def gc(self, keep: Sequence[str]) -> int:
+        """Drop vectors whose key is not in `keep`; shards are rewritten (atomically) or removed.
+        Returns the number of vectors dropped."""
+        dropped = 0
+        with self.writer():
+            with _duckdb() as con:
+                con.register("keep", pa.table({"key": pa.array(list(keep), pa.string())}))
+                for shard in self.shards:
+                    path = self.root / shard.file
+                    kept = con.sql(
+                        "SELECT s.key, s.vector FROM read_parquet($file) s SEMI JOIN keep USING (key)", params={"file": str(path)}
+                    ).to_arrow_table()
+                    if kept.num_rows == shard.rows:
+                        continue
+                    dropped += shard.rows - kept.num_rows
+                    # The smaller shard replaces the old one in a single manifest update, so a
+                    # crash in between leaves either the old shard or the new one listed, never both.
+                    replacement = []
+                    if kept.num_rows:
+                        vectors = _matrix(kept.column("vector"), self.dimension)
+                        replacement = [self._write_shard_file(kept.column("key").to_pylist(), vectors)]
+                    self._update_manifest(add=replacement, remove=[shard.file])
+                    path.unlink()
+        return dropped
+
+
+def _matrix(column: pa.ChunkedArray, dimension: int) -> np.ndarray:
+    """A list<float> column as an (n, dimension) float32 matrix, without a Python loop."""
+    values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(-1, dimension).astype(np.float32, copy=False)
+
+
+@contextmanager
+def _duckdb() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect()
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def _locked(path: Path, shared: bool = False, blocking: bool = True, busy=None) -> Iterator[None]:
+    """An flock on `path`; released by the OS if the process dies, so a killed run never leaves
+    the cache locked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, flags)
+        except BlockingIOError:
+            raise busy(path) from None
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,63 @@
+"""From validated pairs to the texts the encoder sees and the vectors the heads consume.
+
+Each pair references four texts: the positive and negative trajectory contexts ("context" role)
+and module texts ("module" role). Contexts repeat across the modules of a task, so the unique
+texts are far fewer than the references; the cache stores each once.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from cache import Namespace, text_key
+
+ROLE_COLUMNS = {
+    "context": ("positive_context", "negative_context"),
+    "module": ("positive_module_text", "negative_module_text"),
+}
+TEXT_COLUMN_ROLES = {column: role for role, columns in ROLE_COLUMNS.items() for column in columns}
+
+
+def unique_texts(pairs: pl.DataFrame) -> pl.DataFrame:
+    """One row per distinct (role, text) that `pairs` references: columns key, role, text, chars."""
+    frames = [
+        pl.DataFrame({"text": pl.concat([pairs[c] for c in columns]).unique(maintain_order=True)}).with_columns(role=pl.lit(role))
+        for role, columns in ROLE_COLUMNS.items()
+    ]
+    texts = pl.concat(frames)
+    keys = [text_key(role, text) for role, text in zip(texts["role"], texts["text"])]
+    return texts.select(key=pl.Series(keys, dtype=pl.String), role="role", text="text", chars=pl.col("text").str.len_chars())
+
+
+def pair_text_keys(pairs: pl.DataFrame) -> pl.DataFrame:
+    """The cache key of each of a pair's four texts: columns `<text column>_key`, row-aligned."""
+    texts = unique_texts(pairs)  # hash each distinct text once, then join back
+    keys = {}
+    for column, role in TEXT_COLUMN_ROLES.items():
+        lookup = texts.filter(pl.col("role") == role).select("text", "key")
+        joined = pairs.select(pl.col(column).alias("text")).join(lookup, on="text", how="left", maintain_order="left")
+        keys[f"{column}_key"] = joined["key"]
+    return pl.DataFrame(keys)
+
+
+@dataclass
+class PairVectors:
+    """The four vectors of every pair, row-aligned with the pair table."""
+
+    positive_context: np.ndarray
+    positive_module_text: np.ndarray
+    negative_context: np.ndarray
+    negative_module_text: np.ndarray
+    target_module: np.ndarray  # the module name of each pair
+
+
+def pair_vectors(namespace: Namespace, pairs: pl.DataFrame) -> PairVectors:
+    """Each pair with its four cached vectors. Every unique text is fetched once from DuckDB and
+    gathered per column; raises `cache.MissingVectors` when some texts were never embedded."""
+    keys = pair_text_keys(pairs)
+    unique, inverse = np.unique(np.concatenate([keys[c].to_numpy() for c in keys.columns]), return_inverse=True)
+    vectors = namespace.fetch(unique.tolist())
+    per_column = inverse.reshape(len(keys.columns), pairs.height)
+    columns = {c.removesuffix("_key"): vectors[idx] for c, idx in zip(keys.columns, per_column)}
+    return PairVectors(**columns, target_module=pairs["target_module"].to_numpy())

@@ -1,0 +1,128 @@
+"""Stage 0a recipe: embed every unique text of the given pairs once into the cache.
+
+    pipeline embed train.jsonl val.jsonl --cache cache/ --encoder minilm
+
+On several processes, each embeds a disjoint slice of the missing texts and writes its own shards:
+
+    torchrun --nproc_per_node=2 -m pipeline.cli embed pairs.json --cache cache/     # RANK/WORLD_SIZE
+    pipeline embed pairs.json --cache cache/ --shard 0/2 & pipeline embed ... --shard 1/2
+
+A text belongs to the slice int(key) mod n, whatever else is missing, so ranks that start at
+different times still split the work without overlap.
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from cache import EmbeddingCache, Namespace
+from data import load_pairs
+from features.encoder import ROLES, TextEncoder
+from features.pairs import unique_texts
+from pipeline.config import Config
+
+
+@dataclass
+class EmbedReport:
+    namespace: str
+    referenced: int  # texts the pairs reference (4 per pair)
+    unique: int
+    new: int  # encoded by this run (this rank)
+    reused: int  # already in the cache
+    truncated: dict[str, int]  # per role, among the new texts
+    other_ranks: int = 0  # missing texts left to the other ranks of a sharded run
+
+    def line(self) -> str:
+        truncated = ", ".join(f"{role} {n}" for role, n in self.truncated.items())
+        line = (
+            f"{self.new} texts new, {self.reused} reused, {sum(self.truncated.values())} truncated ({truncated}); "
+            f"{self.unique} unique of {self.referenced} referenced; namespace {self.namespace}"
+        )
+        return line + (f"; {self.other_ranks} left to other ranks" if self.other_ranks else "")
+
+
+def shard_from_environment(shard: str | None) -> tuple[int, int]:
+    """`--shard i/n`, else torchrun's RANK/WORLD_SIZE, else (0, 1)."""
+    if shard:
+        try:
+            index, count = (int(part) for part in shard.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard must look like i/n (e.g. 0/2), got {shard!r}") from None
+    else:
+        index, count = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must be in [0, {count}), got {index}")
+    return index, count
+
+
+def load_encoder(config: Config) -> TextEncoder:
+    model = config.model
+    return TextEncoder.load(
+        model.encoder,
+        device=config.training.device,
+        max_context_tokens=model.max_context_tokens,
+        max_module_tokens=model.max_module_tokens,
+        context_prompt=model.context_prompt,
+        truncation_side=model.truncation_side,
+        normalize=model.normalize,
+        batch_size=model.batch_size,
+    )
+
+
+def embed_pairs(
+    files: Sequence[Path],
+    cache_dir: Path,
+    config: Config,
+    shard: tuple[int, int] = (0, 1),
+    encoder: TextEncoder | None = None,
+    progress: bool = True,
+) -> EmbedReport:
+    pairs = load_pairs(files, config.data.modules)
+    encoder = encoder or load_encoder(config)
+    namespace = EmbeddingCache(cache_dir).namespace(encoder.fingerprint(), dtype=config.cache.dtype, create=True)
+    texts = unique_texts(pairs)
+    with namespace.writer(shard):
+        missing = texts.filter(pl.col("key").is_in(namespace.missing(texts["key"].to_list())))
+        index, count = shard
+        mine = missing.filter(_slice_of(missing["key"], count) == index)
+        truncated = encode_into(namespace, encoder, mine, config.cache.shard_size, progress)
+    return EmbedReport(
+        namespace=namespace.id,
+        referenced=4 * pairs.height,
+        unique=texts.height,
+        new=mine.height,
+        reused=texts.height - missing.height,
+        truncated=truncated,
+        other_ranks=missing.height - mine.height,
+    )
+
+
+def encode_into(namespace: Namespace, encoder: TextEncoder, texts: pl.DataFrame, shard_size: int, progress: bool) -> dict[str, int]:
+    """Encode `texts` (key, role, text, chars) role by role, longest first so that batches hold
+    texts of similar length, and write a shard every `shard_size` vectors."""
+    truncated = dict.fromkeys(ROLES, 0)
+    bar = tqdm(total=texts.height, unit="text", desc="embed", disable=not progress, dynamic_ncols=True)
+    step = encoder.batch_size * 8  # progress granularity; ST sorts by length within each call too
+    for role in ROLES:
+        todo = texts.filter(pl.col("role") == role).sort("chars", descending=True)
+        for start in range(0, todo.height, shard_size):
+            chunk = todo.slice(start, shard_size)
+            parts = []
+            for offset in range(0, chunk.height, step):
+                vectors, n_truncated = encoder.encode(chunk["text"].slice(offset, step).to_list(), role)
+                parts.append(vectors)
+                truncated[role] += n_truncated
+                bar.update(len(vectors))
+            namespace.write_shard(chunk["key"].to_list(), np.concatenate(parts))
+    bar.close()
+    return truncated
+
+
+def _slice_of(keys: pl.Series, count: int) -> pl.Series:
+    # The key is a hex hash: its first 8 hex digits are uniform, so the slices are even.
+    return keys.str.slice(0, 8).str.to_integer(base=16) % count

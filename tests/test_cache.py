@@ -1,0 +1,161 @@
+"""The Parquet/DuckDB embedding cache on its own: namespaces, atomic shards, reads, locks, maintenance."""
+
+import json
+import multiprocessing
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cache import CacheError, EmbeddingCache, MissingVectors, text_key
+from pipeline.cli import main
+
+FINGERPRINT = {"encoder": "test-encoder", "weights": "abc", "dimension": 8}
+
+
+def keys_and_vectors(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [text_key("context", f"text {seed} {i}") for i in range(n)], rng.standard_normal((n, 8)).astype(np.float32)
+
+
+@pytest.fixture
+def namespace(tmp_path):
+    return EmbeddingCache(tmp_path / "cache").namespace(FINGERPRINT, create=True)
+
+
+def test_key_depends_on_role_and_text():
+    assert text_key("context", "a") == text_key("context", "a")
+    assert len({text_key("context", "a"), text_key("module", "a"), text_key("context", "b")}) == 3
+
+
+def test_fetch_returns_vectors_in_the_order_asked(namespace):
+    keys, vectors = keys_and_vectors(50)
+    with namespace.writer():
+        namespace.write_shard(keys[:20], vectors[:20])
+        namespace.write_shard(keys[20:], vectors[20:])
+    order = np.random.default_rng(1).permutation(50)
+    fetched = namespace.fetch([keys[i] for i in order])
+    assert fetched.dtype == np.float32 and fetched.shape == (50, 8)
+    np.testing.assert_array_equal(fetched, vectors[order])
+    assert namespace.missing(keys + ["unknown"]) == ["unknown"]
+
+
+def test_fetch_names_missing_keys(namespace):
+    keys, vectors = keys_and_vectors(10)
+    with namespace.writer():
+        namespace.write_shard(keys[:7], vectors[:7])
+    with pytest.raises(MissingVectors) as caught:
+        namespace.fetch(keys)
+    assert caught.value.missing == keys[7:] and "3 of 10 texts" in str(caught.value)
+
+
+def test_float16_storage_reads_back_as_float32(tmp_path):
+    namespace = EmbeddingCache(tmp_path).namespace(FINGERPRINT, dtype="float16", create=True)
+    keys, vectors = keys_and_vectors(5)
+    with namespace.writer():
+        namespace.write_shard(keys, vectors)
+    fetched = namespace.fetch(keys)
+    assert fetched.dtype == np.float32
+    np.testing.assert_allclose(fetched, vectors, rtol=1e-3, atol=1e-3)
+
+
+def test_each_fingerprint_is_its_own_namespace(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    first = cache.namespace(FINGERPRINT, create=True)
+    other = cache.namespace({**FINGERPRINT, "weights": "fine-tuned"}, create=True)
+    half = cache.namespace(FINGERPRINT, dtype="float16", create=True)
+    assert len({first.root, other.root, half.root}) == 3
+    keys, vectors = keys_and_vectors(3)
+    with first.writer():
+        first.write_shard(keys, vectors)
+    assert other.missing(keys) == keys
+    assert cache.namespace(FINGERPRINT).fetch(keys).shape == (3, 8)
+    with pytest.raises(CacheError, match="run `pipeline embed` first"):
+        cache.namespace({**FINGERPRINT, "weights": "never embedded"})
+
+
+def test_unlisted_shard_of_a_killed_run_is_ignored_and_cleaned(namespace):
+    keys, vectors = keys_and_vectors(6)
+    with namespace.writer():
+        namespace.write_shard(keys[:3], vectors[:3])
+        namespace._write_shard_file(keys[3:], vectors[3:])  # killed between shard rename and manifest update
+    assert len(list((namespace.root / "shards").glob("*.parquet"))) == 2
+    assert namespace.missing(keys) == keys[3:]
+    with namespace.writer():
+        pass
+    assert len(list((namespace.root / "shards").glob("*.parquet"))) == 1
+
+
+def _hold_writer_lock(root, ready, release):
+    from cache.store import Namespace
+
+    with Namespace(root).writer():
+        ready.set()
+        release.wait(10)
+
+
+def test_a_second_writer_gets_a_clear_error_not_a_corrupt_cache(namespace):
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_writer_lock, args=(namespace.root, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(CacheError, match="another `pipeline embed` is writing"):
+            with namespace.writer():
+                pass
+        with pytest.raises(CacheError, match="another `pipeline embed`"):
+            with namespace.writer(shard=(0, 2)):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with namespace.writer():
+        pass
+
+
+def test_verify_names_a_corrupt_shard(namespace, tmp_path):
+    keys, vectors = keys_and_vectors(20)
+    with namespace.writer():
+        namespace.write_shard(keys[:10], vectors[:10])
+        bad = namespace.write_shard(keys[10:], vectors[10:])
+    assert namespace.verify() == []
+    path = namespace.root / bad.file
+    path.write_bytes(path.read_bytes()[:200])
+    problems = namespace.verify()
+    assert len(problems) == 1 and str(path) in problems[0] and "unreadable" in problems[0]
+    result = CliRunner().invoke(main, ["cache", "verify", str(namespace.root.parent)])
+    assert result.exit_code == 1 and bad.file.split("/")[1] in result.output
+
+
+def test_verify_finds_nan_and_duplicate_keys(namespace):
+    keys, vectors = keys_and_vectors(4)
+    vectors[2, 3] = np.nan
+    with namespace.writer():
+        namespace.write_shard(keys, vectors)
+        namespace.write_shard(keys[:1], vectors[:1])
+    problems = namespace.verify()
+    assert any("NaN" in p for p in problems) and any("1 keys stored more than once" in p for p in problems)
+
+
+def test_gc_drops_only_unreferenced_vectors(namespace):
+    keys, vectors = keys_and_vectors(30)
+    with namespace.writer():
+        namespace.write_shard(keys[:15], vectors[:15])
+        namespace.write_shard(keys[15:], vectors[15:])
+    keep = keys[5:20]
+    assert namespace.gc(keep) == 15
+    assert len(namespace) == 15 and namespace.missing(keys) == keys[:5] + keys[20:]
+    np.testing.assert_array_equal(namespace.fetch(keep), vectors[5:20])
+    manifest = json.loads((namespace.root / "manifest.json").read_text())
+    assert sorted(p.name for p in (namespace.root / "shards").glob("*.parquet")) == sorted(s["file"].split("/")[1] for s in manifest["shards"])
+    assert namespace.verify() == []
+
+
+def test_cache_info_lists_namespaces(namespace):
+    keys, vectors = keys_and_vectors(12)
+    with namespace.writer():
+        namespace.write_shard(keys, vectors)
+    result = CliRunner().invoke(main, ["cache", "info", str(namespace.root.parent)])
+    assert result.exit_code == 0
+    assert namespace.id in result.output and "test-encoder" in result.output and "12 vectors in 1 shards" in result.output

@@ -1,0 +1,185 @@
+"""`pipeline embed` end to end with real encoders: dedup, reuse, resume after a kill, sharded runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from cache import EmbeddingCache
+from data import load_pairs, pairs_from_records, write_pairs
+from data.synth import generate_pairs
+from features.pairs import pair_vectors, unique_texts
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.embed import embed_pairs, load_encoder, shard_from_environment
+
+PIPELINE = [sys.executable, "-m", "pipeline.cli"]
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    write_pairs(pairs_from_records(generate_pairs(40, seed=5)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def minilm_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "config.yaml"
+    path.write_text("model:\n  encoder: minilm\n  max_context_tokens: 32\n  max_module_tokens: 32\n  batch_size: 16\ncache:\n  shard_size: 8\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_config):
+    return load_encoder(load_config(minilm_config))
+
+
+def cache_contents(cache_dir: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """namespace -> (sorted keys, their vectors), read back through DuckDB."""
+    contents = {}
+    for namespace in EmbeddingCache(cache_dir).namespaces():
+        keys = sorted(
+            key for shard in namespace.shard_paths() for key in pl.read_parquet(shard)["key"].to_list()
+        )
+        contents[namespace.id] = (keys, namespace.fetch(keys))
+    return contents
+
+
+def assert_same_cache(first: Path, second: Path) -> None:
+    a, b = cache_contents(first), cache_contents(second)
+    assert a.keys() == b.keys()
+    for namespace in a:
+        assert a[namespace][0] == b[namespace][0]  # same keys, each once
+        np.testing.assert_allclose(a[namespace][1], b[namespace][1], atol=2e-5)
+    for namespace in EmbeddingCache(second).namespaces():
+        assert namespace.verify() == []
+
+
+def test_each_unique_text_is_encoded_once_and_a_rerun_reuses_all(tmp_path, pairs_file, minilm_config, minilm):
+    config = load_config(minilm_config)
+    pairs = load_pairs(pairs_file)
+    texts = unique_texts(pairs)
+    assert texts.height < 4 * pairs.height  # contexts repeat across modules
+
+    report = embed_pairs([pairs_file], tmp_path, config, encoder=minilm, progress=False)
+    assert (report.new, report.reused, report.unique, report.referenced) == (texts.height, 0, texts.height, 4 * pairs.height)
+    assert report.truncated["context"] > 0  # 32 tokens cut every synthetic trajectory
+
+    again = embed_pairs([pairs_file], tmp_path, config, encoder=minilm, progress=False)
+    assert (again.new, again.reused) == (0, texts.height)
+
+    namespace = EmbeddingCache(tmp_path).namespaces()[0]
+    vectors = pair_vectors(namespace, pairs)
+    expected, _ = minilm.encode(pairs["positive_module_text"].to_list()[:5], "module")
+    np.testing.assert_allclose(vectors.positive_module_text[:5], expected, atol=1e-5)
+    assert vectors.positive_context.shape == (pairs.height, 384)
+
+
+def test_adding_pairs_encodes_only_their_new_texts(tmp_path, minilm_config, minilm):
+    config = load_config(minilm_config)
+    records = generate_pairs(48, seed=9)
+    first, more = tmp_path / "first.json", tmp_path / "more.json"
+    write_pairs(pairs_from_records(records[:40]), first)
+    write_pairs(pairs_from_records(records[40:]), more)
+    embed_pairs([first], tmp_path / "cache", config, encoder=minilm, progress=False)
+    report = embed_pairs([first, more], tmp_path / "cache", config, encoder=minilm, progress=False)
+    all_texts = unique_texts(load_pairs([first, more]))
+    old_texts = unique_texts(load_pairs([first]))
+    assert report.new == all_texts.height - old_texts.height > 0
+    assert report.reused == old_texts.height
+
+
+def test_killed_run_resumes_to_the_same_cache_as_a_clean_run(tmp_path, pairs_file, minilm_config):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    clean = tmp_path / "clean"
+    subprocess.run(PIPELINE + ["embed", str(pairs_file), "--cache", str(clean), "--config", str(minilm_config)], check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(PIPELINE + ["embed", str(pairs_file), "--cache", str(killed), "--config", str(minilm_config)], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        manifests = list(killed.glob("*/manifest.json"))
+        if manifests and len(json.loads(manifests[0].read_text())["shards"]) >= 3:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    namespace = EmbeddingCache(killed).namespaces()[0]
+    assert namespace.verify() == [] and 0 < len(namespace) < len(unique_texts(load_pairs(pairs_file)))
+
+    result = subprocess.run(PIPELINE + ["embed", str(pairs_file), "--cache", str(killed), "--config", str(minilm_config)], check=True, env=env, capture_output=True, text=True)
+    assert f"{len(namespace)} reused" in result.stdout
+    assert_same_cache(clean, killed)
+
+
+def test_two_sharded_processes_fill_the_cache_like_one_run(tmp_path, pairs_file, minilm_config):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    single = tmp_path / "single"
+    subprocess.run(PIPELINE + ["embed", str(pairs_file), "--cache", str(single), "--config", str(minilm_config)], check=True, env=env, capture_output=True)
+    sharded = tmp_path / "sharded"
+    ranks = [
+        subprocess.Popen(PIPELINE + ["embed", str(pairs_file), "--cache", str(sharded), "--config", str(minilm_config), "--shard", f"{i}/2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outputs = [rank.communicate(timeout=300) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0], outputs
+    assert all("left to other ranks" in out for out, _ in outputs)
+    assert_same_cache(single, sharded)
+
+
+def test_shard_comes_from_flag_or_torchrun_environment(monkeypatch):
+    assert shard_from_environment("1/4") == (1, 4)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert shard_from_environment(None) == (1, 2)
+    with pytest.raises(ValueError, match="i/n"):
+        shard_from_environment("two")
+    with pytest.raises(ValueError, match="in \\[0, 2\\)"):
+        shard_from_environment("2/2")
+
+
+def test_another_encoder_writes_its_own_namespace(tmp_path, pairs_file, minilm_config, minilm, tiny_qwen3_path):
+    embed_pairs([pairs_file], tmp_path, load_config(minilm_config), encoder=minilm, progress=False)
+    qwen = load_config(minilm_config, {"model.encoder": str(tiny_qwen3_path)})
+    report = embed_pairs([pairs_file], tmp_path, qwen, progress=False)
+    assert report.reused == 0 and report.new == report.unique
+    namespaces = {ns.id: ns for ns in EmbeddingCache(tmp_path).namespaces()}
+    assert len(namespaces) == 2
+    assert {ns.dimension for ns in namespaces.values()} == {384, 64}
+    assert namespaces[report.namespace].fingerprint["pooling"] == "lasttoken"
+
+
+def test_cli_embed_reports_new_reused_truncated(tmp_path, pairs_file, minilm_config):
+    result = CliRunner().invoke(main, ["embed", str(pairs_file), "--cache", str(tmp_path), "--config", str(minilm_config)])
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "texts new, 0 reused" in line and "truncated (context" in line
+    (namespace,) = EmbeddingCache(tmp_path).namespaces()
+    assert (namespace.root / "config.yaml").exists()
+    gc = CliRunner().invoke(main, ["cache", "gc", str(tmp_path), str(pairs_file), "--config", str(minilm_config)])
+    assert gc.exit_code == 0 and "dropped 0 vectors" in gc.output
+
+
+def test_unloadable_encoder_fails_clearly_and_writes_nothing(tmp_path, pairs_file):
+    result = CliRunner().invoke(main, ["embed", str(pairs_file), "--cache", str(tmp_path / "cache"), "--encoder", str(tmp_path / "no-such-model")])
+    assert result.exit_code == 1
+    assert "no-such-model" in result.output and "--encoder" in result.output
+    assert not (tmp_path / "cache").exists()
+
+
+def test_bad_pairs_never_reach_the_encoder(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{\"pair_id\": 1}]")
+    result = CliRunner().invoke(main, ["embed", str(bad), "--cache", str(tmp_path / "cache"), "--encoder", "minilm"])
+    assert result.exit_code == 1 and "record 0" in result.output
+    assert not (tmp_path / "cache").exists()
