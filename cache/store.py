@@ -41,6 +41,7 @@ class CacheError(RuntimeError):
 class MissingVectors(CacheError):
     def __init__(self, missing: Sequence[str], total: int):
         self.missing = list(missing)
+        self.total = total
         super().__init__(f"{len(self.missing)} of {total} texts have no vector in this cache namespace")
 
 

@@ -6,6 +6,7 @@ texts are far fewer than the references; the cache stores each once.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -52,12 +53,27 @@ class PairVectors:
     target_module: np.ndarray  # the module name of each pair
 
 
-def pair_vectors(namespace: Namespace, pairs: pl.DataFrame) -> PairVectors:
-    """Each pair with its four cached vectors. Every unique text is fetched once from DuckDB and
-    gathered per column; raises `cache.MissingVectors` when some texts were never embedded."""
+def pair_vectors(namespace: Namespace, pairs: pl.DataFrame, memory_map: Path | None = None, chunk: int = 50_000) -> PairVectors:
+    """Each pair with its four cached vectors. The unique texts of every `chunk` pairs are fetched
+    once from DuckDB and gathered per column; raises `cache.MissingVectors` when some texts were
+    never embedded. With `memory_map` (a folder) the four matrices are written there as .npy files
+    and come back memory-mapped, so data larger than RAM costs only one chunk of memory."""
     keys = pair_text_keys(pairs)
-    unique, inverse = np.unique(np.concatenate([keys[c].to_numpy() for c in keys.columns]), return_inverse=True)
-    vectors = namespace.fetch(unique.tolist())
-    per_column = inverse.reshape(len(keys.columns), pairs.height)
-    columns = {c.removesuffix("_key"): vectors[idx] for c, idx in zip(keys.columns, per_column)}
+    names = [c.removesuffix("_key") for c in keys.columns]
+    shape = (pairs.height, namespace.dimension)
+    if memory_map is not None:
+        memory_map.mkdir(parents=True, exist_ok=True)
+        columns = {name: np.lib.format.open_memmap(memory_map / f"{name}.npy", mode="w+", dtype=np.float32, shape=shape) for name in names}
+    else:
+        columns = {name: np.empty(shape, np.float32) for name in names}
+    for start in range(0, pairs.height, chunk):
+        part = keys.slice(start, chunk)
+        unique, inverse = np.unique(np.concatenate([part[c].to_numpy() for c in part.columns]), return_inverse=True)
+        vectors = namespace.fetch(unique.tolist())
+        for name, index in zip(names, inverse.reshape(len(names), part.height)):
+            columns[name][start : start + part.height] = vectors[index]
+    if memory_map is not None:
+        for matrix in columns.values():
+            matrix.flush()
+        columns = {name: np.load(memory_map / f"{name}.npy", mmap_mode="c") for name in names}
     return PairVectors(**columns, target_module=pairs["target_module"].to_numpy())

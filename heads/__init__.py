@@ -1,1 +1,5 @@
-"""Reward heads, the multi-module model and losses (lands with issue #5)."""
+"""Reward heads, the multi-module model, the Bradley–Terry loss, and their checkpoint folder."""
+
+from heads.model import MultiModuleRewardModel, RewardHead, bradley_terry_loss
+
+__all__ = ["MultiModuleRewardModel", "RewardHead", "bradley_terry_loss"]

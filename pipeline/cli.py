@@ -116,14 +116,14 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for everything the demo makes.")
 @click.option("--pairs", "n_pairs", type=click.IntRange(min=1), default=1000, show_default=True, help="Synthetic pairs to make.")
 @click.option("--encoder", default="minilm", show_default=True, help="Encoder for the embed step.")
-@click.option("--max-tokens", type=click.IntRange(min=8), default=128, show_default=True, help="Token limit for contexts and module texts.")
+@click.option("--max-tokens", type=click.IntRange(min=8), default=256, show_default=True, help="Token limit for contexts and module texts.")
 @config_option
 @click.pass_context
 def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: int, config_path: Path | None) -> None:
     """Run the pipeline end to end on synthetic pairs.
 
-    synth -> validate -> split -> embed (the bundled MiniLM by default), each step exactly as its
-    own verb would run it.
+    synth -> validate -> split -> embed (the bundled MiniLM by default) -> train-heads, each step
+    exactly as its own verb would run it.
     """
     pairs_file, splits = out / "pairs.json", out / "splits"
     config = load_config(config_path, {"model.encoder": encoder, "model.max_context_tokens": max_tokens, "model.max_module_tokens": max_tokens})
@@ -133,11 +133,16 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
         ("validate", validate, {"files": (pairs_file,)}),
         ("split", split, {"files": (pairs_file,), "out": splits}),
         ("embed", embed, {"files": tuple(splits / f"{name}.jsonl" for name in SPLITS), "cache_dir": out / "cache"}),
+        ("train-heads", train_heads, {"files": (splits / "train.jsonl",), "val_file": splits / "val.jsonl", "cache_dir": out / "cache", "out": out / "checkpoint"}),
     ]
     for number, (name, command, arguments) in enumerate(steps, start=1):
         click.secho(f"\n[{number}/{len(steps)}] pipeline {name}", bold=True)
         ctx.invoke(command, config_path=demo_config, **arguments)
     click.secho(f"\ndemo finished: outputs in {out}", bold=True)
+
+
+def _number(value: float | None, width: int) -> str:
+    return f"{value:{width}.3f}" if value is not None else "-".rjust(width)
 
 
 # --- verbs whose stages land in later issues; names and flags are the stable contract ----------
@@ -229,14 +234,40 @@ def cache_gc(cache_dir: Path, files, config_path) -> None:
 
 @main.command("train-heads")
 @pair_files
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder.")
-@click.option("--val", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Validation pairs (else carved from FILES by task).")
+@click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Validation pairs (else carved from FILES by task).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs [stage_0.epochs].")
+@click.option("--encoder", help="Whose cached vectors to train on [model.encoder].")
+@click.option("--namespace", "namespace_id", help="Cache namespace to read, when the cache holds several of the encoder.")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Continue from this checkpoint's heads.")
+@click.option("--embed-missing", is_flag=True, help="Embed texts the cache lacks instead of stopping.")
+@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@click.option("--use-wandb", is_flag=True, help="Also log to Weights & Biases (offline unless WANDB_MODE says otherwise).")
 @config_option
-def train_heads(files, cache, out, val, epochs, config_path) -> None:
-    """Train per-module heads on cached vectors (stage 0)."""
-    _not_yet("train-heads", 5)
+def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, resume, embed_missing, device, use_wandb, config_path) -> None:
+    """Train per-module heads on cached vectors (stage 0).
+
+    Reads the cache only: seconds, not minutes. Validates per module every epoch, stops early,
+    keeps the best epoch in OUT (heads.safetensors, config.json, metrics.jsonl).
+    """
+    from features.encoder import EncoderLoadError
+    from pipeline.train_heads import TrainHeadsError, train_heads as run
+
+    config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device})
+    try:
+        result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb)
+    except (EncoderLoadError, TrainHeadsError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo("epoch  train loss  val loss  val acc  " + "  ".join(f"{m[:9]:>9}" for m in config.data.modules))
+    for record in result.history:
+        val = record["val"]
+        per_module = "  ".join(_number(val["modules"][m]["pairwise_accuracy"], 9) for m in config.data.modules)
+        click.echo(f"{record['epoch']:5d}  {record['train_loss']:10.4f}  {val['loss']:8.4f}  {val['pairwise_accuracy']:7.3f}  {per_module}")
+    click.echo(
+        f"best epoch {result.best_epoch} of {result.epochs_run}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}, "
+        f"{result.seconds_per_epoch:.2f} s/epoch; checkpoint in {out}"
+    )
 
 
 @main.command()

@@ -60,6 +60,7 @@ class Stage0Config:
     epochs: int = 5
     batch_size: int = 64
     patience: int = 2
+    memory_map_above_mb: int = 4096  # pair features larger than this stay on disk, memory-mapped
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Training pieces shared by the stage recipes: pair tensors, the warmup schedule, one epoch of
+heads over cached vectors, and per-module validation."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from features.pairs import PairVectors
+from heads.model import MultiModuleRewardModel, bradley_terry_loss
+
+
+@dataclass
+class PairTensors:
+    """The four vectors of each pair and the index of its module's head, row-aligned."""
+
+    positive_context: torch.Tensor
+    positive_module_text: torch.Tensor
+    negative_context: torch.Tensor
+    negative_module_text: torch.Tensor
+    module_index: torch.Tensor
+
+    @classmethod
+    def from_vectors(cls, vectors: PairVectors, model: MultiModuleRewardModel, device: str = "cpu") -> "PairTensors":
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            if isinstance(array, np.memmap) and device == "cpu":
+                # stays on disk: batches are gathered from the page cache, never the whole matrix
+                return torch.from_numpy(np.asarray(array))
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+
+        return cls(
+            tensor(vectors.positive_context),
+            tensor(vectors.positive_module_text),
+            tensor(vectors.negative_context),
+            tensor(vectors.negative_module_text),
+            model.module_index(vectors.target_module.tolist()).to(device),
+        )
+
+    def __len__(self) -> int:
+        return self.module_index.shape[0]
+
+    def rows(self, index: torch.Tensor) -> "PairTensors":
+        return PairTensors(*(t[index] for t in (self.positive_context, self.positive_module_text, self.negative_context, self.negative_module_text, self.module_index)))
+
+    def scores(self, model: MultiModuleRewardModel) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            model(self.positive_context, self.positive_module_text, self.module_index),
+            model(self.negative_context, self.negative_module_text, self.module_index),
+        )
+
+
+def warmup_linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
+    """Linear warmup to the optimiser's lr over `warmup_steps`, then linear decay to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return LambdaLR(optimizer, factor)
+
+
+def warmup_steps_for(total_steps: int, warmup_steps: int, max_fraction: float) -> int:
+    """The configured warmup, capped to a fraction of all steps so small data still trains at full lr."""
+    return max(1, min(warmup_steps, int(max_fraction * total_steps)))
+
+
+def optimizer_steps(n_pairs: int, batch_size: int, grad_accumulation: int) -> int:
+    return math.ceil(math.ceil(n_pairs / batch_size) / grad_accumulation)
+
+
+def train_epoch(
+    model: MultiModuleRewardModel,
+    data: PairTensors,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    *,
+    batch_size: int,
+    grad_accumulation: int,
+    grad_clip: float,
+    margin: float,
+    margin_weight: float,
+    generator: torch.Generator,
+    on_step=None,
+) -> float:
+    """One pass over `data` in a seeded random order; returns the mean training loss."""
+    model.train()
+    order = torch.randperm(len(data), generator=generator).to(data.module_index.device)
+    batches = list(order.split(batch_size))
+    total, count = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    for i, index in enumerate(batches):
+        positive, negative = data.rows(index).scores(model)
+        loss = bradley_terry_loss(positive, negative, margin, margin_weight)
+        (loss / grad_accumulation).backward()
+        total, count = total + loss.item() * len(index), count + len(index)
+        if (i + 1) % grad_accumulation == 0 or i + 1 == len(batches):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if on_step is not None:
+                on_step(loss.item())
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_pairs(model: MultiModuleRewardModel, data: PairTensors, margin: float, margin_weight: float, batch_size: int = 4096) -> dict:
+    """Loss and pairwise accuracy (r_pos > r_neg; ties count wrong), overall and per module."""
+    model.eval()
+    positive, negative = [], []
+    for index in torch.arange(len(data), device=data.module_index.device).split(batch_size):
+        p, n = data.rows(index).scores(model)
+        positive.append(p)
+        negative.append(n)
+    positive, negative = torch.cat(positive), torch.cat(negative)
+
+    def summary(rows: torch.Tensor) -> dict:
+        if not len(rows):  # None, not NaN: the metrics go to JSON
+            return {"loss": None, "pairwise_accuracy": None, "n_pairs": 0}
+        p, n = positive[rows], negative[rows]
+        return {
+            "loss": bradley_terry_loss(p, n, margin, margin_weight).item(),
+            "pairwise_accuracy": (p > n).float().mean().item(),
+            "n_pairs": int(len(rows)),
+        }
+
+    everything = torch.arange(len(data), device=positive.device)
+    result = summary(everything)
+    result["modules"] = {
+        name: summary((data.module_index == i).nonzero(as_tuple=True)[0]) for i, name in enumerate(model.modules_order)
+    }
+    return result

@@ -1,0 +1,190 @@
+"""Stage 0 heads: architecture, loss, per-module isolation, checkpoints, resume, and the cache contract."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from cache import CacheError
+from data import load_pairs, pairs_from_records, write_pairs
+from data.synth import generate_pairs
+from heads import MultiModuleRewardModel, RewardHead, bradley_terry_loss
+from heads.training import PairTensors, train_epoch, warmup_linear_schedule
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.embed import embed_pairs, load_encoder
+from pipeline.train_heads import train_heads
+
+MODULES = ["reflection", "planner", "executor", "memory"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Small real data embedded with the bundled MiniLM (32 tokens, to keep it fast)."""
+    root = tmp_path_factory.mktemp("heads")
+    records = generate_pairs(96, seed=11)
+    for name, part in (("train", records[:64]), ("val", records[64:80]), ("more", records[80:])):
+        write_pairs(pairs_from_records(part), root / f"{name}.jsonl")
+    config = load_config(
+        overrides={
+            "model.encoder": "minilm", "model.max_context_tokens": 32, "model.max_module_tokens": 32,
+            "stage_0.epochs": 2, "stage_0.batch_size": 16, "training.device": "cpu",
+        }
+    )  # fmt: skip
+    encoder = load_encoder(config)
+    embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", config, encoder=encoder, progress=False)
+    return root, config, encoder
+
+
+def test_head_for_1024_dimensions_is_3072_2048_1024_1():
+    head = RewardHead(1024)
+    linears = [m for m in head.mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(3072, 2048), (2048, 1024), (1024, 1)]
+    expected = (3072 * 2048 + 2048) + 2 * 2048 + (2048 * 1024 + 1024) + 2 * 1024 + (1024 + 1)
+    assert sum(p.numel() for p in head.parameters()) == expected == 8_398_849
+
+
+def test_loss_is_bradley_terry_plus_margin_hinge():
+    positive, negative = torch.tensor([2.0, 0.0, 0.05]), torch.tensor([0.0, 1.0, 0.0])
+    difference = positive - negative
+    expected = -torch.nn.functional.logsigmoid(difference).mean() + 0.5 * torch.relu(0.1 - difference).mean()
+    assert torch.isclose(bradley_terry_loss(positive, negative, margin=0.1, margin_weight=0.5), expected)
+
+
+def test_a_head_stays_unchanged_when_only_other_modules_pairs_train(setup):
+    root, config, _ = setup
+    from cache import EmbeddingCache
+    from features.pairs import pair_vectors
+
+    pairs = load_pairs(root / "train.jsonl")
+    planner_only = pairs.filter(pairs["target_module"] == "planner")
+    namespace = EmbeddingCache(root / "cache").namespaces()[0]
+    torch.manual_seed(0)
+    model = MultiModuleRewardModel(namespace.dimension, MODULES)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    data = PairTensors.from_vectors(pair_vectors(namespace, planner_only), model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    train_epoch(
+        model, data, optimizer, warmup_linear_schedule(optimizer, 1, 10),
+        batch_size=4, grad_accumulation=1, grad_clip=1.0, margin=0.1, margin_weight=0.1, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    for name, parameter in model.named_parameters():
+        changed = not torch.equal(before[name], parameter)
+        assert changed == name.startswith("heads.planner."), name
+
+
+def test_checkpoint_is_a_readable_folder_without_pickle(setup, tmp_path):
+    root, config, _ = setup
+    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == ["config.json", "config.yaml", "heads.safetensors", "metrics.jsonl"]
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved["dimension"] == 384 and saved["modules"] == MODULES
+    assert saved["encoder_fingerprint"]["encoder"] == "minilm" and saved["training_config"]["stage_0"]["epochs"] == 2
+    assert len(saved["train_data_sha256"]) == 64 and "torch" in saved["versions"]
+    assert saved["metrics"]["val"] == result.validation
+    assert set(saved["metrics"]["val"]["modules"]) == set(MODULES)
+    assert len((tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()) == result.epochs_run
+    assert set(load_file(tmp_path / "ckpt" / "heads.safetensors")) == set(MultiModuleRewardModel(384, MODULES).state_dict())
+    model, _ = MultiModuleRewardModel.load(tmp_path / "ckpt")
+    assert model.modules_order == MODULES
+    assert not list(tmp_path.glob(".ckpt.*")), "no temporary folder left behind"
+
+
+def test_training_is_deterministic_on_cpu(setup, tmp_path):
+    root, config, _ = setup
+    for name in ("a", "b"):
+        train_heads([root / "train.jsonl"], root / "cache", tmp_path / name, config, val_file=root / "val.jsonl", progress=False)
+    a, b = load_file(tmp_path / "a" / "heads.safetensors"), load_file(tmp_path / "b" / "heads.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_starts_from_the_checkpoint_and_learns_new_pairs(setup, tmp_path):
+    root, config, encoder = setup
+    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "first", config, val_file=root / "val.jsonl", progress=False)
+    embed_pairs([root / "more.jsonl"], root / "cache", config, encoder=encoder, progress=False)  # only the new texts
+
+    frozen = config.override({"stage_0.lr": 0.0})
+    train_heads([root / "more.jsonl"], root / "cache", tmp_path / "same", frozen, val_file=root / "val.jsonl", resume=tmp_path / "first", progress=False)
+    first, same = load_file(tmp_path / "first" / "heads.safetensors"), load_file(tmp_path / "same" / "heads.safetensors")
+    assert all(torch.equal(first[k], same[k]) for k in first), "with lr 0 a resumed run must keep the checkpoint's weights"
+
+    train_heads([root / "train.jsonl", root / "more.jsonl"], root / "cache", tmp_path / "second", config, val_file=root / "val.jsonl", resume=tmp_path / "first", progress=False)
+    second = json.loads((tmp_path / "second" / "config.json").read_text())
+    assert second["resumed_from"] == str(tmp_path / "first")
+    assert second["train_data_sha256"] != json.loads((tmp_path / "first" / "config.json").read_text())["train_data_sha256"]
+
+
+def test_resume_refuses_a_cache_of_another_encoder(setup, tmp_path, tiny_qwen3_path):
+    root, config, _ = setup
+    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    qwen = config.override({"model.encoder": str(tiny_qwen3_path)})
+    embed_pairs([root / "train.jsonl", root / "val.jsonl"], tmp_path / "qwen-cache", qwen, progress=False)
+    with pytest.raises(CacheError, match="trained on vectors of encoder 'minilm'"):
+        train_heads([root / "train.jsonl"], tmp_path / "qwen-cache", tmp_path / "out", qwen, val_file=root / "val.jsonl", resume=tmp_path / "ckpt", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_vectors_stop_with_the_count_and_the_embed_command(setup, tmp_path):
+    root, config, _ = setup
+    unseen = tmp_path / "unseen.jsonl"
+    write_pairs(pairs_from_records(generate_pairs(8, seed=77)), unseen)
+    result = CliRunner().invoke(
+        main, ["train-heads", str(unseen), "--val", str(root / "val.jsonl"), "--cache", str(root / "cache"), "--out", str(tmp_path / "ckpt"), "--encoder", "minilm"]
+    )
+    assert result.exit_code == 1
+    assert "texts these pairs reference have no vector" in result.output
+    assert f"pipeline embed {unseen} {root / 'val.jsonl'} --cache {root / 'cache'} --encoder minilm" in result.output
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_embed_missing_embeds_then_trains(setup, tmp_path):
+    root, config, _ = setup
+    unseen = tmp_path / "unseen.jsonl"
+    write_pairs(pairs_from_records(generate_pairs(8, seed=78)), unseen)
+    cache = tmp_path / "cache"
+    result = train_heads([unseen], cache, tmp_path / "ckpt", config.override({"stage_0.epochs": 1}), val_file=root / "val.jsonl", embed_missing=True, progress=False)
+    assert result.epochs_run == 1 and (tmp_path / "ckpt" / "heads.safetensors").exists()
+
+
+def test_cli_train_heads_prints_per_module_validation(setup, tmp_path):
+    root, _, _ = setup
+    result = CliRunner().invoke(
+        main,
+        ["train-heads", str(root / "train.jsonl"), "--cache", str(root / "cache"), "--out", str(tmp_path / "ckpt"), "--encoder", "minilm", "--epochs", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "reflectio    planner   executor     memory" in result.output
+    assert "best epoch" in result.output and (tmp_path / "ckpt" / "config.yaml").exists()
+
+
+def test_memory_mapped_features_train_exactly_like_in_memory_ones(setup, tmp_path):
+    root, config, _ = setup
+    from cache import EmbeddingCache
+    from features.pairs import pair_vectors
+
+    pairs = load_pairs(root / "train.jsonl")
+    namespace = EmbeddingCache(root / "cache").namespaces()[0]
+    mapped = pair_vectors(namespace, pairs, memory_map=tmp_path / "features", chunk=10)
+    in_memory = pair_vectors(namespace, pairs)
+    assert isinstance(mapped.positive_context, np.memmap) and (tmp_path / "features" / "positive_context.npy").exists()
+    np.testing.assert_array_equal(mapped.negative_module_text, in_memory.negative_module_text)
+
+    on_disk = config.override({"stage_0.memory_map_above_mb": 0})
+    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "mapped", on_disk, val_file=root / "val.jsonl", progress=False)
+    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ram", config, val_file=root / "val.jsonl", progress=False)
+    a, b = load_file(tmp_path / "mapped" / "heads.safetensors"), load_file(tmp_path / "ram" / "heads.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((root / "cache").glob(".pair-features-*")), "the scratch folder is removed after training"
+
+
+def test_use_wandb_without_wandb_installed_says_how_to_get_it(setup, tmp_path, monkeypatch):
+    root, config, _ = setup
+    monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # as if not installed
+    from pipeline.train_heads import TrainHeadsError
+
+    with pytest.raises(TrainHeadsError, match="pip install wandb"):
+        train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", use_wandb=True, progress=False)
