@@ -213,8 +213,9 @@ def _check_values(config: Config, source: str) -> None:
     for name in ("max_context_tokens", "max_module_tokens", "batch_size"):
         require(getattr(config.model, name) > 0, f"model.{name} must be positive")
     require(config.cache.shard_size > 0, "cache.shard_size must be positive")
+    require(config.stage_0.memory_map_above_mb >= 0, "stage_0.memory_map_above_mb must be 0 or more")
     for stage in ("stage_0", "stage_1"):
-        for name in ("epochs", "grad_accumulation", "batch_size"):
+        for name in ("epochs", "grad_accumulation", "batch_size", "patience"):
             require(getattr(getattr(config, stage), name) > 0, f"{stage}.{name} must be positive")
     require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
     require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")
