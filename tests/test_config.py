@@ -41,6 +41,8 @@ def test_file_values_are_read_and_the_rest_keep_defaults(tmp_path):
         ("data:\n  val_fraction: 0.6\n  test_fraction: 0.5\n", "must leave pairs for training"),
         ("- just\n- a list\n", "expected a mapping of sections"),
         ("model: [\n", "not valid YAML"),
+        ("stage_0:\n  patience: 0\n", "stage_0.patience must be positive"),
+        ("stage_0:\n  memory_map_above_mb: -1\n", "stage_0.memory_map_above_mb must be 0 or more"),
     ],
 )
 def test_bad_config_is_refused_naming_file_and_key(tmp_path, text, message):
