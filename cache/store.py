@@ -181,7 +181,7 @@ class Namespace:
         index, count = shard
         with _locked(self.root / ".run.lock", shared=count > 1, blocking=False, busy=self._busy):
             with _locked(self.root / f".run-{index}-of-{count}.lock", blocking=False, busy=self._busy):
-                self._remove_unlisted_shards(only_mine=count > 1)
+                self._remove_unlisted_shards(sharded=count > 1)
                 yield self
 
     def _busy(self, lock: Path) -> CacheError:
@@ -220,10 +220,10 @@ class Namespace:
             write_text_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2))
             self.manifest = manifest
 
-    def _remove_unlisted_shards(self, only_mine: bool) -> None:
+    def _remove_unlisted_shards(self, sharded: bool) -> None:
         """Shards a killed run renamed into place but never listed; sharded ranks leave them for
         `cache gc`, since another rank's shard may be between rename and manifest update."""
-        if only_mine:
+        if sharded:
             return
         listed = {s.file for s in self.reload().shards}
         for path in (self.root / "shards").glob("*.parquet"):
