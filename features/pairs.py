@@ -51,6 +51,7 @@ class PairVectors:
     negative_context: np.ndarray
     negative_module_text: np.ndarray
     target_module: np.ndarray  # the module name of each pair
+    text_keys: pl.DataFrame | None = None  # `pair_text_keys` of the pairs, when read from a cache
 
 
 def pair_vectors(namespace: Namespace, pairs: pl.DataFrame, memory_map: Path | None = None, chunk: int = 50_000) -> PairVectors:
@@ -76,4 +77,4 @@ def pair_vectors(namespace: Namespace, pairs: pl.DataFrame, memory_map: Path | N
         for matrix in columns.values():
             matrix.flush()
         columns = {name: np.load(memory_map / f"{name}.npy", mmap_mode="c") for name in names}
-    return PairVectors(**columns, target_module=pairs["target_module"].to_numpy())
+    return PairVectors(**columns, target_module=pairs["target_module"].to_numpy(), text_keys=keys)

@@ -28,7 +28,7 @@ from data import load_pairs
 from data.files import atomic_dir
 from data.splits import carve_validation
 from features.encoder import pick_device
-from features.pairs import pair_text_keys, pair_vectors
+from features.pairs import pair_vectors
 from heads.model import MultiModuleRewardModel
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps, train_epoch, warmup_linear_schedule, warmup_steps_for
 from pipeline import __version__
@@ -148,8 +148,8 @@ def train_heads(
         "training_config": config.to_dict(),
         "train_files": [str(f) for f in files],
         "val_file": str(val_file) if val_file else None,
-        "train_data_sha256": data_hash(train),
-        "val_data_sha256": data_hash(val),
+        "train_data_sha256": data_hash(train, vectors["train"].text_keys),
+        "val_data_sha256": data_hash(val, vectors["val"].text_keys),
         "resumed_from": str(resume) if resume else None,
         "best_epoch": best_epoch,
         "metrics": {"train_loss": history[best_epoch - 1]["train_loss"], "val": best},
@@ -219,9 +219,9 @@ def _missing_message(missing: MissingVectors, cache_dir: Path, namespace: Namesp
     )
 
 
-def data_hash(pairs: pl.DataFrame) -> str:
-    """Identifies a pair table by its pair ids, modules and the keys of its four texts, in order."""
-    keys = pair_text_keys(pairs)
+def data_hash(pairs: pl.DataFrame, keys: pl.DataFrame) -> str:
+    """Identifies a pair table by its pair ids, modules and the keys of its four texts
+    (`pair_text_keys`, already computed to read the vectors), in order."""
     digest = hashlib.sha256()
     for row in zip(pairs["pair_id"], pairs["target_module"], *(keys[c] for c in keys.columns)):
         digest.update("\t".join(row).encode() + b"\n")
