@@ -122,8 +122,9 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
 def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: int, config_path: Path | None) -> None:
     """Run the pipeline end to end on synthetic pairs.
 
-    synth -> validate -> split -> embed (the bundled MiniLM by default) -> train-heads, each step
-    exactly as its own verb would run it.
+    synth -> validate -> split -> embed (the bundled MiniLM by default) -> train-heads -> evaluate
+    (on validation, which stores the reward normalisation, then on test), each step exactly as its
+    own verb would run it.
     """
     pairs_file, splits = out / "pairs.json", out / "splits"
     config = load_config(config_path, {"model.encoder": encoder, "model.max_context_tokens": max_tokens, "model.max_module_tokens": max_tokens})
@@ -134,6 +135,8 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
         ("split", split, {"files": (pairs_file,), "out": splits}),
         ("embed", embed, {"files": tuple(splits / f"{name}.jsonl" for name in SPLITS), "cache_dir": out / "cache"}),
         ("train-heads", train_heads, {"files": (splits / "train.jsonl",), "val_file": splits / "val.jsonl", "cache_dir": out / "cache", "out": out / "checkpoint"}),
+        ("evaluate", evaluate, {"checkpoint": out / "checkpoint", "files": (splits / "val.jsonl",), "cache_dir": out / "cache", "out": out / "report-val"}),
+        ("evaluate", evaluate, {"checkpoint": out / "checkpoint", "files": (splits / "test.jsonl",), "cache_dir": out / "cache", "out": out / "report"}),
     ]
     for number, (name, command, arguments) in enumerate(steps, start=1):
         click.secho(f"\n[{number}/{len(steps)}] pipeline {name}", bold=True)
@@ -284,12 +287,34 @@ def finetune(files, init, out, epochs, config_path) -> None:
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @pair_files
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder.")
+@click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
+@click.option("--bootstrap", "bootstrap_samples", type=click.IntRange(min=0), help="Bootstrap resamples for the CIs [evaluation.bootstrap_samples].")
+@click.option("--store-normalization/--no-store-normalization", default=None,
+              help="Store per-module reward mean/std in the checkpoint [default: only when FILES are its validation data].")  # fmt: skip
+@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def evaluate(checkpoint, files, cache, out, config_path) -> None:
-    """Report a checkpoint's metrics, baselines and plots."""
-    _not_yet("evaluate", 7)
+def evaluate(checkpoint, files, cache_dir, out, encoder, bootstrap_samples, store_normalization, device, config_path) -> None:
+    """Report a checkpoint's metrics, baselines and plots.
+
+    Per module and overall: pairwise accuracy, AUC over single responses, score separation,
+    calibration, bootstrap CIs over tasks; the same for a length heuristic, cosine(ctx, module) and a
+    logistic regression on the heads' features. Writes OUT/report.json, report.md and PNG plots.
+    """
+    from features.encoder import EncoderLoadError
+    from pipeline.evaluate import evaluate as run
+
+    config = load_config(config_path, {"evaluation.bootstrap_samples": bootstrap_samples, "training.device": device})
+    try:
+        result = run(checkpoint, files, cache_dir, out, config, encoder, store_normalization)
+    except (EncoderLoadError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    for note in result.report["notes"]:
+        click.echo(f"note: {note}")
+    click.echo(result.table)
+    stored = f"; per-module reward mean/std stored in {checkpoint / 'config.json'}" if result.normalization_stored else ""
+    click.echo(f"report in {out} (report.md, report.json, {', '.join(result.report['plots'])}){stored}")
 
 
 @main.command()

@@ -97,7 +97,7 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("pairs.json", "splits/train.jsonl", "splits/val.jsonl", "splits/test.jsonl", "splits/config.yaml", "checkpoint/heads.safetensors"):
         assert (tmp_path / "demo" / name).stat().st_size > 0, name
-    assert "[4/5] pipeline embed" in result.output and "[5/5] pipeline train-heads" in result.output
+    assert "[4/7] pipeline embed" in result.output and "[5/7] pipeline train-heads" in result.output and "[7/7] pipeline evaluate" in result.output
     (namespace,) = EmbeddingCache(tmp_path / "demo" / "cache").namespaces()
     assert namespace.fingerprint["encoder"] == "minilm" and namespace.verify() == []
 
@@ -105,6 +105,14 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
     best = json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())["metrics"]["val"]
     assert best["n_pairs"] == 100 and best["pairwise_accuracy"] >= 0.58
+
+    # evaluate: on validation it agrees with training and stores the normalisation; on test it reports
+    val_report = json.loads((tmp_path / "demo" / "report-val" / "report.json").read_text())
+    assert abs(val_report["overall"]["pairwise_accuracy"] - best["pairwise_accuracy"]) < 1e-6  # training logs a float32 mean
+    assert "normalization" in json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())
+    test_report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    assert test_report["n_pairs"] == 100 and set(test_report["overall"]["baselines"]) == {"length", "cosine", "logistic_regression"}
+    assert (tmp_path / "demo" / "report" / "roc.png").stat().st_size > 5000
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,208 @@
+"""`pipeline evaluate`: metrics against scikit-learn and by hand, task-level bootstrap, baselines,
+the report folder, plots, and the normalisation stored in the checkpoint."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import roc_auc_score
+
+from data import pairs_from_records, write_pairs
+from data.synth import generate_pairs
+from heads.metrics import bootstrap_ci, calibration, pair_metrics, pairwise_accuracy, response_auc, separation, weighted_auc
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.embed import embed_pairs, load_encoder
+from pipeline.evaluate import evaluate
+from pipeline.train_heads import train_heads
+
+MODULES = ["reflection", "planner", "executor", "memory"]
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def test_accuracy_and_auc_agree_with_scikit_learn_on_hand_made_scores():
+    positive = np.array([0.9, 0.2, 0.5, 0.7, 0.1])
+    negative = np.array([0.1, 0.4, 0.5, 0.3, 0.0])
+    # pairs 1 and 4 won, 2 lost, 3 is a tie (counts wrong), 5 won
+    assert pairwise_accuracy(positive, negative) == pytest.approx(3 / 5)
+    expected = roc_auc_score([1] * 5 + [0] * 5, np.concatenate([positive, negative]))
+    assert response_auc(positive, negative) == pytest.approx(expected)
+
+
+def test_weighted_auc_equals_scikit_learn_with_sample_weights_including_ties():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=400), 1)  # many ties
+    labels = rng.integers(0, 2, 400)
+    weights = rng.integers(0, 4, (6, 400)).astype(float)
+    expected = [roc_auc_score(labels, scores, sample_weight=w) for w in weights]
+    np.testing.assert_allclose(weighted_auc(scores, labels, weights), expected, rtol=1e-12)
+
+
+def test_a_perfect_scorer_gets_one_and_a_reversed_scorer_zero():
+    rng = np.random.default_rng(0)
+    positive, negative = rng.uniform(1, 2, 50), rng.uniform(-2, -1, 50)
+    groups = np.repeat(np.arange(10), 5)
+    perfect = pair_metrics(positive, negative, groups, bootstrap_samples=200)
+    assert perfect["pairwise_accuracy"] == 1.0 and perfect["auc"] == 1.0
+    assert perfect["ci"]["pairwise_accuracy"] == [1.0, 1.0] and perfect["ci"]["auc"] == [1.0, 1.0]
+    reversed_ = pair_metrics(negative, positive, groups, bootstrap_samples=200)
+    assert reversed_["pairwise_accuracy"] == 0.0 and reversed_["auc"] == 0.0
+
+
+def test_separation_and_cohens_d_by_hand():
+    positive, negative = np.array([3.0, 5.0]), np.array([1.0, 1.0 + 2.0])
+    s = separation(positive, negative)
+    assert s["mean_difference"] == pytest.approx(2.0) and s["std_difference"] == pytest.approx(0.0)
+    # means 4 and 2, both variances 2 (ddof 1): d = 2 / sqrt(2)
+    assert s["cohens_d"] == pytest.approx(2 / math.sqrt(2))
+
+
+def test_calibration_scores_each_pair_in_both_orders():
+    # sigma(ln 3) = 0.75: in one order 0.75 with outcome 1, in the other 0.25 with outcome 0 -> ECE 0.25
+    c = calibration(np.full(4, math.log(3)), np.zeros(4), bins=10)
+    assert c["ece"] == pytest.approx(0.25)
+    filled = [b for b in c["bins"] if b["n"]]
+    assert [(b["n"], b["frequency"]) for b in filled] == [(4, 0.0), (4, 1.0)]
+    assert calibration(np.zeros(6), np.zeros(6))["ece"] == pytest.approx(0.0)  # 0.5 and a coin: calibrated
+    assert calibration(np.full(6, 30.0), np.zeros(6))["ece"] == pytest.approx(0.0, abs=1e-9)  # sure and right
+
+
+def test_bootstrap_resamples_tasks_not_pairs():
+    # two tasks of 50 pairs: one all right, one all wrong. Resampling tasks puts all of one task's
+    # pairs in or out together, so the interval spans nearly 0 to 1; resampling pairs would give ~0.4-0.6.
+    positive = np.concatenate([np.ones(50), np.zeros(50)])
+    negative = np.concatenate([np.zeros(50), np.ones(50)])
+    by_task = bootstrap_ci(positive, negative, np.repeat(["a", "b"], 50), samples=400)
+    by_pair = bootstrap_ci(positive, negative, np.arange(100), samples=400)
+    assert by_task["pairwise_accuracy"] == [0.0, 1.0]
+    low, high = by_pair["pairwise_accuracy"]
+    assert 0.35 < low < 0.5 < high < 0.65
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_each_interval_contains_its_point_estimate(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 300))
+    positive, negative = rng.normal(0.3, 1, n), rng.normal(0, 1, n)
+    metrics = pair_metrics(positive, negative, rng.integers(0, max(2, n // 5), n), bootstrap_samples=300, seed=seed)
+    for key in ("pairwise_accuracy", "auc"):
+        low, high = metrics["ci"][key]
+        assert low <= metrics[key] <= high
+
+
+# --- the recipe on a real checkpoint --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Heads trained by the real stage-0 recipe on MiniLM vectors (32 tokens, to keep it fast)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    records = generate_pairs(120, seed=5)
+    for name, part in (("train", records[:80]), ("val", records[80:100]), ("unseen", records[100:])):
+        write_pairs(pairs_from_records(part), root / f"{name}.jsonl")
+    config = load_config(
+        overrides={
+            "model.encoder": "minilm", "model.max_context_tokens": 32, "model.max_module_tokens": 32,
+            "stage_0.epochs": 2, "stage_0.batch_size": 16, "training.device": "cpu", "evaluation.bootstrap_samples": 200,
+        }
+    )  # fmt: skip
+    encoder = load_encoder(config)
+    embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", config, encoder=encoder, progress=False)
+    train_heads([root / "train.jsonl"], root / "cache", root / "checkpoint", config, val_file=root / "val.jsonl", progress=False)
+    return root, config
+
+
+def fresh_checkpoint(trained, tmp_path):
+    root, _ = trained
+    shutil.copytree(root / "checkpoint", tmp_path / "checkpoint")
+    return tmp_path / "checkpoint"
+
+
+def test_report_on_validation_matches_training_and_stores_normalization(trained, tmp_path):
+    root, config = trained
+    checkpoint = fresh_checkpoint(trained, tmp_path)
+    result = evaluate(checkpoint, [root / "val.jsonl"], root / "cache", tmp_path / "report", config, progress=False)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report == json.loads(json.dumps(result.report))
+
+    training = json.loads(checkpoint.joinpath("config.json").read_text())
+    assert report["overall"]["pairwise_accuracy"] == pytest.approx(training["metrics"]["val"]["pairwise_accuracy"])
+    assert report["n_pairs"] == 20 and sum(report["modules"][m]["n_pairs"] for m in MODULES) == 20
+    for part in [report["overall"], *report["modules"].values()]:
+        for key in ("pairwise_accuracy", "auc", "separation", "ci", "n_pairs", "calibration", "baselines", "above_baselines"):
+            assert key in part
+        assert set(part["baselines"]) == {"length", "cosine", "logistic_regression"}
+        gap = part["above_baselines"]["length"]["pairwise_accuracy"]
+        assert gap == pytest.approx(part["pairwise_accuracy"] - part["baselines"]["length"]["pairwise_accuracy"])
+
+    assert result.normalization_stored  # the val file is the checkpoint's validation data
+    stored = training["normalization"]
+    assert set(stored) == {*MODULES, "data_sha256"} and stored["data_sha256"] == report["data_sha256"]
+    for m in MODULES:
+        assert stored[m]["std"] > 0 and stored[m]["n_responses"] == 2 * report["modules"][m]["n_pairs"]
+
+    for name in ("score_distributions.png", "roc.png", "reliability.png"):
+        png = (tmp_path / "report" / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, name
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| overall | 20 |" in text and "logistic regression" in text and "![roc.png](roc.png)" in text
+
+
+def test_other_data_leaves_the_checkpoint_alone_unless_asked(trained, tmp_path):
+    root, config = trained
+    checkpoint = fresh_checkpoint(trained, tmp_path)
+    before = checkpoint.joinpath("config.json").read_text()
+    result = evaluate(checkpoint, [root / "train.jsonl"], root / "cache", tmp_path / "r1", config, progress=False)
+    assert not result.normalization_stored and checkpoint.joinpath("config.json").read_text() == before
+    result = evaluate(checkpoint, [root / "train.jsonl"], root / "cache", tmp_path / "r2", config, store_normalization=True, progress=False)
+    assert result.normalization_stored and "normalization" in json.loads(checkpoint.joinpath("config.json").read_text())
+
+
+def test_texts_missing_from_the_cache_are_embedded_and_reported(trained, tmp_path):
+    root, config = trained
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    result = evaluate(root / "checkpoint", [root / "unseen.jsonl"], tmp_path / "cache", tmp_path / "report", config, progress=False)
+    assert result.report["embedded_texts"] > 0 and "were embedded" in result.report["notes"][0]
+    again = evaluate(root / "checkpoint", [root / "unseen.jsonl"], tmp_path / "cache", tmp_path / "report2", config, progress=False)
+    assert again.report["embedded_texts"] == 0
+    assert again.report["overall"]["pairwise_accuracy"] == result.report["overall"]["pairwise_accuracy"]
+
+
+def test_logistic_baseline_is_left_out_with_a_note_when_training_files_are_gone(trained, tmp_path):
+    root, config = trained
+    checkpoint = fresh_checkpoint(trained, tmp_path)
+    saved = json.loads(checkpoint.joinpath("config.json").read_text())
+    saved["train_files"] = [str(tmp_path / "gone.jsonl")]
+    checkpoint.joinpath("config.json").write_text(json.dumps(saved))
+    result = evaluate(checkpoint, [root / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
+    assert set(result.report["overall"]["baselines"]) == {"length", "cosine"}
+    assert any("gone.jsonl" in note for note in result.report["notes"])
+
+
+def test_cli_prints_the_table_and_refuses_an_encoder_of_other_weights(trained, tmp_path, tiny_qwen3_path):
+    root, _ = trained
+    checkpoint = fresh_checkpoint(trained, tmp_path)
+    runner = CliRunner()
+    ok = runner.invoke(main, ["evaluate", str(checkpoint), str(root / "val.jsonl"), "--cache", str(root / "cache"), "--out", str(tmp_path / "r"), "--bootstrap", "50"])
+    assert ok.exit_code == 0, ok.output
+    assert "overall" in ok.output and "memory" in ok.output and "vs logistic" in ok.output and "stored in" in ok.output
+
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    args = ["evaluate", str(checkpoint), str(root / "unseen.jsonl"), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "bad")]
+    refused = runner.invoke(main, [*args, "--encoder", str(tiny_qwen3_path)])
+    assert refused.exit_code == 1 and "does not make the vectors" in refused.output and "--encoder" in refused.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bad_pairs_exit_1_and_write_no_report(trained, tmp_path):
+    root, _ = trained
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"pair_id": "x", "target_module": "planner"}]')
+    result = CliRunner().invoke(main, ["evaluate", str(root / "checkpoint"), str(bad), "--cache", str(root / "cache"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 1 and "bad.json" in result.output
+    assert not (tmp_path / "report").exists()
