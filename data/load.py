@@ -51,6 +51,7 @@ class Problem:
     line: int | None = None  # 1-based line, where the file has one record per line or a parse error
     pair_id: str | None = None
     field: str | None = None
+    run_id: str | None = None  # for run files (data.runs), which name runs instead of pairs
 
     def __str__(self) -> str:
         where = [self.file]
@@ -60,6 +61,8 @@ class Problem:
             where.append(f"line {self.line}")
         if self.pair_id is not None:
             where.append(f"pair_id {self.pair_id!r}")
+        if self.run_id is not None:
+            where.append(f"run_id {self.run_id!r}")
         if self.field is not None:
             where.append(f"field {self.field!r}")
         return f"{', '.join(where)}: {self.message}"

@@ -337,5 +337,68 @@ def serve(checkpoint, host, port, config_path) -> None:
     _not_yet("serve", 8)
 
 
+# --- runs: import and pair mining (issue 9) ---
+
+
+@main.command("pairs")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output pairs: .json (array), .jsonl or .parquet.")
+@click.option("--max-pairs-per-task", type=click.IntRange(min=1), default=8, show_default=True, help="Most pairs per task and module.")
+@click.option("--success-threshold", type=float, help="Read outcomes as rewards: succeeded when reward >= this (default: outcomes must be 1 or 0).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which pairs the cap keeps; same seed, same pairs.")
+@config_option
+def pairs_command(files: tuple[Path, ...], out: Path, max_pairs_per_task: int, success_threshold: float | None, seed: int, config_path: Path | None) -> None:
+    """Mine preference pairs from runs that succeeded or failed.
+
+    Runs are JSON Lines (format in data/runs.py; `pipeline import` makes them). For each task and
+    module: a run that succeeded against a run that failed, each with its own full context;
+    identical or empty module texts are skipped, at most --max-pairs-per-task pairs per task and
+    module. Which round fields make up each module: data.module_fields in the config.
+    """
+    from data.runs import format_mining_report, load_runs, mine_pairs
+
+    config = load_config(config_path)
+    runs = load_runs(files, success_threshold)
+    try:
+        records, report = mine_pairs(runs, config.data.modules, config.data.module_fields, max_pairs_per_task, seed)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(format_mining_report(report))
+    if not records:
+        raise click.ClickException("no pairs: no task has a succeeded and a failed run with different texts for any module; nothing written")
+    write_pairs(pairs_from_records(records, config.data.modules, source="mined pairs"), out)
+    config.save(out.with_name(f"{out.stem}.config.yaml"))
+    click.echo(f"wrote {len(records)} pairs to {out}")
+
+
+@main.group("import")
+def import_group() -> None:
+    """Import other tools' agent logs as runs for `pipeline pairs`."""
+
+
+@import_group.command("autogpt")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output runs (.jsonl).")
+@config_option
+def import_autogpt(reports: tuple[Path, ...], out: Path, config_path: Path | None) -> None:
+    """AutoGPT benchmark reports (agbenchmark report.md) to runs.
+
+    Each attempt at a challenge becomes a run: its steps' thoughts, commands and outputs as rounds
+    (plan, action, observation), pass/fail as its outcome; failure reason, cost and time go to the
+    run's metadata only. Runs of one challenge in different reports share a task. The config is
+    read and checked like every verb's, but no setting applies here.
+    """
+    from data.autogpt import format_import_summary, import_reports
+    from data.runs import write_runs
+
+    load_config(config_path)
+    runs, summary = import_reports(list(reports))
+    click.echo(format_import_summary(summary, runs))
+    if not runs:
+        raise click.ClickException("no attempts with steps in the reports; nothing written")
+    write_runs(runs, out)
+    click.echo(f"wrote {len(runs)} runs to {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from data.files import write_text_atomic
+from data.runs import DEFAULT_MODULE_FIELDS, ROUND_FIELDS
 from data.schema import DEFAULT_MODULES
 
 
@@ -44,6 +45,9 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 0
+    # Which round fields of a run (data/runs.py) make up each module's text when `pipeline pairs`
+    # mines pairs from runs; give the whole mapping when you change it.
+    module_fields: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_MODULE_FIELDS.items()})
 
 
 @dataclass
@@ -186,6 +190,10 @@ def _from_dict(data: dict[str, dict[str, Any]], source: str) -> Config:
 
 
 def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return {k: _check_type(v, typing.get_args(hint)[1], f"{key}.{k}", source) for k, v in value.items()}
     if typing.get_origin(hint) is list:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{source}: {key} must be a list of strings, got {value!r}")
@@ -210,6 +218,9 @@ def _check_values(config: Config, source: str) -> None:
     require(len(data.modules) > 0 and len(set(data.modules)) == len(data.modules), f"data.modules must be distinct and non-empty, got {data.modules}")
     require(0 <= data.val_fraction < 1 and 0 <= data.test_fraction < 1, "data.val_fraction and data.test_fraction must be in [0, 1)")
     require(data.val_fraction + data.test_fraction < 1, "data.val_fraction + data.test_fraction must leave pairs for training (< 1)")
+    for module, names in data.module_fields.items():
+        unknown = [name for name in names if name not in ROUND_FIELDS]
+        require(bool(names) and not unknown, f"data.module_fields.{module} must list round fields among {', '.join(ROUND_FIELDS)}, got {names}")
     for name in ("max_context_tokens", "max_module_tokens", "batch_size"):
         require(getattr(config.model, name) > 0, f"model.{name} must be positive")
     require(config.cache.shard_size > 0, "cache.shard_size must be positive")

@@ -15,7 +15,7 @@ from pipeline import __version__
 from pipeline.cli import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pairs_original.json"
-VERBS = ["cache", "demo", "embed", "evaluate", "finetune", "score", "serve", "split", "synth", "train-heads", "validate"]
+VERBS = ["cache", "demo", "embed", "evaluate", "finetune", "import", "pairs", "score", "serve", "split", "synth", "train-heads", "validate"]
 
 
 def run(*args: str):
@@ -32,7 +32,7 @@ def test_installed_console_script_lists_every_verb_with_help():
     assert __version__ in version.stdout
 
 
-@pytest.mark.parametrize("verb", [v for v in VERBS if v != "cache"] + ["cache gc"])
+@pytest.mark.parametrize("verb", [v for v in VERBS if v not in ("cache", "import")] + ["cache gc", "import autogpt"])
 def test_every_verb_takes_a_config_file(verb):
     result = run(*verb.split(), "--help")
     assert result.exit_code == 0 and "--config" in result.output
