@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # importing sentence-transformers costs seconds; only `load` needs it at run time
+    import torch
     from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
@@ -220,6 +221,11 @@ class TextEncoder:
             "dimension": self.dimension,
         }
 
+    def saved_fingerprint(self, folder: Path, name: str) -> dict[str, Any]:
+        """The fingerprint of this encoder's weights as saved (e.g. fine-tuned) in `folder`, under
+        `name`: what `TextEncoder.load(name)` with the same settings will report."""
+        return {**self.fingerprint(), "encoder": name, "weights": _weights_identity(self.model, Path(folder))}
+
     def prepare(self, texts: Sequence[str], role: str) -> tuple[list[str], int]:
         """`texts` cut to the role's token budget, and how many were cut. The model then adds the
         role's prompt (`self.prompts[role]`) and special tokens, and the result fits `self.max_tokens[role]`."""
@@ -292,6 +298,34 @@ class TextEncoder:
             processing_kwargs={"text": {"max_length": self.max_tokens[role], "truncation": True}},
         )
         return np.asarray(vectors, dtype=np.float32), truncated
+
+    def forward(self, texts: Sequence[str], role: str) -> "torch.Tensor":
+        """The vectors `encode` returns, as a tensor with gradients (stage 1 trains through it): the
+        same cut, prompt, token budget, padding side, pooling and normalisation, without the
+        inference mode that `SentenceTransformer.encode` runs under."""
+        import torch.nn.functional as F
+        from sentence_transformers.util import batch_to_device
+
+        prepared, _ = self.prepare(texts, role)
+        features = self.model.preprocess(
+            prepared, prompt=self.prompts[role], processing_kwargs={"text": {"max_length": self.max_tokens[role], "truncation": True}}
+        )
+        embeddings = self.model(batch_to_device(features, self.model.device))["sentence_embedding"]
+        return F.normalize(embeddings, p=2, dim=1) if self.normalize else embeddings
+
+    def gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute the transformer's activations in the backward pass instead of keeping them:
+        less memory for long trajectories, some more compute (bench/stage1.py measures both)."""
+        backbone = self.model[0].auto_model
+        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
+            if enabled:
+                backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                backbone.activation_checkpointing_disable()
+        elif enabled:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            backbone.gradient_checkpointing_disable()
 
     def __repr__(self) -> str:
         return (

@@ -28,6 +28,29 @@ logger = logging.getLogger(__name__)
 _SAME_VECTORS = ("weights", "pooling", "padding_side", "context_prompt", "max_context_tokens", "max_module_tokens", "truncation_side", "normalize", "dimension")
 
 
+def load_checkpoint_encoder(folder: str | Path, fingerprint: dict, name: str | None = None, device: str = "auto") -> TextEncoder:
+    """The encoder whose vectors a checkpoint's heads were trained on: `name` when given, else the
+    checkpoint's own fine-tuned `encoder/` folder (stage 1), else the model its fingerprint names;
+    loaded with the fingerprint's prompt, token limits and truncation, and refused (CacheError)
+    when its vectors would differ from the ones the heads know."""
+    own = Path(folder) / "encoder"
+    name = name or (str(own) if own.is_dir() else fingerprint["encoder"])
+    fp = fingerprint
+    encoder = TextEncoder.load(
+        name, device=device, max_context_tokens=fp["max_context_tokens"], max_module_tokens=fp["max_module_tokens"],
+        context_prompt=fp["context_prompt"], truncation_side=fp["truncation_side"], normalize=fp["normalize"],
+    )  # fmt: skip
+    theirs = encoder.fingerprint()
+    differ = [k for k in _SAME_VECTORS if theirs.get(k) != fp.get(k)]
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {fp.get(k)!r}, encoder {theirs.get(k)!r}" for k in differ)
+        raise CacheError(
+            f"encoder {name!r} does not make the vectors {folder}'s heads were trained on ({detail}). "
+            "Point --encoder at the model the checkpoint was trained with."
+        )
+    return encoder
+
+
 class RewardScorer:
     def __init__(self, model: MultiModuleRewardModel, config: dict, namespace: Namespace, folder: Path, encoder: str | None = None, device: str = "cpu"):
         self.model = model.eval()
@@ -57,22 +80,7 @@ class RewardScorer:
     def encoder(self) -> TextEncoder:
         """The checkpoint's encoder, loaded on first use with the settings its fingerprint records."""
         if self._encoder is None:
-            fp = self.fingerprint
-            own = self.folder / "encoder"  # a stage-1 checkpoint carries its fine-tuned encoder
-            name = self._encoder_name or (str(own) if own.is_dir() else fp["encoder"])
-            encoder = TextEncoder.load(
-                name, device=self.device, max_context_tokens=fp["max_context_tokens"], max_module_tokens=fp["max_module_tokens"],
-                context_prompt=fp["context_prompt"], truncation_side=fp["truncation_side"], normalize=fp["normalize"],
-            )  # fmt: skip
-            theirs = encoder.fingerprint()
-            differ = [k for k in _SAME_VECTORS if theirs.get(k) != fp.get(k)]
-            if differ:
-                detail = ", ".join(f"{k}: checkpoint {fp.get(k)!r}, encoder {theirs.get(k)!r}" for k in differ)
-                raise CacheError(
-                    f"encoder {name!r} does not make the vectors {self.folder}'s heads were trained on ({detail}). "
-                    "Point --encoder at the model the checkpoint was trained with."
-                )
-            self._encoder = encoder
+            self._encoder = load_checkpoint_encoder(self.folder, self.fingerprint, self._encoder_name, self.device)
         return self._encoder
 
     def embed_missing(self, texts: pl.DataFrame, progress: bool = False) -> int:

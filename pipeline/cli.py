@@ -8,6 +8,7 @@
 Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags override the file.
 """
 
+import os
 from pathlib import Path
 
 import click
@@ -117,14 +118,15 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
 @click.option("--pairs", "n_pairs", type=click.IntRange(min=1), default=1000, show_default=True, help="Synthetic pairs to make.")
 @click.option("--encoder", default="minilm", show_default=True, help="Encoder for the embed step.")
 @click.option("--max-tokens", type=click.IntRange(min=8), default=256, show_default=True, help="Token limit for contexts and module texts.")
+@click.option("--finetune-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Optimiser steps of the stage 1 finetune.")
 @config_option
 @click.pass_context
-def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: int, config_path: Path | None) -> None:
+def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: int, finetune_steps: int, config_path: Path | None) -> None:
     """Run the pipeline end to end on synthetic pairs.
 
     synth -> validate -> split -> embed (the bundled MiniLM by default) -> train-heads -> evaluate
-    (on validation, which stores the reward normalisation, then on test), each step exactly as its
-    own verb would run it.
+    (on validation, which stores the reward normalisation, then on test) -> a short finetune of
+    encoder and heads (stage 1), each step exactly as its own verb would run it.
     """
     pairs_file, splits = out / "pairs.json", out / "splits"
     config = load_config(config_path, {"model.encoder": encoder, "model.max_context_tokens": max_tokens, "model.max_module_tokens": max_tokens})
@@ -137,6 +139,7 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
         ("train-heads", train_heads, {"files": (splits / "train.jsonl",), "val_file": splits / "val.jsonl", "cache_dir": out / "cache", "out": out / "checkpoint"}),
         ("evaluate", evaluate, {"checkpoint": out / "checkpoint", "files": (splits / "val.jsonl",), "cache_dir": out / "cache", "out": out / "report-val"}),
         ("evaluate", evaluate, {"checkpoint": out / "checkpoint", "files": (splits / "test.jsonl",), "cache_dir": out / "cache", "out": out / "report"}),
+        ("finetune", finetune, {"files": (splits / "train.jsonl",), "val_file": splits / "val.jsonl", "init": out / "checkpoint", "out": out / "finetuned", "max_steps": finetune_steps}),
     ]
     for number, (name, command, arguments) in enumerate(steps, start=1):
         click.secho(f"\n[{number}/{len(steps)}] pipeline {name}", bold=True)
@@ -275,13 +278,47 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
 
 @main.command()
 @pair_files
-@click.option("--init", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Stage 0 checkpoint.")
+@click.option("--init", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Stage 0 checkpoint: the heads to start from, and whose encoder to fine-tune.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder.")
+@click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Validation pairs (else carved from FILES by task).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs [stage_1.epochs].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Pairs per batch and process [stage_1.batch_size].")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Autocast precision [stage_1.precision: auto].")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="Recompute activations: less memory, more time [stage_1.gradient_checkpointing].")
+@click.option("--encoder", help="Local folder of the init checkpoint's encoder, when the name it recorded does not load here.")
+@click.option("--resume", is_flag=True, help="Continue the unfinished run in OUT from its last saved state.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Train at most this many optimiser steps in all (a short run), then validate and save.")
+@click.option("--save-every", "save_every_steps", type=click.IntRange(min=0), help="Optimiser steps between resumable saves; 0: each epoch [stage_1.save_every_steps].")
+@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto; cuda:LOCAL_RANK under torchrun]")
 @config_option
-def finetune(files, init, out, epochs, config_path) -> None:
-    """Fine-tune encoder and heads on raw text (stage 1)."""
-    _not_yet("finetune", 6)
+def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient_checkpointing, encoder, resume, max_steps, save_every_steps, device, config_path) -> None:
+    """Fine-tune encoder and heads together on raw text (stage 1).
+
+    Starts from a stage 0 checkpoint's heads and encoder; AdamW with encoder lr 1e-5 and heads lr
+    1e-4, autocast, early stopping on task-grouped validation. Under torchrun it trains with
+    DistributedDataParallel. OUT gets the fine-tuned encoder, heads.safetensors and config.json;
+    `pipeline evaluate OUT ...` then embeds with the fine-tuned encoder into a fresh cache namespace.
+    """
+    from features.encoder import EncoderLoadError
+    from pipeline.finetune import FinetuneError, finetune as run
+
+    config = load_config(config_path, {
+        "stage_1.epochs": epochs, "stage_1.batch_size": batch_size, "stage_1.precision": precision,
+        "stage_1.gradient_checkpointing": gradient_checkpointing, "stage_1.save_every_steps": save_every_steps, "training.device": device,
+    })  # fmt: skip
+    try:
+        result = run(files, init, out, config, val_file, encoder, resume, max_steps)
+    except (EncoderLoadError, FinetuneError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    click.echo(f"precision {result.precision}")
+    click.echo("epoch  train loss  val loss  val acc  " + "  ".join(f"{m[:9]:>9}" for m in config.data.modules))
+    for record in result.history:
+        val = record["val"]
+        per_module = "  ".join(_number(val["modules"][m]["pairwise_accuracy"], 9) for m in config.data.modules)
+        click.echo(f"{record['epoch']:5d}  {record['train_loss']:10.4f}  {val['loss']:8.4f}  {val['pairwise_accuracy']:7.3f}  {per_module}")
+    click.echo(f"best epoch {result.best_epoch} of {result.epochs_run}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}; checkpoint in {out}")
 
 
 @main.command()

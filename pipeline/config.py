@@ -76,8 +76,9 @@ class Stage1Config:
     epochs: int = 5
     batch_size: int = 8
     patience: int = 2
-    precision: str = "auto"  # auto, bf16, fp16 or fp32
+    precision: str = "auto"  # auto, bf16, fp16 or fp32 (auto: bf16 where the GPU or CPU has it, fp16 on older GPUs)
     gradient_checkpointing: bool = False
+    save_every_steps: int = 0  # optimiser steps between resumable saves; 0: at the end of each epoch only
 
 
 @dataclass
@@ -228,5 +229,6 @@ def _check_values(config: Config, source: str) -> None:
     for stage in ("stage_0", "stage_1"):
         for name in ("epochs", "grad_accumulation", "batch_size", "patience"):
             require(getattr(getattr(config, stage), name) > 0, f"{stage}.{name} must be positive")
+    require(config.stage_1.save_every_steps >= 0, "stage_1.save_every_steps must be 0 or more")
     require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
     require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")

@@ -1,0 +1,178 @@
+"""Stage 1 pieces: pairs as batches of raw text, the encoder and the heads as one trainable module,
+mixed precision, and the resumable training state.
+
+    batches = epoch_batches(len(pairs), batch_size, epoch, seed, rank, world_size)   # DistributedSampler order
+    batch = TextBatch.of(columns, rows, model.heads)        # each unique text of the batch once
+    with autocast(device, "bf16"):
+        r_pos, r_neg = model(batch)                         # EncoderWithHeads: encoder forward + heads
+"""
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from features.encoder import TextEncoder
+from heads.model import MultiModuleRewardModel
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """"auto": bf16 on GPUs that have it (Ampere and newer), fp16 (with a GradScaler) on older
+    CUDA GPUs, and on CPU bf16 only where the CPU computes it natively (AMX or AVX-512 BF16):
+    elsewhere emulated bf16 is slower than fp32, so fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
+
+
+def autocast(device: str, precision: str):
+    """torch.autocast for bf16/fp16; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
+
+
+def grad_scaler(device: str, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 (its gradients underflow without it); a no-op scaler otherwise."""
+    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+
+
+class PairColumns:
+    """The text columns of a pair table as Python lists: batches are gathered by row index, so a
+    batch costs its own texts, never a copy of the table."""
+
+    def __init__(self, pairs: pl.DataFrame):
+        self.positive_context = pairs["positive_context"].to_list()
+        self.negative_context = pairs["negative_context"].to_list()
+        self.positive_module_text = pairs["positive_module_text"].to_list()
+        self.negative_module_text = pairs["negative_module_text"].to_list()
+        self.target_module = pairs["target_module"].to_list()
+
+    def __len__(self) -> int:
+        return len(self.target_module)
+
+
+@dataclass
+class TextBatch:
+    """A batch of pairs with each distinct text once: contexts repeat across a task's modules (and
+    a pair's two sides may share one), so the encoder runs on `contexts` and `module_texts` and
+    the pairs index into them."""
+
+    contexts: list[str]
+    module_texts: list[str]
+    positive_context: torch.Tensor
+    negative_context: torch.Tensor
+    positive_module_text: torch.Tensor
+    negative_module_text: torch.Tensor
+    module_index: torch.Tensor
+
+    @classmethod
+    def of(cls, columns: PairColumns, rows: list[int], heads: MultiModuleRewardModel) -> "TextBatch":
+        contexts, context_index = _unique([columns.positive_context[i] for i in rows] + [columns.negative_context[i] for i in rows])
+        modules, module_index = _unique([columns.positive_module_text[i] for i in rows] + [columns.negative_module_text[i] for i in rows])
+        n = len(rows)
+        return cls(
+            contexts, modules, context_index[:n], context_index[n:], module_index[:n], module_index[n:],
+            heads.module_index([columns.target_module[i] for i in rows]),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.module_index)
+
+    def to(self, device: str) -> "TextBatch":
+        moved = [t.to(device) for t in (self.positive_context, self.negative_context, self.positive_module_text, self.negative_module_text, self.module_index)]
+        return TextBatch(self.contexts, self.module_texts, *moved)
+
+
+def _unique(texts: list[str]) -> tuple[list[str], torch.Tensor]:
+    first: dict[str, int] = {}
+    index = [first.setdefault(t, len(first)) for t in texts]
+    return list(first), torch.tensor(index, dtype=torch.long)
+
+
+def epoch_batches(n_pairs: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """This rank's batches of pair rows for `epoch`, in the order of a seeded DistributedSampler:
+    the same shuffle on every rank and for every world size, so that rank r of n holds rows r, r+n,
+    ... of it and a global batch of n ranks equals one process's batch of n times the size."""
+    sampler = DistributedSampler(range(n_pairs), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def steps_per_epoch(n_pairs: int, batch_size: int, grad_accumulation: int, world_size: int = 1) -> int:
+    return math.ceil(math.ceil(math.ceil(n_pairs / world_size) / batch_size) / grad_accumulation)
+
+
+class EncoderWithHeads(nn.Module):
+    """The encoder (a sentence-transformers model, trained) and the per-module heads as one module,
+    so that DistributedDataParallel and the optimiser see every parameter."""
+
+    def __init__(self, encoder: TextEncoder, heads: MultiModuleRewardModel):
+        super().__init__()
+        self.encoder_model = encoder.model
+        self.heads = heads
+        self.text_encoder = [encoder]  # in a list: the wrapper is not a Module to register twice
+
+    def forward(self, batch: TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = self.text_encoder[0]
+        contexts = encoder.forward(batch.contexts, "context")
+        modules = encoder.forward(batch.module_texts, "module")
+        positive = self.heads(contexts[batch.positive_context], modules[batch.positive_module_text], batch.module_index)
+        negative = self.heads(contexts[batch.negative_context], modules[batch.negative_module_text], batch.module_index)
+        return positive.float(), negative.float()
+
+
+# --- the resumable state: everything a killed run needs to continue as if it had not stopped -----
+
+
+def save_state(folder: Path, model: EncoderWithHeads, optimizer, scheduler, scaler, progress: dict) -> None:
+    """Into `folder` (fresh, e.g. from data.files.atomic_dir): weights as safetensors, optimiser,
+    scheduler and scaler state, RNG states, and `progress` (epoch, steps, history, best) as JSON."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        folder / "training_state.pt",
+    )
+    (folder / "progress.json").write_text(json.dumps(progress, indent=2))
+
+
+def load_state(folder: Path, model: EncoderWithHeads, optimizer, scheduler, scaler, device: str) -> dict:
+    """Restore what `save_state` wrote; tensors only (weights_only=True), no pickled code."""
+    model.load_state_dict(load_file(folder / "model.safetensors", device=str(device)))
+    state = torch.load(folder / "training_state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return json.loads((folder / "progress.json").read_text())
