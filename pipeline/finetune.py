@@ -6,8 +6,8 @@
 
 The heads start from a stage 0 checkpoint (`--init`) and the encoder is the one that checkpoint's
 vectors came from, run exactly as `pipeline embed` runs it (prompt, cut, padding side, pooling),
-but with gradients. Pairs stream in batches of raw text; each unique text of a batch is encoded
-once. AdamW with two parameter groups (encoder 1e-5, heads 1e-4), warmup, gradient accumulation,
+but with gradients. Pairs stream from the pair table through a DataLoader in batches of raw text
+(rows drawn by a seeded DistributedSampler); each unique text of a batch is encoded once. AdamW with two parameter groups (encoder 1e-5, heads 1e-4), warmup, gradient accumulation,
 clipping, bf16/fp16 autocast, optional gradient checkpointing. Every epoch validates on the
 task-grouped validation set with the vectors `pipeline evaluate` would compute, stops early, and
 keeps the best epoch in OUT:
@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data import load_pairs
@@ -152,8 +153,10 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
     while state["epoch"] <= stage.epochs:
         epoch = state["epoch"]
         batches = epoch_batches(train.height, stage.batch_size, epoch, config.training.seed, rank, world_size)
-        for i in range(state["batches_done"], len(batches)):
-            batch = TextBatch.of(columns, batches[i], model.heads).to(device)
+        start = state["batches_done"]  # after a resume mid-epoch, the batches not yet trained on
+        loader = DataLoader(range(train.height), batch_sampler=batches[start:], collate_fn=lambda rows: TextBatch.of(columns, rows, model.heads))
+        for i, batch in enumerate(loader, start=start):
+            batch = batch.to(device)
             last_of_step = (i + 1) % stage.grad_accumulation == 0 or i + 1 == len(batches)
             with parallel.no_sync() if world_size > 1 and not last_of_step else nullcontext():
                 with autocast(device, precision):
