@@ -41,7 +41,7 @@ def main() -> None:
 def config_option(function):
     return click.option(
         "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="YAML config (sections model, data, cache, stage_0, stage_1, loss, training, evaluation); flags override it.",
+        help="YAML config (sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve); flags override it.",
     )(function)
 
 
@@ -149,13 +149,6 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
 
 def _number(value: float | None, width: int) -> str:
     return f"{value:{width}.3f}" if value is not None else "-".rjust(width)
-
-
-# --- verbs whose stages land in later issues; names and flags are the stable contract ----------
-
-
-def _not_yet(verb: str, issue: int) -> None:
-    raise click.ClickException(f"`pipeline {verb}` is not available in version {__version__} yet (it lands with issue #{issue}).")
 
 
 @main.command()
@@ -358,20 +351,74 @@ def evaluate(checkpoint, files, cache_dir, out, encoder, bootstrap_samples, stor
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("records", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Scored JSONL.")
+@click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Embedding cache to read vectors from (never written).")
+@click.option("--normalize", is_flag=True, default=None, help="(r - mean) / std per module, as `pipeline evaluate` stored them [serve.normalize].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="(record, module) rows per scorer call.")
+@click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
+@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def score(checkpoint, records, out, config_path) -> None:
-    """Score a JSONL file of contexts and module texts."""
-    _not_yet("score", 8)
+def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, device, config_path) -> None:
+    """Score a JSONL file of contexts and module texts.
+
+    Each line: {"context": "...", "modules": {"planner": "...", ...}, ...}; other fields pass through.
+    OUT gets the same records with "scores": {"planner": reward, ...} added. Every record is checked
+    first: a bad one stops the run naming file, line and field, and nothing is written.
+    """
+    from features.encoder import EncoderLoadError
+    from heads.scoring import ScoringError, load
+    from pipeline.score import score_file
+
+    config = load_config(config_path, {"serve.normalize": normalize, "training.device": device})
+    try:
+        scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+        result = score_file(scorer, records, out, batch_size, progress=True)
+    except (EncoderLoadError, ScoringError) as e:
+        raise click.ClickException(str(e)) from e
+    config.save(out.with_name(f"{out.stem}.config.yaml"))
+    kind = "normalised rewards" if config.serve.normalize else "rewards"
+    click.echo(f"scored {result.rows} module texts of {result.records} records ({kind}; {result.encoded} texts encoded, {result.from_cache} read from the cache) into {out}")
 
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Embedding cache to read vectors from (never written).")
+@click.option("--normalize", is_flag=True, default=None, help="Serve (r - mean) / std per module [serve.normalize].")
+@click.option("--module", help="/get_reward's module when neither the label nor a <module> tag in the prompt names one [serve.module].")
+@click.option("--max-batch", type=click.IntRange(min=1), help="Rows per scorer call; 1 turns micro-batching off [serve.max_batch: 64].")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), help="How long a batch waits for more requests [serve.max_wait_ms: 5].")
+@click.option("--max-request-rows", type=click.IntRange(min=1), help="Rows one request may hold [serve.max_request_rows: 1024].")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), help="Largest request body [serve.max_body_bytes: 16 MiB].")
+@click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
+@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def serve(checkpoint, host, port, config_path) -> None:
-    """Serve rewards over HTTP (OpenRLHF, verl)."""
-    _not_yet("serve", 8)
+def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, encoder, device, config_path) -> None:
+    """Serve rewards over HTTP (OpenRLHF, verl).
+
+    POST /score, POST /get_reward (OpenRLHF's remote reward model), GET /health; requests that
+    arrive together are scored in one batch. See pipeline/serve.py for the request formats.
+    """
+    from features.encoder import EncoderLoadError
+    from heads.scoring import ScoringError, load
+    from pipeline.serve import ServeSettings, serve as run
+
+    overrides = {
+        "serve.normalize": normalize, "serve.module": module, "serve.max_batch": max_batch, "serve.max_wait_ms": max_wait_ms,
+        "serve.max_request_rows": max_request_rows, "serve.max_body_bytes": max_body_bytes, "training.device": device,
+    }  # fmt: skip
+    config = load_config(config_path, overrides)
+    settings = ServeSettings.from_config(config.serve)
+    try:
+        scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+        if settings.module and settings.module not in scorer.modules:
+            raise click.BadParameter(f"{settings.module!r} is not a module of {checkpoint} (it has: {', '.join(scorer.modules)})", param_hint="--module")
+        scorer.warm_up()
+    except (EncoderLoadError, ScoringError) as e:
+        raise click.ClickException(str(e)) from e
+    batching = f"micro-batches of up to {settings.max_batch} rows within {settings.max_wait_ms:g} ms" if settings.max_batch > 1 else "no micro-batching"
+    click.echo(f"serving {checkpoint} ({', '.join(scorer.modules)}; {'normalised' if scorer.normalize else 'raw'} rewards; {batching}) on http://{host}:{port}")
+    run(scorer, settings, host, port)
 
 
 # --- runs: import and pair mining (issue 9) ---

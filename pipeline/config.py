@@ -1,4 +1,4 @@
-"""One YAML config for every verb: sections model, data, cache, stage_0, stage_1, loss, training, evaluation.
+"""One YAML config for every verb: sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve.
 
     model:
       encoder: Qwen/Qwen3-Embedding-0.6B
@@ -104,6 +104,17 @@ class EvaluationConfig:
 
 
 @dataclass
+class ServeConfig:
+    max_batch: int = 64  # rows scored together in one call; 1 scores every request alone (no micro-batching)
+    max_wait_ms: float = 5.0  # how long a batch waits for more requests after its first one arrived
+    max_request_rows: int = 1024  # rows (items, queries) one request may hold; more is refused with 413
+    max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies are refused with 413
+    module: str = ""  # /get_reward's module when neither the label nor a <module> tag in the prompt names one
+    normalize: bool = False  # serve (r - mean) / std per module, as `pipeline evaluate` stored them
+    memory_size: int = 20_000  # text vectors kept in memory (LRU) so repeated texts skip the encoder
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -113,6 +124,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,3 +244,6 @@ def _check_values(config: Config, source: str) -> None:
     require(config.stage_1.save_every_steps >= 0, "stage_1.save_every_steps must be 0 or more")
     require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
     require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")
+    for name in ("max_batch", "max_request_rows", "max_body_bytes"):
+        require(getattr(config.serve, name) > 0, f"serve.{name} must be positive")
+    require(config.serve.max_wait_ms >= 0 and config.serve.memory_size >= 0, "serve.max_wait_ms and serve.memory_size must be 0 or more")

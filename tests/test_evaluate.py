@@ -10,14 +10,10 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
-from data import pairs_from_records, write_pairs
-from data.synth import generate_pairs
 from heads.metrics import bootstrap_ci, calibration, pair_metrics, pairwise_accuracy, response_auc, separation, weighted_auc
 from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.embed import embed_pairs, load_encoder
 from pipeline.evaluate import evaluate
-from pipeline.train_heads import train_heads
+from reward_checkpoint import train_checkpoint
 
 MODULES = ["reflection", "planner", "executor", "memory"]
 
@@ -101,20 +97,7 @@ def test_each_interval_contains_its_point_estimate(seed):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Heads trained by the real stage-0 recipe on MiniLM vectors (32 tokens, to keep it fast)."""
-    root = tmp_path_factory.mktemp("evaluate")
-    records = generate_pairs(120, seed=5)
-    for name, part in (("train", records[:80]), ("val", records[80:100]), ("unseen", records[100:])):
-        write_pairs(pairs_from_records(part), root / f"{name}.jsonl")
-    config = load_config(
-        overrides={
-            "model.encoder": "minilm", "model.max_context_tokens": 32, "model.max_module_tokens": 32,
-            "stage_0.epochs": 2, "stage_0.batch_size": 16, "training.device": "cpu", "evaluation.bootstrap_samples": 200,
-        }
-    )  # fmt: skip
-    encoder = load_encoder(config)
-    embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", config, encoder=encoder, progress=False)
-    train_heads([root / "train.jsonl"], root / "cache", root / "checkpoint", config, val_file=root / "val.jsonl", progress=False)
-    return root, config
+    return train_checkpoint(tmp_path_factory.mktemp("evaluate"))
 
 
 def fresh_checkpoint(trained, tmp_path):

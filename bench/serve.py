@@ -1,0 +1,187 @@
+"""`pipeline serve` with micro-batching vs one request at a time, side by side in one run.
+
+Two servers on 127.0.0.1 serve the same checkpoint (MiniLM heads, 128 tokens): one as configured
+by default (micro-batches of up to 64 rows within 5 ms), one with `--max-batch 1` (every request
+scored alone). 16 client threads each send one-row POST /score requests back to back, over
+keep-alive connections, until a fixed list of requests is done; the script prints throughput,
+p50/p99 latency and errors for two workloads, and checks that both servers return the same rewards.
+
+- cached texts: the rows' vectors are in the embedding cache the server reads (`--cache`), as when
+  re-scoring stored trajectories; a call's cost is mostly fixed (DuckDB lookups, heads), which
+  batching shares out.
+- new texts: texts the server has never seen, as in RL rollouts (contexts shared by the rows of a
+  task, as a prompt is shared by its samples); the encoder runs on every module text.
+
+Loopback only, a bounded number of requests, stops by itself. Compare ratios, not seconds.
+
+    .venv/bin/python bench/serve.py [--pairs 200] [--new-pairs 100] [--clients 16] [--max-tokens 128]
+"""
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from data import load_pairs, pairs_from_records, write_pairs  # noqa: E402
+from data.synth import generate_pairs  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.embed import embed_pairs, load_encoder  # noqa: E402
+from pipeline.train_heads import train_heads  # noqa: E402
+
+
+def rows_of(path: Path) -> list[dict]:
+    """Both sides of every pair as /score items."""
+    pairs = load_pairs(path)
+    return [
+        {"context": c, "module": m, "module_text": t}
+        for side in ("positive", "negative")
+        for c, m, t in zip(pairs[f"{side}_context"], pairs["target_module"], pairs[f"{side}_module_text"])
+    ]
+
+
+class Server:
+    """`pipeline serve` in a subprocess on a free loopback port; stopped on exit."""
+
+    def __init__(self, checkpoint: Path, cache: Path, log: Path, *flags: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        script = shutil.which("pipeline", path=str(Path(sys.executable).parent))
+        command = [script, "serve", str(checkpoint), "--cache", str(cache), "--port", str(self.port), "--device", "cpu", *flags]
+        self.log = open(log, "w")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                connection.request("GET", "/health")
+                if connection.getresponse().status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the server did not start; see {self.log.name}")
+
+    def health(self) -> dict:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection.request("GET", "/health")
+        return json.loads(connection.getresponse().read())
+
+    def __exit__(self, *exc) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def run_clients(port: int, rows: list[dict], clients: int) -> dict:
+    """`clients` threads send one-row requests back to back until all `rows` are done."""
+    latencies = np.zeros(len(rows))
+    rewards = np.full(len(rows), np.nan)
+    errors: list[str] = []
+    next_row = iter(range(len(rows)))
+    lock = threading.Lock()
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                i = next(next_row, None)
+            if i is None:
+                return
+            body = json.dumps({"items": [rows[i]]})
+            start = time.perf_counter()
+            try:
+                connection.request("POST", "/score", body=body, headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                if response.status != 200:
+                    errors.append(f"{response.status}: {answer}")
+                    continue
+                rewards[i] = answer["rewards"][0]
+            except (OSError, http.client.HTTPException) as e:
+                errors.append(repr(e))
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            latencies[i] = time.perf_counter() - start
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    return {
+        "requests": len(rows),
+        "seconds": seconds,
+        "throughput": len(rows) / seconds,
+        "p50_ms": 1000 * float(np.percentile(latencies, 50)),
+        "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "rewards": rewards,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=200, help="pairs embedded into the cache: 2 requests each (cached texts)")
+    parser.add_argument("--new-pairs", type=int, default=100, help="pairs never embedded: 2 requests each (new texts)")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    records = generate_pairs(args.pairs + args.new_pairs, seed=0)
+    write_pairs(pairs_from_records(records[: args.pairs]), work / "cached.jsonl")
+    write_pairs(pairs_from_records(records[args.pairs :]), work / "new.jsonl")
+    config = load_config(
+        overrides={
+            "model.encoder": "minilm", "model.max_context_tokens": args.max_tokens, "model.max_module_tokens": args.max_tokens,
+            "stage_0.epochs": 1, "training.device": "cpu",
+        }
+    )  # fmt: skip
+    print(f"embedding {args.pairs} pairs and training heads (setup, not measured) in {work} ...", flush=True)
+    embed_pairs([work / "cached.jsonl"], work / "cache", config, encoder=load_encoder(config), progress=False)
+    train_heads([work / "cached.jsonl"], work / "cache", work / "checkpoint", config, progress=False)
+    workloads = {"cached texts": rows_of(work / "cached.jsonl"), "new texts": rows_of(work / "new.jsonl")}
+    warm_up = [{"context": f"warm-up context {i}", "module": "planner", "module_text": f"warm-up plan {i}"} for i in range(32)]
+
+    results: dict[str, dict[str, dict]] = {}
+    for mode, flags in (("micro-batched", ()), ("one at a time", ("--max-batch", "1"))):
+        with Server(work / "checkpoint", work / "cache", work / f"server-{mode.replace(' ', '-')}.log", *flags) as server:
+            run_clients(server.port, warm_up, args.clients)
+            for name, rows in workloads.items():
+                before = server.health()["scorer_calls"]
+                results.setdefault(name, {})[mode] = run_clients(server.port, rows, args.clients)
+                results[name][mode]["calls"] = server.health()["scorer_calls"] - before
+
+    print(f"\n{args.clients} concurrent clients, one row per POST /score, MiniLM heads at {args.max_tokens} tokens, {os.cpu_count()} CPUs, 127.0.0.1")
+    print(f"{'workload':13} {'server':14} {'requests':>8} {'calls':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for name, modes in results.items():
+        for mode, r in modes.items():
+            print(f"{name:13} {mode:14} {r['requests']:8d} {r['calls']:6d} {r['throughput']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:6d}")
+            if r["first_error"]:
+                print(f"  first error: {r['first_error']}")
+        batched, single = modes["micro-batched"], modes["one at a time"]
+        same = float(np.nanmax(np.abs(batched["rewards"] - single["rewards"])))
+        print(f"{name}: throughput micro-batched / one at a time = {batched['throughput'] / single['throughput']:.1f}x (target >= 10x); "
+              f"largest reward difference between the two servers {same:.1e}")  # fmt: skip
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

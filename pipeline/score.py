@@ -1,0 +1,111 @@
+"""Scoring recipe: a JSON Lines file of trajectories in, the same records with a reward per module out.
+
+    pipeline score ckpt/ trajectories.jsonl --out scored.jsonl [--cache cache/] [--normalize]
+
+One record per line:
+
+    {"context": "Task: ...\\n[Round 1]\\n<plan>...</plan>\\n<action>...</action>\\n...",
+     "modules": {"planner": "[Round 1]\\n<plan>...</plan>", "executor": "[Round 1]\\n<action>...</action>..."},
+     "run_id": "any other field is passed through"}
+
+- `context` (string): the trajectory the module texts are judged in, as in the pair format's
+  `trajectory_full_context`.
+- `modules` (object, at least one entry): module name -> that module's text (`module_k_all_rounds`);
+  every name must be a module of the checkpoint. Give only the modules you want scored.
+- Any other field is written back unchanged. Blank lines are skipped.
+
+The output holds the records in input order, each with `"scores": {"planner": 0.41, ...}` added (an
+existing `scores` field is replaced): the heads' rewards, or (r - mean) / std per module with
+`--normalize`. The whole input is validated first; a bad record stops the run with every problem's
+file, line and field, and nothing is written. The output is written to a temporary file and renamed.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data.files import atomic_path
+from data.load import DataError, Problem
+from heads.scoring import Scorer
+
+
+@dataclass
+class ScoredFile:
+    records: int
+    rows: int  # (record, module) pairs scored
+    encoded: int  # texts that went through the encoder
+    from_cache: int  # texts read from the embedding cache
+
+
+def read_records(path: Path, modules: Sequence[str]) -> list[dict]:
+    """The records of a JSON Lines file; `DataError` listing every problem (file, line, field)."""
+    file = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise DataError([Problem(file, f"cannot read file: {e.strerror or e}")]) from None
+    except UnicodeDecodeError as e:
+        raise DataError([Problem(file, f"not valid UTF-8 (byte {e.start}); save the file as UTF-8")]) from None
+    records, problems = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(Problem(file, f"not valid JSON: {e.msg} at column {e.colno}", line=number))
+            continue
+        found = _record_problems(record, modules)
+        problems += [Problem(file, message, line=number, field=field) for field, message in found]
+        records.append(record)
+    if problems:
+        raise DataError(problems)
+    if not records:
+        raise DataError([Problem(file, 'no records; expected JSON Lines, one {"context": ..., "modules": {...}} per line')])
+    return records
+
+
+def _record_problems(record: object, modules: Sequence[str]) -> list[tuple[str | None, str]]:
+    if not isinstance(record, dict):
+        return [(None, f'expected a JSON object {{"context": ..., "modules": {{...}}}}, got {type(record).__name__}')]
+    problems = []
+    if "context" not in record:
+        problems.append(("context", "missing: the trajectory the module texts are judged in"))
+    elif not isinstance(record["context"], str):
+        problems.append(("context", f"must be a string, got {type(record['context']).__name__}"))
+    texts = record.get("modules")
+    if texts is None:
+        problems.append(("modules", 'missing: an object of module name -> module text, e.g. {"planner": "..."}'))
+    elif not isinstance(texts, dict) or not texts:
+        problems.append(("modules", f"must be a non-empty object of module name -> module text, got {json.dumps(texts)[:60]}"))
+    else:
+        for name, text in texts.items():
+            if name not in modules:
+                problems.append((f"modules.{name}", f"unknown module {name!r} (this checkpoint has: {', '.join(modules)})"))
+            elif not isinstance(text, str):
+                problems.append((f"modules.{name}", f"must be a string, got {type(text).__name__}"))
+    return problems
+
+
+def score_records(scorer: Scorer, records: Sequence[dict], batch_size: int = 256, progress: bool = False) -> list[dict]:
+    """Copies of `records` with `scores` added, scored `batch_size` (record, module) rows per call."""
+    rows = [(i, module, record["context"], text) for i, record in enumerate(records) for module, text in record["modules"].items()]
+    scores: list[dict] = [{} for _ in records]
+    for start in tqdm(range(0, len(rows), batch_size), desc="scoring", unit="batch", disable=not progress):
+        chunk = rows[start : start + batch_size]
+        rewards = scorer.score([r[2] for r in chunk], [r[3] for r in chunk], [r[1] for r in chunk])
+        for (i, module, _, _), reward in zip(chunk, rewards):
+            scores[i][module] = float(reward)
+    return [{**record, "scores": s} for record, s in zip(records, scores)]
+
+
+def score_file(scorer: Scorer, records_path: Path, out: Path, batch_size: int = 256, progress: bool = False) -> ScoredFile:
+    records = read_records(records_path, scorer.modules)
+    encoded, from_cache = scorer.encoded, scorer.from_cache
+    scored = score_records(scorer, records, batch_size, progress)
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in scored)
+    return ScoredFile(len(scored), sum(len(r["modules"]) for r in records), scorer.encoded - encoded, scorer.from_cache - from_cache)

@@ -1,0 +1,402 @@
+"""Serving recipe: a checkpoint's rewards over HTTP (FastAPI + uvicorn), for OpenRLHF, verl and any
+JSON client.
+
+    pipeline serve ckpt/ --host 127.0.0.1 --port 8000 [--cache cache/] [--normalize] [--module planner]
+    curl -s localhost:8000/health
+    curl -s localhost:8000/score -d '{"items": [{"context": "Task: ...", "module": "planner", "module_text": "[Round 1]\\n<plan>...</plan>"}]}'
+    curl -s localhost:8000/get_reward -d '{"query": ["<prompt><response>"], "prompts": ["<prompt>"], "labels": ["planner"]}'
+
+Endpoints:
+  GET  /health      {"status": "ok", "modules": [...], "normalized": ..., limits, and counters: requests, rows, scorer_calls}
+  POST /score       {"items": [{"context", "module", "module_text"}, ...]} -> {"rewards": [...], "normalized": bool};
+                    the rewards are exactly what `heads.scoring.Scorer.score` returns for the same rows.
+  POST /get_reward  OpenRLHF's remote reward model (`--remote_rm_url http://HOST:PORT/get_reward`):
+                    {"query": [...], "prompts": [...], "labels": [...]} ->
+                    {"rewards": [...], "scores": [...], "extra_logs": {"raw_reward": [...], "module_id": [...]}}.
+                    For query i (`read_openrlhf_query` has the rule):
+                      context     = prompts[i] (with a `<module>NAME</module>` tag in it taken out);
+                      module text = what follows the first occurrence of prompts[i] in query[i]
+                                    (OpenRLHF's query is prompt + response; a query without its prompt is refused);
+                      module      = labels[i] when it is a module name (or an object with a "module" key),
+                                    else a `<module>NAME</module>` tag in the prompt (never the response:
+                                    the policy must not pick its own judge), else the server's --module.
+                    rewards are the (normalised, with --normalize) rewards, scores their sigmoid, in (0, 1);
+                    extra_logs.raw_reward the heads' rewards before normalisation, module_id the index
+                    of the query's module in /health's "modules".
+
+Micro-batching: requests wait in a queue; a background task takes the first, keeps collecting
+rows of requests that arrive within `max_wait_ms` up to `max_batch` rows (a request is never split;
+one larger than `max_batch` is scored alone), scores them in one scorer call in a worker thread,
+and answers each request with its own rows. `max_batch 1` scores every request alone.
+
+Limits: bodies over `max_body_bytes` and requests over `max_request_rows` rows get 413. Bodies that
+are not JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
+unequal lists) gets 422. Every refusal is `{"error": "what is wrong and where"}`.
+"""
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from heads.scoring import Scorer, sigmoid
+
+logger = logging.getLogger(__name__)
+
+_DRAIN_BYTES = 256 * 1024 * 1024
+MODULE_TAG = re.compile(r"<module>\s*([^<>]*?)\s*</module>")
+
+
+@dataclass
+class ServeSettings:
+    """The server's limits and defaults (config section `serve`, see pipeline/config.py)."""
+
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    max_request_rows: int = 1024
+    max_body_bytes: int = 16 * 1024 * 1024
+    module: str = ""
+
+    @classmethod
+    def from_config(cls, serve) -> "ServeSettings":
+        return cls(serve.max_batch, serve.max_wait_ms, serve.max_request_rows, serve.max_body_bytes, serve.module)
+
+
+class RequestError(Exception):
+    """A request refused with a 4xx status and a message saying what is wrong."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- micro-batching ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    contexts: list[str]
+    module_texts: list[str]
+    modules: list[str]
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """Collects the rows of requests that arrive together and scores them in one call of `score`
+    (run in a worker thread, so the event loop keeps taking requests meanwhile)."""
+
+    def __init__(self, score: Callable[[list, list, list], np.ndarray], max_batch: int, max_wait: float):
+        self.score_rows = score
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.batches = 0
+        self._pending: deque[_Job] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._arrived = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+
+    async def score(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> np.ndarray:
+        if not modules:
+            return np.zeros(0, np.float32)
+        job = _Job(contexts, module_texts, modules, asyncio.get_running_loop().create_future())
+        self._pending.append(job)
+        self._arrived.set()
+        return await job.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            jobs = [self._pending.popleft()]
+            rows = len(jobs[0].modules)
+            deadline = loop.time() + self.max_wait
+            while rows < self.max_batch:
+                if not self._pending:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    self._arrived.clear()
+                    with suppress(TimeoutError, asyncio.TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), remaining)
+                    continue
+                if rows + len(self._pending[0].modules) > self.max_batch:
+                    break  # it opens the next batch
+                job = self._pending.popleft()
+                jobs.append(job)
+                rows += len(job.modules)
+            await self._score([job for job in jobs if not job.future.done()])  # done: the client went away
+
+    async def _score(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        self.batches += 1
+        try:
+            rewards = await asyncio.to_thread(
+                self.score_rows,
+                [c for job in jobs for c in job.contexts],
+                [t for job in jobs for t in job.module_texts],
+                [m for job in jobs for m in job.modules],
+            )
+        except Exception as e:  # the requests were checked, so this is ours: each request gets a 500
+            logger.exception("scoring a batch of %d requests failed", len(jobs))
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(e)
+            return
+        start = 0
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(rewards[start : start + len(job.modules)])
+            start += len(job.modules)
+
+
+# --- reading requests ----------------------------------------------------------------------------
+
+
+async def read_json(request: Request, limit: int) -> object:
+    """The request body parsed as JSON; 413 over `limit` bytes, 400 when it is not JSON."""
+    body, size = bytearray(), 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            body += chunk
+        elif size > limit + _DRAIN_BYTES:
+            break
+        # else: read and drop the rest, since a client still sending when the connection closes
+        # sees a reset instead of the 413 and its message
+    if size > limit:
+        declared = request.headers.get("content-length", "")
+        of = f" of {declared} bytes" if declared.isdigit() else ""
+        raise RequestError(413, f"request body{of} is over the limit of {limit} bytes (serve.max_body_bytes)")
+    if not body:
+        raise RequestError(400, "empty request body; expected a JSON object")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as e:
+        raise RequestError(400, f"request body is not UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise RequestError(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise RequestError(400, "request body is JSON nested too deeply") from None
+
+
+def _list_field(body: dict, name: str, limit: int, required: bool = True) -> list | None:
+    if name not in body or body[name] is None:
+        if required:
+            raise RequestError(422, f"missing field {name!r}")
+        return None
+    value = body[name]
+    if not isinstance(value, list):
+        raise RequestError(422, f"{name!r} must be a list, got {_kind(value)}")
+    if len(value) > limit:
+        raise RequestError(413, f"{len(value)} entries in {name!r}, at most {limit} per request (serve.max_request_rows); split the request")
+    return value
+
+
+def read_score_items(body: object, modules: Sequence[str], limit: int) -> tuple[list[str], list[str], list[str]]:
+    """(contexts, module_texts, modules) of a /score request, or `RequestError` naming the bad field."""
+    if not isinstance(body, dict):
+        raise RequestError(422, f'expected {{"items": [{{"context": ..., "module": ..., "module_text": ...}}, ...]}}, got {_kind(body)}')
+    items = _list_field(body, "items", limit)
+    columns: dict[str, list[str]] = {"context": [], "module_text": [], "module": []}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RequestError(422, f"items[{i}] must be an object with context, module and module_text, got {_kind(item)}")
+        for name, values in columns.items():
+            if name not in item:
+                raise RequestError(422, f"items[{i}]: missing field {name!r}")
+            if not isinstance(item[name], str):
+                raise RequestError(422, f"items[{i}].{name} must be a string, got {_kind(item[name])}")
+            values.append(item[name])
+        if item["module"] not in modules:
+            raise RequestError(422, f"items[{i}].module: unknown module {item['module']!r} (this checkpoint has: {', '.join(modules)})")
+    return columns["context"], columns["module_text"], columns["module"]
+
+
+def read_openrlhf_query(query: str, prompt: str, label: object, modules: Sequence[str], default_module: str, i: int) -> tuple[str, str, str]:
+    """(context, module_text, module) of OpenRLHF's query i, by the rule in this file's docstring."""
+    where = query.find(prompt)
+    if where < 0:
+        raise RequestError(422, f"query[{i}] does not contain prompts[{i}]; the module text is what follows the prompt in the query")
+    module_text = query[where + len(prompt) :]
+    tag = MODULE_TAG.search(prompt)
+    context = prompt[: tag.start()] + prompt[tag.end() :] if tag else prompt
+    if isinstance(label, dict) and "module" in label:
+        module, source = label["module"], f"labels[{i}].module"
+    elif isinstance(label, str) and label in modules:
+        module, source = label, f"labels[{i}]"
+    elif tag:
+        module, source = tag.group(1), f"the <module> tag in prompts[{i}]"
+    elif default_module:
+        module, source = default_module, "the server's --module"
+    else:
+        raise RequestError(
+            422,
+            f"no module for query[{i}]: give labels[{i}] as a module name ({', '.join(modules)}), put <module>NAME</module> "
+            "in the prompt, or start the server with --module",
+        )
+    if module not in modules:
+        raise RequestError(422, f"{source}: unknown module {module!r} (this checkpoint has: {', '.join(modules)})")
+    return context, module_text, module
+
+
+def read_get_reward(body: object, modules: Sequence[str], default_module: str, limit: int) -> tuple[list[str], list[str], list[str]]:
+    """(contexts, module_texts, modules) of an OpenRLHF /get_reward request."""
+    if not isinstance(body, dict):
+        raise RequestError(422, f'expected {{"query": [...], "prompts": [...], "labels": [...]}}, got {_kind(body)}')
+    queries = _list_field(body, "query", limit)
+    prompts = _list_field(body, "prompts", limit)
+    labels = _list_field(body, "labels", limit, required=False)
+    if len(prompts) != len(queries) or (labels is not None and len(labels) != len(queries)):
+        sizes = f"{len(queries)} queries, {len(prompts)} prompts" + (f", {len(labels)} labels" if labels is not None else "")
+        raise RequestError(422, f"query, prompts and labels must be equally long, got {sizes}")
+    rows: list[tuple[str, str, str]] = []
+    for i, (query, prompt) in enumerate(zip(queries, prompts)):
+        for name, value in (("query", query), ("prompts", prompt)):
+            if not isinstance(value, str):
+                raise RequestError(422, f"{name}[{i}] must be a string, got {_kind(value)}")
+        rows.append(read_openrlhf_query(query, prompt, labels[i] if labels is not None else None, modules, default_module, i))
+    contexts, module_texts, row_modules = (list(column) for column in zip(*rows)) if rows else ([], [], [])
+    return contexts, module_texts, row_modules
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+
+def create_app(scorer: Scorer, settings: ServeSettings) -> FastAPI:
+    """The FastAPI app serving `scorer`; its micro-batcher starts and stops with the app."""
+    if settings.module and settings.module not in scorer.modules:
+        raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
+    batcher = MicroBatcher(scorer.raw, settings.max_batch, settings.max_wait_ms / 1000)
+    counters = {"requests": 0, "rows": 0, "refused": 0}
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="module reward models", lifespan=lifespan)
+    app.state.scorer, app.state.batcher = scorer, batcher
+
+    @app.exception_handler(RequestError)
+    async def refuse(request: Request, error: RequestError) -> JSONResponse:
+        counters["refused"] += 1
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        counters["requests"] += 1
+        counters["rows"] += len(modules)
+        raw = await batcher.score(contexts, module_texts, modules)
+        return (scorer.normalized(raw, modules) if scorer.normalize else raw), raw
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {
+            "status": "ok",
+            "checkpoint": str(scorer.folder),
+            "modules": scorer.modules,
+            "normalized": scorer.normalize,
+            "encoder": scorer.heads.fingerprint.get("encoder"),
+            "max_batch": settings.max_batch,
+            "max_wait_ms": settings.max_wait_ms,
+            "max_request_rows": settings.max_request_rows,
+            "max_body_bytes": settings.max_body_bytes,
+            "default_module": settings.module or None,
+            **counters,
+            "scorer_calls": batcher.batches,
+            "uptime_s": round(time.time() - started, 1),
+        }
+
+    @app.post("/score")
+    async def score(request: Request) -> dict:
+        body = await read_json(request, settings.max_body_bytes)
+        contexts, module_texts, modules = read_score_items(body, scorer.modules, settings.max_request_rows)
+        rewards, _ = await rewards_for(contexts, module_texts, modules)
+        return {"rewards": rewards.tolist(), "normalized": scorer.normalize}
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request) -> dict:
+        body = await read_json(request, settings.max_body_bytes)
+        contexts, module_texts, modules = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows)
+        rewards, raw = await rewards_for(contexts, module_texts, modules)
+        index = {m: i for i, m in enumerate(scorer.modules)}
+        return {
+            "rewards": rewards.tolist(),
+            "scores": sigmoid(rewards).tolist(),
+            "extra_logs": {"raw_reward": raw.tolist(), "module_id": [index[m] for m in modules]},
+        }
+
+    return app
+
+
+# --- running it ----------------------------------------------------------------------------------
+
+
+def serve(scorer: Scorer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Run the server in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    import uvicorn
+
+    uvicorn.run(create_app(scorer, settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+class BackgroundServer:
+    """The server in a thread of this process, on a port of its own (0: any free one); for tests
+    and notebooks.
+
+        with BackgroundServer(create_app(scorer, settings)) as server:
+            urllib.request.urlopen(f"{server.url}/health")
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
+        import socket
+
+        import uvicorn
+
+        self.socket = socket.create_server((host, port))
+        self.host, self.port = host, self.socket.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.socket.close()

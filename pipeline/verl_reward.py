@@ -1,0 +1,163 @@
+"""verl reward function: a checkpoint's per-module rewards as verl's `custom_reward_function`.
+
+    # in-process: each reward worker loads the checkpoint once (REWARD_CACHE, REWARD_NORMALIZE=1,
+    # REWARD_DEVICE, REWARD_ENCODER are optional)
+    REWARD_CHECKPOINT=/path/to/ckpt python -m verl.trainer.main_ppo ... \\
+        custom_reward_function.path=/path/to/module-reward-models/pipeline/verl_reward.py \\
+        custom_reward_function.name=compute_score
+
+    # or through a running `pipeline serve` (one model for every worker, micro-batched)
+    REWARD_URL=http://127.0.0.1:8000 python -m verl.trainer.main_ppo ...   # same two settings
+
+    # verl's batch reward manager: one scorer call (or one request) per batch
+    ... reward_model.reward_manager=batch custom_reward_function.name=compute_score_batch
+
+    from pipeline.verl_reward import compute_score
+    compute_score("agent", "[Round 1]\\n<plan>...</plan>\\n<action>...</action>", None, {"task": "Book a flight ..."})
+    # {"score": 0.12, "reflection_score": 0.0, "planner_score": 0.31, "executor_score": -0.07, "memory_score": 0.0}
+
+What is scored, per sample (`extra_info` is the dataset row's extra_info column):
+- A module is named, by `extra_info["module"]` or else the env var REWARD_MODULE: `solution_str` is
+  that module's text, judged in the context `extra_info["context"]` (required then: the trajectory
+  so far). `score` is that module's reward.
+- No module named: `solution_str` is a trajectory in the tagged style of the pair format
+  (`[Round N]`, `<reflection>`, `<plan>`, `<action>`, `<tool results>`, `<memory query>`, ...). Each
+  module's text is cut out of it (`heads.scoring.module_texts_from_trajectory`) and scored in the
+  context `Task: {extra_info["task"]}` + newline + `solution_str` (just `solution_str` without a
+  task); `score` is the mean over the modules that have text.
+- The result always holds `score` and one `<module>_score` per module of the checkpoint, so every
+  sample has the same keys (verl gathers them into columns); a module that was not scored gets 0.0,
+  and a response with no module text at all scores 0.0. `data_source` and `ground_truth` are not used.
+
+Rewards are the heads' rewards, or (r - mean) / std per module with REWARD_NORMALIZE=1 in-process
+(through the server, whatever it was started with: `pipeline serve --normalize`).
+"""
+
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_scorer = None
+_server_info: dict | None = None
+_lock = threading.Lock()
+
+
+def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping | None = None, **kwargs: Any) -> dict[str, float]:
+    """verl's per-sample reward function: `{"score": float, "<module>_score": float, ...}`."""
+    return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]
+
+
+def compute_score_batch(
+    data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any], extra_infos: Sequence[Mapping | None] | None = None, **kwargs: Any
+) -> list[dict[str, float]]:
+    """verl's batch reward function (`reward_model.reward_manager=batch`): one dict per sample, all
+    rows scored in one call."""
+    extra_infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
+    modules = _modules()
+    rows: list[tuple[int, str, str, str]] = []  # (sample, module, context, module text)
+    for i, (solution, extra) in enumerate(zip(solution_strs, extra_infos)):
+        rows += _rows(i, solution, extra or {}, modules)
+    rewards = _score([r[2] for r in rows], [r[3] for r in rows], [r[1] for r in rows]) if rows else []
+    results = [{"score": 0.0, **{f"{m}_score": 0.0 for m in modules}} for _ in solution_strs]
+    scored: list[list[float]] = [[] for _ in solution_strs]
+    for (i, module, _, _), reward in zip(rows, rewards):
+        results[i][f"{module}_score"] = float(reward)
+        scored[i].append(float(reward))
+    for result, values in zip(results, scored):
+        if values:
+            result["score"] = sum(values) / len(values)
+    return results
+
+
+def _rows(i: int, solution: str, extra: Mapping, modules: Sequence[str]) -> list[tuple[int, str, str, str]]:
+    from heads.scoring import module_texts_from_trajectory
+
+    if not isinstance(solution, str):
+        raise TypeError(f"solution_str of sample {i} must be a string, got {type(solution).__name__}")
+    module = extra.get("module") or os.environ.get("REWARD_MODULE")
+    if module:
+        if module not in modules:
+            raise ValueError(f"sample {i}: unknown module {module!r} (the checkpoint has: {', '.join(modules)})")
+        context = extra.get("context")
+        if not isinstance(context, str):
+            raise ValueError(f"sample {i}: module {module!r} is named, so extra_info['context'] must hold the trajectory it is judged in")
+        return [(i, module, context, solution)]
+    task = extra.get("task")
+    context = f"Task: {task}\n{solution}" if isinstance(task, str) and task else solution
+    texts = module_texts_from_trajectory(solution)
+    return [(i, m, context, texts[m]) for m in modules if m in texts]
+
+
+def _modules() -> list[str]:
+    if os.environ.get("REWARD_URL"):
+        return list(_server()["modules"])
+    return _local_scorer().modules
+
+
+def _score(contexts: list[str], module_texts: list[str], modules: list[str]) -> list[float]:
+    if not os.environ.get("REWARD_URL"):
+        return _local_scorer().score(contexts, module_texts, modules).tolist()
+    url, limits = os.environ["REWARD_URL"].rstrip("/"), _server()
+    rewards: list[float] = []
+    for items in _requests_within(limits["max_request_rows"], limits["max_body_bytes"], contexts, module_texts, modules):
+        rewards += _request(f"{url}/score", {"items": items})["rewards"]
+    return rewards
+
+
+def _requests_within(max_rows: int, max_bytes: int, contexts: list[str], module_texts: list[str], modules: list[str]) -> list[list[dict]]:
+    """/score items cut into requests that stay under the server's row and body limits."""
+    requests: list[list[dict]] = [[]]
+    size = 0
+    for context, text, module in zip(contexts, module_texts, modules):
+        item = {"context": context, "module": module, "module_text": text}
+        item_size = len(json.dumps(item).encode()) + 2
+        if requests[-1] and (len(requests[-1]) >= max_rows or size + item_size > 0.9 * max_bytes):
+            requests.append([])
+            size = 0
+        requests[-1].append(item)
+        size += item_size
+    return requests if requests[0] else []
+
+
+def _local_scorer():
+    """The checkpoint named by REWARD_CHECKPOINT, loaded once per process."""
+    global _scorer
+    with _lock:
+        if _scorer is None:
+            from heads.scoring import load
+
+            checkpoint = os.environ.get("REWARD_CHECKPOINT")
+            if not checkpoint:
+                raise RuntimeError("set REWARD_CHECKPOINT to a checkpoint folder (in-process scoring) or REWARD_URL to a `pipeline serve` address")
+            _scorer = load(
+                checkpoint,
+                os.environ.get("REWARD_CACHE") or None,
+                normalize=os.environ.get("REWARD_NORMALIZE", "").strip().lower() in {"1", "true", "yes", "on"},
+                device=os.environ.get("REWARD_DEVICE", "auto"),
+                encoder=os.environ.get("REWARD_ENCODER") or None,
+            )
+        return _scorer
+
+
+def _server() -> dict:
+    """The server's /health, asked once per process: its modules and request limits."""
+    global _server_info
+    with _lock:
+        if _server_info is None:
+            _server_info = _request(f"{os.environ['REWARD_URL'].rstrip('/')}/health")
+        return _server_info
+
+
+def _request(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST" if data else "GET")
+    timeout = float(os.environ.get("REWARD_TIMEOUT", "300"))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{url} refused the request ({e.code}): {e.read().decode(errors='replace')}") from None

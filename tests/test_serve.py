@@ -1,0 +1,241 @@
+"""`pipeline serve` over real HTTP on 127.0.0.1: /score, /get_reward, /health, refusals,
+micro-batching, and verl through the server; on a small real checkpoint."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from reward_checkpoint import MODULES, make_checkpoint
+
+from data import load_pairs
+from data.synth import generate_pairs
+from heads.scoring import load, sigmoid
+from pipeline import verl_reward
+from pipeline.cli import main
+from pipeline.serve import BackgroundServer, ServeSettings, create_app
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def scorer(trained):
+    scorer = load(trained / "checkpoint", device="cpu")
+    scorer.warm_up()
+    return scorer
+
+
+@pytest.fixture(scope="module")
+def server(scorer):
+    settings = ServeSettings(max_batch=64, max_wait_ms=5, max_request_rows=16, max_body_bytes=200_000, module="")
+    with BackgroundServer(create_app(scorer, settings)) as running:
+        yield running
+
+
+def request(url: str, body: object = None, raw: bytes | None = None, method: str | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    call = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(call, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def items_of(pairs, side: str = "positive") -> list[dict]:
+    return [{"context": c, "module": m, "module_text": t} for c, m, t in zip(pairs[f"{side}_context"], pairs["target_module"], pairs[f"{side}_module_text"])]
+
+
+def api_scores(scorer, items: list[dict]) -> np.ndarray:
+    return scorer.score([i["context"] for i in items], [i["module_text"] for i in items], [i["module"] for i in items])
+
+
+def test_health_names_the_checkpoint_modules_and_limits(server, trained):
+    status, health = request(f"{server.url}/health")
+    assert status == 200 and health["status"] == "ok"
+    assert health["modules"] == MODULES and health["checkpoint"] == str(trained / "checkpoint")
+    assert health["normalized"] is False and health["max_request_rows"] == 16 and health["max_body_bytes"] == 200_000
+
+
+def test_served_scores_equal_the_python_api(server, scorer, trained):
+    items = items_of(load_pairs(trained / "val.jsonl"))[:16]
+    status, answer = request(f"{server.url}/score", {"items": items})
+    assert status == 200 and answer["normalized"] is False
+    np.testing.assert_allclose(answer["rewards"], api_scores(scorer, items), atol=1e-6)
+    assert request(f"{server.url}/score", {"items": []}) == (200, {"rewards": [], "normalized": False})
+
+
+def test_get_reward_speaks_openrlhf_and_follows_the_module_rule(server, scorer):
+    prompts = ["Task: book a flight\n[Round 1]\n", "<module>executor</module>Task: refund order 7\n", "Task: clean logs\n", "Task: x\n"]
+    responses = ["<plan>search, compare, book</plan>", "<action>refund(order=7)</action>", "<memory query>log rules</memory query>", "<plan>p</plan>"]
+    queries = ["<pad><pad>" + p + r for p, r in zip(prompts, responses)]  # left padding before the prompt is skipped
+    labels = ["planner", "the answer is 42", {"module": "memory", "answer": 1}, "reflection"]
+    status, answer = request(f"{server.url}/get_reward", {"query": queries, "prompts": prompts, "labels": labels})
+    assert status == 200, answer
+    assert set(answer) == {"rewards", "scores", "extra_logs"} and set(answer["extra_logs"]) == {"raw_reward", "module_id"}
+    assert len(answer["rewards"]) == len(answer["scores"]) == 4
+    assert all(0 < s < 1 for s in answer["scores"])
+    np.testing.assert_allclose(answer["scores"], sigmoid(np.array(answer["rewards"])), atol=1e-6)
+    # label names the module; else the <module> tag in the prompt (taken out of the context); a label that names no module is ignored
+    contexts = [prompts[0], "Task: refund order 7\n", prompts[2], prompts[3]]
+    modules = ["planner", "executor", "memory", "reflection"]
+    np.testing.assert_allclose(answer["rewards"], scorer.score(contexts, responses, modules), atol=1e-6)
+    assert answer["extra_logs"]["module_id"] == [MODULES.index(m) for m in modules]
+    assert answer["extra_logs"]["raw_reward"] == pytest.approx(answer["rewards"])
+
+
+BAD = [
+    ("/score", b"{not json", 400, "not valid JSON"),
+    ("/score", b"", 400, "empty request body"),
+    ("/score", b"\xff\xfe\x00", 400, "request body is not"),
+    ("/score", json.dumps([1, 2]).encode(), 422, 'expected {"items"'),
+    ("/score", json.dumps({"rows": []}).encode(), 422, "missing field 'items'"),
+    ("/score", json.dumps({"items": "x"}).encode(), 422, "'items' must be a list"),
+    ("/score", json.dumps({"items": [7]}).encode(), 422, "items[0] must be an object"),
+    ("/score", json.dumps({"items": [{"context": "c", "module": "planner"}]}).encode(), 422, "items[0]: missing field 'module_text'"),
+    ("/score", json.dumps({"items": [{"context": 1, "module": "planner", "module_text": "t"}]}).encode(), 422, "items[0].context must be a string"),
+    ("/score", json.dumps({"items": [{"context": "c", "module": "critic", "module_text": "t"}]}).encode(), 422, "unknown module 'critic'"),
+    ("/score", json.dumps({"items": [{"context": "c", "module": "planner", "module_text": "t"}] * 17}).encode(), 413, "at most 16 per request"),
+    ("/score", json.dumps({"items": [{"context": "c" * 250_000, "module": "planner", "module_text": "t"}]}).encode(), 413, "over the limit of 200000 bytes"),
+    ("/get_reward", json.dumps({"query": ["q"]}).encode(), 422, "missing field 'prompts'"),
+    ("/get_reward", json.dumps({"query": ["pq"], "prompts": ["p", "p"]}).encode(), 422, "equally long"),
+    ("/get_reward", json.dumps({"query": ["pq"], "prompts": [None], "labels": ["planner"]}).encode(), 422, "prompts[0] must be a string"),
+    ("/get_reward", json.dumps({"query": ["abc"], "prompts": ["x"], "labels": ["planner"]}).encode(), 422, "does not contain prompts[0]"),
+    ("/get_reward", json.dumps({"query": ["pq"], "prompts": ["p"], "labels": ["not a module"]}).encode(), 422, "no module for query[0]"),
+    ("/get_reward", json.dumps({"query": ["<module>critic</module>q"], "prompts": ["<module>critic</module>"]}).encode(), 422, "unknown module 'critic'"),
+    ("/get_reward", json.dumps({"query": ["pq"], "prompts": ["p"], "labels": [{"module": ["planner"]}]}).encode(), 422, "labels[0].module: unknown module"),
+    ("/get_reward", json.dumps({"query": ["pq"] * 17, "prompts": ["p"] * 17}).encode(), 413, "at most 16 per request"),
+]
+
+
+@pytest.mark.parametrize("path, body, status, message", BAD, ids=[f"{p} {m}" for p, _, _, m in BAD])
+def test_malformed_requests_get_a_4xx_with_a_message(server, path, body, status, message):
+    code, answer = request(f"{server.url}{path}", raw=body, method="POST")
+    assert code == status and message in answer["error"], answer
+
+
+def test_a_body_far_over_the_limit_still_gets_its_413_and_the_server_lives_on(server):
+    code, answer = request(f"{server.url}/score", raw=b" " * 5_000_000)
+    assert code == 413 and "5000000 bytes" in answer["error"]
+    assert request(f"{server.url}/score", method="GET")[0] == 405
+    assert request(f"{server.url}/nowhere")[0] == 404
+    status, health = request(f"{server.url}/health")
+    assert status == 200 and health["refused"] >= 2
+
+
+def concurrent_scores(url: str, items: list[dict]) -> list[list[float]]:
+    """One request per item, all sent at the same moment from their own threads."""
+    start = threading.Barrier(len(items))
+
+    def send(item: dict) -> list[float]:
+        start.wait()
+        status, answer = request(f"{url}/score", {"items": [item]})
+        assert status == 200, answer
+        return answer["rewards"]
+
+    with ThreadPoolExecutor(len(items)) as pool:
+        return list(pool.map(send, items))
+
+
+@pytest.mark.parametrize("max_batch, fewest, most", [(64, 1, 4), (4, 4, 8), (1, 16, 16)])
+def test_concurrent_requests_are_scored_in_micro_batches(scorer, trained, max_batch, fewest, most):
+    items = items_of(load_pairs(trained / "unseen.jsonl"))[:16]
+    settings = ServeSettings(max_batch=max_batch, max_wait_ms=300)
+    with BackgroundServer(create_app(scorer, settings)) as server:
+        answers = concurrent_scores(server.url, items)
+        calls = request(f"{server.url}/health")[1]["scorer_calls"]
+    assert fewest <= calls <= most, f"{len(items)} concurrent requests took {calls} scorer calls with max_batch {max_batch}"
+    # each request got its own rows back
+    np.testing.assert_allclose([a[0] for a in answers], api_scores(scorer, items), atol=1e-6)
+
+
+def test_a_normalizing_server_serves_the_normalized_api_scores(trained):
+    normalized = load(trained / "checkpoint", device="cpu", normalize=True)
+    items = items_of(load_pairs(trained / "val.jsonl"))[:8]
+    with BackgroundServer(create_app(normalized, ServeSettings())) as server:
+        status, answer = request(f"{server.url}/score", {"items": items})
+        assert status == 200 and answer["normalized"] is True
+        np.testing.assert_allclose(answer["rewards"], api_scores(normalized, items), atol=1e-5)
+        query = {"query": [i["context"] + i["module_text"] for i in items], "prompts": [i["context"] for i in items], "labels": [i["module"] for i in items]}
+        status, reward = request(f"{server.url}/get_reward", query)
+        raw = load(trained / "checkpoint", device="cpu").score(*zip(*[(i["context"], i["module_text"], i["module"]) for i in items]))
+        np.testing.assert_allclose(reward["rewards"], answer["rewards"], atol=1e-5)
+        np.testing.assert_allclose(reward["extra_logs"]["raw_reward"], raw, atol=1e-5)
+
+
+def test_verl_through_the_server_equals_verl_in_process(scorer, trained, monkeypatch):
+    record = generate_pairs(4, seed=11)[2]["negative"]
+    trajectory = record["trajectory_full_context"]
+    samples = [(trajectory, {"task": "Fix it."}), ("<plan>check logs</plan>", {"module": "planner", "context": "Task: y"})]
+    monkeypatch.delenv("REWARD_MODULE", raising=False)
+
+    monkeypatch.setenv("REWARD_CHECKPOINT", str(trained / "checkpoint"))
+    monkeypatch.setenv("REWARD_DEVICE", "cpu")
+    monkeypatch.delenv("REWARD_URL", raising=False)
+    monkeypatch.setattr(verl_reward, "_scorer", None)
+    local = [verl_reward.compute_score("agent", s, None, e) for s, e in samples]
+
+    monkeypatch.delenv("REWARD_CHECKPOINT")
+    monkeypatch.setattr(verl_reward, "_scorer", None)
+    monkeypatch.setattr(verl_reward, "_server_info", None)
+    with BackgroundServer(create_app(scorer, ServeSettings(max_request_rows=2))) as server:  # a trajectory's rows take two requests
+        monkeypatch.setenv("REWARD_URL", server.url)
+        remote = [verl_reward.compute_score("agent", s, None, e) for s, e in samples]
+        assert request(f"{server.url}/health")[1]["requests"] >= 3
+    assert verl_reward._scorer is None  # nothing was loaded in this process
+    for a, b in zip(local, remote):
+        assert set(a) == set(b) == {"score", *(f"{m}_score" for m in MODULES)}
+        assert b == pytest.approx(a, abs=1e-5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_pipeline_serve_runs_until_terminated(trained):
+    script = shutil.which("pipeline", path=str(Path(sys.executable).parent))
+    port = free_port()
+    process = subprocess.Popen(
+        [script, "serve", str(trained / "checkpoint"), "--port", str(port), "--module", "planner", "--max-batch", "8", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                status, health = request(f"http://127.0.0.1:{port}/health")
+                break
+            except urllib.error.URLError:
+                assert process.poll() is None and time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.2)
+        assert status == 200 and health["default_module"] == "planner" and health["max_batch"] == 8
+        status, answer = request(f"http://127.0.0.1:{port}/get_reward", {"query": ["Task: a\n<plan>b</plan>"], "prompts": ["Task: a\n"]})
+        assert status == 200 and answer["extra_logs"]["module_id"] == [MODULES.index("planner")]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    # uvicorn shuts down cleanly, then re-raises the signal it caught
+    assert process.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
+    assert f"on http://127.0.0.1:{port}" in output and "micro-batches of up to 8 rows" in output
+
+
+def test_pipeline_serve_refuses_a_default_module_the_checkpoint_lacks(trained):
+    result = CliRunner().invoke(main, ["serve", str(trained / "checkpoint"), "--module", "critic", "--device", "cpu"])
+    assert result.exit_code != 0 and "'critic' is not a module" in result.output
