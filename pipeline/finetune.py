@@ -38,9 +38,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import load_pairs
 from data.files import atomic_dir, atomic_path, write_text_atomic
-from data.splits import carve_validation
 from features.encoder import pick_device
 from features.pairs import encode_pair_vectors, pair_text_keys
 from heads.finetuning import (
@@ -59,7 +57,7 @@ from heads.model import WEIGHTS, MultiModuleRewardModel, bradley_terry_loss
 from heads.scorer import load_checkpoint_encoder
 from heads.training import PairTensors, evaluate_pairs, warmup_linear_schedule, warmup_steps_for
 from pipeline.config import Config
-from pipeline.train_heads import TrainHeadsError, data_hash, library_versions
+from pipeline.train_heads import TrainHeadsError, data_hash, library_versions, training_and_validation_pairs
 
 
 class FinetuneError(TrainHeadsError):
@@ -96,13 +94,7 @@ def finetune(
 
 def _finetune(files, init, out, config, val_file, encoder_name, resume, max_steps, progress, rank, world_size) -> FinetuneResult:
     stage, modules = config.stage_1, config.data.modules
-    train = load_pairs(files, modules)
-    if val_file is not None:
-        val = load_pairs(val_file, modules)
-    else:
-        train, val = carve_validation(train, config.data.val_fraction, config.data.split_seed, config.data.group_by)
-    if train.height == 0 or val.height == 0:
-        raise FinetuneError(f"{train.height} training and {val.height} validation pairs: both are needed (give --val)")
+    train, val = training_and_validation_pairs(files, val_file, config)
 
     device = pick_device(config.training.device)
     precision = resolve_precision(stage.precision, device)

@@ -61,16 +61,7 @@ def train_heads(
     progress: bool = True,
 ) -> TrainResult:
     modules = config.data.modules
-    train = load_pairs(files, modules)
-    if val_file is not None:
-        val = load_pairs(val_file, modules)
-    else:
-        train, val = carve_validation(train, config.data.val_fraction, config.data.split_seed, config.data.group_by)
-    if val.height == 0 or train.height == 0:
-        raise TrainHeadsError(
-            f"{train.height} training and {val.height} validation pairs: both are needed "
-            "(give --val, or pairs from more tasks so that a validation set can be carved by task)"
-        )
+    train, val = training_and_validation_pairs(files, val_file, config)
 
     previous = MultiModuleRewardModel.load(resume) if resume else None
     every_file = [*files, *([val_file] if val_file else [])]
@@ -161,6 +152,23 @@ def train_heads(
         config.save(folder / "config.yaml")
     scratch.cleanup()
     return TrainResult(best_epoch, len(history), best, seconds_per_epoch, history)
+
+
+def training_and_validation_pairs(files: Sequence[Path], val_file: Path | None, config: Config) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The pairs of `files` and of `val_file`, or, without one, `files` split by task into training
+    and validation pairs (`carve_validation`); an error unless both have pairs."""
+    modules = config.data.modules
+    train = load_pairs(files, modules)
+    if val_file is not None:
+        val = load_pairs(val_file, modules)
+    else:
+        train, val = carve_validation(train, config.data.val_fraction, config.data.split_seed, config.data.group_by)
+    if val.height == 0 or train.height == 0:
+        raise TrainHeadsError(
+            f"{train.height} training and {val.height} validation pairs: both are needed "
+            "(give --val, or pairs from more tasks so that a validation set can be carved by task)"
+        )
+    return train, val
 
 
 def select_namespace(
