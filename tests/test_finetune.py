@@ -28,7 +28,6 @@ from heads.training import PairTensors, evaluate_pairs
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs
-from pipeline.evaluate import evaluate
 from pipeline.finetune import FinetuneError, finetune
 from pipeline.train_heads import train_heads
 
@@ -125,7 +124,9 @@ def test_loss_falls_and_the_checkpoint_evaluates_with_its_own_encoder(minilm, tm
     saved = json.loads((out / "config.json").read_text())
     assert saved["stage"] == 1 and saved["encoder_fingerprint"]["weights"] != stage0.fingerprint["weights"]
     shutil.copytree(minilm / "cache", tmp_path / "cache")
-    report = evaluate(out, [train], tmp_path / "cache", tmp_path / "report", stage1_config(), progress=False).report
+    evaluated = CliRunner().invoke(main, ["evaluate", str(out), str(train), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "report"), "--bootstrap", "50"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["embedded_texts"] > 0 and report["cache_namespace"] != stage0.namespace.id  # a fresh namespace
     assert report["overall"]["pairwise_accuracy"] == pytest.approx(result.validation["pairwise_accuracy"])
     assert "normalization" in json.loads((out / "config.json").read_text())  # its validation data: stored
