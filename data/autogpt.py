@@ -43,7 +43,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.load import DataError, Problem
+from data.load import DataError, Problem, read_utf8
 
 SOURCE = "autogpt"
 
@@ -118,12 +118,7 @@ def parse_report(path: str | Path) -> Report:
     """Parse one `report.md`. Raises `DataError` listing every problem with its file and line."""
     path = Path(path)
     file = str(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise DataError([Problem(file, f"cannot read file: {e.strerror or e}")]) from e
-    except UnicodeDecodeError as e:
-        raise DataError([Problem(file, f"not valid UTF-8 (byte {e.start}); is this an agbenchmark report.md?")]) from e
+    text = read_utf8(path)
 
     problems: list[Problem] = []
     challenges: list[Challenge] = []

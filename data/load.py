@@ -141,6 +141,21 @@ def to_nested(pairs: pl.DataFrame) -> pl.DataFrame:
 # --- reading one file -------------------------------------------------------------------------
 
 
+def read_utf8(path: str | Path) -> str:
+    """The text of `path`, or `DataError` naming the file (and the line of the first byte that is
+    not UTF-8) when it cannot be read."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError([Problem(file, f"cannot read file: {e.strerror or e}")]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError([Problem(file, f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); save the file as UTF-8", line=line)]) from None
+
+
 def _load_file(path: Path, modules: Sequence[str]) -> tuple[pl.DataFrame | None, list[Problem]]:
     file = str(path)
     try:

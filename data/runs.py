@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.files import write_text_atomic
-from data.load import DataError, Problem
+from data.load import DataError, Problem, read_utf8
 from data.schema import DEFAULT_MODULES
 
 # Round fields in the order they are rendered within a round, and the tag each is rendered with.
@@ -148,14 +148,9 @@ def write_runs(records: Sequence[Mapping], path: str | Path) -> Path:
 def _read_lines(path: Path) -> tuple[list[tuple[str, int, object]], list[Problem]]:
     file = str(path)
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        return [], [Problem(file, f"cannot read file: {e.strerror or e}")]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        return [], [Problem(file, f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); save the file as UTF-8", line=line)]
+        text = read_utf8(path)
+    except DataError as e:
+        return [], e.problems
     if not text.strip():
         return [], [Problem(file, "file is empty; expected JSON Lines, one run per line")]
     if text.lstrip().startswith("["):

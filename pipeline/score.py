@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data.files import atomic_path
-from data.load import DataError, Problem
+from data.load import DataError, Problem, read_utf8
 from heads.scoring import Scorer
 
 
@@ -43,12 +43,7 @@ class ScoredFile:
 def read_records(path: Path, modules: Sequence[str]) -> list[dict]:
     """The records of a JSON Lines file; `DataError` listing every problem (file, line, field)."""
     file = str(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise DataError([Problem(file, f"cannot read file: {e.strerror or e}")]) from None
-    except UnicodeDecodeError as e:
-        raise DataError([Problem(file, f"not valid UTF-8 (byte {e.start}); save the file as UTF-8")]) from None
+    text = read_utf8(path)
     records, problems = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

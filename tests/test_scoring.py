@@ -229,6 +229,14 @@ def test_score_cli_names_file_line_and_field_of_every_bad_record_and_writes_noth
     assert not (tmp_path / "out.jsonl").exists() and not list(tmp_path.glob(".out.jsonl*"))
 
 
+def test_score_cli_names_the_line_of_a_byte_that_is_not_utf8(trained, tmp_path):
+    good = json.dumps({"context": "c", "modules": {"planner": "p"}}).encode()
+    (tmp_path / "in.jsonl").write_bytes(good + b"\n" + good.replace(b'"c"', b'"caf\xe9"') + b"\n")
+    result = CliRunner().invoke(main, ["score", str(trained / "checkpoint"), str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 1 and f"{tmp_path / 'in.jsonl'}, line 2: not valid UTF-8" in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 # --- verl ---------------------------------------------------------------------------------------
 
 
