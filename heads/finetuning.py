@@ -9,7 +9,6 @@ mixed precision, and the resumable training state.
 
 import contextlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,10 +119,6 @@ def epoch_batches(n_pairs: int, batch_size: int, epoch: int, seed: int, rank: in
     sampler.set_epoch(epoch)
     order = list(sampler)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def steps_per_epoch(n_pairs: int, batch_size: int, grad_accumulation: int, world_size: int = 1) -> int:
-    return math.ceil(math.ceil(math.ceil(n_pairs / world_size) / batch_size) / grad_accumulation)
 
 
 class EncoderWithHeads(nn.Module):

@@ -24,6 +24,7 @@ Only rank 0 writes; every rank validates the whole validation set, so all take t
 
 import copy
 import json
+import math
 import os
 import shutil
 import time
@@ -51,11 +52,10 @@ from heads.finetuning import (
     load_state,
     resolve_precision,
     save_state,
-    steps_per_epoch,
 )
 from heads.model import WEIGHTS, MultiModuleRewardModel, bradley_terry_loss
 from heads.scorer import load_checkpoint_encoder
-from heads.training import PairTensors, evaluate_pairs, warmup_linear_schedule, warmup_steps_for
+from heads.training import PairTensors, evaluate_pairs, optimizer_steps, warmup_linear_schedule, warmup_steps_for
 from pipeline.config import Config
 from pipeline.train_heads import TrainHeadsError, data_hash, library_versions, training_and_validation_pairs
 
@@ -118,7 +118,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
         [{"params": model.encoder_model.parameters(), "lr": stage.encoder_lr}, {"params": model.heads.parameters(), "lr": stage.heads_lr}],
         weight_decay=config.training.weight_decay,
     )
-    per_epoch = steps_per_epoch(train.height, stage.batch_size, stage.grad_accumulation, world_size)
+    per_epoch = optimizer_steps(math.ceil(train.height / world_size), stage.batch_size, stage.grad_accumulation)  # a rank's share
     total_steps = per_epoch * stage.epochs if max_steps is None else min(max_steps, per_epoch * stage.epochs)
     scheduler = warmup_linear_schedule(optimizer, warmup_steps_for(total_steps, stage.warmup_steps, config.training.max_warmup_fraction), total_steps)
     scaler = grad_scaler(device, precision)
