@@ -195,7 +195,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
 
     if rank == 0:
         history = state["history"]
-        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         config.save(out / "config.yaml")
         saved = json.loads((out / "config.json").read_text())
         saved["seconds"] = time.perf_counter() - started
