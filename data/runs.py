@@ -24,25 +24,11 @@ A runs file is JSON Lines, one run per line:
   the pairs. `metadata` (optional object) is kept for you and never rendered: put the grader's
   verdict, failure reason, cost and the like there. Other top-level fields are ignored.
 
-Rendering (`render_context`, `render_module`) writes a run in the tagged multi-round style of the
-pair format, round fields in this order, each as a tag, rounds numbered from 1:
-
-    Task: Find the cheapest direct flight from Oslo to Rome on 12 May and book it.
-    [Round 1]
-    <reflection>...</reflection>
-    <plan>...</plan>
-    <action>...</action>
-    <tool results>...</tool results>
-    <memory store>...</memory store>
-    [Round 2]
-    <memory query>...</memory query>
-    <memory result>...</memory result>
-    ...
-
-A module's text (`module_k_all_rounds`) is the same without the task line, keeping only the round
-fields of that module (`DEFAULT_MODULE_FIELDS`, configurable as `data.module_fields`) and only the
-rounds where the module wrote something, under their own round numbers. Only `task` and `rounds`
-are rendered: the outcome and metadata never reach the texts.
+Rendering (`render_context`, `render_module`, from `data.trajectory`, which documents the layout)
+writes a run's task and rounds in the tagged multi-round style of the pair format. A module's text
+(`module_k_all_rounds`) keeps only the round fields of that module (`DEFAULT_MODULE_FIELDS`,
+configurable as `data.module_fields`). Only `task` and `rounds` are rendered: the outcome and
+metadata never reach the texts.
 
 Mining (`mine_pairs`): within each task and module, every run that succeeded against every run that
 failed, skipping runs with no text for the module and pairs whose two texts are identical; at most
@@ -66,26 +52,14 @@ from pathlib import Path
 from data.files import write_text_atomic
 from data.load import DataError, Problem, read_utf8
 from data.schema import DEFAULT_MODULES
+from data.trajectory import (
+    DEFAULT_MODULE_FIELDS,
+    ROUND_FIELDS,
+    ROUND_TAGS,
+    render_context,
+    render_module,
+)
 
-# Round fields in the order they are rendered within a round, and the tag each is rendered with.
-ROUND_TAGS = {
-    "reflection": "reflection",
-    "plan": "plan",
-    "memory_query": "memory query",
-    "memory_result": "memory result",
-    "action": "action",
-    "observation": "tool results",
-    "memory_store": "memory store",
-}
-ROUND_FIELDS = tuple(ROUND_TAGS)
-
-# Which round fields make up each module's text (config key `data.module_fields`).
-DEFAULT_MODULE_FIELDS = {
-    "reflection": ["reflection"],
-    "planner": ["plan"],
-    "executor": ["action", "observation"],
-    "memory": ["memory_query", "memory_result", "memory_store"],
-}
 DEFAULT_MAX_PAIRS_PER_TASK = 8
 
 _TEXT_FIELDS = ("run_id", "task")
@@ -266,32 +240,6 @@ def _check_rounds(rounds: object, problem) -> tuple[dict[str, str], ...]:
 def _kind(value: object) -> str:
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value)[:40]})"
-
-
-# --- rendering -------------------------------------------------------------------------------
-
-
-def render_round(round_: Mapping[str, str], fields: Sequence[str] = ROUND_FIELDS) -> str:
-    """The tagged sections of one round, for the given fields, in `ROUND_FIELDS` order ('' if none)."""
-    wanted = set(fields)
-    return "\n".join(f"<{tag}>{round_[name]}</{tag}>" for name, tag in ROUND_TAGS.items() if name in wanted and round_.get(name))
-
-
-def render_context(task: str, rounds: Sequence[Mapping[str, str]]) -> str:
-    """`trajectory_full_context`: the task line, then every round with all its sections."""
-    parts = [f"Task: {task}"]
-    parts += [f"[Round {number}]\n{render_round(round_)}" for number, round_ in enumerate(rounds, start=1) if render_round(round_)]
-    return "\n".join(parts)
-
-
-def render_module(rounds: Sequence[Mapping[str, str]], fields: Sequence[str]) -> str:
-    """`module_k_all_rounds`: the module's sections of each round it wrote in ('' if none)."""
-    parts = []
-    for number, round_ in enumerate(rounds, start=1):
-        sections = render_round(round_, fields)
-        if sections:
-            parts.append(f"[Round {number}]\n{sections}")
-    return "\n".join(parts)
 
 
 # --- pair mining -----------------------------------------------------------------------------

@@ -230,11 +230,11 @@ _ROUND_HEADER = re.compile(r"^\[Round (\d+)\][ \t]*$", re.MULTILINE)
 def module_texts_from_trajectory(trajectory: str, module_fields: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
     """Each module's text (`module_k_all_rounds`) in a trajectory written in the tagged style of the
     pair format: `[Round N]` headers, then sections such as `<plan>...</plan>` or `<tool results>...</tool results>`.
-    A module's text is its own sections (`module_fields`, default `data.runs.DEFAULT_MODULE_FIELDS`),
+    A module's text is its own sections (`module_fields`, default `data.trajectory.DEFAULT_MODULE_FIELDS`),
     under the header of each round it wrote in, as `pipeline pairs` writes it. Modules with no
     section are left out; text before the first header (the task line) is not part of any module;
     a trajectory without headers is read as round 1."""
-    from data.runs import DEFAULT_MODULE_FIELDS, ROUND_TAGS
+    from data.trajectory import DEFAULT_MODULE_FIELDS, ROUND_TAGS
 
     module_fields = DEFAULT_MODULE_FIELDS if module_fields is None else module_fields
     headers = list(_ROUND_HEADER.finditer(trajectory))

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from data.files import write_text_atomic
-from data.runs import DEFAULT_MODULE_FIELDS, ROUND_FIELDS
 from data.schema import DEFAULT_MODULES
+from data.trajectory import DEFAULT_MODULE_FIELDS, ROUND_FIELDS
 
 
 @dataclass

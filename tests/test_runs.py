@@ -10,15 +10,8 @@ from click.testing import CliRunner
 
 from data import DataError, load_pairs, pairs_from_records
 from data.autogpt import Step, attempt_rounds, import_reports, parse_report
-from data.runs import (
-    DEFAULT_MODULE_FIELDS,
-    ROUND_FIELDS,
-    load_runs,
-    mine_pairs,
-    render_context,
-    render_module,
-    runs_from_records,
-)
+from data.runs import load_runs, mine_pairs, runs_from_records
+from data.trajectory import DEFAULT_MODULE_FIELDS, ROUND_FIELDS, render_context, render_module
 from pipeline.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"

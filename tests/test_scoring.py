@@ -9,7 +9,7 @@ from reward_checkpoint import MODULES, make_checkpoint
 
 from cache import EmbeddingCache
 from data import load_pairs
-from data.runs import DEFAULT_MODULE_FIELDS, render_context, render_module
+from data.trajectory import DEFAULT_MODULE_FIELDS, render_context, render_module
 from data.synth import generate_pairs
 from heads.scorer import RewardScorer
 from heads.scoring import ScoringError, VectorMemory, load, module_texts_from_trajectory
