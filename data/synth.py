@@ -12,10 +12,11 @@ How a pair is made. Each task comes from one of 25 parametrised task families (f
 invoice reconciliation, bug triage, ...); task strings are distinct. For the task we build one
 successful multi-round trajectory P: one round per step of a 3-4 step plan, plus retry rounds for
 the 1-2 tool errors every trajectory recovers from (sometimes only after a first fix that did not
-help), 4-8 rounds in all. Every round carries the tagged sections <reflection>, <plan>, <action>,
-<tool results>, <memory query>, <memory result> and <memory store>. For each module k we then
-derive N_k = P with one realistic fault of module k, plus its plausible consequences later on (a
-failing observation, a memory miss, the agent carrying on regardless):
+help), 4-8 rounds in all. Every round carries all seven round fields (reflection, plan, memory
+query and result, action, tool results, memory store), written out by `data.trajectory` in the
+one layout real runs have too. For each module k we then derive N_k = P with one realistic fault
+of module k, plus its plausible consequences later on (a failing observation, a memory miss, the
+agent carrying on regardless):
 
 - planner:    a step is missing; two adjacent steps are swapped; the plans are for a sibling task
               (same family, other entities); an irrelevant step from another family is added.
@@ -58,7 +59,9 @@ import random
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from data.trajectory import DEFAULT_MODULE_FIELDS, render_context, render_module
 
 try:
     from data.schema import DEFAULT_MODULES
@@ -859,20 +862,12 @@ def _error_text(kind: str, a: dict) -> str:
     return _ERRMSG[kind].format(arg=a["wrapped"] or a["args"][0][0], tool=a["tool"])
 
 
-_SEP = "\x1f"
-_STEP_TEMPLATES: dict[_Step, tuple[str, tuple[str, ...]]] = {}
-
-
 def _render_step(step: _Step, p: dict) -> dict:
-    """The step's texts for parameters `p` (one format call for all of them)."""
-    compiled = _STEP_TEMPLATES.get(step)
-    if compiled is None:
-        names = tuple(k for k, _ in step.args)
-        tmpl = _SEP.join((step.plan, step.result, step.key, step.value) + tuple(v for _, v in step.args))
-        compiled = _STEP_TEMPLATES[step] = (tmpl, names)
-    tmpl, names = compiled
-    plan, result, key, value, *vals = tmpl.format_map(p).split(_SEP)
-    return {"plan": plan, "tool": step.tool, "args": list(zip(names, vals)), "result": result, "key": key, "value": value}
+    """The step's texts for parameters `p`."""
+    return {
+        "plan": step.plan.format_map(p), "tool": step.tool, "args": [(k, v.format_map(p)) for k, v in step.args],
+        "result": step.result.format_map(p), "key": step.key.format_map(p), "value": step.value.format_map(p),
+    }
 
 
 def _attempts(rsteps: list[dict], prior_key: str, errors: dict[int, tuple[str, str | None]]) -> list[dict]:
@@ -907,39 +902,17 @@ def _attempts(rsteps: list[dict], prior_key: str, errors: dict[int, tuple[str, s
     return out
 
 
-# Which part of a rendered round (see `_render`) holds each module's text.
-_PART = {"reflection": 0, "planner": 1, "executor": 2, "memory": 3}
-
-
 def _render(items: list[str], attempts: list[dict], prior: tuple[str, str] | None,
-            style: list[int], mem_over: dict[int, tuple] | None = None,
-            cache: dict | None = None, base: tuple | None = None) -> list[tuple[str, str, str, str]]:
-    """The rounds of a trajectory as tagged (reflection, planner, executor, memory) texts.
+            style: list[int], mem_over: dict[int, tuple] | None = None) -> list[dict[str, str]]:
+    """The rounds of a trajectory, each a dict of round fields (see `data.trajectory`).
 
     `mem_over` maps a round to ("mr", key, value) (the memory returns this instead), ("ms", key,
-    value) (the round stores this instead) or ("ms_none",) (the round stores nothing). `cache`
-    memoises tagged sections across the renders of one task's trajectories, which share most of
-    them; `base` = (items, attempts, prior, rounds) of an already rendered trajectory (P), whose
-    rounds are reused up to the first attempt that differs."""
-    if cache is None:
-        cache = {}
+    value) (the round stores this instead) or ("ms_none",) (the round stores nothing)."""
     memory = {prior[0]: prior[1]} if prior else {}
     mem_over = mem_over or {}
     rounds = []
     prev = None
-    start = 0
-    if base is not None and base[0] == items and base[2] == prior:
-        b_attempts = base[1]
-        limit = min(len(attempts), len(b_attempts), min(mem_over, default=len(attempts)))
-        while start < limit and attempts[start] == b_attempts[start]:
-            start += 1
-        rounds.extend(base[3][:start])
-        for a in attempts[:start]:
-            if a["believed"] and a["fact"] is not None:
-                memory[a["fact"][0]] = a["fact"][1]
-        prev = attempts[start - 1] if start else None
-    for i in range(start, len(attempts)):
-        a = attempts[i]
+    for i, a in enumerate(attempts):
         st = style[i]
         s0, s1, s2, s3, s4, s5, s6 = st % 3, (st >> 4) % 4, (st >> 8) % 3, (st >> 12) % 3, (st >> 16) % 3, (st >> 20) % 3, (st >> 24) % 3
         nxt = items[a["item"]]
@@ -971,36 +944,17 @@ def _render(items: list[str], attempts: list[dict], prior: tuple[str, str] | Non
             ms = _MS_VAL[s6].format(key=a["fact"][0], value=a["fact"][1])
         else:
             ms = _MS_NONE[s6]
-        plan_key = (s1, *items[a["item"]:])
-        plan = cache.get(plan_key)
-        if plan is None:
-            plan = cache[plan_key] = f"<plan>{_plan_text(items[a['item']:], s1)}</plan>"
-        call_key = (a["prefix"], a["tool"], a["wrapped"], a["extras"], a["result"], *a["args"])
-        call = cache.get(call_key)
-        if call is None:
-            call = cache[call_key] = f"<action>{_call_text(a)}</action>\n<tool results>{a['result']}</tool results>"
-        rounds.append((
-            f"<reflection>{refl}</reflection>",
-            plan,
-            call,
-            f"<memory query>{_MQ[s4].format(key=key)}</memory query>\n<memory result>{mr}</memory result>\n"
-            f"<memory store>{ms}</memory store>",
-        ))
+        rounds.append({
+            "reflection": refl,
+            "plan": _plan_text(items[a["item"]:], s1),
+            "memory_query": _MQ[s4].format(key=key),
+            "memory_result": mr,
+            "action": _call_text(a),
+            "observation": a["result"],
+            "memory_store": ms,
+        })
         prev = a
     return rounds
-
-
-def _context(task: str, rounds: list[tuple[str, str, str, str]]) -> str:
-    """The task and every round with all its tagged sections."""
-    parts = [f"Task: {task}"]
-    parts.extend(f"[Round {i}]\n{r[0]}\n{r[1]}\n{r[2]}\n{r[3]}" for i, r in enumerate(rounds, 1))
-    return "\n\n".join(parts)
-
-
-def _module_text(module: str, rounds: list[tuple[str, str, str, str]]) -> str:
-    """One module's tagged sections, round by round."""
-    k = _PART[module]
-    return "\n\n".join([f"[Round {i}]\n{r[k]}" for i, r in enumerate(rounds, 1)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1022,8 +976,6 @@ class _Task:
     style: list[int]
     attempts: list[dict]
     items: list[str]
-    cache: dict = field(default_factory=dict)  # see `_render`
-    base: tuple | None = None  # P as rendered, see `_render`
 
     def sibling_params(self) -> dict:
         """Parameters of another task of the same family (other entities and numbers)."""
@@ -1364,10 +1316,10 @@ def _negative(t: _Task, module: str, pos_text: str) -> tuple[str, str, str]:
             if len(atts) < _MIN_ROUNDS:
                 break
             style = t.style + [t.rng.getrandbits(28) for _ in range(len(atts) - len(t.style))]
-            rounds = _render(items, atts, t.prior if prior_present else None, style, mem_over, t.cache, t.base)
-            text = _module_text(module, rounds)
+            rounds = _render(items, atts, t.prior if prior_present else None, style, mem_over)
+            text = render_module(rounds, DEFAULT_MODULE_FIELDS[module])
             if text != pos_text:
-                return _context(t.task, rounds), text, kind
+                return render_context(t.task, rounds), text, kind
     raise RuntimeError(f"could not make a {module} fault for {t.task!r}")  # pragma: no cover
 
 
@@ -1375,9 +1327,9 @@ def _generate(n_pairs: int, seed: int, modules: Sequence[str], with_fault: bool)
     modules = tuple(modules)
     if not modules or len(set(modules)) != len(modules):
         raise ValueError(f"modules must be distinct and not empty, got {modules}")
-    unknown = [m for m in modules if m not in _PART]
+    unknown = [m for m in modules if m not in DEFAULT_MODULE_FIELDS]
     if unknown:
-        raise ValueError(f"unknown modules {unknown}; known: {', '.join(_PART)}")
+        raise ValueError(f"unknown modules {unknown}; known: {', '.join(DEFAULT_MODULE_FIELDS)}")
     if n_pairs < 0:
         raise ValueError("n_pairs must be >= 0")
     pairs: list[dict] = []
@@ -1391,11 +1343,10 @@ def _generate(n_pairs: int, seed: int, modules: Sequence[str], with_fault: bool)
             t = _make_task(seed, ti, attempt)
         seen_tasks.add(t.task)
         prior = t.prior if t.prior_present else None
-        rounds = _render(t.items, t.attempts, prior, t.style, cache=t.cache)
-        t.base = (t.items, t.attempts, prior, rounds)
-        pos_context = _context(t.task, rounds)
+        rounds = _render(t.items, t.attempts, prior, t.style)
+        pos_context = render_context(t.task, rounds)
         for module in modules[: min(m, n_pairs - ti * m)]:
-            pos_text = _module_text(module, rounds)
+            pos_text = render_module(rounds, DEFAULT_MODULE_FIELDS[module])
             neg_context, neg_text, kind = _negative(t, module, pos_text)
             pair = {
                 "pair_id": f"synth-s{seed}-t{ti:06d}-{module}",

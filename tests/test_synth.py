@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from data.synth import DEFAULT_MODULES, FAMILY_NAMES, generate_pairs
+from data.trajectory import module_texts_from_trajectory
 
 SECTION_TAGS = ("reflection", "plan", "action", "tool results", "memory query", "memory result", "memory store")
 MODULE_TAGS = {
@@ -67,8 +68,8 @@ def test_modules_balanced_and_fields_complete():
             assert len(ROUND.findall(text)) == n_rounds
             for tag in SECTION_TAGS:
                 assert (f"<{tag}>" in text) == (tag in MODULE_TAGS[p["target_module"]])
-            for block in text.split("\n\n"):
-                assert block.split("\n", 1)[1] in context
+            assert module_texts_from_trajectory(context)[p["target_module"]] == text
+            assert "\n\n" not in context  # the one layout: one newline between rounds
         assert _module_text(p, "positive") != _module_text(p, "negative")
     assert min(rounds_seen) >= 3 and max(rounds_seen) <= 10 and len(rounds_seen) >= 3
 
