@@ -1,79 +1,15 @@
-"""Hard synthetic preference pairs for per-module reward models.
+"""The 25 parametrised task families of the synthetic data, and the samplers of their parameters.
 
-`generate_pairs(n_pairs, seed)` returns pairs in the user pair format (see `data.schema`), plus a
-`task_family` field:
-
-    {"pair_id": "synth-s0-t000012-planner", "target_module": "planner", "task": "...",
-     "task_family": "invoice_reconciliation",
-     "positive": {"trajectory_full_context": "...", "module_k_all_rounds": "...", "outcome": 1},
-     "negative": {"trajectory_full_context": "...", "module_k_all_rounds": "...", "outcome": 0}}
-
-How a pair is made. Each task comes from one of 25 parametrised task families (flight booking,
-invoice reconciliation, bug triage, ...); task strings are distinct. For the task we build one
-successful multi-round trajectory P: one round per step of a 3-4 step plan, plus retry rounds for
-the 1-2 tool errors every trajectory recovers from (sometimes only after a first fix that did not
-help), 4-8 rounds in all. Every round carries all seven round fields (reflection, plan, memory
-query and result, action, tool results, memory store), written out by `data.trajectory` in the
-one layout real runs have too. For each module k we then derive N_k = P with one realistic fault
-of module k, plus its plausible consequences later on (a failing observation, a memory miss, the
-agent carrying on regardless):
-
-- planner:    a step is missing; two adjacent steps are swapped; the plans are for a sibling task
-              (same family, other entities); an irrelevant step from another family is added.
-- executor:   a wrong tool (one that is right for a step of another family; it errors or returns
-              something beside the point); a wrong argument (another entity, or a number like the
-              right one); an ignored error (the agent moves on after an error as if the call had
-              worked, skipping the retry it needed); a side-effecting call sent twice (a second
-              booking, refund, order, ticket or email).
-- memory:     a stale value (a number close to the stored one); another entity's record; an
-              irrelevant record (another fact of the task, or a note left by an unrelated task);
-              a key fact never stored (nothing, or the old fact again, is stored; a later lookup
-              misses or returns the older record).
-- reflection: the diagnosis that fixed an error in P blames the wrong cause instead (and applies
-              that cause's fix, so the retry fails the same way); or, after a fix that did not
-              help, it proposes that same fix again.
-
-Pair i for module k is (P's context, P's module-k text) vs (N_k's context, N_k's module-k text);
-P's context is therefore shared by the task's pairs for all modules.
-
-Why it is hard. Negatives are written with exactly the vocabulary positives use: every tool, step,
-entity, error message, cause and fix phrase appears in positives elsewhere (positives have errors,
-diagnoses, retries, empty memory lookups and "nothing to store" rounds too), and there is no
-sentence only negatives use. The wrongness is relative to the task and the context: a swapped plan
-has the same words, a stale value is a number like the right one, a wrong tool is right for other
-tasks, a wrong diagnosis is the right one for other errors. Where a fault adds an error to the
-module text, another removes one (a wrong argument that went through without the error P had to
-recover from), and faults lengthen the negative (an extra step, a duplicate call) about as often as
-they shorten it (a missing step, a dropped retry, a fact never stored), so counting errors or
-characters says little. Phrasing comes from several paraphrases per sentence kind,
-drawn once per task and round and shared by P and its negatives, so a pair differs only where the
-fault and its consequences are.
-
-Everything is drawn from `random.Random` seeded with (seed, task index): same seed, same pairs; and
-the first pairs of a larger request are the pairs of a smaller one.
+A family is a task template, a note memory may hold before the task starts, and 3-4 steps (plan
+phrase, tool call, result, and the fact memory keeps); a task is the family filled in with
+parameters its sampler draws: names, places, amounts, ids. A sibling task (same family, other
+parameters) is what several faults borrow from.
 """
-
-from __future__ import annotations
 
 import random
 import re
 import string
-from collections.abc import Sequence
 from dataclasses import dataclass
-
-from data.trajectory import DEFAULT_MODULE_FIELDS, render_context, render_module
-
-try:
-    from data.schema import DEFAULT_MODULES
-except ImportError:  # pragma: no cover - the schema module needs pyarrow
-    DEFAULT_MODULES = ("reflection", "planner", "executor", "memory")
-
-__all__ = ["DEFAULT_MODULES", "FAMILY_NAMES", "generate_pairs"]
-
-
-# --------------------------------------------------------------------------------------------
-# Task families
-# --------------------------------------------------------------------------------------------
 
 _FORMATTER = string.Formatter()
 
@@ -83,7 +19,7 @@ def _slots(template: str) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
-class _Step:
+class Step:
     plan: str  # imperative phrase; may only use slots known from the task
     tool: str
     args: tuple[tuple[str, str], ...]
@@ -101,16 +37,16 @@ class _Step:
 
 
 @dataclass(frozen=True)
-class _Family:
+class Family:
     name: str
     sample: object  # Callable[[random.Random], dict[str, str]]
     task: str
     prior: tuple[str, str]  # a note memory may hold before the task starts (key, value)
-    steps: tuple[_Step, ...]
+    steps: tuple[Step, ...]
 
 
-def _S(plan, tool, args, result, key, value, optional=False) -> _Step:
-    return _Step(plan, tool, tuple(args.items()), result, key, value, optional)
+def _S(plan, tool, args, result, key, value, optional=False) -> Step:
+    return Step(plan, tool, tuple(args.items()), result, key, value, optional)
 
 
 NAMES = (
@@ -147,10 +83,6 @@ def _num(r: random.Random, lo: int, hi: int) -> str:
 
 def _id(r: random.Random, prefix: str, digits: int) -> str:
     return prefix + str(r.randint(10 ** (digits - 1), 10**digits - 1))
-
-
-def _time(r: random.Random) -> str:
-    return f"{r.randint(0, 23):02d}:{r.choice(('00', '15', '30', '45'))}"
 
 
 def _version(r: random.Random) -> str:
@@ -427,8 +359,8 @@ def _s_rotate(r):
     )
 
 
-FAMILIES: tuple[_Family, ...] = (
-    _Family("flight_booking", _s_flight,
+FAMILIES: tuple[Family, ...] = (
+    Family("flight_booking", _s_flight,
         "Book the cheapest economy flight from {origin} to {dest} on {date} for {traveler}, keeping the fare under ${budget}, and email the confirmation.",
         ("{traveler} seat preference", "{seat}"), (
         _S("search flights from {origin} to {dest} on {date}", "search_flights", {"origin": "{origin}", "dest": "{dest}", "date": "{date}"},
@@ -440,7 +372,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("email the confirmation to {traveler}", "send_email", {"to": "{email}", "subject": "Flight {flight} booking {conf}"},
            "message queued for {email}", "{traveler} confirmation email", "sent to {email}"),
     )),
-    _Family("invoice_reconciliation", _s_invoice,
+    Family("invoice_reconciliation", _s_invoice,
         "Reconcile {vendor}'s {month} invoice {inv} against purchase order {po} and mark it reconciled in the ledger.",
         ("{vendor} payment terms", "net {terms}"), (
         _S("fetch invoice {inv} from the billing API", "http_get", {"url": "/billing/invoices/{inv}"},
@@ -452,7 +384,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("mark {inv} as reconciled in the ledger", "update_record", {"table": "ledger", "id": "{inv}", "status": "reconciled"},
            "ledger row {ledger} updated", "{inv} ledger status", "reconciled in row {ledger}"),
     )),
-    _Family("bug_triage", _s_bug,
+    Family("bug_triage", _s_bug,
         "Triage issue #{issue} in {repo}: reproduce the reported {symptom} on v{version}, label it {label}, and assign it to the owner of the {component} module.",
         ("{repo} triage rotation", "{rotation} this week"), (
         _S("read issue #{issue} in {repo}", "http_get", {"url": "/repos/{repo}/issues/{issue}"},
@@ -465,7 +397,7 @@ FAMILIES: tuple[_Family, ...] = (
            {"table": "issues", "id": "{issue}", "label": "{label}", "assignee": "{owner}"},
            "issue #{issue} updated", "issue #{issue} status", "labelled {label}, assigned to {owner}"),
     )),
-    _Family("data_cleaning", _s_cleaning,
+    Family("data_cleaning", _s_cleaning,
         "Clean {file}: drop rows with a missing {col}, remove duplicate {key} values, and write the result to {out}.",
         ("{file} schema notes", "{ncols} columns, header on line 1"), (
         _S("load {file} and count missing {col} values", "read_file", {"path": "data/{file}"},
@@ -477,7 +409,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("write the cleaned table to {out}", "write_file", {"path": "{out}"},
            "wrote {rows3} rows to {out}", "{file} cleaned output", "{out} with {rows3} rows"),
     )),
-    _Family("literature_search", _s_literature,
+    Family("literature_search", _s_literature,
         "Find the three most-cited papers on {topic} published since {year} and save their DOIs to {file}.",
         ("{topic} reading list", "{nprior} papers saved last month"), (
         _S("search the literature index for {topic} since {year}", "search_docs", {"query": "{topic}", "since": "{year}"},
@@ -489,7 +421,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("save the DOIs to {file}", "write_file", {"path": "{file}"},
            "wrote 3 lines to {file}", "{topic} DOI file", "{file}"),
     )),
-    _Family("calendar_scheduling", _s_calendar,
+    Family("calendar_scheduling", _s_calendar,
         "Schedule a {duration}-minute {meeting} with {p1} and {p2} in the week of {date}, avoiding their existing meetings.",
         ("{p1} scheduling preference", "no meetings before {early}:00"), (
         _S("fetch the calendars of {p1} and {p2} for the week of {date}", "calendar_lookup", {"people": "{p1}, {p2}", "week": "{date}"},
@@ -501,7 +433,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("send invites to {p1} and {p2}", "send_email", {"to": "{e1}, {e2}", "subject": "Invite: {meeting}"},
            "2 invites sent", "{meeting} invites", "sent to {p1} and {p2}", optional=True),
     )),
-    _Family("inventory_restock", _s_restock,
+    Family("inventory_restock", _s_restock,
         "Restock {item} ({sku}) at the {warehouse} warehouse: order enough units to bring stock up to {target}.",
         ("{sku} reorder notes", "minimum order {moq} units"), (
         _S("check current stock of {sku} in {warehouse}", "sql_query",
@@ -514,7 +446,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("place the purchase order", "create_order", {"sku": "{sku}", "qty": "{qty}", "supplier": "{supplier}"},
            "purchase order {po} created for {qty} units", "{sku} purchase order", "{po} for {qty} units"),
     )),
-    _Family("web_scraping", _s_scraping,
+    Family("web_scraping", _s_scraping,
         "Scrape the {field} of every product in the {category} category on {site} and save them as CSV to {out}.",
         ("{site} crawl policy", "crawl delay {delay}s"), (
         _S("check robots.txt on {site}", "http_get", {"url": "https://{site}/robots.txt"},
@@ -526,7 +458,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("save the rows to {out}", "write_file", {"path": "{out}"},
            "wrote {n} rows to {out}", "{category} scrape output", "{out}"),
     )),
-    _Family("sql_report", _s_report,
+    Family("sql_report", _s_report,
         "Build the {period} revenue report for {region}, broken down by {dim}, and send it to {person} by {due}.",
         ("{region} report template", "templates/{tmpl}.md"), (
         _S("query {period} revenue for {region} by {dim}", "sql_query",
@@ -539,7 +471,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("email the report to {person}", "send_email", {"to": "{email}", "subject": "{region} {period} revenue", "attach": "{report}"},
            "message queued for {email}", "{region} {period} report delivery", "sent to {person}"),
     )),
-    _Family("email_triage", _s_email,
+    Family("email_triage", _s_email,
         "Triage the {n} unread emails in {person}'s inbox: flag everything from {vip}, archive the newsletters, and draft a reply on the {topic} thread.",
         ("{person} mail rules", "newsletters go to the Reading folder"), (
         _S("list the unread emails for {person}", "search_email", {"mailbox": "{mbox}", "query": "is:unread"},
@@ -551,7 +483,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("draft a reply on the {topic} thread", "send_email", {"to": "{vipmail}", "subject": "Re: {topic}", "draft": "true"},
            "draft {draft} saved", "{topic} reply draft", "{draft}"),
     )),
-    _Family("recipe_scaling", _s_recipe,
+    Family("recipe_scaling", _s_recipe,
         "Scale the {dish} recipe from {s1} to {s2} servings for the dinner on {date} and convert all quantities to {units} units.",
         ("{dish} recipe source", "recipes/{slug}.md"), (
         _S("read the {dish} recipe", "read_file", {"path": "recipes/{slug}.md"},
@@ -563,7 +495,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("save the scaled recipe", "write_file", {"path": "recipes/{slug}_x{s2}.md"},
            "wrote recipes/{slug}_x{s2}.md", "{dish} scaled file", "recipes/{slug}_x{s2}.md", optional=True),
     )),
-    _Family("travel_itinerary", _s_trip,
+    Family("travel_itinerary", _s_trip,
         "Plan a {days}-day trip to {city} for {traveler} starting {date}, with a hotel near {landmark} under ${rate} a night.",
         ("{traveler} travel profile", "prefers {pref}"), (
         _S("search hotels near {landmark} in {city} under ${rate}", "search_hotels",
@@ -576,7 +508,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("write the day-by-day itinerary", "write_file", {"path": "trips/{cityslug}_{date}.md"},
            "wrote a {days}-day itinerary", "{city} itinerary file", "trips/{cityslug}_{date}.md"),
     )),
-    _Family("code_refactor", _s_refactor,
+    Family("code_refactor", _s_refactor,
         "For PR #{pr}, refactor {func}() in {path} to remove the duplicated {concern} logic without changing behaviour, then run the test suite.",
         ("{path} ownership", "maintained by {owner}"), (
         _S("read {func}() in {path}", "read_file", {"path": "{path}"},
@@ -588,7 +520,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("run the test suite", "run_tests", {"path": "tests/"},
            "{ntests} passed, 0 failed", "{func} refactor tests", "{ntests} passed"),
     )),
-    _Family("customer_refund", _s_refund,
+    Family("customer_refund", _s_refund,
         "Process a refund for order {order} placed by {customer}: verify the {reason} claim, refund the amount paid to the original payment method, and notify the customer.",
         ("{customer} account notes", "{ntickets} previous support tickets"), (
         _S("fetch order {order}", "http_get", {"url": "/orders/{order}"},
@@ -600,7 +532,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("email {customer} about the refund", "send_email", {"to": "{email}", "subject": "Your refund for {order}"},
            "message queued for {email}", "{order} customer notice", "sent to {email}"),
     )),
-    _Family("log_analysis", _s_logs,
+    Family("log_analysis", _s_logs,
         "Find the cause of the {code} errors on {service} between {t1} and {t2} on {date} and open an incident ticket with the findings.",
         ("{service} on-call", "{oncall}"), (
         _S("search {service} logs for {code} errors between {t1} and {t2}", "search_logs",
@@ -613,7 +545,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("open an incident ticket with the findings", "create_ticket", {"title": "{code}s on {service}", "severity": "{sev}"},
            "ticket {ticket} opened", "{service} incident ticket", "{ticket}"),
     )),
-    _Family("expense_report", _s_expense,
+    Family("expense_report", _s_expense,
         "Compile {employee}'s {month} expense report from the receipts folder, flag items over ${limit}, and submit it to {manager} for approval.",
         ("{employee} cost center", "CC-{cc}"), (
         _S("read the {month} receipts for {employee}", "read_file", {"path": "receipts/{empslug}/{monthslug}/"},
@@ -625,7 +557,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("submit the report to {manager}", "send_email", {"to": "{mgremail}", "subject": "Expense report {rep}"},
            "message queued for {mgremail}", "{rep} approval request", "sent to {manager}"),
     )),
-    _Family("dependency_upgrade", _s_upgrade,
+    Family("dependency_upgrade", _s_upgrade,
         "Upgrade {package} from {v1} to {v2} in {repo}, fix any broken imports, and confirm the tests pass.",
         ("{repo} pinned versions", "{package}=={v1}"), (
         _S("bump {package} to {v2} in the lockfile", "write_file", {"path": "{repo}/requirements.lock", "patch": "{package}=={v2}"},
@@ -637,7 +569,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("run the test suite", "run_tests", {"path": "{repo}/tests"},
            "{ntests} passed, 0 failed", "{repo} test run", "{ntests} passed"),
     )),
-    _Family("account_onboarding", _s_onboard,
+    Family("account_onboarding", _s_onboard,
         "Onboard new hire {person} ({role}, starting {start}): create accounts in {sys1} and {sys2} and add them to the {team} group.",
         ("{team} group policy", "needs approval from {mgr}"), (
         _S("look up {person}'s HR record", "sql_query", {"query": "SELECT employee_id, email FROM hr WHERE name = '{person}'"},
@@ -649,7 +581,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("add {person} to the {team} group", "update_record", {"table": "groups", "id": "{team}", "add_member": "{eid}"},
            "{team} now has {nmem} members", "{team} membership", "{person} added, {nmem} members"),
     )),
-    _Family("price_monitoring", _s_price,
+    Family("price_monitoring", _s_price,
         "Check on {date} whether the price of the {product} on {site} has dropped below ${target} and alert {person} if it has.",
         ("{product} price history", "last seen at ${last}"), (
         _S("fetch the {product} listing on {site}", "http_get", {"url": "https://{site}/item/{pslug}"},
@@ -661,7 +593,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("alert {person} about the drop", "send_email", {"to": "{email}", "subject": "{product} now ${price}"},
            "message queued for {email}", "{product} alert", "sent to {person}"),
     )),
-    _Family("shipment_tracking", _s_shipment,
+    Family("shipment_tracking", _s_shipment,
         "Track shipment {tracking} for order {order}; it is past the promised {promise}, so notify {customer} of the new delivery date.",
         ("{order} shipping notes", "ships via {carrier}"), (
         _S("query {carrier} for shipment {tracking}", "http_get", {"url": "/carriers/{cslug}/track/{tracking}"},
@@ -673,7 +605,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("email {customer} the new delivery date", "send_email", {"to": "{email}", "subject": "Update on order {order}"},
            "message queued for {email}", "{order} delay notice", "sent to {email}"),
     )),
-    _Family("database_backup", _s_backup,
+    Family("database_backup", _s_backup,
         "Back up the {db} database to {bucket} for {date}, verify the checksum, and prune backups older than {days} days.",
         ("{db} backup schedule", "nightly at {hh}:00 UTC"), (
         _S("dump the {db} database", "run_shell", {"cmd": "pg_dump {db} | gzip > /tmp/{db}.sql.gz"},
@@ -685,7 +617,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("prune backups older than {days} days", "run_shell", {"cmd": "prune_backups --bucket {bucket}/{db} --older-than {days}d"},
            "{nold} old backups deleted", "{db} pruned backups", "{nold} deleted"),
     )),
-    _Family("survey_analysis", _s_survey,
+    Family("survey_analysis", _s_survey,
         "Summarise the {n} responses to the {survey} survey: compute the average {metric} score and identify the most common complaint.",
         ("{survey} survey baseline", "previous average {prev}"), (
         _S("load the {survey} survey responses", "read_file", {"path": "surveys/{sslug}.csv"},
@@ -697,7 +629,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("write the summary", "write_file", {"path": "reports/{sslug}_summary.md"},
            "wrote reports/{sslug}_summary.md", "{survey} summary file", "reports/{sslug}_summary.md", optional=True),
     )),
-    _Family("meeting_notes", _s_notes,
+    Family("meeting_notes", _s_notes,
         "Turn the {mins}-minute transcript of the {meeting} on {date} into notes with action items and send them to the {team} team.",
         ("{team} team mailing list", "{team}@example.com"), (
         _S("read the {meeting} transcript from {date}", "read_file", {"path": "transcripts/{date}_{mslug}.txt"},
@@ -709,7 +641,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("send the notes to the {team} team", "send_email", {"to": "{team}@example.com", "subject": "Notes: {meeting} {date}"},
            "message queued for {nrcpt} recipients", "{meeting} notes delivery", "sent to {nrcpt} recipients"),
     )),
-    _Family("doc_translation", _s_translate,
+    Family("doc_translation", _s_translate,
         "Translate version {docv} of the {doc} from {l1} into {l2}, keep the approved glossary terms, and upload it to {folder}.",
         ("{l2} glossary version", "v{gv}"), (
         _S("read the {l1} {doc}", "read_file", {"path": "docs/{docslug}.md"},
@@ -721,7 +653,7 @@ FAMILIES: tuple[_Family, ...] = (
         _S("upload the translation to {folder}", "http_post", {"url": "/{folder}/{docslug}_{l2code}.md"},
            "uploaded to {folder}/{docslug}_{l2code}.md", "{doc} {l2} upload", "{folder}/{docslug}_{l2code}.md"),
     )),
-    _Family("key_rotation", _s_rotate,
+    Family("key_rotation", _s_rotate,
         "Rotate API key {oldkid} of {service} in {env}, update the secret in the vault, and confirm the service still authenticates.",
         ("{service} key rotation policy", "every {days} days"), (
         _S("create a new API key for {service}", "http_post", {"url": "/keys", "service": "{service}", "env": "{env}"},
@@ -736,634 +668,17 @@ FAMILIES: tuple[_Family, ...] = (
 )
 
 FAMILY_NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)
-_STEPS_BY_TOOL: dict[str, list[tuple[_Family, _Step]]] = {}
+STEPS_BY_TOOL: dict[str, list[tuple[Family, Step]]] = {}
 for _f in FAMILIES:
     for _s in _f.steps:
-        _STEPS_BY_TOOL.setdefault(_s.tool, []).append((_f, _s))
+        STEPS_BY_TOOL.setdefault(_s.tool, []).append((_f, _s))
 # A tool appears once per step that uses it, so a wrong tool is drawn as often as it is used.
-_ALL_TOOLS: tuple[str, ...] = tuple(sorted(tool for tool, uses in _STEPS_BY_TOOL.items() for _ in uses))
+ALL_TOOLS: tuple[str, ...] = tuple(sorted(tool for tool, uses in STEPS_BY_TOOL.items() for _ in uses))
 
 
-# --------------------------------------------------------------------------------------------
-# Error kinds and the sentence templates (several paraphrases per sentence kind)
-# --------------------------------------------------------------------------------------------
-
-_KINDS = ("timeout", "rate_limit", "auth", "bad_format", "permission", "server_error")
-_ERRMSG = {
-    "timeout": "error 504: gateway timeout after 30s",
-    "rate_limit": "error 429: rate limit exceeded, retry later",
-    "auth": "error 401: session token expired",
-    "bad_format": "error 400: invalid value for '{arg}'",
-    "permission": "error 403: {tool} requires write permission",
-    "server_error": "error 500: internal error while processing the request",
-}
-_CAUSE = {
-    "timeout": ("the service timed out", "the gateway timed out before answering", "the request ran past the 30s limit"),
-    "rate_limit": ("we hit the rate limit", "too many requests went out too quickly", "the API is throttling us"),
-    "auth": ("the session token expired", "our credentials are no longer valid", "the auth session lapsed"),
-    "bad_format": ("the {arg} argument was malformed", "{arg} was passed as a list instead of a single value", "the value for {arg} had the wrong shape"),
-    "permission": ("the default user lacks write permission", "{tool} needs elevated rights", "the account may not call {tool}"),
-    "server_error": ("the backend crashed on an oversized request", "the server choked on too many items at once", "the request was too large for the server"),
-}
-_FIX = {
-    "timeout": ("retry the same call unchanged", "send the identical request again", "simply try it once more as is"),
-    "rate_limit": ("wait and retry with retry_after=30", "back off for 30 seconds and retry", "retry once the 30s rate window resets"),
-    "auth": ("refresh the token and call again", "re-authenticate with refresh_token() first", "get a fresh token, then retry"),
-    "bad_format": ("pass {arg} as a plain value", "reformat {arg} and call again", "send {arg} as a single scalar"),
-    "permission": ("rerun it as the service user", 'call it again with as_user="svc-bot"', "retry under the svc-bot account"),
-    "server_error": ("retry with page_size=50", "split the request into smaller pages", "retry with a smaller page size"),
-}
-_R_START = (
-    "Nothing has been tried yet; first I need to {next}.",
-    "Fresh start. Step one: {next}.",
-    "No attempts so far, so the first move is to {next}.",
-)
-_R_OK = (
-    "{tool} worked ({fact}). Next I need to {next}.",
-    "That succeeded: {fact}. Now {next}.",
-    "Got {fact} from {tool}; the next step is to {next}.",
-)
-_R_AGAIN = (
-    "{tool} failed again, so {tried} did not help: {cause}. I will {fix}.",
-    "Same error after {tried}; the real problem is that {cause}. Plan: {fix}.",
-    "{tried} changed nothing. Diagnosis: {cause}, so I should {fix}.",
-)
-_TRIED = {
-    "timeout": "retrying as is", "rate_limit": "backing off", "auth": "refreshing the token",
-    "bad_format": "reformatting the argument", "permission": "switching to svc-bot", "server_error": "using smaller pages",
-}
-_R_ERR = (
-    "{tool} failed because {cause}. I will {fix}.",
-    "The last call errored: {cause}. Plan: {fix}.",
-    "Diagnosis: {cause}, so I should {fix}.",
-)
-_MQ = ("{key}", "lookup: {key}", "recall {key}")
-_MR_VAL = ("{key} = {value}", "1 match: {key} = {value}", "found {key}: {value}")
-_MR_NONE = ("no matching entry", "nothing stored for {key}", "0 matches for {key}")
-_MS_VAL = ("{key} = {value}", "save {key} = {value}", "remember {key}: {value}")
-_MS_NONE = ("nothing new to store", "no new facts this round", "skip: nothing worth saving")
-
-_NUMERIC = re.compile(r"-?\d+(?:\.\d+)?")
-_NUMBER_IN_TEXT = re.compile(r"\d+(?:\.\d+)?")
-
-
-def _plan_text(items: Sequence[str], style: int) -> str:
-    v = style % 4
-    if v == 0:
-        return "\n".join(f"{i}. {s}" for i, s in enumerate(items, 1))
-    if v == 1:
-        return "Remaining: " + "; ".join(f"({i}) {s}" for i, s in enumerate(items, 1))
-    if v == 2:
-        return " -> ".join(items)
-    if len(items) == 1:
-        return f"Next: {items[0]}. That is the last step."
-    return f"Next: {items[0]}. After that: " + ", then ".join(items[1:]) + "."
-
-
-# --------------------------------------------------------------------------------------------
-# Trajectories
-# --------------------------------------------------------------------------------------------
-# An attempt is one round's tool call and what came of it:
-#   item      index in the plan list of the step this call works on
-#   dep       memory key the round looks up (the fact the step builds on)
-#   tool, args, wrapped (an arg passed as a list), extras (added kwargs), prefix (a call before it)
-#   result    the tool result text
-#   ok        the call succeeded; believed: the agent treats it as a success (ok or ignored error)
-#   fact      (key, value) the agent stores after it
-#   diag      (cause kind, fix kind, arg) of the reflection that opened this round, if the round
-#             retries a failed call
-
-
-def _call_text(a: dict) -> str:
-    parts = []
-    for k, v in a["args"]:
-        s = v if _NUMERIC.fullmatch(v) else '"' + v + '"'
-        parts.append(f"{k}=[{s}]" if k == a["wrapped"] else f"{k}={s}")
-    parts.extend(a["extras"])
-    return a["prefix"] + a["tool"] + "(" + ", ".join(parts) + ")"
-
-
-def _apply_fix(a: dict, fix: str) -> dict:
-    b = dict(a)
-    if fix == "rate_limit":
-        b["extras"] = a["extras"] + ("retry_after=30",)
-    elif fix == "auth":
-        b["prefix"] = "refresh_token(); "
-    elif fix == "bad_format":
-        b["wrapped"] = None
-    elif fix == "permission":
-        b["extras"] = a["extras"] + ('as_user="svc-bot"',)
-    elif fix == "server_error":
-        b["extras"] = a["extras"] + ("page_size=50",)
-    return b
-
-
-def _error_text(kind: str, a: dict) -> str:
-    return _ERRMSG[kind].format(arg=a["wrapped"] or a["args"][0][0], tool=a["tool"])
-
-
-def _render_step(step: _Step, p: dict) -> dict:
+def render_step(step: Step, p: dict) -> dict:
     """The step's texts for parameters `p`."""
     return {
         "plan": step.plan.format_map(p), "tool": step.tool, "args": [(k, v.format_map(p)) for k, v in step.args],
         "result": step.result.format_map(p), "key": step.key.format_map(p), "value": step.value.format_map(p),
     }
-
-
-def _attempts(rsteps: list[dict], prior_key: str, errors: dict[int, tuple[str, str | None]]) -> list[dict]:
-    """The attempts of a trajectory that runs `rsteps` in order. Where errors[i] = (kind, first_fix),
-    step i first fails with error `kind`; if `first_fix` is given, the agent first tries that fix
-    (a misdiagnosis), which fails the same way; then it applies the right fix and succeeds."""
-    out = []
-    for i, rs in enumerate(rsteps):
-        base = {
-            "item": i, "dep": rsteps[i - 1]["key"] if i else prior_key, "tool": rs["tool"], "args": rs["args"],
-            "wrapped": None, "extras": (), "prefix": "", "result": rs["result"], "ok": True, "believed": True,
-            "fact": (rs["key"], rs["value"]), "diag": None,
-        }
-        if i in errors:
-            kind, first_fix = errors[i]
-            fail = dict(base, ok=False, believed=False, fact=None)
-            if kind == "bad_format":
-                fail["wrapped"] = next((k for k, v in rs["args"] if not _NUMERIC.fullmatch(v)), rs["args"][0][0])
-            fail["result"] = _error_text(kind, fail)
-            arg = fail["wrapped"] or rs["args"][0][0]
-            out.append(fail)
-            last = fail
-            if first_fix is not None:
-                last = _apply_fix(fail, first_fix)
-                last.update(diag=(first_fix, first_fix, arg))
-                out.append(last)
-            retry = _apply_fix(last, kind)
-            retry.update(result=rs["result"], ok=True, believed=True, fact=base["fact"], diag=(kind, kind, arg))
-            out.append(retry)
-        else:
-            out.append(base)
-    return out
-
-
-def _render(items: list[str], attempts: list[dict], prior: tuple[str, str] | None,
-            style: list[int], mem_over: dict[int, tuple] | None = None) -> list[dict[str, str]]:
-    """The rounds of a trajectory, each a dict of round fields (see `data.trajectory`).
-
-    `mem_over` maps a round to ("mr", key, value) (the memory returns this instead), ("ms", key,
-    value) (the round stores this instead) or ("ms_none",) (the round stores nothing)."""
-    memory = {prior[0]: prior[1]} if prior else {}
-    mem_over = mem_over or {}
-    rounds = []
-    prev = None
-    for i, a in enumerate(attempts):
-        st = style[i]
-        s0, s1, s2, s3, s4, s5, s6 = st % 3, (st >> 4) % 4, (st >> 8) % 3, (st >> 12) % 3, (st >> 16) % 3, (st >> 20) % 3, (st >> 24) % 3
-        nxt = items[a["item"]]
-        if prev is None:
-            refl = _R_START[s0].format(next=nxt)
-        elif not prev["believed"]:
-            cause, fix, arg = a["diag"]
-            cause = _CAUSE[cause][s2].format(arg=arg, tool=prev["tool"])
-            fix = _FIX[fix][s3].format(arg=arg)
-            if prev["diag"] is None:
-                refl = _R_ERR[s0].format(tool=prev["tool"], cause=cause, fix=fix)
-            else:  # the retry failed too
-                refl = _R_AGAIN[s0].format(tool=prev["tool"], tried=_TRIED[prev["diag"][1]], cause=cause, fix=fix)
-        else:
-            k, v = prev["fact"]
-            refl = _R_OK[s0].format(tool=prev["tool"], fact=f"{k} = {v}", next=nxt)
-        key = a["dep"]
-        over = mem_over.get(i)
-        if over is not None and over[0] == "mr":
-            mr = _MR_VAL[s5].format(key=over[1], value=over[2])
-        else:
-            val = memory.get(key)
-            mr = _MR_NONE[s5].format(key=key) if val is None else _MR_VAL[s5].format(key=key, value=val)
-        if over is not None and over[0] == "ms":
-            memory[over[1]] = over[2]
-            ms = _MS_VAL[s6].format(key=over[1], value=over[2])
-        elif a["believed"] and a["fact"] is not None and not (over is not None and over[0] == "ms_none"):
-            memory[a["fact"][0]] = a["fact"][1]
-            ms = _MS_VAL[s6].format(key=a["fact"][0], value=a["fact"][1])
-        else:
-            ms = _MS_NONE[s6]
-        rounds.append({
-            "reflection": refl,
-            "plan": _plan_text(items[a["item"]:], s1),
-            "memory_query": _MQ[s4].format(key=key),
-            "memory_result": mr,
-            "action": _call_text(a),
-            "observation": a["result"],
-            "memory_store": ms,
-        })
-        prev = a
-    return rounds
-
-
-# --------------------------------------------------------------------------------------------
-# Faults
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Task:
-    rng: random.Random
-    family: _Family
-    params: dict
-    steps: list[_Step]  # the steps this task runs (optional ones may be left out)
-    rsteps: list[dict]
-    errors: dict[int, tuple[str, str | None]]  # see `_attempts`
-    task: str
-    prior: tuple[str, str]
-    prior_present: bool
-    style: list[int]
-    attempts: list[dict]
-    items: list[str]
-
-    def sibling_params(self) -> dict:
-        """Parameters of another task of the same family (other entities and numbers)."""
-        return self.family.sample(self.rng)
-
-
-def _first_attempt(attempts: list[dict], item: int) -> int:
-    return next(i for i, a in enumerate(attempts) if a["item"] == item)
-
-
-def _consequence_error(a: dict) -> None:
-    """The call fails because an input it needs is missing; the agent carries on regardless.
-    (A call that already fails and is retried keeps its own error.)"""
-    if not a["ok"]:
-        return
-    a["result"] = _ERRMSG["bad_format"].format(arg=a["args"][0][0], tool=a["tool"])
-    a["ok"] = False
-    a["believed"] = True
-
-
-def _planner_fault(t: _Task, kind: str):
-    n = len(t.items)
-    atts = [dict(a) for a in t.attempts]
-    items = list(t.items)
-    rng = t.rng
-    if kind == "missing":
-        if n < 3:
-            return None
-        j = rng.randrange(1, n)
-        atts = [a for a in atts if a["item"] != j]
-        for a in atts:
-            if a["item"] > j:
-                a["item"] -= 1
-        del items[j]
-        if j < n - 1:
-            _consequence_error(atts[_first_attempt(atts, j)])
-        return items, atts, {}, t.prior_present
-    if kind == "swap":
-        j = rng.randrange(0, n - 1)
-        first = [a for a in atts if a["item"] == j]
-        second = [a for a in atts if a["item"] == j + 1]
-        before = [a for a in atts if a["item"] < j]
-        after = [a for a in atts if a["item"] > j + 1]
-        for a in second:
-            a["item"] = j
-        for a in first:
-            a["item"] = j + 1
-        _consequence_error(second[0])
-        items[j], items[j + 1] = items[j + 1], items[j]
-        return items, before + second + first + after, {}, t.prior_present
-    if kind == "sibling":
-        for _ in range(4):
-            sp = t.sibling_params()
-            rsteps = [_render_step(s, sp) for s in t.steps]
-            sib_items = [rs["plan"] for rs in rsteps]
-            if sib_items != items:
-                break
-        else:
-            return None
-        atts = _attempts(rsteps, t.family.prior[0].format_map(sp), t.errors)
-        return sib_items, atts, {}, t.prior_present
-    if kind == "extra":
-        other = rng.choice([f for f in FAMILIES if f is not t.family])
-        rs = _render_step(rng.choice(other.steps), other.sample(rng))
-        j = rng.randrange(1, n + 1)
-        pos = len(atts) if j == n else _first_attempt(atts, j)
-        for a in atts[pos:]:
-            a["item"] += 1
-        dep = atts[pos - 1]["fact"][0] if atts[pos - 1]["fact"] else atts[pos - 1]["dep"]
-        extra = {
-            "item": j, "dep": dep, "tool": rs["tool"], "args": rs["args"], "wrapped": None, "extras": (), "prefix": "",
-            "result": rs["result"], "ok": True, "believed": True, "fact": (rs["key"], rs["value"]), "diag": None,
-        }
-        items.insert(j, rs["plan"])
-        atts.insert(pos, extra)
-        return items, atts, {}, t.prior_present
-    raise ValueError(kind)
-
-
-_SIDE_EFFECT_TOOLS = frozenset(
-    ("create_booking", "create_refund", "create_order", "send_email", "create_event", "create_ticket", "http_post")
-)
-
-
-def _ok_attempts(atts: list[dict]) -> list[int]:
-    return [i for i, a in enumerate(atts) if a["ok"] and a["diag"] is None]
-
-
-def _executor_fault(t: _Task, kind: str):
-    atts = [dict(a) for a in t.attempts]
-    rng = t.rng
-    if kind == "wrong_tool":
-        i = rng.choice(_ok_attempts(atts))
-        a = atts[i]
-        # A tool that is the right one for a step of another task.
-        family, step = rng.choice(_STEPS_BY_TOOL[rng.choice([x for x in _ALL_TOOLS if x != a["tool"]])])
-        a["tool"] = step.tool
-        if rng.random() < 0.5:
-            # It rejects the arguments or the caller; the agent carries on regardless.
-            a["ok"] = False
-            a["result"] = _error_text(rng.choice(("bad_format", "permission")), a)
-        else:
-            # It does its own job and returns something that does not answer the step.
-            a["result"] = step.result.format_map(family.sample(rng))
-        return t.items, atts, {}, t.prior_present
-    if kind == "duplicate_call":
-        # A side-effecting call that had succeeded is sent again (as if it had failed): a second
-        # booking, refund, order or email.
-        cands = [i for i in _ok_attempts(atts) if atts[i]["tool"] in _SIDE_EFFECT_TOOLS]
-        if not cands:
-            return None
-        i = rng.choice(cands)
-        step = t.steps[atts[i]["item"]]
-        fresh = t.sibling_params()
-        p2 = dict(fresh, **{k: t.params[k] for k in step.arg_slots})
-        dup = dict(atts[i], result=step.result.format_map(p2), fact=(step.key.format_map(p2), step.value.format_map(p2)))
-        dup["dep"] = atts[i]["fact"][0]
-        fix = rng.choice(_KINDS)
-        if fix != "bad_format":
-            dup = _apply_fix(dup, fix)
-        atts.insert(i + 1, dup)
-        return t.items, atts, {}, t.prior_present
-    if kind == "wrong_args":
-        # Either a call that went through first time, or a step that P only got through after a
-        # transient error: there the faulty run has no error, just one call with a wrong argument.
-        retries = [i for i, a in enumerate(atts) if a["diag"] is not None and a["ok"]]
-        cands = retries if rng.random() < 0.5 else _ok_attempts(atts)
-        rng.shuffle(cands)
-        for i in cands:
-            step = t.steps[atts[i]["item"]]
-            slots = sorted(step.arg_slots)
-            rng.shuffle(slots)
-            for slot in slots:
-                fresh = t.sibling_params()
-                if fresh[slot] != t.params[slot]:
-                    rs = _render_step(step, dict(t.params, **{slot: fresh[slot]}))
-                    if rs["args"] == t.rsteps[atts[i]["item"]]["args"]:
-                        continue
-                    atts[i] = dict(atts[i], args=rs["args"], result=rs["result"], fact=(rs["key"], rs["value"]),
-                                   diag=None, wrapped=None, extras=(), prefix="")
-                    if i in retries:
-                        atts = [a for j, a in enumerate(atts) if j == i or a["item"] != atts[i]["item"]]
-                    return t.items, atts, {}, t.prior_present
-        return None
-    if kind == "ignored_error":
-        if rng.random() < 0.5:
-            # Drop the retry: the agent moves on after the error as if the call had worked.
-            failed = [i for i, a in enumerate(atts) if not a["ok"] and a["diag"] is None]
-            f = rng.choice(failed)
-            item = atts[f]["item"]
-            fact = t.attempts[max(i for i, a in enumerate(t.attempts) if a["item"] == item)]["fact"]
-            atts[f] = dict(atts[f], believed=True, fact=fact)
-            atts = [a for j, a in enumerate(atts) if j == f or a["item"] != item]
-        else:
-            i = rng.choice(_ok_attempts(atts))
-            a = atts[i]
-            a["ok"] = False
-            a["result"] = _error_text(rng.choice(_KINDS), a)
-        return t.items, atts, {}, t.prior_present
-    raise ValueError(kind)
-
-
-def _perturb_number(s: str, rng: random.Random) -> str:
-    dec = len(s.split(".")[1]) if "." in s else 0
-    x = float(s)
-    for _ in range(10):
-        f = rng.uniform(0.04, 0.3) * rng.choice((-1, 1))
-        if dec:
-            y = f"{max(x * (1 + f), 0.01):.{dec}f}"
-        else:
-            d = max(1, round(abs(x * f)))
-            y = str(max(0, int(x) + (d if f > 0 or x - d < 0 else -d)))
-        if y != s:
-            return y
-    return s + "1"
-
-
-def _memory_lookups(t: _Task) -> list[tuple[str, str | None]]:
-    """(key, value found) for every round of P."""
-    memory = {t.prior[0]: t.prior[1]} if t.prior_present else {}
-    out = []
-    for a in t.attempts:
-        out.append((a["dep"], memory.get(a["dep"])))
-        if a["believed"] and a["fact"]:
-            memory[a["fact"][0]] = a["fact"][1]
-    return out
-
-
-def _memory_fault(t: _Task, kind: str):
-    rng = t.rng
-    atts = [dict(a) for a in t.attempts]
-    looks = _memory_lookups(t)
-    found = [i for i, (_, v) in enumerate(looks) if v is not None]
-    if kind == "stale":
-        cands = [i for i in found if _NUMBER_IN_TEXT.search(looks[i][1])]
-        if not cands:
-            return None
-        i = rng.choice(cands)
-        key, val = looks[i]
-        nums = list(_NUMBER_IN_TEXT.finditer(val))
-        m = rng.choice(nums)
-        new = _perturb_number(m.group(), rng)
-        stale = val[: m.start()] + new + val[m.end():]
-        # The agent acts on the stale number where its call uses it.
-        a = atts[i]
-        a["args"] = [(k, v.replace(m.group(), new) if v == m.group() else v) for k, v in a["args"]]
-        return t.items, atts, {i: ("mr", key, stale)}, t.prior_present
-    if kind == "other_entity":
-        # Another entity's record of the same kind: for the looked-up fact, or where P's memory had
-        # no note before the task started.
-        cands = found + ([0] * len(found) if not t.prior_present else [])
-        if not cands:
-            return None
-        i = rng.choice(cands)
-        key = looks[i][0]
-        sp = t.sibling_params()
-        if key == t.prior[0]:
-            k2, v2 = t.family.prior[0].format_map(sp), t.family.prior[1].format_map(sp)
-        else:
-            src = next(s for s, rs in zip(t.steps, t.rsteps) if rs["key"] == key)
-            k2, v2 = src.key.format_map(sp), src.value.format_map(sp)
-        if (k2, v2) == (key, looks[i][1]):
-            return None
-        return t.items, atts, {i: ("mr", k2, v2)}, t.prior_present
-    if kind == "irrelevant":
-        # A record that does not answer the lookup: another fact of this task, or (often where P's
-        # memory had nothing) a note left by an unrelated task.
-        i = 0 if (not t.prior_present and rng.random() < 0.6) else rng.randrange(len(atts))
-        key = looks[i][0]
-        if i == 0 and not t.prior_present:
-            other = rng.choice([f for f in FAMILIES if f is not t.family])
-            op = other.sample(rng)
-            k2, v2 = other.prior[0].format_map(op), other.prior[1].format_map(op)
-        else:
-            # Only facts the agent could have stored by then.
-            earlier = {a["fact"] for a in atts[:i] if a["believed"] and a["fact"]}
-            if t.prior_present:
-                earlier.add(t.prior)
-            others = sorted(kv for kv in earlier if kv[0] != key)
-            if not others:
-                return None
-            k2, v2 = rng.choice(others)
-        return t.items, atts, {i: ("mr", k2, v2)}, t.prior_present
-    if kind == "never_stored":
-        needed = {a["dep"] for a in atts}
-        cands = [i for i, a in enumerate(atts) if a["believed"] and a["fact"] and a["fact"][0] in needed]
-        if not cands:
-            return None
-        i = rng.choice(cands)
-        over: dict[int, tuple] = {}
-        if i > 0 and looks[i][1] is not None and rng.random() < 0.5:
-            # It stores again what it just looked up instead of the new fact.
-            over[i] = ("ms", looks[i][0], looks[i][1])
-        else:
-            over[i] = ("ms_none",)
-        if looks[i][1] is not None and rng.random() < 0.5:
-            # The later lookup of the missing fact returns the nearest older record instead of nothing.
-            later = next(j for j in range(i + 1, len(atts)) if atts[j]["dep"] == atts[i]["fact"][0])
-            over[later] = ("mr", looks[i][0], looks[i][1])
-        return t.items, atts, over, t.prior_present
-    raise ValueError(kind)
-
-
-def _reflection_fault(t: _Task, kind: str):
-    rng = t.rng
-    atts = [dict(a) for a in t.attempts]
-    # The fault sits at the diagnosis that, in P, fixed the error; in N_k the retry it leads to fails
-    # the same way and the agent moves on as if it had worked.
-    fixes = [i for i, a in enumerate(atts) if a["diag"] is not None and a["ok"]]
-    if kind == "repeat":
-        # Only where P had a first fix that did not help: the reflection proposes it once more.
-        fixes = [i for i in fixes if atts[i - 1]["diag"] is not None]
-        if not fixes:
-            return None
-    r = rng.choice(fixes)
-    fail, retry = atts[r - 1], atts[r]
-    true_kind, _, arg = retry["diag"]
-    if kind == "repeat":
-        new = dict(fail)  # the same call as the one that just failed
-        new["diag"] = (true_kind, fail["diag"][1], arg)
-    else:
-        tried = fail["diag"][1] if fail["diag"] else None
-        wrong = rng.choice([k for k in _KINDS if k != true_kind and k != tried])
-        new = _apply_fix(fail, wrong)
-        new["diag"] = (wrong, wrong, arg)
-    new.update(result=fail["result"], ok=False, believed=True, fact=retry["fact"])
-    atts[r] = new
-    return t.items, atts, {}, t.prior_present
-
-
-_FAULTS = {
-    "planner": (_planner_fault, ("missing", "swap", "sibling", "extra")),
-    "executor": (_executor_fault, ("wrong_tool", "wrong_args", "ignored_error", "duplicate_call")),
-    "memory": (_memory_fault, ("stale", "other_entity", "irrelevant", "never_stored")),
-    "reflection": (_reflection_fault, ("wrong_cause", "repeat")),
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Pairs
-# --------------------------------------------------------------------------------------------
-
-
-def _make_task(seed: int, index: int, attempt: int = 0) -> _Task:
-    rng = random.Random(f"synth:{seed}:{index}" + (f":{attempt}" if attempt else ""))
-    family = FAMILIES[rng.randrange(len(FAMILIES))]
-    params = family.sample(rng)
-    steps = [s for s in family.steps if not (s.optional and rng.random() < 0.35)]
-    rsteps = [_render_step(s, params) for s in steps]
-    n_err = 1 if rng.random() < 0.6 else 2
-    errors = {}
-    for i in sorted(rng.sample(range(len(steps)), n_err)):
-        kind = rng.choice(_KINDS)
-        errors[i] = (kind, rng.choice([k for k in _KINDS if k != kind]) if rng.random() < 0.4 else None)
-    prior = (family.prior[0].format_map(params), family.prior[1].format_map(params))
-    attempts = _attempts(rsteps, prior[0], errors)
-    style = [rng.getrandbits(28) for _ in range(len(attempts) + 2)]
-    return _Task(
-        rng=rng, family=family, params=params, steps=steps, rsteps=rsteps, errors=errors,
-        task=family.task.format_map(params), prior=prior, prior_present=rng.random() < 0.5, style=style,
-        attempts=attempts, items=[rs["plan"] for rs in rsteps],
-    )
-
-
-_MIN_ROUNDS = 3
-
-
-def _negative(t: _Task, module: str, pos_text: str) -> tuple[str, str, str]:
-    fn, kinds = _FAULTS[module]
-    order = list(kinds)
-    t.rng.shuffle(order)
-    for kind in order:
-        for _ in range(3):
-            made = fn(t, kind)
-            if made is None:
-                break
-            items, atts, mem_over, prior_present = made
-            if len(atts) < _MIN_ROUNDS:
-                break
-            style = t.style + [t.rng.getrandbits(28) for _ in range(len(atts) - len(t.style))]
-            rounds = _render(items, atts, t.prior if prior_present else None, style, mem_over)
-            text = render_module(rounds, DEFAULT_MODULE_FIELDS[module])
-            if text != pos_text:
-                return render_context(t.task, rounds), text, kind
-    raise RuntimeError(f"could not make a {module} fault for {t.task!r}")  # pragma: no cover
-
-
-def _generate(n_pairs: int, seed: int, modules: Sequence[str], with_fault: bool) -> list[dict]:
-    modules = tuple(modules)
-    if not modules or len(set(modules)) != len(modules):
-        raise ValueError(f"modules must be distinct and not empty, got {modules}")
-    unknown = [m for m in modules if m not in DEFAULT_MODULE_FIELDS]
-    if unknown:
-        raise ValueError(f"unknown modules {unknown}; known: {', '.join(DEFAULT_MODULE_FIELDS)}")
-    if n_pairs < 0:
-        raise ValueError("n_pairs must be >= 0")
-    pairs: list[dict] = []
-    m = len(modules)
-    seen_tasks: set[str] = set()
-    for ti in range((n_pairs + m - 1) // m):
-        t = _make_task(seed, ti)
-        attempt = 0
-        while t.task in seen_tasks:  # task strings are distinct
-            attempt += 1
-            t = _make_task(seed, ti, attempt)
-        seen_tasks.add(t.task)
-        prior = t.prior if t.prior_present else None
-        rounds = _render(t.items, t.attempts, prior, t.style)
-        pos_context = render_context(t.task, rounds)
-        for module in modules[: min(m, n_pairs - ti * m)]:
-            pos_text = render_module(rounds, DEFAULT_MODULE_FIELDS[module])
-            neg_context, neg_text, kind = _negative(t, module, pos_text)
-            pair = {
-                "pair_id": f"synth-s{seed}-t{ti:06d}-{module}",
-                "target_module": module,
-                "task": t.task,
-                "task_family": t.family.name,
-                "positive": {"trajectory_full_context": pos_context, "module_k_all_rounds": pos_text, "outcome": 1},
-                "negative": {"trajectory_full_context": neg_context, "module_k_all_rounds": neg_text, "outcome": 0},
-            }
-            if with_fault:
-                pair["fault"] = f"{module}/{kind}"
-            pairs.append(pair)
-    return pairs
-
-
-def generate_pairs(n_pairs: int, seed: int = 0, modules: Sequence[str] = DEFAULT_MODULES) -> list[dict]:
-    """`n_pairs` hard synthetic preference pairs, spread evenly over `modules` (counts differ by at
-    most one); pair i belongs to task i // len(modules) and module modules[i % len(modules)].
-    Deterministic in `seed`."""
-    return _generate(n_pairs, seed, modules, with_fault=False)
