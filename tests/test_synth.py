@@ -6,8 +6,20 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from data.synth import DEFAULT_MODULES, FAMILY_NAMES, generate_pairs
-from data.trajectory import module_texts_from_trajectory
+from data.synth import (
+    DEFAULT_MODULES,
+    FAMILY_NAMES,
+    FAULT_KINDS,
+    apply_fault,
+    generate_pairs,
+    make_task,
+)
+from data.synth.rounds import CAUSES
+from data.trajectory import (
+    DEFAULT_MODULE_FIELDS,
+    module_texts_from_trajectory,
+    render_module,
+)
 
 SECTION_TAGS = ("reflection", "plan", "action", "tool results", "memory query", "memory result", "memory store")
 MODULE_TAGS = {
@@ -140,3 +152,147 @@ def test_not_trivially_separable():
     for name in ("bag-of-words LR (counts)", "bag-of-words LR (tf-idf)"):
         assert np.mean(results[name]) > 0.0
     assert 0.05 < np.mean(longer) and 0.05 < np.mean(shorter)
+
+
+# --- one fault at a time ---------------------------------------------------------------------
+
+ERROR = re.compile(r"^error \d{3}: ")
+CALLED_TOOL = re.compile(r"^(?:refresh_token\(\); )?(\w+)\(")
+SIDE_EFFECT_TOOLS = {"create_booking", "create_refund", "create_order", "send_email", "create_event", "create_ticket", "http_post"}
+
+
+def faulty(module, kind, n_tasks=8):
+    """(task, P's rounds, N's rounds) for the first `n_tasks` tasks of seed 0 where the fault applies."""
+    found = []
+    for index in range(400):
+        task = make_task(seed=0, index=index)
+        negative = apply_fault(task, module, kind)
+        if negative is not None:
+            found.append((task, task.positive_rounds, negative))
+        if len(found) == n_tasks:
+            return found
+    raise AssertionError(f"only {len(found)} tasks of seed 0 take the fault {module}/{kind}")
+
+
+def plan_positions(plan, items):
+    return [plan.find(item) for item in items]
+
+
+def in_order(plan, items):
+    """Every item is in the plan, each after the one before."""
+    start = 0
+    for item in items:
+        start = plan.find(item, start)
+        if start < 0:
+            return False
+        start += len(item)
+    return True
+
+
+def tools(rounds, succeeded_only=False):
+    return [CALLED_TOOL.match(r["action"]).group(1) for r in rounds if not (succeeded_only and ERROR.match(r["observation"]))]
+
+
+def stores_after_an_error(task, rounds):
+    fact_keys = [step["key"] for step in task.rsteps]
+    return [r for r in rounds if ERROR.match(r["observation"]) and any(key in r["memory_store"] for key in fact_keys)]
+
+
+def changed_lookups(positive, negative):
+    assert len(positive) == len(negative)  # a memory fault keeps the calls
+    assert [r["memory_store"] for r in positive] == [r["memory_store"] for r in negative]
+    return [(p, n) for p, n in zip(positive, negative) if p["memory_result"] != n["memory_result"]]
+
+
+def check_planner_missing(task, positive, negative):
+    assert [pos >= 0 for pos in plan_positions(negative[0]["plan"], task.items)].count(False) == 1
+    assert len(negative) < len(positive)  # the step's rounds are gone too
+
+
+def check_planner_swap(task, positive, negative):
+    assert min(plan_positions(negative[0]["plan"], task.items)) >= 0  # the same steps ...
+    assert not in_order(negative[0]["plan"], task.items) and in_order(positive[0]["plan"], task.items)  # ... in another order
+
+
+def check_planner_sibling(task, positive, negative):
+    assert -1 in plan_positions(negative[0]["plan"], task.items)  # steps about other entities ...
+    assert len(negative) == len(positive)  # ... carried out with the same errors and retries
+
+
+def check_planner_extra(task, positive, negative):
+    assert in_order(negative[0]["plan"], task.items)  # every step, in order ...
+    assert len(negative) == len(positive) + 1  # ... plus one more, with its own round
+
+
+def check_executor_wrong_tool(task, positive, negative):
+    assert len(negative) == len(positive)
+    assert sum(p != n for p, n in zip(tools(positive), tools(negative))) == 1
+
+
+def check_executor_wrong_args(task, positive, negative):
+    calls = {r["action"] for r in positive}
+    changed = [r["action"] for r in negative if r["action"] not in calls]
+    assert changed and all(CALLED_TOOL.match(action).group(1) in tools(positive) for action in changed)
+
+
+def check_executor_ignored_error(task, positive, negative):
+    # The agent stores the step's fact after an error, as if the call had worked; P never does.
+    assert stores_after_an_error(task, negative) and not stores_after_an_error(task, positive)
+
+
+def check_executor_duplicate_call(task, positive, negative):
+    more = Counter(tools(negative, succeeded_only=True)) - Counter(tools(positive, succeeded_only=True))
+    assert len(more) == 1 and set(more) <= SIDE_EFFECT_TOOLS and sum(more.values()) == 1
+
+
+def check_memory_stale(task, positive, negative):
+    (p, n), = changed_lookups(positive, negative)
+    assert re.sub(r"\d+", "#", p["memory_result"]) == re.sub(r"\d+", "#", n["memory_result"])  # only a number differs
+
+
+def check_memory_other_entity(task, positive, negative):
+    (p, n), = changed_lookups(positive, negative)
+    assert p["memory_query"] == n["memory_query"]  # the right question, another entity's record
+
+
+def check_memory_irrelevant(task, positive, negative):
+    (p, n), = changed_lookups(positive, negative)
+    looked_up = task.attempts[positive.index(p)]["dep"]
+    assert looked_up in n["memory_query"] and looked_up not in n["memory_result"]  # a record about something else
+
+
+def check_memory_never_stored(task, positive, negative):
+    keys = [step["key"] for step in task.rsteps]
+
+    def stored(rounds):
+        return {key for key in keys for r in rounds if key in r["memory_store"]}
+
+    assert len(stored(positive) - stored(negative)) == 1 and stored(negative) <= stored(positive)
+
+
+def check_reflection_wrong_cause(task, positive, negative):
+    (r,) = [i for i, (p, n) in enumerate(zip(positive, negative)) if p["reflection"] != n["reflection"]]
+    true_cause, _, arg = task.attempts[r]["diag"]
+    named = {kind for kind, phrases in CAUSES.items() for phrase in phrases if phrase.format(arg=arg, tool=task.attempts[r - 1]["tool"]) in negative[r]["reflection"]}
+    assert len(named) == 1 and true_cause not in named
+    assert ERROR.match(negative[r]["observation"])  # so the retry fails the same way
+
+
+def check_reflection_repeat(task, positive, negative):
+    (r,) = [i for i, (p, n) in enumerate(zip(positive, negative)) if p["reflection"] != n["reflection"]]
+    assert negative[r]["action"] == negative[r - 1]["action"] != positive[r]["action"]  # the fix that did not help, again
+    assert negative[r]["observation"] == negative[r - 1]["observation"]
+
+
+@pytest.mark.parametrize("module, kind", [(module, kind) for module, kinds in FAULT_KINDS.items() for kind in kinds])
+def test_each_fault_kind_changes_its_module_where_expected(module, kind):
+    fields = DEFAULT_MODULE_FIELDS[module]
+    for task, positive, negative in faulty(module, kind):
+        assert render_module(negative, fields) != render_module(positive, fields)
+        globals()[f"check_{module}_{kind}"](task, positive, negative)
+
+
+def test_fault_kinds_cover_every_module_and_unknown_kinds_are_refused():
+    assert set(FAULT_KINDS) == set(DEFAULT_MODULES)
+    with pytest.raises(ValueError, match="no fault 'swap' for module 'memory'"):
+        apply_fault(make_task(seed=0, index=0), "memory", "swap")
