@@ -133,25 +133,40 @@ def test_not_trivially_separable():
     results = {"longer module text wins": longer, "shorter module text wins": shorter}
 
     # (b) Bag of words over module text, trained on single responses of the training families.
+    on_training_pairs = {}
     for name, vectorizer in (("bag-of-words LR (counts)", CountVectorizer()), ("bag-of-words LR (tf-idf)", TfidfVectorizer())):
         x_train = vectorizer.fit_transform([pos[i] for i in train] + [neg[i] for i in train])
         y_train = [1] * len(train) + [0] * len(train)
         model = LogisticRegression(solver="liblinear", max_iter=1000).fit(x_train, y_train)
-        p_pos = model.predict_proba(vectorizer.transform([pos[i] for i in test]))[:, 1]
-        p_neg = model.predict_proba(vectorizer.transform([neg[i] for i in test]))[:, 1]
-        results[name] = list(p_pos > p_neg)  # ties count as wrong
+
+        def pairwise(indices):
+            p_pos = model.predict_proba(vectorizer.transform([pos[i] for i in indices]))[:, 1]
+            p_neg = model.predict_proba(vectorizer.transform([neg[i] for i in indices]))[:, 1]
+            return list(p_pos > p_neg)  # ties count as wrong
+
+        results[name] = pairwise(test)
+        on_training_pairs[name] = float(np.mean(pairwise(train)))
 
     print(f"\nheld-out pairwise accuracy on {len(test)} pairs of {len(set(families[i] for i in test))} unseen families:")
     for name, correct in results.items():
         print(f"  {name:28s} {np.mean(correct):.3f}  by module {per_module(correct)}")
 
+    # Measured on seed 0 (2000 pairs, 520 held out from 7 families), to the layout of data.trajectory;
+    # seeds 1-3 land within 0.03 of these. Margin 0.05 either side: a change to the generator that
+    # moves a shortcut further than that has changed how hard the data is, and the README's numbers.
+    measured = {
+        "longer module text wins": 0.446,
+        "shorter module text wins": 0.421,
+        "bag-of-words LR (counts)": 0.488,
+        "bag-of-words LR (tf-idf)": 0.512,
+    }
     for name, correct in results.items():
-        assert np.mean(correct) < 0.95, name
-    # The shortcut models do learn something from the training families' wording (they are not
-    # scoring noise), they just do not transfer: the faults are only visible against the task.
-    for name in ("bag-of-words LR (counts)", "bag-of-words LR (tf-idf)"):
-        assert np.mean(results[name]) > 0.0
-    assert 0.05 < np.mean(longer) and 0.05 < np.mean(shorter)
+        assert abs(np.mean(correct) - measured[name]) <= 0.05, (name, np.mean(correct))
+    # The shortcut models do learn the training families' wording (they are not scoring noise),
+    # they just do not transfer: the faults are only visible against the task. Measured on the
+    # training pairs: 0.820 (counts) and 0.747 (tf-idf); margin 0.05.
+    assert abs(on_training_pairs["bag-of-words LR (counts)"] - 0.820) <= 0.05, on_training_pairs
+    assert abs(on_training_pairs["bag-of-words LR (tf-idf)"] - 0.747) <= 0.05, on_training_pairs
 
 
 # --- one fault at a time ---------------------------------------------------------------------
