@@ -288,7 +288,8 @@ def check_memory_never_stored(task, positive, negative):
 def check_reflection_wrong_cause(task, positive, negative):
     (r,) = [i for i, (p, n) in enumerate(zip(positive, negative)) if p["reflection"] != n["reflection"]]
     true_cause, _, arg = task.attempts[r]["diag"]
-    named = {kind for kind, phrases in CAUSES.items() for phrase in phrases if phrase.format(arg=arg, tool=task.attempts[r - 1]["tool"]) in negative[r]["reflection"]}
+    failed_tool = task.attempts[r - 1]["tool"]
+    named = {kind for kind, phrases in CAUSES.items() for phrase in phrases if phrase.format(arg=arg, tool=failed_tool) in negative[r]["reflection"]}
     assert len(named) == 1 and true_cause not in named
     assert ERROR.match(negative[r]["observation"])  # so the retry fails the same way
 

@@ -19,7 +19,12 @@ FLIGHT = [
         "observation": "3 flights: SK4711 EUR 189, DY1870 EUR 142, AZ609 EUR 231",
         "memory_store": "cheapest direct OSL-FCO 12 May: DY1870 EUR 142",
     },
-    {"memory_query": "cheapest direct flight found", "memory_result": "DY1870 EUR 142", "action": "book_flight(flight='DY1870')", "observation": "booked DY1870, ref QX7P2"},
+    {
+        "memory_query": "cheapest direct flight found",
+        "memory_result": "DY1870 EUR 142",
+        "action": "book_flight(flight='DY1870')",
+        "observation": "booked DY1870, ref QX7P2",
+    },
 ]
 EVERY_FIELD = [{name: f"{name} of round {i}" for name in ROUND_FIELDS} for i in range(1, 4)]
 ONLY_ONE_MODULE = [{"plan": "search, then book"}, {"reflection": "the search worked"}, {"plan": "book it"}]
@@ -54,7 +59,8 @@ def test_blank_fields_and_empty_rounds_are_not_written_and_read_back_as_absent()
 
 
 def test_one_newline_between_rounds_and_sections_in_round_field_order():
-    rounds = [{"memory_store": "s", "action": "a", "reflection": "r", "plan": "p", "observation": "o", "memory_result": "mr", "memory_query": "mq"}, {"plan": "p2"}]
+    written_backwards = {"memory_store": "s", "observation": "o", "action": "a", "memory_result": "mr", "memory_query": "mq", "plan": "p", "reflection": "r"}
+    rounds = [written_backwards, {"plan": "p2"}]
     assert render_context("T", rounds) == (
         "Task: T\n[Round 1]\n<reflection>r</reflection>\n<plan>p</plan>\n<memory query>mq</memory query>\n<memory result>mr</memory result>\n"
         "<action>a</action>\n<tool results>o</tool results>\n<memory store>s</memory store>\n[Round 2]\n<plan>p2</plan>"
