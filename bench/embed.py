@@ -20,7 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from cache import EmbeddingCache, text_key  # noqa: E402
+from cache import EmbeddingCache  # noqa: E402
+from features.pairs import text_key  # noqa: E402
 from data import load_pairs, pairs_from_records, write_pairs  # noqa: E402
 from data.synth import generate_pairs  # noqa: E402
 from features.pairs import unique_texts  # noqa: E402

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.errors import UserError
 from data.files import atomic_path, write_text_atomic
 
 MANIFEST = "manifest.json"
@@ -34,8 +35,8 @@ FORMAT_VERSION = 1
 DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
 
 
-class CacheError(RuntimeError):
-    pass
+class CacheError(UserError):
+    """The cache folder cannot give what was asked: no such namespace, missing vectors, a busy writer."""
 
 
 class MissingVectors(CacheError):
@@ -43,12 +44,6 @@ class MissingVectors(CacheError):
         self.missing = list(missing)
         self.total = total
         super().__init__(f"{len(self.missing)} of {total} texts have no vector in this cache namespace")
-
-
-def text_key(role: str, text: str) -> str:
-    """The cache key of a text in a role ("context" or "module"): the same text embedded with and
-    without the context prompt is two vectors, so the role is part of the key."""
-    return hashlib.blake2b(f"{role}\0{text}".encode(), digest_size=16).hexdigest()
 
 
 def namespace_id(fingerprint: dict) -> str:
@@ -65,6 +60,34 @@ class EmbeddingCache:
         if not self.root.is_dir():
             return []
         return [Namespace(p) for p in sorted(self.root.iterdir()) if (p / MANIFEST).is_file()]
+
+    def select(self, encoder: str | None = None, namespace_id: str | None = None) -> "Namespace":
+        """The namespace to read vectors from: `namespace_id` when given; else the only namespace of
+        `encoder` (the name it was embedded with); else, with no encoder named, the only namespace
+        the cache holds. Anything else is a `CacheError` that lists what the cache holds and the
+        flag that picks one."""
+        namespaces = self.namespaces()
+        if namespace_id is not None:
+            chosen = [ns for ns in namespaces if ns.id == namespace_id]
+        elif encoder is not None:
+            chosen = [ns for ns in namespaces if ns.fingerprint.get("encoder") == encoder]
+        else:
+            chosen = namespaces
+        if len(chosen) == 1:
+            return chosen[0]
+        if not namespaces:
+            raise CacheError(f"{self.root} holds no vectors yet: embed the pairs first with `pipeline embed FILE... --cache {self.root} --encoder NAME`")
+        if namespace_id is not None:
+            problem = f"{self.root} has no namespace {namespace_id}"
+        elif encoder is not None and not chosen:
+            problem = f"{self.root} has no vectors of encoder {encoder!r}"
+        else:
+            problem = f"{self.root} holds vectors of several encoders or settings" + (f" for {encoder!r}" if encoder else "")
+        raise CacheError(f"{problem}; it holds:\n{self.describe()}\nPick one with --encoder NAME, or --namespace ID when one encoder has several.")
+
+    def describe(self) -> str:
+        """One line per namespace: id, encoder, dimension, token limits, number of vectors."""
+        return "\n".join(f"  {ns.id}  {ns.describe()}" for ns in self.namespaces()) or "  nothing"
 
     def namespace(self, fingerprint: dict, dtype: str = "float32", create: bool = False) -> "Namespace":
         """The namespace of `fingerprint` (and storage dtype); created when `create` is set."""
@@ -129,6 +152,13 @@ class Namespace:
 
     def __len__(self) -> int:
         return sum(s.rows for s in self.shards)
+
+    def describe(self) -> str:
+        fp = self.fingerprint
+        return (
+            f"encoder {fp.get('encoder')!r}, {self.dimension}-d {self.dtype}, context {fp.get('max_context_tokens')} / "
+            f"module {fp.get('max_module_tokens')} tokens, {len(self)} vectors"
+        )
 
     def reload(self) -> "Namespace":
         self.manifest = json.loads((self.root / MANIFEST).read_text())

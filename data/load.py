@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from data.errors import UserError
 from data.files import atomic_path
 from data.schema import (
     CONTEXT_FIELD,
@@ -68,7 +69,7 @@ class Problem:
         return f"{', '.join(where)}: {self.message}"
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Input data failed validation; `problems` lists everything found."""
 
     def __init__(self, problems: Sequence[Problem]):

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.errors import ConfigError
 from data.files import write_text_atomic
 from data.load import DataError, Problem, read_utf8
 from data.schema import DEFAULT_MODULES
@@ -282,7 +283,7 @@ def check_module_fields(modules: Sequence[str], module_fields: Mapping[str, Sequ
         if unknown:
             problems.append(f"data.module_fields.{module}: unknown round field(s) {', '.join(map(repr, unknown))} (known: {', '.join(ROUND_FIELDS)})")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 def mine_pairs(

@@ -6,8 +6,14 @@ after a seeded shuffle, each to the split whose per-module quota is furthest fro
 the modules the group holds; that keeps every module near its target fraction in every split.
 """
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import polars as pl
+
+from data.errors import ConfigError, UserError
+from data.load import load_pairs
 
 SPLITS = ("train", "val", "test")
 
@@ -22,7 +28,7 @@ def split_pairs(
     """Split `pairs` into {"train", "val", "test"}; same input and seed, same split (whatever the
     row order). A split with fraction 0 comes back empty."""
     if group_by not in pairs.columns:
-        raise ValueError(f"cannot group splits by {group_by!r}: the pairs have no such column (columns: {', '.join(pairs.columns)})")
+        raise ConfigError(f"cannot group splits by {group_by!r}: the pairs have no such column (columns: {', '.join(pairs.columns)})")
     fractions = np.array([1.0 - val_fraction - test_fraction, val_fraction, test_fraction])
     counts = (
         pairs.group_by(group_by)
@@ -62,6 +68,24 @@ def carve_validation(
     """(train, val) for stage verbs given no `--val`: the same grouped split, without a test part."""
     parts = split_pairs(pairs, val_fraction=val_fraction, test_fraction=0.0, seed=seed, group_by=group_by)
     return parts["train"], parts["val"]
+
+
+def load_training_and_validation(
+    files: Sequence[Path], val_file: Path | None, modules: Sequence[str], val_fraction: float = 0.1, seed: int = 0, group_by: str = "task"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The pairs of `files` and of `val_file`, or, without one, `files` split by task into training
+    and validation pairs (`carve_validation`); a `UserError` unless both have pairs."""
+    train = load_pairs(files, modules)
+    if val_file is not None:
+        val = load_pairs(val_file, modules)
+    else:
+        train, val = carve_validation(train, val_fraction, seed, group_by)
+    if val.height == 0 or train.height == 0:
+        raise UserError(
+            f"{train.height} training and {val.height} validation pairs: both are needed "
+            "(give --val, or pairs from more tasks so that a validation set can be carved by task)"
+        )
+    return train, val
 
 
 def split_summary(parts: dict[str, pl.DataFrame], group_by: str = "task") -> pl.DataFrame:

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from data.errors import ConfigError, UserError
+
 if TYPE_CHECKING:  # importing sentence-transformers costs seconds; only `load` needs it at run time
     import torch
     from sentence_transformers import SentenceTransformer
@@ -62,8 +64,16 @@ _NOT_WEIGHTS = {"training_args.bin"}  # trainer metadata: holds paths and dates,
 _REVISION = re.compile(r"[0-9a-f]{40}")
 
 
-class EncoderLoadError(RuntimeError):
+class EncoderLoadError(UserError):
     """The encoder could not be loaded; the message says what was tried and how to fix it."""
+
+
+class EncoderMismatch(UserError):
+    """The encoder loads, but its vectors are not the ones asked for (other weights, pooling, limits)."""
+
+
+# What decides the vectors besides the name the encoder was asked for by.
+_SAME_VECTORS = ("weights", "pooling", "padding_side", "context_prompt", "max_context_tokens", "max_module_tokens", "truncation_side", "normalize", "dimension")
 
 
 def resolve_encoder(name_or_path: str) -> str:
@@ -92,14 +102,14 @@ def pick_device(device: str = "auto") -> str:
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError) as e:
-        raise ValueError(f"unknown device {device!r} (expected auto, cpu, cuda, cuda:N, mps): {e}") from None
+        raise ConfigError(f"unknown device {device!r} (expected auto, cpu, cuda, cuda:N, mps): {e}") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here (use --device cpu or auto)")
+            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here (use --device cpu or auto)")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but torch sees only {torch.cuda.device_count()} CUDA GPU(s)")
+            raise ConfigError(f"device {device!r} asked for, but torch sees only {torch.cuda.device_count()} CUDA GPU(s)")
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} asked for, but MPS is not available here")
+        raise ConfigError(f"device {device!r} asked for, but MPS is not available here")
     return device
 
 
@@ -169,7 +179,7 @@ class TextEncoder:
             prompt_tokens = len(self.tokenizer(self.prompts[role], add_special_tokens=False)["input_ids"]) if self.prompts[role] else 0
             self.text_budget[role] = self.max_tokens[role] - prompt_tokens - special
             if self.text_budget[role] <= 0:
-                raise ValueError(
+                raise ConfigError(
                     f"the {role} prompt takes {prompt_tokens} tokens (+{special} special), which leaves no room for text "
                     f"within max_{role}_tokens={self.max_tokens[role]}; raise it or shorten the prompt"
                 )
@@ -202,6 +212,24 @@ class TextEncoder:
             batch_size=batch_size,
             folder=folder,
         )
+
+    @classmethod
+    def load_matching(cls, fingerprint: dict[str, Any], name: str | None = None, *, device: str = "auto", batch_size: int = 32) -> TextEncoder:
+        """The encoder that makes the vectors `fingerprint` describes: loaded by `name` (default: the
+        name the fingerprint records) with the fingerprint's prompt, token limits, truncation and
+        normalisation; `EncoderMismatch` when its vectors would still differ (other weights or pooling)."""
+        name = name or fingerprint["encoder"]
+        fp = fingerprint
+        encoder = cls.load(
+            name, device=device, max_context_tokens=fp["max_context_tokens"], max_module_tokens=fp["max_module_tokens"],
+            context_prompt=fp["context_prompt"], truncation_side=fp["truncation_side"], normalize=fp["normalize"], batch_size=batch_size,
+        )  # fmt: skip
+        theirs = encoder.fingerprint()
+        differ = [k for k in _SAME_VECTORS if theirs.get(k) != fp.get(k)]
+        if differ:
+            detail = ", ".join(f"{k}: wanted {fp.get(k)!r}, {name!r} has {theirs.get(k)!r}" for k in differ)
+            raise EncoderMismatch(f"encoder {name!r} does not make the vectors asked for ({detail})")
+        return encoder
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that decides the vectors, JSON-serialisable; device and batch size are left out

@@ -2,16 +2,33 @@
 
 Each pair references four texts: the positive and negative trajectory contexts ("context" role)
 and module texts ("module" role). Contexts repeat across the modules of a task, so the unique
-texts are far fewer than the references; the cache stores each once.
+texts are far fewer than the references; a vector store (the embedding cache) keeps each once,
+under `text_key(role, text)`.
 """
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 
-from cache import Namespace, text_key
+
+class VectorSource(Protocol):
+    """What `pair_vectors` reads from: the embedding cache's `cache.Namespace`, or anything else that
+    returns the float32 vectors of text keys in order (raising when some have none)."""
+
+    dimension: int
+
+    def fetch(self, keys: list[str]) -> np.ndarray: ...
+
+
+def text_key(role: str, text: str) -> str:
+    """The key of a text in a role ("context" or "module"): the same text embedded with and
+    without the context prompt is two vectors, so the role is part of the key."""
+    return hashlib.blake2b(f"{role}\0{text}".encode(), digest_size=16).hexdigest()
+
 
 ROLE_COLUMNS = {
     "context": ("positive_context", "negative_context"),
@@ -54,14 +71,14 @@ class PairVectors:
     text_keys: pl.DataFrame | None = None  # `pair_text_keys` of the pairs, when read from a cache
 
 
-def pair_vectors(namespace: Namespace, pairs: pl.DataFrame, memory_map: Path | None = None, chunk: int = 50_000) -> PairVectors:
+def pair_vectors(source: VectorSource, pairs: pl.DataFrame, memory_map: Path | None = None, chunk: int = 50_000) -> PairVectors:
     """Each pair with its four cached vectors. The unique texts of every `chunk` pairs are fetched
-    once from DuckDB and gathered per column; raises `cache.MissingVectors` when some texts were
-    never embedded. With `memory_map` (a folder) the four matrices are written there as .npy files
+    once from `source` and gathered per column; raises what `source.fetch` raises when some texts
+    were never embedded (`cache.MissingVectors` for the cache). With `memory_map` (a folder) the four matrices are written there as .npy files
     and come back memory-mapped, so data larger than RAM costs only one chunk of memory."""
     keys = pair_text_keys(pairs)
     names = [c.removesuffix("_key") for c in keys.columns]
-    shape = (pairs.height, namespace.dimension)
+    shape = (pairs.height, source.dimension)
     if memory_map is not None:
         memory_map.mkdir(parents=True, exist_ok=True)
         columns = {name: np.lib.format.open_memmap(memory_map / f"{name}.npy", mode="w+", dtype=np.float32, shape=shape) for name in names}
@@ -70,7 +87,7 @@ def pair_vectors(namespace: Namespace, pairs: pl.DataFrame, memory_map: Path | N
     for start in range(0, pairs.height, chunk):
         part = keys.slice(start, chunk)
         unique, inverse = np.unique(np.concatenate([part[c].to_numpy() for c in part.columns]), return_inverse=True)
-        vectors = namespace.fetch(unique.tolist())
+        vectors = source.fetch(unique.tolist())
         for name, index in zip(names, inverse.reshape(len(names), part.height)):
             columns[name][start : start + part.height] = vectors[index]
     if memory_map is not None:
@@ -94,3 +111,12 @@ def encode_pair_vectors(encoder, pairs: pl.DataFrame) -> PairVectors:
     text_keys = pair_text_keys(pairs)
     columns = {c.removesuffix("_key"): matrix[[row_of[k] for k in text_keys[c]]] for c in text_keys.columns}
     return PairVectors(**columns, target_module=pairs["target_module"].to_numpy(), text_keys=text_keys)
+
+
+def pair_table_hash(pairs: pl.DataFrame, keys: pl.DataFrame) -> str:
+    """Identifies a pair table by its pair ids, modules and the keys of its four texts
+    (`pair_text_keys`, already computed to read the vectors), in order."""
+    digest = hashlib.sha256()
+    for row in zip(pairs["pair_id"], pairs["target_module"], *(keys[c] for c in keys.columns)):
+        digest.update("\t".join(row).encode() + b"\n")
+    return digest.hexdigest()

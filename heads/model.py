@@ -18,8 +18,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from data.errors import UserError
+
 WEIGHTS = "heads.safetensors"
 CONFIG = "config.json"
+
+
+class CheckpointError(UserError):
+    """A folder that is not a checkpoint, or one that does not fit what it is used with (another
+    encoder's vectors, other modules, no stored normalisation)."""
 
 
 class RewardHead(nn.Module):
@@ -79,7 +86,7 @@ class MultiModuleRewardModel(nn.Module):
         """The model saved in `folder`, and its config.json. No pickle: safetensors only."""
         folder = Path(folder)
         if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
-            raise FileNotFoundError(f"{folder} is not a reward-head checkpoint (it needs {WEIGHTS} and {CONFIG})")
+            raise CheckpointError(f"{folder} is not a reward-head checkpoint (it needs {WEIGHTS} and {CONFIG})")
         config = json.loads((folder / CONFIG).read_text())
         model = cls(config["dimension"], config["modules"], config.get("dropout", 0.1))
         model.load_state_dict(load_file(folder / WEIGHTS, device=device))

@@ -9,25 +9,32 @@ Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags overri
 """
 
 import os
-from pathlib import Path
 
-import click
+# OpenMP threads that spin while waiting made CPU inference 10x slower on 2-vCPU cloud machines
+# (MiniLM, 130 texts: 11-16 s with the default, 1.2 s with PASSIVE). It must be set before torch
+# loads its OpenMP runtime, which no verb does before this module runs; a setting of the user's wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cache import CacheError, EmbeddingCache
-from data import DataError, load_pairs, pairs_from_records, write_pairs
-from data.splits import SPLITS, split_pairs, split_summary
-from data.summary import format_summary, summarize_pairs
-from pipeline import __version__
-from pipeline.config import ConfigError, load_config
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+
+from cache import EmbeddingCache  # noqa: E402
+from data import UserError, load_pairs, pairs_from_records, write_pairs  # noqa: E402
+from data.splits import SPLITS, split_pairs, split_summary  # noqa: E402
+from data.summary import format_summary, summarize_pairs  # noqa: E402
+from pipeline import __version__  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
 
 
 class _Group(click.Group):
-    """Turns our own input errors into a clear message and exit code 1, not a traceback."""
+    """Turns the user's mistakes (`data.UserError`: input, config, cache, checkpoint, encoder) into
+    their message and exit code 1; any other exception is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (DataError, ConfigError, CacheError) as e:
+        except UserError as e:
             raise click.ClickException(str(e)) from e
 
 
@@ -102,10 +109,7 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
     )
     pairs = load_pairs(files, config.data.modules)
     settings = config.data
-    try:
-        parts = split_pairs(pairs, settings.val_fraction, settings.test_fraction, settings.split_seed, settings.group_by)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    parts = split_pairs(pairs, settings.val_fraction, settings.test_fraction, settings.split_seed, settings.group_by)
     for name in SPLITS:
         write_pairs(parts[name], out / f"{name}.jsonl")
     config.save(out / "config.yaml")
@@ -165,18 +169,10 @@ def embed(files, cache_dir, encoder, device, batch_size, shard, config_path) -> 
     Texts already cached under this encoder's fingerprint are reused; a killed run resumes where it
     stopped. Ends with how many texts were new, reused and truncated.
     """
-    from features.encoder import EncoderLoadError  # torch and sentence-transformers load only for verbs that need them
-    from pipeline.embed import embed_pairs, shard_from_environment
+    from pipeline.embed import embed_pairs, shard_from_environment  # torch loads only for verbs that need it
 
     config = load_config(config_path, {"model.encoder": encoder, "training.device": device, "model.batch_size": batch_size})
-    try:
-        shard_spec = shard_from_environment(shard)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--shard") from e
-    try:
-        report = embed_pairs(files, cache_dir, config, shard_spec)
-    except EncoderLoadError as e:
-        raise click.ClickException(str(e)) from e
+    report = embed_pairs(files, cache_dir, config, shard_from_environment(shard))
     config.save(cache_dir / report.namespace / "config.yaml")
     click.echo(report.line())
 
@@ -250,14 +246,10 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
     Reads the cache only: seconds, not minutes. Validates per module every epoch, stops early,
     keeps the best epoch in OUT (heads.safetensors, config.json, metrics.jsonl).
     """
-    from features.encoder import EncoderLoadError
-    from pipeline.train_heads import TrainHeadsError, train_heads as run
+    from pipeline.train_heads import train_heads as run
 
     config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device})
-    try:
-        result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb)
-    except (EncoderLoadError, TrainHeadsError) as e:
-        raise click.ClickException(str(e)) from e
+    result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo)
     click.echo("epoch  train loss  val loss  val acc  " + "  ".join(f"{m[:9]:>9}" for m in config.data.modules))
     for record in result.history:
         val = record["val"]
@@ -292,17 +284,13 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
     DistributedDataParallel. OUT gets the fine-tuned encoder, heads.safetensors and config.json;
     `pipeline evaluate OUT ...` then embeds with the fine-tuned encoder into a fresh cache namespace.
     """
-    from features.encoder import EncoderLoadError
-    from pipeline.finetune import FinetuneError, finetune as run
+    from pipeline.finetune import finetune as run
 
     config = load_config(config_path, {
         "stage_1.epochs": epochs, "stage_1.batch_size": batch_size, "stage_1.precision": precision,
         "stage_1.gradient_checkpointing": gradient_checkpointing, "stage_1.save_every_steps": save_every_steps, "training.device": device,
     })  # fmt: skip
-    try:
-        result = run(files, init, out, config, val_file, encoder, resume, max_steps)
-    except (EncoderLoadError, FinetuneError, FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
+    result = run(files, init, out, config, val_file, encoder, resume, max_steps)
     if int(os.environ.get("RANK", 0)) != 0:
         return
     click.echo(f"precision {result.precision}")
@@ -332,14 +320,11 @@ def evaluate(checkpoint, files, cache_dir, out, encoder, bootstrap_samples, stor
     calibration, bootstrap CIs over tasks; the same for a length heuristic, cosine(ctx, module) and a
     logistic regression on the heads' features. Writes OUT/report.json, report.md and PNG plots.
     """
-    from features.encoder import EncoderLoadError
     from pipeline.evaluate import evaluate as run
 
     config = load_config(config_path, {"evaluation.bootstrap_samples": bootstrap_samples, "training.device": device})
-    try:
-        result = run(checkpoint, files, cache_dir, out, config, encoder, store_normalization)
-    except (EncoderLoadError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
+    result = run(checkpoint, files, cache_dir, out, config, encoder, store_normalization)
+    click.echo(f"vectors of the checkpoint's encoder {result.report['encoder']!r}: namespace {result.report['cache_namespace']} of {cache_dir}")
     for note in result.report["notes"]:
         click.echo(f"note: {note}")
     click.echo(result.table)
@@ -364,16 +349,12 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, d
     OUT gets the same records with "scores": {"planner": reward, ...} added. Every record is checked
     first: a bad one stops the run naming file, line and field, and nothing is written.
     """
-    from features.encoder import EncoderLoadError
-    from heads.scoring import ScoringError, load
+    from pipeline.rewards import load
     from pipeline.score import score_file
 
     config = load_config(config_path, {"serve.normalize": normalize, "training.device": device})
-    try:
-        scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
-        result = score_file(scorer, records, out, batch_size, progress=True)
-    except (EncoderLoadError, ScoringError) as e:
-        raise click.ClickException(str(e)) from e
+    scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+    result = score_file(scorer, records, out, batch_size, progress=True)
     config.save(out.with_name(f"{out.stem}.config.yaml"))
     kind = "normalised rewards" if config.serve.normalize else "rewards"
     click.echo(f"scored {result.rows} module texts of {result.records} records ({kind}; {result.encoded} texts encoded, {result.from_cache} read from the cache) into {out}")
@@ -399,8 +380,7 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
     POST /score, POST /get_reward (OpenRLHF's remote reward model), GET /health; requests that
     arrive together are scored in one batch. See pipeline/serve.py for the request formats.
     """
-    from features.encoder import EncoderLoadError
-    from heads.scoring import ScoringError, load
+    from pipeline.rewards import load
     from pipeline.serve import ServeSettings, serve as run
 
     overrides = {
@@ -409,14 +389,13 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
     }  # fmt: skip
     config = load_config(config_path, overrides)
     settings = ServeSettings.from_config(config.serve)
-    try:
-        scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
-        if settings.module and settings.module not in scorer.modules:
-            raise click.BadParameter(f"{settings.module!r} is not a module of {checkpoint} (it has: {', '.join(scorer.modules)})", param_hint="--module")
-        scorer.warm_up()
-    except (EncoderLoadError, ScoringError) as e:
-        raise click.ClickException(str(e)) from e
+    scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+    if settings.module and settings.module not in scorer.modules:
+        raise click.BadParameter(f"{settings.module!r} is not a module of {checkpoint} (it has: {', '.join(scorer.modules)})", param_hint="--module")
+    scorer.warm_up()
     batching = f"micro-batches of up to {settings.max_batch} rows within {settings.max_wait_ms:g} ms" if settings.max_batch > 1 else "no micro-batching"
+    if scorer.namespace is not None:
+        click.echo(f"reading vectors of the checkpoint's encoder from {cache_dir}: {scorer.namespace.describe()} (namespace {scorer.namespace.id})")
     click.echo(f"serving {checkpoint} ({', '.join(scorer.modules)}; {'normalised' if scorer.normalize else 'raw'} rewards; {batching}) on http://{host}:{port}")
     run(scorer, settings, host, port)
 
@@ -443,10 +422,7 @@ def pairs_command(files: tuple[Path, ...], out: Path, max_pairs_per_task: int, s
 
     config = load_config(config_path)
     runs = load_runs(files, success_threshold)
-    try:
-        records, report = mine_pairs(runs, config.data.modules, config.data.module_fields, max_pairs_per_task, seed)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    records, report = mine_pairs(runs, config.data.modules, config.data.module_fields, max_pairs_per_task, seed)
     click.echo(format_mining_report(report))
     if not records:
         raise click.ClickException("no pairs: no task has a succeeded and a failed run with different texts for any module; nothing written")

@@ -14,10 +14,11 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from data.errors import ConfigError
 from data.files import write_text_atomic
 from data.schema import DEFAULT_MODULES
 from data.trajectory import DEFAULT_MODULE_FIELDS, ROUND_FIELDS
@@ -125,6 +126,9 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    # Dotted keys the user set (in the file or by a flag), as opposed to defaults: a verb may choose
+    # for itself where the user did not, as train-heads picks the only encoder of a cache.
+    explicit: ClassVar[frozenset[str]] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,11 +147,9 @@ class Config:
                 continue
             section, _, name = key.partition(".")
             data[section][name] = value
-        return _from_dict(data, source)
-
-
-class ConfigError(ValueError):
-    pass
+        config = _from_dict(data, source)
+        config.explicit = self.explicit | {key for key, value in values.items() if value is not None}
+        return config
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -173,6 +175,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 raise ConfigError(f"{path}: section {section!r} must be a mapping, got {type(values).__name__}")
             data[section].update(values)
         config = _from_dict(data, str(path))
+        config.explicit = frozenset(f"{section}.{name}" for section, values in (raw or {}).items() for name in values or {})
     return config.override(overrides or {})
 
 

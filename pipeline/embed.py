@@ -1,11 +1,11 @@
 """Stage 0a recipe: embed every unique text of the given pairs once into the cache.
 
-    pipeline embed train.jsonl val.jsonl --cache cache/ --encoder minilm
+    pipeline embed train.jsonl val.jsonl --cache embeddings/ --encoder minilm
 
 On several processes, each embeds a disjoint slice of the missing texts and writes its own shards:
 
-    torchrun --nproc_per_node=2 -m pipeline.cli embed pairs.json --cache cache/     # RANK/WORLD_SIZE
-    pipeline embed pairs.json --cache cache/ --shard 0/2 & pipeline embed ... --shard 1/2
+    torchrun --nproc_per_node=2 -m pipeline.cli embed pairs.json --cache embeddings/     # RANK/WORLD_SIZE
+    pipeline embed pairs.json --cache embeddings/ --shard 0/2 & pipeline embed ... --shard 1/2
 
 A text belongs to the slice int(key) mod n, whatever else is missing, so ranks that start at
 different times still split the work without overlap.
@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-from tqdm import tqdm
 
-from cache import EmbeddingCache, Namespace
+from cache import EmbeddingCache
 from data import load_pairs
-from features.encoder import ROLES, TextEncoder
+from data.errors import ConfigError
+from features.embedding import encode_into
+from features.encoder import TextEncoder
 from features.pairs import unique_texts
 from pipeline.config import Config
 
@@ -52,11 +52,11 @@ def shard_from_environment(shard: str | None) -> tuple[int, int]:
         try:
             index, count = (int(part) for part in shard.split("/"))
         except ValueError:
-            raise ValueError(f"--shard must look like i/n (e.g. 0/2), got {shard!r}") from None
+            raise ConfigError(f"--shard must look like i/n (e.g. 0/2), got {shard!r}") from None
     else:
         index, count = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if not 0 <= index < count:
-        raise ValueError(f"shard index must be in [0, {count}), got {index}")
+        raise ConfigError(f"shard index must be in [0, {count}), got {index}")
     return index, count
 
 
@@ -100,27 +100,6 @@ def embed_pairs(
         truncated=truncated,
         other_ranks=missing.height - mine.height,
     )
-
-
-def encode_into(namespace: Namespace, encoder: TextEncoder, texts: pl.DataFrame, shard_size: int, progress: bool) -> dict[str, int]:
-    """Encode `texts` (key, role, text, chars) role by role, longest first so that batches hold
-    texts of similar length, and write a shard every `shard_size` vectors."""
-    truncated = dict.fromkeys(ROLES, 0)
-    bar = tqdm(total=texts.height, unit="text", desc="embed", disable=not progress, dynamic_ncols=True)
-    step = encoder.batch_size * 8  # progress granularity; ST sorts by length within each call too
-    for role in ROLES:
-        todo = texts.filter(pl.col("role") == role).sort("chars", descending=True)
-        for start in range(0, todo.height, shard_size):
-            chunk = todo.slice(start, shard_size)
-            parts = []
-            for offset in range(0, chunk.height, step):
-                vectors, n_truncated = encoder.encode(chunk["text"].slice(offset, step).to_list(), role)
-                parts.append(vectors)
-                truncated[role] += n_truncated
-                bar.update(len(vectors))
-            namespace.write_shard(chunk["key"].to_list(), np.concatenate(parts))
-    bar.close()
-    return truncated
 
 
 def _slice_of(keys: pl.Series, count: int) -> pl.Series:

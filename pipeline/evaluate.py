@@ -1,6 +1,6 @@
 """Evaluation recipe: a checkpoint's metrics on pair files, beside three baselines, as a report folder.
 
-    pipeline evaluate ckpt/ splits/test.jsonl --cache cache/ --out report/
+    pipeline evaluate ckpt/ splits/test.jsonl --cache embeddings/ --out report/
 
 Scores every pair with the checkpoint's heads on its encoder's cached vectors (embedding the texts
 the cache lacks first, and saying so), computes heads/metrics per module and overall, scores the
@@ -20,12 +20,12 @@ import numpy as np
 from data import load_pairs
 from data.files import atomic_dir, write_text_atomic
 from data.splits import carve_validation
+from features.pairs import pair_table_hash
 from heads.baselines import LogisticBaseline, cosine_scores, length_scores
 from heads.metrics import pair_metrics
 from heads.report import markdown, terminal_table, write_plots
-from heads.scorer import RewardScorer
 from pipeline.config import Config
-from pipeline.train_heads import data_hash
+from pipeline.rewards import RewardScorer, load
 
 
 @dataclass
@@ -45,7 +45,7 @@ def evaluate(
     store_normalization: bool | None = None,
     progress: bool = True,
 ) -> Evaluation:
-    scorer = RewardScorer.load(checkpoint, cache_dir, encoder=encoder, device=config.training.device)
+    scorer = load(checkpoint, cache_dir, encoder=encoder, device=config.training.device, write_cache=True)
     modules = scorer.modules
     pairs = load_pairs(files, modules)
     vectors, embedded = scorer.pair_vectors(pairs, progress=progress)
@@ -86,7 +86,7 @@ def evaluate(
     report = {
         "checkpoint": str(checkpoint),
         "files": [str(f) for f in files],
-        "data_sha256": data_hash(pairs, vectors.text_keys),
+        "data_sha256": pair_table_hash(pairs, vectors.text_keys),
         "encoder": scorer.fingerprint.get("encoder"),
         "cache_namespace": scorer.namespace.id,
         "n_pairs": pairs.height,
@@ -139,7 +139,7 @@ def _logistic_baseline(scorer: RewardScorer, config: Config, progress: bool) -> 
         train, _ = carve_validation(train, data.get("val_fraction", 0.1), data.get("split_seed", 0), data.get("group_by", "task"))
     vectors, _ = scorer.pair_vectors(train, progress=progress)
     note = ""
-    if checkpoint.get("train_data_sha256") and data_hash(train, vectors.text_keys) != checkpoint["train_data_sha256"]:
+    if checkpoint.get("train_data_sha256") and pair_table_hash(train, vectors.text_keys) != checkpoint["train_data_sha256"]:
         note = "the logistic-regression baseline was fitted on training files that changed since the checkpoint was trained"
     baseline = LogisticBaseline.fit(vectors, scorer.modules, seed=config.training.seed)
     return baseline, note

@@ -39,9 +39,11 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from data.errors import UserError
 from data.files import atomic_dir, atomic_path, write_text_atomic
+from data.splits import load_training_and_validation
 from features.encoder import pick_device
-from features.pairs import encode_pair_vectors, pair_text_keys
+from features.pairs import encode_pair_vectors, pair_table_hash, pair_text_keys
 from heads.finetuning import (
     EncoderWithHeads,
     PairColumns,
@@ -53,15 +55,10 @@ from heads.finetuning import (
     resolve_precision,
     save_state,
 )
-from heads.model import WEIGHTS, MultiModuleRewardModel, bradley_terry_loss
-from heads.scorer import load_checkpoint_encoder
+from heads.model import WEIGHTS, CheckpointError, MultiModuleRewardModel, bradley_terry_loss
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps, warmup_linear_schedule, warmup_steps_for
+from pipeline.checkpoint import library_versions, load_checkpoint_encoder
 from pipeline.config import Config
-from pipeline.train_heads import TrainHeadsError, data_hash, library_versions, training_and_validation_pairs
-
-
-class FinetuneError(TrainHeadsError):
-    pass
 
 
 @dataclass
@@ -94,13 +91,14 @@ def finetune(
 
 def _finetune(files, init, out, config, val_file, encoder_name, resume, max_steps, progress, rank, world_size) -> FinetuneResult:
     stage, modules = config.stage_1, config.data.modules
-    train, val = training_and_validation_pairs(files, val_file, config)
+    data = config.data
+    train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
 
     device = pick_device(config.training.device)
     precision = resolve_precision(stage.precision, device)
     heads, init_config = MultiModuleRewardModel.load(init)
     if heads.modules_order != list(modules):
-        raise FinetuneError(f"{init} has heads for {heads.modules_order}, but the config's modules are {list(modules)}")
+        raise CheckpointError(f"{init} has heads for {heads.modules_order}, but the config's modules are {list(modules)}")
     encoder = load_checkpoint_encoder(init, init_config["encoder_fingerprint"], encoder_name, device)
     encoder.model.float()  # fp32 master weights; autocast does the low-precision compute
     if stage.gradient_checkpointing:
@@ -126,10 +124,10 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
     state = {"epoch": 1, "batches_done": 0, "step": 0, "history": [], "epoch_losses": [], "best_loss": None, "best_epoch": 0, "since_best": 0}
     if resume:
         if not (out / "resume" / "progress.json").is_file():
-            raise FinetuneError(f"nothing to resume: {out / 'resume'} holds no training state (start without --resume)")
+            raise UserError(f"nothing to resume: {out / 'resume'} holds no training state (start without --resume)")
         state = load_state(out / "resume", model, optimizer, scheduler, scaler, device)
     elif (out / "resume").exists():
-        raise FinetuneError(f"{out} holds an unfinished run: continue it with --resume, or choose another --out")
+        raise UserError(f"{out} holds an unfinished run: continue it with --resume, or choose another --out")
 
     columns = PairColumns(train)
     loss_config = config.loss
@@ -137,7 +135,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
         "stage": 1, "init_checkpoint": str(init), "init_encoder_fingerprint": init_config["encoder_fingerprint"],
         "cache_namespace": None, "cache_dtype": init_config.get("cache_dtype", "float32"),
         "training_config": config.to_dict(), "train_files": [str(f) for f in files], "val_file": str(val_file) if val_file else None,
-        "train_data_sha256": data_hash(train, pair_text_keys(train)), "val_data_sha256": data_hash(val, pair_text_keys(val)),
+        "train_data_sha256": pair_table_hash(train, pair_text_keys(train)), "val_data_sha256": pair_table_hash(val, pair_text_keys(val)),
         "precision": precision, "world_size": world_size,
     }  # fmt: skip
     bar = tqdm(total=total_steps, initial=state["step"], desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)

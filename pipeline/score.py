@@ -1,6 +1,6 @@
 """Scoring recipe: a JSON Lines file of trajectories in, the same records with a reward per module out.
 
-    pipeline score ckpt/ trajectories.jsonl --out scored.jsonl [--cache cache/] [--normalize]
+    pipeline score ckpt/ trajectories.jsonl --out scored.jsonl [--cache embeddings/] [--normalize]
 
 One record per line:
 
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from data.files import atomic_path
 from data.load import DataError, Problem, read_utf8
-from heads.scoring import Scorer
+from pipeline.rewards import RewardScorer
 
 
 @dataclass
@@ -85,7 +85,7 @@ def _record_problems(record: object, modules: Sequence[str]) -> list[tuple[str |
     return problems
 
 
-def score_records(scorer: Scorer, records: Sequence[dict], batch_size: int = 256, progress: bool = False) -> list[dict]:
+def score_records(scorer: RewardScorer, records: Sequence[dict], batch_size: int = 256, progress: bool = False) -> list[dict]:
     """Copies of `records` with `scores` added, scored `batch_size` (record, module) rows per call."""
     rows = [(i, module, record["context"], text) for i, record in enumerate(records) for module, text in record["modules"].items()]
     scores: list[dict] = [{} for _ in records]
@@ -97,7 +97,7 @@ def score_records(scorer: Scorer, records: Sequence[dict], batch_size: int = 256
     return [{**record, "scores": s} for record, s in zip(records, scores)]
 
 
-def score_file(scorer: Scorer, records_path: Path, out: Path, batch_size: int = 256, progress: bool = False) -> ScoredFile:
+def score_file(scorer: RewardScorer, records_path: Path, out: Path, batch_size: int = 256, progress: bool = False) -> ScoredFile:
     records = read_records(records_path, scorer.modules)
     encoded, from_cache = scorer.encoded, scorer.from_cache
     scored = score_records(scorer, records, batch_size, progress)

@@ -1,7 +1,7 @@
 """Serving recipe: a checkpoint's rewards over HTTP (FastAPI + uvicorn), for OpenRLHF, verl and any
 JSON client.
 
-    pipeline serve ckpt/ --host 127.0.0.1 --port 8000 [--cache cache/] [--normalize] [--module planner]
+    pipeline serve ckpt/ --host 127.0.0.1 --port 8000 [--cache embeddings/] [--normalize] [--module planner]
     curl -s localhost:8000/health
     curl -s localhost:8000/score -d '{"items": [{"context": "Task: ...", "module": "planner", "module_text": "[Round 1]\\n<plan>...</plan>"}]}'
     curl -s localhost:8000/get_reward -d '{"query": ["<prompt><response>"], "prompts": ["<prompt>"], "labels": ["planner"]}'
@@ -9,7 +9,7 @@ JSON client.
 Endpoints:
   GET  /health      {"status": "ok", "modules": [...], "normalized": ..., limits, and counters: requests, rows, scorer_calls}
   POST /score       {"items": [{"context", "module", "module_text"}, ...]} -> {"rewards": [...], "normalized": bool};
-                    the rewards are exactly what `heads.scoring.Scorer.score` returns for the same rows.
+                    the rewards are exactly what `pipeline.rewards.RewardScorer.score` returns for the same rows.
   POST /get_reward  OpenRLHF's remote reward model (`--remote_rm_url http://HOST:PORT/get_reward`):
                     {"query": [...], "prompts": [...], "labels": [...]} ->
                     {"rewards": [...], "scores": [...], "extra_logs": {"raw_reward": [...], "module_id": [...]}}.
@@ -49,7 +49,8 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from heads.scoring import Scorer, sigmoid
+from data.errors import UserError
+from pipeline.rewards import RewardScorer, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class ServeSettings:
         return cls(serve.max_batch, serve.max_wait_ms, serve.max_request_rows, serve.max_body_bytes, serve.module)
 
 
-class RequestError(Exception):
+class RequestError(UserError):
     """A request refused with a 4xx status and a message saying what is wrong."""
 
     def __init__(self, status: int, message: str):
@@ -290,7 +291,7 @@ def _kind(value: object) -> str:
 # --- the app -------------------------------------------------------------------------------------
 
 
-def create_app(scorer: Scorer, settings: ServeSettings) -> FastAPI:
+def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     """The FastAPI app serving `scorer`; its micro-batcher starts and stops with the app."""
     if settings.module and settings.module not in scorer.modules:
         raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
@@ -325,7 +326,7 @@ def create_app(scorer: Scorer, settings: ServeSettings) -> FastAPI:
             "checkpoint": str(scorer.folder),
             "modules": scorer.modules,
             "normalized": scorer.normalize,
-            "encoder": scorer.heads.fingerprint.get("encoder"),
+            "encoder": scorer.fingerprint.get("encoder"),
             "max_batch": settings.max_batch,
             "max_wait_ms": settings.max_wait_ms,
             "max_request_rows": settings.max_request_rows,
@@ -361,7 +362,7 @@ def create_app(scorer: Scorer, settings: ServeSettings) -> FastAPI:
 # --- running it ----------------------------------------------------------------------------------
 
 
-def serve(scorer: Scorer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(scorer: RewardScorer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Run the server in the foreground until interrupted (Ctrl-C or SIGTERM)."""
     import uvicorn
 

@@ -1,7 +1,8 @@
 """Stage 0b recipe: train one reward head per module on cached vectors only.
 
-    pipeline train-heads splits/train.jsonl --val splits/val.jsonl --cache cache/ --out ckpt/ --encoder minilm
-    pipeline train-heads more.jsonl --cache cache/ --out ckpt2/ --resume ckpt/     # continue on new data
+    pipeline train-heads splits/train.jsonl --val splits/val.jsonl --cache embeddings/ --out ckpt/   # reads the cache's only encoder
+    pipeline train-heads ... --encoder minilm      # or names one, when the cache holds vectors of several
+    pipeline train-heads more.jsonl --cache embeddings/ --out ckpt2/ --resume ckpt/     # continue on new data
 
 Reads the pair-feature view from the cache once into tensors; the encoder never runs (unless
 `--embed-missing` is asked for). Validates every epoch, stops early, keeps the best epoch, and
@@ -9,34 +10,28 @@ writes the checkpoint folder atomically: heads.safetensors, config.json, metrics
 """
 
 import copy
-import hashlib
 import json
 import os
-import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
 import torch
 from tqdm import tqdm
 
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
-from data import load_pairs
+from data.errors import UserError
 from data.files import atomic_dir
-from data.splits import carve_validation
-from features.encoder import pick_device
-from features.pairs import pair_vectors
-from heads.model import MultiModuleRewardModel
+from data.splits import load_training_and_validation
+from features.encoder import TextEncoder, pick_device
+from features.pairs import pair_table_hash, pair_vectors
+from heads.model import CheckpointError, MultiModuleRewardModel
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps, train_epoch, warmup_linear_schedule, warmup_steps_for
-from pipeline import __version__
+from pipeline.checkpoint import library_versions
 from pipeline.config import Config
-
-
-class TrainHeadsError(ValueError):
-    pass
+from pipeline.embed import embed_pairs
 
 
 @dataclass
@@ -59,13 +54,22 @@ def train_heads(
     embed_missing: bool = False,
     use_wandb: bool = False,
     progress: bool = True,
+    say: Callable[[str], object] = print,
 ) -> TrainResult:
-    modules = config.data.modules
-    train, val = training_and_validation_pairs(files, val_file, config)
+    modules, data = config.data.modules, config.data
+    train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
 
     previous = MultiModuleRewardModel.load(resume) if resume else None
     every_file = [*files, *([val_file] if val_file else [])]
-    namespace = select_namespace(cache_dir, config, every_file, namespace_id, previous[1] if previous else None, embed_missing)
+    try:
+        namespace, note = select_namespace(cache_dir, config, namespace_id, previous[1] if previous else None)
+    except CacheError:
+        if not embed_missing or namespace_id is not None or previous is not None:
+            raise
+        report = embed_pairs(every_file, cache_dir, config, progress=progress)
+        namespace, note = EmbeddingCache(cache_dir).select(namespace_id=report.namespace), f"embedded {report.new} texts into {cache_dir}"
+    if note:
+        say(note)
     # Pair features larger than stage_0.memory_map_above_mb go to .npy files beside the cache and
     # are read memory-mapped; the folder goes when training ends (or when this object is collected).
     scratch = tempfile.TemporaryDirectory(dir=cache_dir, prefix=".pair-features-")
@@ -78,9 +82,9 @@ def train_heads(
         except MissingVectors as missing:
             if not embed_missing:
                 raise CacheError(_missing_message(missing, cache_dir, namespace, every_file)) from None
-            from pipeline.embed import embed_pairs
-
-            embed_pairs(every_file, cache_dir, config, progress=progress)
+            # the namespace's own encoder and settings, whichever the config names
+            encoder = TextEncoder.load_matching(namespace.fingerprint, device=config.training.device, batch_size=config.model.batch_size)
+            embed_pairs(every_file, cache_dir, config.override({"cache.dtype": namespace.dtype}), encoder=encoder, progress=progress)
             vectors[name] = pair_vectors(namespace.reload(), pairs, memory_map)
 
     device = pick_device(config.training.device)
@@ -88,7 +92,7 @@ def train_heads(
     if previous is not None:
         model, _ = previous
         if model.modules_order != list(modules):
-            raise TrainHeadsError(f"{resume} has heads for {model.modules_order}, but the config's modules are {list(modules)}")
+            raise CheckpointError(f"{resume} has heads for {model.modules_order}, but the config's modules are {list(modules)}")
     else:
         model = MultiModuleRewardModel(namespace.dimension, modules, config.model.dropout)
     model.to(device)
@@ -139,8 +143,8 @@ def train_heads(
         "training_config": config.to_dict(),
         "train_files": [str(f) for f in files],
         "val_file": str(val_file) if val_file else None,
-        "train_data_sha256": data_hash(train, vectors["train"].text_keys),
-        "val_data_sha256": data_hash(val, vectors["val"].text_keys),
+        "train_data_sha256": pair_table_hash(train, vectors["train"].text_keys),
+        "val_data_sha256": pair_table_hash(val, vectors["val"].text_keys),
         "resumed_from": str(resume) if resume else None,
         "best_epoch": best_epoch,
         "metrics": {"train_loss": history[best_epoch - 1]["train_loss"], "val": best},
@@ -154,67 +158,27 @@ def train_heads(
     return TrainResult(best_epoch, len(history), best, seconds_per_epoch, history)
 
 
-def training_and_validation_pairs(files: Sequence[Path], val_file: Path | None, config: Config) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The pairs of `files` and of `val_file`, or, without one, `files` split by task into training
-    and validation pairs (`carve_validation`); an error unless both have pairs."""
-    modules = config.data.modules
-    train = load_pairs(files, modules)
-    if val_file is not None:
-        val = load_pairs(val_file, modules)
-    else:
-        train, val = carve_validation(train, config.data.val_fraction, config.data.split_seed, config.data.group_by)
-    if val.height == 0 or train.height == 0:
-        raise TrainHeadsError(
-            f"{train.height} training and {val.height} validation pairs: both are needed "
-            "(give --val, or pairs from more tasks so that a validation set can be carved by task)"
-        )
-    return train, val
-
-
-def select_namespace(
-    cache_dir: Path, config: Config, files: Sequence[Path], namespace_id: str | None, checkpoint: dict | None, embed_missing: bool
-) -> Namespace:
-    """The cache namespace to read: the one a resumed checkpoint was trained on (a mismatch is
-    refused), `--namespace`, or the only one of the configured encoder."""
-    namespaces = EmbeddingCache(cache_dir).namespaces()
+def select_namespace(cache_dir: Path, config: Config, namespace_id: str | None, checkpoint: dict | None) -> tuple[Namespace, str]:
+    """The cache namespace to read, and a note on how it was chosen when the user did not name it:
+    the one a resumed checkpoint was trained on (a mismatch is refused), `--namespace`, the only one
+    of the encoder the user named (flag or config file), or, with no encoder named, the only one the
+    cache holds."""
+    cache = EmbeddingCache(cache_dir)
     if checkpoint is not None:
         wanted = checkpoint["encoder_fingerprint"]
-        matching = [ns for ns in namespaces if ns.fingerprint == wanted and ns.dtype == checkpoint.get("cache_dtype", ns.dtype)]
+        matching = [ns for ns in cache.namespaces() if ns.fingerprint == wanted and ns.dtype == checkpoint.get("cache_dtype", ns.dtype)]
         if not matching:
-            held = ", ".join(f"{ns.id}: {ns.fingerprint.get('encoder')}" for ns in namespaces) or "no namespaces"
-            raise CacheError(
-                f"the checkpoint's heads were trained on vectors of encoder {wanted.get('encoder')!r} (fingerprint of namespace "
-                f"{checkpoint.get('cache_namespace')}), and {cache_dir} holds no vectors of that encoder "
-                f"({held}). "
+            raise CheckpointError(
+                f"the checkpoint's heads were trained on vectors of encoder {wanted.get('encoder')!r} (namespace "
+                f"{checkpoint.get('cache_namespace')}), and {cache_dir} holds no vectors of that encoder; it holds:\n{cache.describe()}\n"
                 "Heads only score vectors of the encoder they were trained on: embed with that encoder, or train new heads."
             )
-        return matching[0]
-    if namespace_id is not None:
-        for ns in namespaces:
-            if ns.id == namespace_id:
-                return ns
-        raise CacheError(f"{cache_dir} has no namespace {namespace_id} (it has: {', '.join(ns.id for ns in namespaces) or 'none'})")
-    candidates = [ns for ns in namespaces if ns.fingerprint.get("encoder") == config.model.encoder and ns.dtype == config.cache.dtype]
-    if len(candidates) > 1:
-        listing = "; ".join(f"{ns.id} ({_describe(ns)})" for ns in candidates)
-        raise CacheError(f"{cache_dir} holds several namespaces of encoder {config.model.encoder!r}: {listing}. Pick one with --namespace.")
-    if candidates:
-        return candidates[0]
-    if embed_missing:
-        from pipeline.embed import embed_pairs
-
-        report = embed_pairs(files, cache_dir, config)
-        return next(ns for ns in EmbeddingCache(cache_dir).namespaces() if ns.id == report.namespace)
-    raise CacheError(
-        f"{cache_dir} has no vectors of encoder {config.model.encoder!r} yet. Embed the pairs first:\n"
-        f"  pipeline embed {' '.join(str(f) for f in files)} --cache {cache_dir} --encoder {config.model.encoder}\n"
-        "or rerun with --embed-missing."
-    )
-
-
-def _describe(namespace: Namespace) -> str:
-    fp = namespace.fingerprint
-    return f"context {fp.get('max_context_tokens')} / module {fp.get('max_module_tokens')} tokens, {len(namespace)} vectors"
+        return matching[0], ""
+    named = "model.encoder" in config.explicit
+    namespace = cache.select(config.model.encoder if named else None, namespace_id)
+    if named or namespace_id is not None:
+        return namespace, ""
+    return namespace, f"training on the only vectors in {cache_dir}: {namespace.describe()} (namespace {namespace.id})"
 
 
 def _missing_message(missing: MissingVectors, cache_dir: Path, namespace: Namespace, files: Sequence[Path]) -> str:
@@ -227,32 +191,9 @@ def _missing_message(missing: MissingVectors, cache_dir: Path, namespace: Namesp
     )
 
 
-def data_hash(pairs: pl.DataFrame, keys: pl.DataFrame) -> str:
-    """Identifies a pair table by its pair ids, modules and the keys of its four texts
-    (`pair_text_keys`, already computed to read the vectors), in order."""
-    digest = hashlib.sha256()
-    for row in zip(pairs["pair_id"], pairs["target_module"], *(keys[c] for c in keys.columns)):
-        digest.update("\t".join(row).encode() + b"\n")
-    return digest.hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    import duckdb
-    import numpy
-    import polars
-    import pyarrow
-    import sentence_transformers
-
-    return {
-        "pipeline": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-        "sentence_transformers": sentence_transformers.__version__, "duckdb": duckdb.__version__,
-        "polars": polars.__version__, "pyarrow": pyarrow.__version__,
-    }  # fmt: skip
-
-
 def _start_wandb(config: Config):
     try:
         import wandb
     except ImportError:
-        raise TrainHeadsError("--use-wandb needs the wandb package: pip install wandb (training never requires it)") from None
+        raise UserError("--use-wandb needs the wandb package: pip install wandb (training never requires it)") from None
     return wandb.init(project="module-reward-models", config=config.to_dict(), mode=os.environ.get("WANDB_MODE", "offline"))

@@ -22,7 +22,7 @@ What is scored, per sample (`extra_info` is the dataset row's extra_info column)
   so far). `score` is that module's reward.
 - No module named: `solution_str` is a trajectory in the tagged style of the pair format
   (`[Round N]`, `<reflection>`, `<plan>`, `<action>`, `<tool results>`, `<memory query>`, ...). Each
-  module's text is cut out of it (`heads.scoring.module_texts_from_trajectory`) and scored in the
+  module's text is cut out of it (`data.trajectory.module_texts_from_trajectory`) and scored in the
   context `Task: {extra_info["task"]}` + newline + `solution_str` (just `solution_str` without a
   task); `score` is the mean over the modules that have text.
 - The result always holds `score` and one `<module>_score` per module of the checkpoint, so every
@@ -74,7 +74,7 @@ def compute_score_batch(
 
 
 def _rows(i: int, solution: str, extra: Mapping, modules: Sequence[str]) -> list[tuple[int, str, str, str]]:
-    from heads.scoring import module_texts_from_trajectory
+    from data.trajectory import module_texts_from_trajectory
 
     if not isinstance(solution, str):
         raise TypeError(f"solution_str of sample {i} must be a string, got {type(solution).__name__}")
@@ -128,7 +128,7 @@ def _local_scorer():
     global _scorer
     with _lock:
         if _scorer is None:
-            from heads.scoring import load
+            from pipeline.rewards import load
 
             checkpoint = os.environ.get("REWARD_CHECKPOINT")
             if not checkpoint:

@@ -4,8 +4,8 @@ huggingface_hub, and the models come from a package (MiniLM) or are built here (
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import features  # noqa: E402, F401  (sets OMP_WAIT_POLICY before any test file imports torch)
+# what the `pipeline` entry point sets for its verbs, set here before any test file imports torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pathlib import Path  # noqa: E402
 

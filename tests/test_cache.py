@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cache import CacheError, EmbeddingCache, MissingVectors, text_key
+from cache import CacheError, EmbeddingCache, MissingVectors
+from features.pairs import text_key
 from pipeline.cli import main
 
 FINGERPRINT = {"encoder": "test-encoder", "weights": "abc", "dimension": 8}

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from cache import EmbeddingCache
-from data import load_pairs, pairs_from_records, write_pairs
+from data import ConfigError, load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
 from features.pairs import pair_vectors, unique_texts
 from pipeline.cli import main
@@ -98,6 +98,7 @@ def test_adding_pairs_encodes_only_their_new_texts(tmp_path, minilm_config, mini
     assert report.reused == old_texts.height
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_cache_as_a_clean_run(tmp_path, pairs_file, minilm_config):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     clean = tmp_path / "clean"
@@ -122,6 +123,7 @@ def test_killed_run_resumes_to_the_same_cache_as_a_clean_run(tmp_path, pairs_fil
     assert_same_cache(clean, killed)
 
 
+@pytest.mark.slow
 def test_two_sharded_processes_fill_the_cache_like_one_run(tmp_path, pairs_file, minilm_config):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     single = tmp_path / "single"
@@ -142,9 +144,9 @@ def test_shard_comes_from_flag_or_torchrun_environment(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert shard_from_environment(None) == (1, 2)
-    with pytest.raises(ValueError, match="i/n"):
+    with pytest.raises(ConfigError, match="i/n"):
         shard_from_environment("two")
-    with pytest.raises(ValueError, match="in \\[0, 2\\)"):
+    with pytest.raises(ConfigError, match="in \\[0, 2\\)"):
         shard_from_environment("2/2")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from data import ConfigError
 from features.encoder import QWEN3_CONTEXT_PROMPT, ROLES, EncoderLoadError, TextEncoder, pick_device, resolve_encoder
 
 # Common English words that MiniLM's WordPiece vocabulary holds whole, so a text of n of them is
@@ -126,10 +127,10 @@ def test_resolve_encoder_and_pick_device(minilm_path):
     assert resolve_encoder("/some/folder") == "/some/folder"
     assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert pick_device("cpu") == "cpu"
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(ConfigError, match="device"):
         pick_device("gpu-please")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA"):
+        with pytest.raises(ConfigError, match="CUDA"):
             pick_device("cuda")
 
 
@@ -234,7 +235,7 @@ def test_max_lengths_are_clamped_to_what_the_model_takes(tiny_qwen3_path):
 
 
 def test_a_prompt_longer_than_the_budget_is_refused(tiny_qwen3_path):
-    with pytest.raises(ValueError, match="prompt"):
+    with pytest.raises(ConfigError, match="prompt"):
         TextEncoder.load(str(tiny_qwen3_path), device="cpu", max_context_tokens=8)
 
 

@@ -23,12 +23,13 @@ from data.synth import generate_pairs
 from features.encoder import TextEncoder
 from heads.finetuning import PairColumns, TextBatch, epoch_batches
 from heads.model import MultiModuleRewardModel
-from heads.scorer import RewardScorer
 from heads.training import PairTensors, evaluate_pairs
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs
-from pipeline.finetune import FinetuneError, finetune
+from data import UserError
+from pipeline.finetune import finetune
+from pipeline.rewards import load
 from pipeline.train_heads import train_heads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,11 +106,12 @@ def test_ranks_share_one_global_batch_order():
     assert epoch_batches(24, 4, epoch=4, seed=0) != single  # a new shuffle each epoch
 
 
+@pytest.mark.slow
 def test_loss_falls_and_the_checkpoint_evaluates_with_its_own_encoder(minilm, tmp_path):
     """Validating on the training pairs themselves: their loss under the stage 0 heads and frozen
     encoder, then after each epoch of stage 1 (0.47 -> 0.43, 0.41, 0.41 measured)."""
     train = minilm / "train.jsonl"
-    stage0 = RewardScorer.load(minilm / "stage0", minilm / "cache", device="cpu")
+    stage0 = load(minilm / "stage0", minilm / "cache", device="cpu")
     vectors, _ = stage0.pair_vectors(load_pairs(train))
     before = evaluate_pairs(stage0.model, PairTensors.from_vectors(vectors, stage0.model), 0.1, 0.1)["loss"]
 
@@ -142,6 +144,7 @@ def test_autocast_paths_run_on_cpu(qwen, tmp_path, precision):
     assert json.loads((out / "config.json").read_text())["precision"] == precision
 
 
+@pytest.mark.slow
 def test_fp16_scaler_state_is_saved_for_resume(qwen, tmp_path):
     out = tmp_path / "fp16"
     config = stage1_config(**{"stage_1.precision": "fp16", "stage_1.save_every_steps": 1})
@@ -173,13 +176,14 @@ def _run_and_kill(root: Path, out: Path, config_overrides: list[str], after_step
     raise AssertionError(f"finetune ended before it could be killed: {process.stderr.read().decode()[-2000:]}")
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result(qwen, tmp_path):
     config = stage1_config(**{"stage_1.save_every_steps": 1})
     straight = finetune([qwen / "train.jsonl"], qwen / "stage0", tmp_path / "straight", config, val_file=qwen / "val.jsonl", progress=False)
 
     out = tmp_path / "killed"
     assert _run_and_kill(qwen, out, ["--precision", "fp32", "--save-every", "1"], after_step=3)
-    with pytest.raises(FinetuneError, match="--resume"):
+    with pytest.raises(UserError, match="--resume"):
         finetune([qwen / "train.jsonl"], qwen / "stage0", out, config, val_file=qwen / "val.jsonl", progress=False)
     resumed = finetune([qwen / "train.jsonl"], qwen / "stage0", out, config, val_file=qwen / "val.jsonl", resume=True, progress=False)
 
@@ -192,7 +196,7 @@ def test_a_killed_run_resumes_to_the_same_result(qwen, tmp_path):
 
 
 def test_resume_without_a_saved_state_says_so(qwen, tmp_path):
-    with pytest.raises(FinetuneError, match="nothing to resume"):
+    with pytest.raises(UserError, match="nothing to resume"):
         finetune([qwen / "train.jsonl"], qwen / "stage0", tmp_path / "new", stage1_config(), val_file=qwen / "val.jsonl", resume=True, progress=False)
 
 
@@ -217,6 +221,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_follow_one_process_with_the_same_global_batch(qwen, tmp_path):
     """torchrun, DistributedDataParallel on CPU with gloo: 2 processes x 2 pairs per batch give
     the loss trajectory of 1 process x 4 pairs."""

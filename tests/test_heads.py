@@ -1,6 +1,7 @@
 """Stage 0 heads: architecture, loss, per-module isolation, checkpoints, resume, and the cache contract."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,10 +9,9 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from cache import CacheError
-from data import load_pairs, pairs_from_records, write_pairs
+from data import UserError, load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
-from heads import MultiModuleRewardModel, RewardHead, bradley_terry_loss
+from heads import CheckpointError, MultiModuleRewardModel, RewardHead, bradley_terry_loss
 from heads.training import PairTensors, train_epoch, warmup_linear_schedule
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -123,7 +123,7 @@ def test_resume_refuses_a_cache_of_another_encoder(setup, tmp_path, tiny_qwen3_p
     train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
     qwen = config.override({"model.encoder": str(tiny_qwen3_path)})
     embed_pairs([root / "train.jsonl", root / "val.jsonl"], tmp_path / "qwen-cache", qwen, progress=False)
-    with pytest.raises(CacheError, match="trained on vectors of encoder 'minilm'"):
+    with pytest.raises(CheckpointError, match="trained on vectors of encoder 'minilm'"):
         train_heads([root / "train.jsonl"], tmp_path / "qwen-cache", tmp_path / "out", qwen, val_file=root / "val.jsonl", resume=tmp_path / "ckpt", progress=False)
     assert not (tmp_path / "out").exists()
 
@@ -184,7 +184,26 @@ def test_memory_mapped_features_train_exactly_like_in_memory_ones(setup, tmp_pat
 def test_use_wandb_without_wandb_installed_says_how_to_get_it(setup, tmp_path, monkeypatch):
     root, config, _ = setup
     monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # as if not installed
-    from pipeline.train_heads import TrainHeadsError
-
-    with pytest.raises(TrainHeadsError, match="pip install wandb"):
+    with pytest.raises(UserError, match="pip install wandb"):
         train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", use_wandb=True, progress=False)
+
+
+def test_without_encoder_train_heads_reads_the_caches_only_encoder_and_lists_several(setup, tmp_path, tiny_qwen3_path):
+    root, config, _ = setup
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    (tmp_path / "config.yaml").write_text("stage_0: {epochs: 1, batch_size: 16}\ntraining: {device: cpu}\n")
+    args = ["train-heads", str(root / "train.jsonl"), "--val", str(root / "val.jsonl"), "--cache", str(tmp_path / "cache"), "--config", str(tmp_path / "config.yaml")]
+    one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    assert f"training on the only vectors in {tmp_path / 'cache'}: encoder 'minilm', 384-d" in one.output
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["encoder_fingerprint"]["encoder"] == "minilm"
+
+    embed_pairs([root / "train.jsonl", root / "val.jsonl"], tmp_path / "cache", config.override({"model.encoder": str(tiny_qwen3_path)}), progress=False)
+    several = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "several")])
+    assert several.exit_code == 1 and not (tmp_path / "several").exists()
+    assert "holds vectors of several encoders" in several.output and "--encoder NAME" in several.output
+    assert "encoder 'minilm', 384-d float32" in several.output and f"encoder {str(tiny_qwen3_path)!r}, 64-d float32" in several.output
+    assert "Traceback" not in several.output
+
+    named = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "named"), "--encoder", "minilm"])
+    assert named.exit_code == 0 and "the only vectors" not in named.output, named.output

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from data import DataError, load_pairs, pairs_from_records
+from data import ConfigError, DataError, load_pairs, pairs_from_records
 from data.autogpt import Step, attempt_rounds, import_reports, parse_report
 from data.runs import load_runs, mine_pairs, runs_from_records
 from data.trajectory import DEFAULT_MODULE_FIELDS, ROUND_FIELDS, render_context, render_module
@@ -234,7 +234,7 @@ def test_same_pairs_whatever_the_input_order():
 
 
 def test_unknown_module_without_round_fields_is_refused():
-    with pytest.raises(ValueError, match="no round fields for module 'critic'"):
+    with pytest.raises(ConfigError, match="no round fields for module 'critic'"):
         mine_pairs(mixed_runs(), modules=["planner", "critic"])
 
 

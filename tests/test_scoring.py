@@ -1,4 +1,4 @@
-"""The scoring API (heads.scoring), `pipeline score` and the verl adapter, on a small real checkpoint."""
+"""The reward API (pipeline.rewards), `pipeline score` and the verl adapter, on a small real checkpoint."""
 
 import json
 
@@ -7,12 +7,12 @@ import pytest
 from click.testing import CliRunner
 from reward_checkpoint import MODULES, make_checkpoint
 
-from cache import EmbeddingCache
+from cache import CacheError, EmbeddingCache
 from data import load_pairs
-from data.trajectory import DEFAULT_MODULE_FIELDS, render_context, render_module
 from data.synth import generate_pairs
-from heads.scorer import RewardScorer
-from heads.scoring import ScoringError, VectorMemory, load, module_texts_from_trajectory
+from data.trajectory import DEFAULT_MODULE_FIELDS, module_texts_from_trajectory, render_context, render_module
+from heads import CheckpointError
+from pipeline.rewards import ScoringError, VectorMemory, load
 from pipeline import verl_reward
 from pipeline.cli import main
 
@@ -33,7 +33,7 @@ def rows(pairs, side: str = "positive") -> tuple[list[str], list[str], list[str]
 
 def test_scores_equal_the_heads_on_cached_vectors_with_and_without_the_cache(trained, scorer):
     pairs = load_pairs(trained / "val.jsonl")
-    reference = RewardScorer.load(trained / "checkpoint", trained / "cache", device="cpu")
+    reference = load(trained / "checkpoint", trained / "cache", device="cpu")
     positive, negative = reference.score_pair_vectors(reference.pair_vectors(pairs, embed_missing=False)[0])
 
     in_memory = load(trained / "checkpoint", device="cpu", memory_size=0)
@@ -85,9 +85,9 @@ def test_the_cache_is_read_never_written(trained):
 
 def test_a_cache_without_the_checkpoints_encoder_is_refused(trained, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ScoringError, match="holds no vectors of"):
+    with pytest.raises(CacheError, match="holds no vectors of"):
         load(trained / "checkpoint", tmp_path / "empty", device="cpu")
-    with pytest.raises(ScoringError, match="not a reward-head checkpoint"):
+    with pytest.raises(CheckpointError, match="not a reward-head checkpoint"):
         load(tmp_path / "empty", device="cpu")
 
 
@@ -107,7 +107,7 @@ def test_normalized_scores_use_the_stored_mean_and_std(trained, scorer):
 
 
 def test_normalization_asked_of_a_checkpoint_without_it_says_how_to_get_it(trained):
-    with pytest.raises(ScoringError, match=r"no reward normalisation.*pipeline evaluate .*validation data"):
+    with pytest.raises(CheckpointError, match=r"no reward normalisation.*pipeline evaluate .*validation data"):
         load(trained / "plain", device="cpu", normalize=True)
 
 

@@ -22,7 +22,7 @@ from reward_checkpoint import MODULES, make_checkpoint
 
 from data import load_pairs
 from data.synth import generate_pairs
-from heads.scoring import load, sigmoid
+from pipeline.rewards import load, sigmoid
 from pipeline import verl_reward
 from pipeline.cli import main
 from pipeline.serve import BackgroundServer, ServeSettings, create_app

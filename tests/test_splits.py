@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from data import pairs_from_records
+from data import ConfigError, pairs_from_records
 from data.splits import carve_validation, split_pairs
 from data.synth import generate_pairs
 
@@ -42,7 +42,7 @@ def test_split_is_deterministic_whatever_the_row_order(pairs):
 def test_split_can_group_by_another_column(pairs):
     parts = split_pairs(pairs, seed=0, group_by="task_family")
     assert not set(parts["train"]["task_family"]) & set(parts["test"]["task_family"])
-    with pytest.raises(ValueError, match="no such column"):
+    with pytest.raises(ConfigError, match="no such column"):
         split_pairs(pairs, group_by="customer")
 
 

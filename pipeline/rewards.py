@@ -1,19 +1,25 @@
-"""Rewards from a trained checkpoint, for RL frameworks, the `pipeline score` / `pipeline serve`
-verbs and your own scripts.
+"""The reward API: a trained checkpoint behind `score(contexts, module_texts, modules)`, for RL
+frameworks, the `pipeline score` / `pipeline serve` / `pipeline evaluate` verbs and your own scripts.
 
-    from heads.scoring import load, module_texts_from_trajectory
+    from pipeline.rewards import load
     scorer = load("ckpt/")                                        # heads + the checkpoint's encoder
-    scorer = load("ckpt/", cache_dir="cache/", normalize=True)    # also read cached vectors; normalised rewards
+    scorer = load("ckpt/", cache_dir="embeddings/", normalize=True)   # also read cached vectors; normalised rewards
     rewards = scorer.score(contexts, module_texts, modules)       # float32 numpy array, one reward per row
     scorer.score_trajectory(context, {"planner": plan, "executor": actions})   # {"planner": 0.41, "executor": -1.2}
-    module_texts_from_trajectory(tagged_text)                     # {"planner": "[Round 1]\\n<plan>...</plan>", ...}
+
+    from data.trajectory import module_texts_from_trajectory     # module texts cut out of a tagged trajectory
 
 A text's vector comes from, in this order: an in-memory LRU of the vectors of recent texts
-(`memory_size` of them), the embedding cache given as `cache_dir` (read only: scoring never writes
-to it), and the checkpoint's own encoder (`<checkpoint>/encoder/` after stage 1, else the one its
-fingerprint names). Within one call every distinct text is encoded at most once, so a trajectory's
-context shared by all its modules costs one encoder pass. Calls run under no_grad and are
-serialised by a lock, so one scorer can be shared by threads.
+(`memory_size` of them), the embedding cache given as `cache_dir` (read only, unless
+`write_cache=True` as for `pipeline evaluate`), and the checkpoint's own encoder
+(`<checkpoint>/encoder/` after stage 1, else the one its fingerprint names), loaded on first use.
+Within one call every distinct text is encoded at most once, so a trajectory's context shared by
+all its modules costs one encoder pass. Calls run under no_grad and are serialised by a lock, so
+one scorer can be shared by threads.
+
+Heads only mean something on vectors of the encoder they were trained with, so the encoder is the
+one the checkpoint's fingerprint names (or `encoder=`, a folder with the same weights), and it is
+refused when its fingerprint differs.
 
 Normalised rewards are (r - mean) / std with the per-module mean and std that `pipeline evaluate`
 stores in the checkpoint's config.json when run on its validation data.
@@ -21,34 +27,58 @@ stores in the checkpoint's config.json when run on its validation data.
 
 from __future__ import annotations
 
-import re
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import polars as pl
+import torch
 
-from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, text_key
-from features.encoder import ROLES
-from heads.scorer import RewardScorer
+from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
+from data.errors import UserError
+from features.embedding import encode_into
+from features.encoder import ROLES, TextEncoder, pick_device
+from features.pairs import PairVectors, pair_vectors, text_key, unique_texts
+from heads.model import CheckpointError, MultiModuleRewardModel
+from pipeline.checkpoint import load_checkpoint_encoder
+
+logger = logging.getLogger(__name__)
 
 
-class ScoringError(ValueError):
+class ScoringError(UserError):
     """A request the scorer cannot answer: unknown module, texts that are not strings, rows of
-    unequal length, normalisation asked of a checkpoint without it."""
+    unequal length."""
 
 
-class Scorer:
-    """A checkpoint's heads and encoder behind `score(contexts, module_texts, modules)`."""
+class RewardScorer:
+    """A checkpoint's heads, the cache of its encoder's vectors (optional) and the encoder itself."""
 
-    def __init__(self, heads: RewardScorer, namespace: Namespace | None = None, normalize: bool = False, memory_size: int = 20_000):
-        self.heads = heads
+    def __init__(
+        self,
+        model: MultiModuleRewardModel,
+        config: dict,
+        folder: Path,
+        namespace: Namespace | None = None,
+        *,
+        encoder: str | None = None,
+        device: str = "cpu",
+        normalize: bool = False,
+        memory_size: int = 20_000,
+    ):
+        self.model = model.eval()
+        self.config = config
+        self.folder = Path(folder)
         self.namespace = namespace
-        self.modules = list(heads.modules)
+        self.device = device
+        self.modules = list(model.modules_order)
         self.normalize = normalize
-        self.normalization = checkpoint_normalization(heads.config, self.modules, heads.folder) if normalize else None
+        self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
         self.memory = VectorMemory(memory_size)
+        self._encoder_name = encoder
+        self._encoder: TextEncoder | None = None
         self._lock = threading.Lock()
         # what the scorer has done so far, for logs, /health and tests
         self.calls = 0
@@ -57,12 +87,20 @@ class Scorer:
         self.from_cache = 0  # texts read from the embedding cache
 
     @property
-    def folder(self) -> Path:
-        return self.heads.folder
+    def fingerprint(self) -> dict:
+        return self.config["encoder_fingerprint"]
+
+    def encoder(self) -> TextEncoder:
+        """The checkpoint's encoder, loaded on first use with the settings its fingerprint records."""
+        if self._encoder is None:
+            self._encoder = load_checkpoint_encoder(self.folder, self.fingerprint, self._encoder_name, self.device)
+        return self._encoder
 
     def warm_up(self) -> None:
         """Load the encoder now (servers do, so the first request is not the slow one)."""
-        self.heads.encoder()
+        self.encoder()
+
+    # --- texts in, rewards out ---------------------------------------------------------------
 
     def score(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> np.ndarray:
         """One reward per row: `module_texts[i]` scored by the head of `modules[i]` in `contexts[i]`;
@@ -81,11 +119,11 @@ class Scorer:
                 return np.zeros(0, np.float32)
             n = len(modules)
             vectors = self.vectors(contexts + module_texts, ["context"] * n + ["module"] * n)
-            return self.heads.score_vectors(vectors[:n], vectors[n:], modules)
+            return self.score_vectors(vectors[:n], vectors[n:], modules)
 
     def normalized(self, rewards: np.ndarray, modules: Sequence[str]) -> np.ndarray:
         """(r - mean) / std per row, with the mean and std of the row's module."""
-        normalization = self.normalization or checkpoint_normalization(self.heads.config, self.modules, self.folder)
+        normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
         mean = np.array([normalization[m][0] for m in modules], np.float32)
         std = np.array([normalization[m][1] for m in modules], np.float32)
         return ((np.asarray(rewards, np.float32) - mean) / std).astype(np.float32)
@@ -124,7 +162,7 @@ class Scorer:
         for role in ROLES:
             encode = [key for key in missing if wanted[key][0] == role]
             if encode:
-                vectors, _ = self.heads.encoder().encode([wanted[key][1] for key in encode], role)
+                vectors, _ = self.encoder().encode([wanted[key][1] for key in encode], role)
                 self.encoded += len(encode)
                 found.update(zip(encode, vectors))
         for key in wanted:
@@ -139,6 +177,44 @@ class Scorer:
         present = [key for key in keys if key not in absent]
         return dict(zip(present, self.namespace.fetch(present))) if present else {}
 
+    # --- vectors in, rewards out: pair tables, for evaluation ---------------------------------
+
+    @torch.no_grad()
+    def score_vectors(self, context: np.ndarray, module_text: np.ndarray, modules: np.ndarray | list[str], batch_size: int = 4096) -> np.ndarray:
+        """One reward per row, each scored by the head of its module."""
+        index = self.model.module_index(list(modules))
+        scores = []
+        for rows in torch.arange(len(index)).split(batch_size):
+            c = torch.from_numpy(np.ascontiguousarray(context[rows.numpy()], np.float32)).to(self.device)
+            m = torch.from_numpy(np.ascontiguousarray(module_text[rows.numpy()], np.float32)).to(self.device)
+            scores.append(self.model(c, m, index[rows].to(self.device)).float().cpu())
+        return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+
+    def pair_vectors(self, pairs: pl.DataFrame, embed_missing: bool = True, progress: bool = False) -> tuple[PairVectors, int]:
+        """The four cached vectors of every pair, and how many texts had to be embedded into the
+        cache first (with `embed_missing`; else `MissingVectors`)."""
+        if self.namespace is None:
+            raise CacheError("scoring pair tables needs an embedding cache: load the scorer with cache_dir=")
+        try:
+            return pair_vectors(self.namespace, pairs), 0
+        except MissingVectors:
+            if not embed_missing:
+                raise
+        texts = unique_texts(pairs)
+        missing = texts.filter(pl.col("key").is_in(self.namespace.missing(texts["key"].to_list())))
+        logger.warning("embedding %d texts that %s has no vectors for", missing.height, self.namespace.root.parent)
+        with self.namespace.writer():
+            encode_into(self.namespace, self.encoder(), missing, 4096, progress)
+        self.namespace.reload()
+        return pair_vectors(self.namespace, pairs), missing.height
+
+    def score_pair_vectors(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
+        """(r_pos, r_neg) per pair."""
+        return (
+            self.score_vectors(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
+            self.score_vectors(vectors.negative_context, vectors.negative_module_text, vectors.target_module),
+        )
+
 
 def load(
     checkpoint: str | Path,
@@ -148,44 +224,42 @@ def load(
     device: str = "auto",
     encoder: str | None = None,
     memory_size: int = 20_000,
-) -> Scorer:
-    """A `Scorer` for the checkpoint folder. `cache_dir`: an embedding cache to read vectors from
-    (it must hold the checkpoint's encoder namespace); `encoder`: a local folder of the checkpoint's
+    write_cache: bool = False,
+) -> RewardScorer:
+    """A `RewardScorer` for the checkpoint folder. `cache_dir`: an embedding cache to read vectors
+    from (it must hold the checkpoint's encoder namespace, unless `write_cache`, which creates it
+    and lets `pair_vectors` embed what it lacks); `encoder`: a local folder of the checkpoint's
     encoder when the name it recorded does not load here; `memory_size`: how many recent text
     vectors to keep in memory (0: none)."""
-    from features.encoder import pick_device
-    from heads.model import MultiModuleRewardModel
-
     folder = Path(checkpoint)
     device = pick_device(device)
-    try:
-        model, config = MultiModuleRewardModel.load(folder, device=device)
-    except FileNotFoundError as e:
-        raise ScoringError(str(e)) from None
+    model, config = MultiModuleRewardModel.load(folder, device=device)
     namespace = None
     if cache_dir is not None:
+        cache = EmbeddingCache(cache_dir)
         try:
-            namespace = EmbeddingCache(cache_dir).namespace(config["encoder_fingerprint"], dtype=config.get("cache_dtype", "float32"))
+            namespace = cache.namespace(config["encoder_fingerprint"], dtype=config.get("cache_dtype", "float32"), create=write_cache)
         except CacheError:
-            raise ScoringError(
-                f"{cache_dir} holds no vectors of {folder}'s encoder; leave the cache out (texts are then encoded in memory) "
-                f"or embed into it first with `pipeline embed FILE... --cache {cache_dir}` and that encoder"
+            raise CacheError(
+                f"{cache_dir} holds no vectors of {folder}'s encoder {config['encoder_fingerprint'].get('encoder')!r}; it holds:\n"
+                f"{cache.describe()}\nLeave the cache out (texts are then encoded in memory), or embed into it first with "
+                f"`pipeline embed FILE... --cache {cache_dir}` and that encoder."
             ) from None
-    return Scorer(RewardScorer(model, config, namespace, folder, encoder, device), namespace, normalize, memory_size)
+    return RewardScorer(model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size)
 
 
 def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:
-    """{module: (mean, std)} from a checkpoint's config.json; `ScoringError` when it has none."""
+    """{module: (mean, std)} from a checkpoint's config.json; `CheckpointError` when it has none."""
     stored = config.get("normalization")
     if not stored:
-        raise ScoringError(
+        raise CheckpointError(
             f"{folder} has no reward normalisation (per-module mean and std). Run "
             f"`pipeline evaluate {folder} VAL.jsonl --cache CACHE --out REPORT` on its validation data, which stores it, "
             "or score without normalisation."
         )
     lacking = [m for m in modules if not isinstance(stored.get(m), dict) or not stored[m].get("std", 0) > 0]
     if lacking:
-        raise ScoringError(
+        raise CheckpointError(
             f"{folder}'s normalisation has no usable mean/std for module(s) {', '.join(lacking)} (fewer than 2 responses, or zero spread); "
             f"rerun `pipeline evaluate {folder} ... --store-normalization` on data that holds them, or score without normalisation."
         )
@@ -198,7 +272,7 @@ def sigmoid(rewards: np.ndarray) -> np.ndarray:
 
 
 class VectorMemory:
-    """The vectors of the `size` most recently used texts (an LRU keyed by cache key)."""
+    """The vectors of the `size` most recently used texts (an LRU keyed by text key)."""
 
     def __init__(self, size: int):
         self.size = size
@@ -220,40 +294,3 @@ class VectorMemory:
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
-
-
-# --- module texts from a tagged trajectory -----------------------------------------------------
-
-_ROUND_HEADER = re.compile(r"^\[Round (\d+)\][ \t]*$", re.MULTILINE)
-
-
-def module_texts_from_trajectory(trajectory: str, module_fields: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
-    """Each module's text (`module_k_all_rounds`) in a trajectory written in the tagged style of the
-    pair format: `[Round N]` headers, then sections such as `<plan>...</plan>` or `<tool results>...</tool results>`.
-    A module's text is its own sections (`module_fields`, default `data.trajectory.DEFAULT_MODULE_FIELDS`),
-    under the header of each round it wrote in, as `pipeline pairs` writes it. Modules with no
-    section are left out; text before the first header (the task line) is not part of any module;
-    a trajectory without headers is read as round 1."""
-    from data.trajectory import DEFAULT_MODULE_FIELDS, ROUND_TAGS
-
-    module_fields = DEFAULT_MODULE_FIELDS if module_fields is None else module_fields
-    headers = list(_ROUND_HEADER.finditer(trajectory))
-    if headers:
-        rounds = [(h.group(1), trajectory[h.end() : nxt.start() if nxt else len(trajectory)]) for h, nxt in zip(headers, headers[1:] + [None])]
-    else:
-        rounds = [("1", trajectory)]
-    separator = "\n\n" if "\n\n[Round " in trajectory else "\n"  # the synthetic data leaves a blank line between rounds
-    texts = {}
-    for module, fields in module_fields.items():
-        tags = "|".join(re.escape(ROUND_TAGS[f]) for f in fields if f in ROUND_TAGS)
-        if not tags:
-            continue
-        section = re.compile(f"<({tags})>(.*?)</\\1>", re.DOTALL)
-        parts = []
-        for number, body in rounds:
-            sections = [m.group(0) for m in section.finditer(body) if m.group(2).strip()]
-            if sections:
-                parts.append(f"[Round {number}]\n" + "\n".join(sections))
-        if parts:
-            texts[module] = separator.join(parts)
-    return texts
