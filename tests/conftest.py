@@ -54,3 +54,12 @@ def tiny_qwen3_path(tmp_path_factory, minilm_path) -> Path:
     model = SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
     model.save(str(root / "model"))
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def reward_checkpoint(tmp_path_factory) -> Path:
+    """One small real checkpoint for the evaluation, scoring and serving tests (tests/reward_checkpoint.py
+    says what its folder holds), made once per run: read it, and copy what a test changes."""
+    from reward_checkpoint import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("reward-checkpoint"))

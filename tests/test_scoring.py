@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from reward_checkpoint import MODULES, make_checkpoint
+from reward_checkpoint import MODULES
 
 from cache import CacheError, EmbeddingCache
 from data import load_pairs
@@ -18,8 +18,8 @@ from pipeline.cli import main
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("scoring"))
+def trained(reward_checkpoint):
+    return reward_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from reward_checkpoint import MODULES, make_checkpoint
+from reward_checkpoint import MODULES
 
 from data import load_pairs
 from data.synth import generate_pairs
@@ -29,8 +29,8 @@ from pipeline.serve import BackgroundServer, ServeSettings, create_app
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("serve"))
+def trained(reward_checkpoint):
+    return reward_checkpoint
 
 
 @pytest.fixture(scope="module")
