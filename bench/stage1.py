@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the pipeline command sets it; see README "CPU threads"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETTINGS = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
 
 
 def measure(precision: str, checkpointing: bool, steps: int, warmup: int, batch_size: int, max_tokens: int) -> dict:
-    import features  # noqa: F401  (OMP settings before torch)
     import torch
 
     from data import pairs_from_records
