@@ -3,18 +3,17 @@
     write_plots(folder, scores)     # score_distributions.png, roc.png, reliability.png
     markdown(report)                # report.md
     terminal_table(report)          # what `pipeline evaluate` prints
+
+Plots are drawn on `matplotlib.figure.Figure` objects and saved straight to files: importing this
+module neither imports pyplot nor switches matplotlib's backend for the program that imports it.
 """
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from heads.metrics import calibration, response_roc  # noqa: E402
+from heads.metrics import calibration, response_roc
 
 PLOTS = ("score_distributions.png", "roc.png", "reliability.png")
 BASELINE_NAMES = {"length": "length (longer wins)", "cosine": "cosine(ctx, module)", "logistic_regression": "logistic regression"}
@@ -22,48 +21,60 @@ BASELINE_NAMES = {"length": "length (longer wins)", "cosine": "cosine(ctx, modul
 
 def write_plots(folder: Path, scores: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 10) -> list[str]:
     """`scores`: per module (r_pos, r_neg). One figure per kind of plot, one panel or curve per module."""
-    modules = [m for m, (p, _) in scores.items() if len(p)]
-    columns = min(len(modules), 4) or 1
-    rows = -(-len(modules) // columns) or 1
+    scored = {m: s for m, s in scores.items() if len(s[0])}
+    figures = (score_distributions_figure(scored), roc_figure(scored), reliability_figure(scored, bins))
+    for figure, name in zip(figures, PLOTS):
+        figure.savefig(folder / name, dpi=110)
+    return list(PLOTS)
 
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
-    for ax, module in zip(axes.flat, modules):
-        positive, negative = scores[module]
+
+def score_distributions_figure(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    columns = min(len(scores), 4) or 1
+    rows = -(-len(scores) // columns) or 1
+    figure = Figure(figsize=(4 * columns, 3.2 * rows), layout="tight")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax, (module, (positive, negative)) in zip(axes.flat, scores.items()):
         edges = np.histogram_bin_edges(np.concatenate([positive, negative]), bins=30)
         ax.hist(positive, bins=edges, alpha=0.6, label="positive", color="tab:green")
         ax.hist(negative, bins=edges, alpha=0.6, label="negative", color="tab:red")
         ax.set_title(f"{module} ({len(positive)} pairs)")
         ax.set_xlabel("reward")
-    for ax in list(axes.flat)[len(modules) :]:
+    for ax in list(axes.flat)[len(scores) :]:
         ax.axis("off")
     axes.flat[0].legend()
     figure.suptitle("Reward of positive vs negative responses")
-    _save(figure, folder / PLOTS[0])
+    return figure
 
-    figure, ax = plt.subplots(figsize=(4.5, 4.5))
-    for module in modules:
-        fpr, tpr = response_roc(*scores[module])
+
+def roc_figure(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    figure = Figure(figsize=(4.5, 4.5), layout="tight")
+    ax = figure.subplots()
+    for module, (positive, negative) in scores.items():
+        fpr, tpr = response_roc(positive, negative)
         ax.plot(fpr, tpr, label=module)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC over single responses")
     ax.legend(loc="lower right")
-    _save(figure, folder / PLOTS[1])
-
-    figure, ax = plt.subplots(figsize=(4.5, 4.5))
-    for module in modules:
-        filled = [b for b in calibration(*scores[module], bins)["bins"] if b["n"]]
-        ax.plot([b["confidence"] for b in filled], [b["frequency"] for b in filled], marker="o", label=module)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
-    ax.set(xlabel="sigma(r_a - r_b)", ylabel="observed frequency a preferred", title="Reliability (pairs in both orders)")
-    ax.legend(loc="upper left")
-    _save(figure, folder / PLOTS[2])
-    return list(PLOTS)
+    return figure
 
 
-def _save(figure, path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+def reliability_figure(scores: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 10) -> Figure:
+    """Reliability curves above, and below them how many scores each bin holds: a point that
+    strays from the diagonal means little when its bin holds a handful of scores."""
+    figure = Figure(figsize=(4.5, 5.6), layout="tight")
+    curves, counts = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    width = 1 / bins / (len(scores) + 1)
+    for i, (module, (positive, negative)) in enumerate(scores.items()):
+        reliability = calibration(positive, negative, bins)["bins"]
+        filled = [b for b in reliability if b["n"]]
+        (line,) = curves.plot([b["confidence"] for b in filled], [b["frequency"] for b in filled], marker="o", label=module)
+        bar_centres = np.array([b["low"] for b in reliability]) + (i + 1) * width  # side by side within each bin
+        counts.bar(bar_centres, [b["n"] for b in reliability], width=width, color=line.get_color(), label=module)
+    curves.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    curves.set(ylabel="observed frequency a preferred", title="Reliability (pairs in both orders)")
+    curves.legend(loc="upper left")
+    counts.set(xlabel="sigma(r_a - r_b)", ylabel="scores in bin\n(2 per pair)", xlim=(0, 1))
+    return figure
 
 
 def _f(value, digits: int = 3) -> str:

@@ -3,7 +3,10 @@ the report folder, plots, and the normalisation stored in the checkpoint."""
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from heads.metrics import bootstrap_ci, calibration, pair_metrics, pairwise_accuracy, response_auc, separation, weighted_auc
+from heads.report import reliability_figure
 from pipeline.cli import main
 from pipeline.evaluate import evaluate
 from reward_checkpoint import train_checkpoint
@@ -134,6 +138,34 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, name
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| overall | 20 |" in text and "logistic regression" in text and "![roc.png](roc.png)" in text
+
+
+def test_the_reliability_plot_counts_the_scores_in_each_bin():
+    rng = np.random.default_rng(1)
+    scores = {m: (rng.normal(0.5, 1, 40), rng.normal(0, 1, 40)) for m in MODULES}
+    curves, counts = reliability_figure(scores, bins=10).axes
+    heights = np.array([bar.get_height() for bar in counts.patches]).reshape(len(MODULES), 10)
+    for module, row in zip(MODULES, heights):
+        assert list(row) == [b["n"] for b in calibration(*scores[module], bins=10)["bins"]]
+        assert row.sum() == 2 * 40  # each pair in both orders
+    assert [line.get_label() for line in curves.lines] == [*MODULES, "perfect"]
+
+
+def test_writing_plots_neither_imports_pyplot_nor_switches_the_backend(tmp_path):
+    """A program that imports heads.report (a notebook, a server) keeps its own matplotlib backend."""
+    script = f"""
+import sys, numpy as np, matplotlib
+backend = dict.__getitem__(matplotlib.rcParams, "backend")  # read without resolving it
+from heads.report import write_plots
+write_plots(__import__("pathlib").Path({str(tmp_path)!r}), {{"planner": (np.array([1.0, 0.2, 0.4]), np.array([0.0, 0.3, 0.1]))}})
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+assert dict.__getitem__(matplotlib.rcParams, "backend") == backend, "the backend changed"
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MPLBACKEND": ""}
+    env.pop("MPLBACKEND")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "reliability.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_other_data_leaves_the_checkpoint_alone_unless_asked(trained, tmp_path):
