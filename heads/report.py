@@ -15,8 +15,14 @@ from matplotlib.figure import Figure
 
 from heads.metrics import calibration, response_roc
 
+CHANCE = 0.5  # pairwise accuracy and AUC of a scorer that ignores the text
 PLOTS = ("score_distributions.png", "roc.png", "reliability.png")
 BASELINE_NAMES = {"length": "length (longer wins)", "cosine": "cosine(ctx, module)", "logistic_regression": "logistic regression"}
+BASELINE_DEFINITIONS = {
+    "length": "the response whose module text is longer wins.",
+    "cosine": "the reward is the cosine between the context's and the module text's vectors.",
+    "logistic_regression": "a logistic regression per module on the heads' own features, fitted on the checkpoint's training pairs.",
+}
 
 
 def write_plots(folder: Path, scores: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 10) -> list[str]:
@@ -77,6 +83,16 @@ def reliability_figure(scores: dict[str, tuple[np.ndarray, np.ndarray]], bins: i
     return figure
 
 
+def chance_verdict(interval: list[float]) -> str:
+    """Where a confidence interval of pairwise accuracy or AUC lies against chance."""
+    low, high = interval
+    if low > CHANCE:
+        return "above chance"
+    if high < CHANCE:
+        return "below chance"
+    return "includes chance"
+
+
 def _f(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -86,21 +102,34 @@ def _ci(ci: dict | None, key: str) -> str:
     return "–" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
+def _ci_against_chance(ci: dict | None, key: str) -> str:
+    interval = (ci or {}).get(key)
+    return "–" if not interval else f"{_ci(ci, key)} {chance_verdict(interval)}"
+
+
 def _rows(report: dict):
     yield "overall", report["overall"]
     yield from report["modules"].items()
 
 
 def markdown(report: dict) -> str:
-    confidence = int(round(100 * report["settings"]["confidence"]))
+    settings = report["settings"]
+    confidence = int(round(100 * settings["confidence"]))
+    overall = report["overall"]
     lines = [
         f"# Evaluation of `{report['checkpoint']}`",
         "",
         f"{report['n_pairs']} pairs from {', '.join(f'`{f}`' for f in report['files'])}; encoder `{report['encoder']}`; "
         f"{report['embedded_texts']} texts embedded for this report. Intervals: {confidence}% bootstrap over "
-        f"{report['settings']['group_by']} ({report['settings']['bootstrap_samples']} resamples).",
+        f"{settings['group_by']} ({settings['bootstrap_samples']} resamples).",
+        "",
+        _headline(overall, confidence),
         "",
         "## Reward heads",
+        "",
+        f"Chance is {CHANCE} for pairwise accuracy and AUC: a scorer that ignores the text gets it on average. Each "
+        f"interval says where it lies: *above chance* (all of it above {CHANCE}), *includes chance* (it contains {CHANCE}: "
+        f"these pairs cannot tell the heads from a coin) or *below chance* (all of it below {CHANCE}).",
         "",
         f"| | pairs | accuracy | {confidence}% CI | AUC | {confidence}% CI | mean r+ − r− | Cohen's d | ECE |",
         "|---|---:|---:|---|---:|---|---:|---:|---:|",
@@ -108,10 +137,12 @@ def markdown(report: dict) -> str:
     for name, m in _rows(report):
         s = m["separation"] or {}
         lines.append(
-            f"| {name} | {m['n_pairs']} | {_f(m['pairwise_accuracy'])} | {_ci(m['ci'], 'pairwise_accuracy')} | {_f(m['auc'])} | "
-            f"{_ci(m['ci'], 'auc')} | {_f(s.get('mean_difference'))} | {_f(s.get('cohens_d'), 2)} | {_f((m['calibration'] or {}).get('ece'))} |"
+            f"| {name} | {m['n_pairs']} | {_f(m['pairwise_accuracy'])} | {_ci_against_chance(m['ci'], 'pairwise_accuracy')} | "
+            f"{_f(m['auc'])} | {_ci_against_chance(m['ci'], 'auc')} | {_f(s.get('mean_difference'))} | {_f(s.get('cohens_d'), 2)} | "
+            f"{_f((m['calibration'] or {}).get('ece'))} |"
         )
-    baselines = list(report["overall"]["baselines"])
+    lines += ["", "What the columns mean:", ""] + _column_definitions(confidence, settings)
+    baselines = list(overall["baselines"])
     lines += ["", "## Baselines (pairwise accuracy / AUC; heads minus baseline in brackets)", ""]
     lines += ["| | heads | " + " | ".join(BASELINE_NAMES[b] for b in baselines) + " |", "|---|---|" + "---|" * len(baselines)]
     for name, m in _rows(report):
@@ -123,10 +154,43 @@ def markdown(report: dict) -> str:
                 f"({_signed(gap.get('pairwise_accuracy'))} / {_signed(gap.get('auc'))})"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "The baselines score the same pairs without the heads:", ""]
+    lines += [f"- **{BASELINE_NAMES[b]}**: {BASELINE_DEFINITIONS[b]}" for b in baselines]
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _headline(overall: dict, confidence: int) -> str:
+    if not overall["n_pairs"]:
+        return "No pairs: nothing to report."
+    parts = []
+    for key, label in (("pairwise_accuracy", "pairwise accuracy"), ("auc", "AUC")):
+        interval = (overall["ci"] or {}).get(key)
+        where = f", {confidence}% CI {_ci(overall['ci'], key)}, {chance_verdict(interval)} ({CHANCE})" if interval else " (no interval: fewer than 2 groups)"
+        parts.append(f"{label} {_f(overall[key])}{where}")
+    return "**Overall: " + "; ".join(parts) + ".**"
+
+
+def _column_definitions(confidence: int, settings: dict) -> list[str]:
+    return [
+        "- **pairs**: preference pairs scored; a module's row holds the pairs whose target module it is.",
+        "- **accuracy** (pairwise accuracy): the share of pairs where the positive response scores higher than the "
+        f"negative one; a tie counts wrong. Chance: {CHANCE}.",
+        "- **AUC** over single responses: every response is scored alone, the positive side of each pair labelled 1 and "
+        "the negative side 0; the probability that a positive response outscores a negative one (ties count half). "
+        f"Chance: {CHANCE}.",
+        f"- **{confidence}% CI**: percentile bootstrap interval that resamples groups of pairs sharing a {settings['group_by']}, not single pairs "
+        f"(the pairs of one {settings['group_by']} share a context and are not independent draws); – when there are fewer than 2 groups.",
+        "- **mean r+ − r−**: the mean, over pairs, of the positive response's reward minus the negative one's (raw reward units).",
+        "- **Cohen's d**: the separation r+ − r− in standard units: mean of the positive rewards minus mean of the negative "
+        "rewards, over their pooled standard deviation. 0 is none; 0.2, 0.5 and 0.8 are by convention small, medium and large.",
+        "- **ECE**: expected calibration error of σ(r_a − r_b) read as the probability that response a is preferred, with "
+        "every pair scored in both orders, (σ(r+ − r−), preferred) and (σ(r− − r+), not preferred): the mean "
+        f"|observed frequency − predicted probability| over {settings['calibration_bins']} bins, weighted by how many scores "
+        "each holds. 0 is calibrated; reliability.png shows the bins and their counts.",
+    ]
 
 
 def _signed(value) -> str:

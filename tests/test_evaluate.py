@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from heads.metrics import bootstrap_ci, calibration, pair_metrics, pairwise_accuracy, response_auc, separation, weighted_auc
-from heads.report import reliability_figure
+from heads.report import chance_verdict, reliability_figure
 from pipeline.cli import main
 from pipeline.evaluate import evaluate
 from reward_checkpoint import train_checkpoint
@@ -138,6 +138,36 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, name
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| overall | 20 |" in text and "logistic regression" in text and "![roc.png](roc.png)" in text
+    assert_report_md_reads_against_chance(text, report)
+
+
+def assert_report_md_reads_against_chance(text: str, report: dict) -> None:
+    """report.md defines its columns, says chance is 0.5, and marks every interval of report.json
+    by where it lies against 0.5."""
+    assert "Chance is 0.5 for pairwise accuracy and AUC" in text
+    for definition in (
+        "the share of pairs where the positive response scores higher than the negative one; a tie counts wrong",
+        "every response is scored alone, the positive side of each pair labelled 1 and the negative side 0",
+        "**Cohen's d**: the separation r+ − r−",
+        "**ECE**: expected calibration error",
+        "every pair scored in both orders",
+    ):
+        assert definition in text, definition
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "[" in line}
+    for name, part in [("overall", report["overall"]), *report["modules"].items()]:
+        for key in ("pairwise_accuracy", "auc"):
+            low, high = part["ci"][key]
+            expected = "above chance" if low > 0.5 else "below chance" if high < 0.5 else "includes chance"
+            assert f"[{low:.3f}, {high:.3f}] {expected}" in rows[name], (name, key, rows[name])
+    low, high = report["overall"]["ci"]["pairwise_accuracy"]
+    overall = "above chance" if low > 0.5 else "below chance" if high < 0.5 else "includes chance"
+    assert f"**Overall: pairwise accuracy {report['overall']['pairwise_accuracy']:.3f}, 95% CI [{low:.3f}, {high:.3f}], {overall} (0.5)" in text
+
+
+def test_each_interval_is_read_against_chance():
+    assert chance_verdict([0.52, 0.71]) == "above chance"
+    assert chance_verdict([0.45, 0.66]) == "includes chance" and chance_verdict([0.5, 0.6]) == "includes chance"
+    assert chance_verdict([0.20, 0.49]) == "below chance"
 
 
 def test_the_reliability_plot_counts_the_scores_in_each_bin():
