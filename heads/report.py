@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from data.text_table import aligned_table
 from heads.metrics import calibration, response_roc
 
 CHANCE = 0.5  # pairwise accuracy and AUC of a scorer that ignores the text
@@ -198,16 +199,15 @@ def _signed(value) -> str:
 
 
 def terminal_table(report: dict) -> str:
+    """Per module and overall: the heads' metrics, then how far their pairwise accuracy is above each baseline's."""
     baselines = list(report["overall"]["baselines"])
     interval = f"{round(100 * report['settings']['confidence'])}% CI"
-    header = f"{'module':<12}{'pairs':>7}{'accuracy':>10}  {interval:<16}{'AUC':>7}  {'d':>6}{'ECE':>7}" + "".join(f"{'vs ' + b[:8]:>14}" for b in baselines)
-    lines = [header]
+    header = ["module", "pairs", "accuracy", interval, "AUC", "d", "ECE", *(f"vs {b}" for b in baselines)]
+    rows = []
     for name, m in _rows(report):
-        d = (m["separation"] or {}).get("cohens_d")
-        line = (
-            f"{name:<12}{m['n_pairs']:>7}{_f(m['pairwise_accuracy']):>10}  {_ci(m['ci'], 'pairwise_accuracy'):<16}"
-            f"{_f(m['auc']):>7}  {_f(d, 2):>6}{_f((m['calibration'] or {}).get('ece')):>7}"
-        )
-        line += "".join(f"{_signed((m['above_baselines'].get(b) or {}).get('pairwise_accuracy')):>14}" for b in baselines)
-        lines.append(line)
-    return "\n".join(lines)
+        row = [
+            name, m["n_pairs"], _f(m["pairwise_accuracy"]), _ci(m["ci"], "pairwise_accuracy"), _f(m["auc"]),
+            _f((m["separation"] or {}).get("cohens_d"), 2), _f((m["calibration"] or {}).get("ece")),
+        ]  # fmt: skip
+        rows.append(row + [_signed((m["above_baselines"].get(b) or {}).get("pairwise_accuracy")) for b in baselines])
+    return aligned_table(header, rows)

@@ -17,6 +17,7 @@ from cache import CacheError, EmbeddingCache
 from data import DataError, load_pairs, pairs_from_records, write_pairs
 from data.splits import SPLITS, split_pairs, split_summary
 from data.summary import format_summary, summarize_pairs
+from data.text_table import aligned_table
 from pipeline import __version__
 from pipeline.config import ConfigError, load_config
 
@@ -147,8 +148,18 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
     click.secho(f"\ndemo finished: outputs in {out}", bold=True)
 
 
-def _number(value: float | None, width: int) -> str:
-    return f"{value:{width}.3f}" if value is not None else "-".rjust(width)
+def _epoch_table(history: list[dict], modules: list[str]) -> str:
+    """One row per epoch: losses, validation pairwise accuracy overall and per module (whole names)."""
+    rows = []
+    for record in history:
+        val = record["val"]
+        per_module = [_accuracy(val["modules"][m]["pairwise_accuracy"]) for m in modules]
+        rows.append([record["epoch"], f"{record['train_loss']:.4f}", f"{val['loss']:.4f}", f"{val['pairwise_accuracy']:.3f}", *per_module])
+    return aligned_table(["epoch", "train loss", "val loss", "val acc", *modules], rows, left_columns=0)
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @main.command()
@@ -258,11 +269,7 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
         result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb)
     except (EncoderLoadError, TrainHeadsError) as e:
         raise click.ClickException(str(e)) from e
-    click.echo("epoch  train loss  val loss  val acc  " + "  ".join(f"{m[:9]:>9}" for m in config.data.modules))
-    for record in result.history:
-        val = record["val"]
-        per_module = "  ".join(_number(val["modules"][m]["pairwise_accuracy"], 9) for m in config.data.modules)
-        click.echo(f"{record['epoch']:5d}  {record['train_loss']:10.4f}  {val['loss']:8.4f}  {val['pairwise_accuracy']:7.3f}  {per_module}")
+    click.echo(_epoch_table(result.history, config.data.modules))
     click.echo(
         f"best epoch {result.best_epoch} of {result.epochs_run}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}, "
         f"{result.seconds_per_epoch:.2f} s/epoch; checkpoint in {out}"
@@ -306,11 +313,7 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
     if int(os.environ.get("RANK", 0)) != 0:
         return
     click.echo(f"precision {result.precision}")
-    click.echo("epoch  train loss  val loss  val acc  " + "  ".join(f"{m[:9]:>9}" for m in config.data.modules))
-    for record in result.history:
-        val = record["val"]
-        per_module = "  ".join(_number(val["modules"][m]["pairwise_accuracy"], 9) for m in config.data.modules)
-        click.echo(f"{record['epoch']:5d}  {record['train_loss']:10.4f}  {val['loss']:8.4f}  {val['pairwise_accuracy']:7.3f}  {per_module}")
+    click.echo(_epoch_table(result.history, config.data.modules))
     click.echo(f"best epoch {result.best_epoch} of {result.epochs_run}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}; checkpoint in {out}")
 
 

@@ -198,6 +198,15 @@ assert dict.__getitem__(matplotlib.rcParams, "backend") == backend, "the backend
     assert (tmp_path / "reliability.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_terminal_table_shows_whole_names_in_aligned_columns(trained, tmp_path):
+    root, config = trained
+    result = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
+    header, *rows = result.table.splitlines()
+    assert header.split()[:3] == ["module", "pairs", "accuracy"] and header.endswith("vs logistic_regression")
+    assert [row.split()[0] for row in rows] == ["overall", *MODULES]
+    assert {len(row) for row in rows} == {len(header)}  # every number column ends where its name does
+
+
 def test_other_data_leaves_the_checkpoint_alone_unless_asked(trained, tmp_path):
     root, config = trained
     checkpoint = fresh_checkpoint(trained, tmp_path)
