@@ -15,7 +15,7 @@ import click
 
 from cache import CacheError, EmbeddingCache
 from data import DataError, load_pairs, pairs_from_records, write_pairs
-from data.splits import SPLITS, split_pairs, split_summary
+from data.splits import SPLITS, format_split_summary, split_pairs, split_summary
 from data.summary import format_summary, summarize_pairs
 from data.text_table import aligned_table
 from pipeline import __version__
@@ -111,7 +111,7 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
         write_pairs(parts[name], out / f"{name}.jsonl")
     config.save(out / "config.yaml")
     click.echo(f"wrote {', '.join(f'{name}.jsonl' for name in SPLITS)} to {out}")
-    click.echo(str(split_summary(parts, settings.group_by)))
+    click.echo(format_split_summary(split_summary(parts, settings.modules, settings.group_by)))
 
 
 @main.command()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -87,6 +88,16 @@ def test_split_writes_three_task_disjoint_files_and_its_config(tmp_path):
     assert sum(p.height for p in parts.values()) == 400
     assert not set(parts["train"]["task"]) & set(parts["test"]["task"])
     assert (tmp_path / "splits" / "config.yaml").exists()
+
+    # the summary: an aligned plain table (no DataFrame box), whole module names, a total row
+    printed = result.output.splitlines()[1:]
+    assert printed[0].split() == ["split", "pairs", "tasks", "reflection", "planner", "executor", "memory"]
+    for line, name in zip(printed[1:5], ("train", "val", "test", "total")):
+        part = pl.concat(parts.values()) if name == "total" else parts[name]
+        per_module = [part.filter(pl.col("target_module") == m).height for m in ("reflection", "planner", "executor", "memory")]
+        assert line.split() == [name, str(part.height), str(part["task"].n_unique()), *map(str, per_module)]
+    assert {len(line) for line in printed[:5]} == {len(printed[0])}
+    assert printed[5] == "no task is in two splits: val and test hold only tasks that train does not" and len(printed) == 6
 
 
 def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
