@@ -238,6 +238,17 @@ def test_logistic_baseline_is_left_out_with_a_note_when_training_files_are_gone(
     assert any("gone.jsonl" in note for note in result.report["notes"])
 
 
+def test_the_config_can_leave_the_logistic_baseline_out(trained, tmp_path):
+    """For a stage 1 checkpoint the baseline first embeds every training text with the fine-tuned
+    encoder; the demo leaves it out to stay quick."""
+    root, config = trained
+    without = config.override({"evaluation.logistic_baseline": False})
+    result = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "report", without, store_normalization=False, progress=False)
+    assert set(result.report["overall"]["baselines"]) == {"length", "cosine"}
+    assert "evaluation.logistic_baseline is off" in result.report["notes"][0]
+    assert "logistic regression" not in (tmp_path / "report" / "report.md").read_text()
+
+
 def test_cli_prints_the_table_and_refuses_an_encoder_of_other_weights(trained, tmp_path, tiny_qwen3_path):
     root, _ = trained
     checkpoint = fresh_checkpoint(trained, tmp_path)
