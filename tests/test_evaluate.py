@@ -191,8 +191,7 @@ write_plots(__import__("pathlib").Path({str(tmp_path)!r}), {{"planner": (np.arra
 assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
 assert dict.__getitem__(matplotlib.rcParams, "backend") == backend, "the backend changed"
 """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MPLBACKEND": ""}
-    env.pop("MPLBACKEND")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "reliability.png").read_bytes().startswith(b"\x89PNG")
