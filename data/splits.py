@@ -6,6 +6,7 @@ after a seeded shuffle, each to the split whose per-module quota is furthest fro
 the modules the group holds; that keeps every module near its target fraction in every split.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import polars as pl
 
 from data.errors import ConfigError, UserError
 from data.load import load_pairs
+from data.text_table import aligned_table
 
 SPLITS = ("train", "val", "test")
 
@@ -88,11 +90,43 @@ def load_training_and_validation(
     return train, val
 
 
-def split_summary(parts: dict[str, pl.DataFrame], group_by: str = "task") -> pl.DataFrame:
-    """Pairs per module and groups, one row per split."""
-    rows = []
-    for name, frame in parts.items():
-        row = {"split": name, "pairs": frame.height, "groups": frame[group_by].n_unique()}
-        row |= dict(frame.group_by("target_module").len().iter_rows())
-        rows.append(row)
-    return pl.DataFrame(rows).fill_null(0)
+def split_summary(parts: dict[str, pl.DataFrame], modules: Sequence[str], group_by: str = "task") -> dict:
+    """Per split: pairs, groups (tasks) and pairs per module; their totals; and how many groups
+    more than one split holds (0 unless the split went wrong)."""
+    splits = {
+        name: {
+            "pairs": frame.height,
+            "groups": frame[group_by].n_unique(),
+            "pairs_per_module": {m: int((frame["target_module"] == m).sum()) for m in modules},
+        }
+        for name, frame in parts.items()
+    }
+    seen_in = Counter(group for frame in parts.values() for group in frame[group_by].unique().to_list())
+    return {
+        "group_by": group_by,
+        "splits": splits,
+        "total": {
+            "pairs": sum(s["pairs"] for s in splits.values()),
+            "groups": len(seen_in),
+            "pairs_per_module": {m: sum(s["pairs_per_module"][m] for s in splits.values()) for m in modules},
+        },
+        "groups_in_several_splits": sum(count > 1 for count in seen_in.values()),
+    }
+
+
+def format_split_summary(summary: dict) -> str:
+    """What `pipeline split` prints: one aligned row per split and a total, then the grouping check."""
+    group_by = summary["group_by"]
+    group, groups = ("task", "tasks") if group_by == "task" else (f"{group_by} value", f"{group_by} values")
+    modules = list(summary["total"]["pairs_per_module"])
+    rows = [
+        [name, part["pairs"], part["groups"], *part["pairs_per_module"].values()]
+        for name, part in [*summary["splits"].items(), ("total", summary["total"])]
+    ]
+    lines = [aligned_table(["split", "pairs", groups, *modules], rows)]
+    shared = summary["groups_in_several_splits"]
+    if shared:
+        lines.append(f"{groups} in more than one split: {shared}; the splits do not keep {groups} apart")
+    else:
+        lines.append(f"no {group} is in two splits: val and test hold only {groups} that train does not")
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags overri
 """
 
 import os
+import time
 
 # OpenMP threads that spin while waiting made CPU inference 10x slower on 2-vCPU cloud machines
 # (MiniLM, 130 texts: 11-16 s with the default, 1.2 s with PASSIVE). It must be set before torch
@@ -21,8 +22,9 @@ import click  # noqa: E402
 
 from cache import EmbeddingCache  # noqa: E402
 from data import UserError, load_pairs, pairs_from_records, write_pairs  # noqa: E402
-from data.splits import SPLITS, split_pairs, split_summary  # noqa: E402
+from data.splits import SPLITS, format_split_summary, split_pairs, split_summary  # noqa: E402
 from data.summary import format_summary, summarize_pairs  # noqa: E402
+from data.text_table import aligned_table  # noqa: E402
 from pipeline import __version__  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
@@ -114,7 +116,7 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
         write_pairs(parts[name], out / f"{name}.jsonl")
     config.save(out / "config.yaml")
     click.echo(f"wrote {', '.join(f'{name}.jsonl' for name in SPLITS)} to {out}")
-    click.echo(str(split_summary(parts, settings.group_by)))
+    click.echo(format_split_summary(split_summary(parts, settings.modules, settings.group_by)))
 
 
 @main.command()
@@ -130,29 +132,55 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
 
     synth -> validate -> split -> embed (the bundled MiniLM by default) -> train-heads -> evaluate
     (on validation, which stores the reward normalisation, then on test) -> a short finetune of
-    encoder and heads (stage 1), each step exactly as its own verb would run it.
+    encoder and heads (stage 1) -> evaluate it on test, each step exactly as its own verb would run
+    it. Reports: OUT/report-val, OUT/report-test, OUT/report-finetuned-test.
     """
-    pairs_file, splits = out / "pairs.json", out / "splits"
+    pairs_file, splits, cache = out / "pairs.json", out / "splits", out / "cache"
     config = load_config(config_path, {"model.encoder": encoder, "model.max_context_tokens": max_tokens, "model.max_module_tokens": max_tokens})
     demo_config = config.save(out / "config.yaml")
+    # for stage 1 the logistic-regression baseline would first embed every training text with the
+    # fine-tuned encoder: two minutes on 2 CPU cores, eight times what the test texts take
+    stage_1_evaluation_config = config.override({"evaluation.logistic_baseline": False}).save(out / "config-no-logistic-baseline.yaml")
+    train, val, test = (splits / f"{name}.jsonl" for name in SPLITS)
     steps = [
-        ("synth", synth, {"n_pairs": n_pairs, "seed": 0, "out": pairs_file}),
-        ("validate", validate, {"files": (pairs_file,)}),
-        ("split", split, {"files": (pairs_file,), "out": splits}),
-        ("embed", embed, {"files": tuple(splits / f"{name}.jsonl" for name in SPLITS), "cache_dir": out / "cache"}),
-        ("train-heads", train_heads, {"files": (splits / "train.jsonl",), "val_file": splits / "val.jsonl", "cache_dir": out / "cache", "out": out / "checkpoint"}),
-        ("evaluate", evaluate, {"checkpoint": out / "checkpoint", "files": (splits / "val.jsonl",), "cache_dir": out / "cache", "out": out / "report-val"}),
-        ("evaluate", evaluate, {"checkpoint": out / "checkpoint", "files": (splits / "test.jsonl",), "cache_dir": out / "cache", "out": out / "report"}),
-        ("finetune", finetune, {"files": (splits / "train.jsonl",), "val_file": splits / "val.jsonl", "init": out / "checkpoint", "out": out / "finetuned", "max_steps": finetune_steps}),
-    ]
-    for number, (name, command, arguments) in enumerate(steps, start=1):
-        click.secho(f"\n[{number}/{len(steps)}] pipeline {name}", bold=True)
-        ctx.invoke(command, config_path=demo_config, **arguments)
-    click.secho(f"\ndemo finished: outputs in {out}", bold=True)
+        ("synth", f"{n_pairs} hard synthetic pairs (each negative carries a realistic fault of its module)", synth,
+         {"n_pairs": n_pairs, "seed": 0, "out": pairs_file}),
+        ("validate", "check the pairs and summarise them", validate, {"files": (pairs_file,)}),
+        ("split", "train / val / test, no task in two splits", split, {"files": (pairs_file,), "out": splits}),
+        ("embed", "every unique text once into the cache (stage 0)", embed, {"files": (train, val, test), "cache_dir": cache}),
+        ("train-heads", "one head per module on the cached vectors (stage 0)", train_heads,
+         {"files": (train,), "val_file": val, "cache_dir": cache, "out": out / "checkpoint"}),
+        ("evaluate", "on validation (stores the reward normalisation)", evaluate,
+         {"checkpoint": out / "checkpoint", "files": (val,), "cache_dir": cache, "out": out / "report-val"}),
+        ("evaluate", "on test (unseen tasks): heads vs baselines", evaluate,
+         {"checkpoint": out / "checkpoint", "files": (test,), "cache_dir": cache, "out": out / "report-test"}),
+        ("finetune", f"encoder and heads together for {finetune_steps} optimiser steps (stage 1)", finetune,
+         {"files": (train,), "val_file": val, "init": out / "checkpoint", "out": out / "finetuned", "max_steps": finetune_steps}),
+        ("evaluate", "the fine-tuned checkpoint on test (embeds with its own encoder; no logistic-regression baseline)", evaluate,
+         {"checkpoint": out / "finetuned", "files": (test,), "cache_dir": cache, "out": out / "report-finetuned-test", "config_path": stage_1_evaluation_config}),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    for number, (name, purpose, command, arguments) in enumerate(steps, start=1):
+        click.secho(f"\n[{number}/{len(steps)}] pipeline {name} — {purpose}", bold=True)
+        step_started = time.perf_counter()
+        ctx.invoke(command, **{"config_path": demo_config, **arguments})
+        click.echo(f"({time.perf_counter() - step_started:.0f} s)")
+    click.secho(f"\ndemo finished in {time.perf_counter() - started:.0f} s: outputs in {out}", bold=True)
+    click.secho(f"open {out / 'report-test' / 'report.md'} first: heads vs baselines on unseen tasks", bold=True)
 
 
-def _number(value: float | None, width: int) -> str:
-    return f"{value:{width}.3f}" if value is not None else "-".rjust(width)
+def _epoch_table(history: list[dict], modules: list[str]) -> str:
+    """One row per epoch: losses, validation pairwise accuracy overall and per module (whole names)."""
+    rows = []
+    for record in history:
+        val = record["val"]
+        per_module = [_accuracy(val["modules"][m]["pairwise_accuracy"]) for m in modules]
+        rows.append([record["epoch"], f"{record['train_loss']:.4f}", f"{val['loss']:.4f}", f"{val['pairwise_accuracy']:.3f}", *per_module])
+    return aligned_table(["epoch", "train loss", "val loss", "val acc", *modules], rows, left_columns=0)
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @main.command()
@@ -250,11 +278,7 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
 
     config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device})
     result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo)
-    click.echo("epoch  train loss  val loss  val acc  " + "  ".join(f"{m[:9]:>9}" for m in config.data.modules))
-    for record in result.history:
-        val = record["val"]
-        per_module = "  ".join(_number(val["modules"][m]["pairwise_accuracy"], 9) for m in config.data.modules)
-        click.echo(f"{record['epoch']:5d}  {record['train_loss']:10.4f}  {val['loss']:8.4f}  {val['pairwise_accuracy']:7.3f}  {per_module}")
+    click.echo(_epoch_table(result.history, config.data.modules))
     click.echo(
         f"best epoch {result.best_epoch} of {result.epochs_run}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}, "
         f"{result.seconds_per_epoch:.2f} s/epoch; checkpoint in {out}"
@@ -294,11 +318,7 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
     if int(os.environ.get("RANK", 0)) != 0:
         return
     click.echo(f"precision {result.precision}")
-    click.echo("epoch  train loss  val loss  val acc  " + "  ".join(f"{m[:9]:>9}" for m in config.data.modules))
-    for record in result.history:
-        val = record["val"]
-        per_module = "  ".join(_number(val["modules"][m]["pairwise_accuracy"], 9) for m in config.data.modules)
-        click.echo(f"{record['epoch']:5d}  {record['train_loss']:10.4f}  {val['loss']:8.4f}  {val['pairwise_accuracy']:7.3f}  {per_module}")
+    click.echo(_epoch_table(result.history, config.data.modules))
     click.echo(f"best epoch {result.best_epoch} of {result.epochs_run}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}; checkpoint in {out}")
 
 

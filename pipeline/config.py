@@ -102,6 +102,9 @@ class EvaluationConfig:
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     calibration_bins: int = 10
+    # fit it on the checkpoint's training pairs; for a stage 1 checkpoint that first embeds all of
+    # them with its fine-tuned encoder, minutes on a CPU
+    logistic_baseline: bool = True
 
 
 @dataclass

@@ -53,11 +53,14 @@ def evaluate(
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
 
     baselines = {"length": length_scores(pairs), "cosine": cosine_scores(vectors)}
-    logistic, note = _logistic_baseline(scorer, config, progress)
-    if logistic is not None:
-        baselines["logistic_regression"] = logistic.scores(vectors)
-    if note:
-        notes.append(note)
+    if config.evaluation.logistic_baseline:
+        logistic, note = _logistic_baseline(scorer, config, progress)
+        if logistic is not None:
+            baselines["logistic_regression"] = logistic.scores(vectors)
+        if note:
+            notes.append(note)
+    else:
+        notes.append("no logistic-regression baseline: evaluation.logistic_baseline is off in the config")
 
     settings = config.evaluation
     group_by = config.data.group_by

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -88,6 +89,16 @@ def test_split_writes_three_task_disjoint_files_and_its_config(tmp_path):
     assert not set(parts["train"]["task"]) & set(parts["test"]["task"])
     assert (tmp_path / "splits" / "config.yaml").exists()
 
+    # the summary: an aligned plain table (no DataFrame box), whole module names, a total row
+    printed = result.output.splitlines()[1:]
+    assert printed[0].split() == ["split", "pairs", "tasks", "reflection", "planner", "executor", "memory"]
+    for line, name in zip(printed[1:5], ("train", "val", "test", "total")):
+        part = pl.concat(parts.values()) if name == "total" else parts[name]
+        per_module = [part.filter(pl.col("target_module") == m).height for m in ("reflection", "planner", "executor", "memory")]
+        assert line.split() == [name, str(part.height), str(part["task"].n_unique()), *map(str, per_module)]
+    assert {len(line) for line in printed[:5]} == {len(printed[0])}
+    assert printed[5] == "no task is in two splits: val and test hold only tasks that train does not" and len(printed) == 6
+
 
 def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     """The README's main job, as a user runs it: 1000 hard synthetic pairs, MiniLM at 256 tokens.
@@ -97,9 +108,14 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("pairs.json", "splits/train.jsonl", "splits/val.jsonl", "splits/test.jsonl", "splits/config.yaml", "checkpoint/heads.safetensors"):
         assert (tmp_path / "demo" / name).stat().st_size > 0, name
-    assert "[4/8] pipeline embed" in result.output and "[5/8] pipeline train-heads" in result.output and "[7/8] pipeline evaluate" in result.output
-    (namespace,) = EmbeddingCache(tmp_path / "demo" / "cache").namespaces()
-    assert namespace.fingerprint["encoder"] == "minilm" and namespace.verify() == []
+    assert "[4/9] pipeline embed — every unique text once into the cache" in result.output
+    assert "[6/9] pipeline evaluate — on validation (stores the reward normalisation)" in result.output
+    assert "[7/9] pipeline evaluate — on test (unseen tasks)" in result.output
+    assert "[9/9] pipeline evaluate — the fine-tuned checkpoint on test" in result.output
+    assert result.stdout.splitlines()[-1] == f"open {tmp_path / 'demo' / 'report-test' / 'report.md'} first: heads vs baselines on unseen tasks"
+    namespaces = EmbeddingCache(tmp_path / "demo" / "cache").namespaces()
+    (minilm,) = [n for n in namespaces if n.fingerprint["encoder"] == "minilm"]
+    assert len(namespaces) == 2 and minilm.verify() == []  # MiniLM's, and the fine-tuned encoder's from the last step
 
     history = [json.loads(line) for line in (tmp_path / "demo" / "checkpoint" / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
@@ -110,11 +126,16 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     val_report = json.loads((tmp_path / "demo" / "report-val" / "report.json").read_text())
     assert abs(val_report["overall"]["pairwise_accuracy"] - best["pairwise_accuracy"]) < 1e-6  # training logs a float32 mean
     assert "normalization" in json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())
-    test_report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    test_report = json.loads((tmp_path / "demo" / "report-test" / "report.json").read_text())
     assert test_report["n_pairs"] == 100 and set(test_report["overall"]["baselines"]) == {"length", "cosine", "logistic_regression"}
-    assert (tmp_path / "demo" / "report" / "roc.png").stat().st_size > 5000
+    assert (tmp_path / "demo" / "report-test" / "roc.png").stat().st_size > 5000
 
     # a short stage 1: the fine-tuned encoder and heads, validated like stage 0
     finetuned = json.loads((tmp_path / "demo" / "finetuned" / "config.json").read_text())
     assert finetuned["stage"] == 1 and finetuned["metrics"]["val"]["n_pairs"] == 100
     assert (tmp_path / "demo" / "finetuned" / "encoder" / "modules.json").is_file()
+
+    # and its own report on the test tasks, embedded with the fine-tuned encoder into a namespace of its own
+    stage_1_report = json.loads((tmp_path / "demo" / "report-finetuned-test" / "report.json").read_text())
+    assert stage_1_report["n_pairs"] == 100 and stage_1_report["cache_namespace"] != test_report["cache_namespace"]
+    assert stage_1_report["embedded_texts"] > 0 and set(stage_1_report["overall"]["baselines"]) == {"length", "cosine"}

@@ -3,7 +3,10 @@ the report folder, plots, and the normalisation stored in the checkpoint."""
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from heads.metrics import bootstrap_ci, calibration, pair_metrics, pairwise_accuracy, response_auc, separation, weighted_auc
+from heads.report import chance_verdict, reliability_figure
 from pipeline.cli import main
 from pipeline.evaluate import evaluate
 from reward_checkpoint import train_checkpoint
@@ -134,6 +138,72 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, name
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| overall | 20 |" in text and "logistic regression" in text and "![roc.png](roc.png)" in text
+    assert_report_md_reads_against_chance(text, report)
+
+
+def assert_report_md_reads_against_chance(text: str, report: dict) -> None:
+    """report.md defines its columns, says chance is 0.5, and marks every interval of report.json
+    by where it lies against 0.5."""
+    assert "Chance is 0.5 for pairwise accuracy and AUC" in text
+    for definition in (
+        "the share of pairs where the positive response scores higher than the negative one; a tie counts wrong",
+        "every response is scored alone, the positive side of each pair labelled 1 and the negative side 0",
+        "**Cohen's d**: the separation r+ − r−",
+        "**ECE**: expected calibration error",
+        "every pair scored in both orders",
+    ):
+        assert definition in text, definition
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "[" in line}
+    for name, part in [("overall", report["overall"]), *report["modules"].items()]:
+        for key in ("pairwise_accuracy", "auc"):
+            low, high = part["ci"][key]
+            expected = "above chance" if low > 0.5 else "below chance" if high < 0.5 else "includes chance"
+            assert f"[{low:.3f}, {high:.3f}] {expected}" in rows[name], (name, key, rows[name])
+    low, high = report["overall"]["ci"]["pairwise_accuracy"]
+    overall = "above chance" if low > 0.5 else "below chance" if high < 0.5 else "includes chance"
+    assert f"**Overall: pairwise accuracy {report['overall']['pairwise_accuracy']:.3f}, 95% CI [{low:.3f}, {high:.3f}], {overall} (0.5)" in text
+
+
+def test_each_interval_is_read_against_chance():
+    assert chance_verdict([0.52, 0.71]) == "above chance"
+    assert chance_verdict([0.45, 0.66]) == "includes chance" and chance_verdict([0.5, 0.6]) == "includes chance"
+    assert chance_verdict([0.20, 0.49]) == "below chance"
+
+
+def test_the_reliability_plot_counts_the_scores_in_each_bin():
+    rng = np.random.default_rng(1)
+    scores = {m: (rng.normal(0.5, 1, 40), rng.normal(0, 1, 40)) for m in MODULES}
+    curves, counts = reliability_figure(scores, bins=10).axes
+    heights = np.array([bar.get_height() for bar in counts.patches]).reshape(len(MODULES), 10)
+    for module, row in zip(MODULES, heights):
+        assert list(row) == [b["n"] for b in calibration(*scores[module], bins=10)["bins"]]
+        assert row.sum() == 2 * 40  # each pair in both orders
+    assert [line.get_label() for line in curves.lines] == [*MODULES, "perfect"]
+
+
+def test_writing_plots_neither_imports_pyplot_nor_switches_the_backend(tmp_path):
+    """A program that imports heads.report (a notebook, a server) keeps its own matplotlib backend."""
+    script = f"""
+import sys, numpy as np, matplotlib
+backend = dict.__getitem__(matplotlib.rcParams, "backend")  # read without resolving it
+from heads.report import write_plots
+write_plots(__import__("pathlib").Path({str(tmp_path)!r}), {{"planner": (np.array([1.0, 0.2, 0.4]), np.array([0.0, 0.3, 0.1]))}})
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+assert dict.__getitem__(matplotlib.rcParams, "backend") == backend, "the backend changed"
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "reliability.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_terminal_table_shows_whole_names_in_aligned_columns(trained, tmp_path):
+    root, config = trained
+    result = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
+    header, *rows = result.table.splitlines()
+    assert header.split()[:3] == ["module", "pairs", "accuracy"] and header.endswith("vs logistic_regression")
+    assert [row.split()[0] for row in rows] == ["overall", *MODULES]
+    assert {len(row) for row in rows} == {len(header)}  # every number column ends where its name does
 
 
 def test_other_data_leaves_the_checkpoint_alone_unless_asked(trained, tmp_path):
@@ -165,6 +235,17 @@ def test_logistic_baseline_is_left_out_with_a_note_when_training_files_are_gone(
     result = evaluate(checkpoint, [root / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
     assert set(result.report["overall"]["baselines"]) == {"length", "cosine"}
     assert any("gone.jsonl" in note for note in result.report["notes"])
+
+
+def test_the_config_can_leave_the_logistic_baseline_out(trained, tmp_path):
+    """For a stage 1 checkpoint the baseline first embeds every training text with the fine-tuned
+    encoder; the demo leaves it out to stay quick."""
+    root, config = trained
+    without = config.override({"evaluation.logistic_baseline": False})
+    result = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "report", without, store_normalization=False, progress=False)
+    assert set(result.report["overall"]["baselines"]) == {"length", "cosine"}
+    assert "evaluation.logistic_baseline is off" in result.report["notes"][0]
+    assert "logistic regression" not in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_cli_prints_the_table_and_refuses_an_encoder_of_other_weights(trained, tmp_path, tiny_qwen3_path):

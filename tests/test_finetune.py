@@ -249,6 +249,7 @@ def test_cli_finetune_prints_epochs_and_refuses_a_bad_init(qwen, tmp_path):
                                        "--out", str(tmp_path / "o"), "--epochs", "1", "--max-steps", "2", "--precision", "fp32"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "precision fp32" in result.output and "best epoch 1 of 1" in result.output
+    assert "epoch  train loss  val loss  val acc  reflection  planner  executor  memory" in result.output
     bad = CliRunner().invoke(main, ["finetune", str(qwen / "train.jsonl"), "--init", str(tmp_path), "--out", str(tmp_path / "p")])
     assert bad.exit_code == 1 and "not a reward-head checkpoint" in bad.output
     assert load_pairs(qwen / "train.jsonl").height == 36

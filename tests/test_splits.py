@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from data import ConfigError, pairs_from_records
-from data.splits import carve_validation, split_pairs
+from data.splits import carve_validation, format_split_summary, split_pairs, split_summary
 from data.synth import generate_pairs
 
 
@@ -57,3 +57,14 @@ def test_carve_validation_is_the_same_grouped_split_without_test(pairs):
     assert train.height + val.height == pairs.height
     assert not set(train["task"]) & set(val["task"])
     assert val.height / pairs.height == pytest.approx(0.2, abs=0.02)
+
+
+def test_split_summary_counts_groups_that_more_than_one_split_holds(pairs):
+    modules = ["reflection", "planner", "executor", "memory"]
+    parts = split_pairs(pairs, 0.1, 0.1, seed=0)
+    summary = split_summary(parts, modules)
+    assert summary["groups_in_several_splits"] == 0 and summary["total"]["groups"] == pairs["task"].n_unique()
+    assert summary["total"]["pairs_per_module"] == {m: 500 for m in modules}
+    leaked = dict(parts, test=pl.concat([parts["test"], parts["train"].head(1)]))  # one training task also in test
+    text = format_split_summary(split_summary(leaked, modules))
+    assert text.splitlines()[-1] == "tasks in more than one split: 1; the splits do not keep tasks apart"
