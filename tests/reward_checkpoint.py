@@ -21,16 +21,21 @@ from pipeline.train_heads import train_heads
 MODULES = ["reflection", "planner", "executor", "memory"]
 
 
-def train_checkpoint(root: Path) -> tuple[Path, Config]:
-    records = generate_pairs(120, seed=5)
-    for name, part in (("train", records[:80]), ("val", records[80:100]), ("unseen", records[100:])):
-        write_pairs(pairs_from_records(part), root / f"{name}.jsonl")
-    config = load_config(
+def checkpoint_config() -> Config:
+    """The config the checkpoint is made with."""
+    return load_config(
         overrides={
             "model.encoder": "minilm", "model.max_context_tokens": 32, "model.max_module_tokens": 32,
             "stage_0.epochs": 2, "stage_0.batch_size": 16, "training.device": "cpu", "evaluation.bootstrap_samples": 200,
         }
     )  # fmt: skip
+
+
+def train_checkpoint(root: Path) -> tuple[Path, Config]:
+    records = generate_pairs(120, seed=5)
+    for name, part in (("train", records[:80]), ("val", records[80:100]), ("unseen", records[100:])):
+        write_pairs(pairs_from_records(part), root / f"{name}.jsonl")
+    config = checkpoint_config()
     embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", config, encoder=load_encoder(config), progress=False)
     train_heads([root / "train.jsonl"], root / "cache", root / "checkpoint", config, val_file=root / "val.jsonl", progress=False)
     return root, config

@@ -17,7 +17,7 @@ from heads.metrics import bootstrap_ci, calibration, pair_metrics, pairwise_accu
 from heads.report import chance_verdict, reliability_figure
 from pipeline.cli import main
 from pipeline.evaluate import evaluate
-from reward_checkpoint import train_checkpoint
+from reward_checkpoint import checkpoint_config
 
 MODULES = ["reflection", "planner", "executor", "memory"]
 
@@ -99,14 +99,16 @@ def test_each_interval_contains_its_point_estimate(seed):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Heads trained by the real stage-0 recipe on MiniLM vectors (32 tokens, to keep it fast)."""
-    return train_checkpoint(tmp_path_factory.mktemp("evaluate"))
+def trained(reward_checkpoint):
+    """Heads trained by the real stage-0 recipe on MiniLM vectors (32 tokens, to keep it fast), and
+    their config; shared with the scoring and serving tests, so only read it."""
+    return reward_checkpoint, checkpoint_config()
 
 
 def fresh_checkpoint(trained, tmp_path):
+    """A copy of the checkpoint as train-heads left it, before any evaluation stored normalisation."""
     root, _ = trained
-    shutil.copytree(root / "checkpoint", tmp_path / "checkpoint")
+    shutil.copytree(root / "plain", tmp_path / "checkpoint")
     return tmp_path / "checkpoint"
 
 
