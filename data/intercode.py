@@ -81,9 +81,9 @@ _PER_TURN = ("observations", "thoughts", "steps")  # lists read beside `actions`
 
 # The harness's placeholder for a turn PaLM's API refused to answer; the episode ends on it.
 _BLOCKED = "blocked"
-_HUMAN_LAYOUT = "a human player's layout (trajectory, query_idx), not an agent's"
 # A result file whose harness ran the model's Markdown fences (```BASH) as commands.
 _FENCE_RUN = "BASH: command not found"
+_HUMAN_LAYOUT = "a human player's layout (trajectory, query_idx), not an agent's"
 
 _GRADER_MESSAGES = re.compile(
     r"Test case did not pass\. Please try again\.?"
