@@ -480,5 +480,30 @@ def import_autogpt(reports: tuple[Path, ...], out: Path, config_path: Path | Non
     click.echo(f"wrote {len(runs)} runs to {out}")
 
 
+@import_group.command("intercode")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output runs (.jsonl).")
+@config_option
+def import_intercode(files: tuple[Path, ...], out: Path, config_path: Path | None) -> None:
+    """InterCode result files (data/results/, .json or .json.gz) to runs.
+
+    Each attempt becomes a run: its turns' thoughts or plan steps, actions and outputs as rounds
+    (plan, action, observation), max_reward == 1 as its outcome. Rewards, the grader's messages and
+    every sentence of the agent's that repeats its reward are removed; a human player's file and
+    files whose harness ran Markdown fences as commands are left out. See data/intercode.py. The
+    config is read and checked like every verb's, but no setting applies here.
+    """
+    from data.intercode import format_import_summary, import_files
+    from data.runs import write_runs
+
+    load_config(config_path)
+    runs, summary = import_files(list(files))
+    click.echo(format_import_summary(summary, runs))
+    if not runs:
+        raise click.ClickException("no attempts left to import; nothing written")
+    write_runs(runs, out)
+    click.echo(f"wrote {len(runs)} runs to {out}")
+
+
 if __name__ == "__main__":
     main()
