@@ -64,7 +64,10 @@ def train_heads(
     try:
         namespace, note = select_namespace(cache_dir, config, namespace_id, previous[1] if previous else None)
     except CacheError:
-        if not embed_missing or namespace_id is not None or previous is not None:
+        # --embed-missing embeds with the configured encoder, which is only a guess of the user's
+        # when no encoder was named and the cache already holds others: then the listing stands
+        guessing = "model.encoder" not in config.explicit and EmbeddingCache(cache_dir).namespaces()
+        if not embed_missing or namespace_id is not None or previous is not None or guessing:
             raise
         report = embed_pairs(every_file, cache_dir, config, progress=progress)
         namespace, note = EmbeddingCache(cache_dir).select(namespace_id=report.namespace), f"embedded {report.new} texts into {cache_dir}"

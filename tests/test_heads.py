@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from cache import EmbeddingCache
 from data import UserError, load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
 from heads import CheckpointError, MultiModuleRewardModel, RewardHead, bradley_terry_loss
@@ -56,7 +57,6 @@ def test_loss_is_bradley_terry_plus_margin_hinge():
 
 def test_a_head_stays_unchanged_when_only_other_modules_pairs_train(setup):
     root, config, _ = setup
-    from cache import EmbeddingCache
     from features.pairs import pair_vectors
 
     pairs = load_pairs(root / "train.jsonl")
@@ -166,7 +166,6 @@ def test_cli_train_heads_prints_per_module_validation(setup, tmp_path):
 
 def test_memory_mapped_features_train_exactly_like_in_memory_ones(setup, tmp_path):
     root, config, _ = setup
-    from cache import EmbeddingCache
     from features.pairs import pair_vectors
 
     pairs = load_pairs(root / "train.jsonl")
@@ -210,3 +209,16 @@ def test_without_encoder_train_heads_reads_the_caches_only_encoder_and_lists_sev
 
     named = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "named"), "--encoder", "minilm"])
     assert named.exit_code == 0 and "the only vectors" not in named.output, named.output
+
+
+def test_embed_missing_uses_the_namespaces_own_encoder_whatever_the_config_names(setup, tmp_path):
+    root, _, _ = setup
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    (namespace,) = EmbeddingCache(tmp_path / "cache").namespaces()
+    before = len(namespace)
+    config = load_config(overrides={"stage_0.epochs": 1, "training.device": "cpu"})  # names no encoder: Qwen3 by default, not loadable here
+    write_pairs(pairs_from_records(generate_pairs(8, seed=79)), tmp_path / "unseen.jsonl")
+    notes = []
+    train_heads([root / "train.jsonl", tmp_path / "unseen.jsonl"], tmp_path / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", embed_missing=True, progress=False, say=notes.append)
+    (after,) = EmbeddingCache(tmp_path / "cache").namespaces()  # the missing texts went into the same namespace
+    assert after.id == namespace.id and len(after) > before and notes and "the only vectors" in notes[0]
