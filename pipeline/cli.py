@@ -10,28 +10,31 @@ Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags overri
 
 import os
 import time
+from pathlib import Path
 
-# OpenMP threads that spin while waiting made CPU inference 10x slower on 2-vCPU cloud machines
-# (MiniLM, 130 texts: 11-16 s with the default, 1.2 s with PASSIVE). It must be set before torch
-# loads its OpenMP runtime, which no verb does before this module runs; a setting of the user's wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import click
 
-from pathlib import Path  # noqa: E402
-
-import click  # noqa: E402
-
-from cache import EmbeddingCache  # noqa: E402
-from data import UserError, load_pairs, pairs_from_records, write_pairs  # noqa: E402
-from data.splits import SPLITS, format_split_summary, split_pairs, split_summary  # noqa: E402
-from data.summary import format_summary, summarize_pairs  # noqa: E402
-from data.text_table import aligned_table  # noqa: E402
-from pipeline import __version__  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from cache import EmbeddingCache
+from data import UserError, load_pairs, pairs_from_records, write_pairs
+from data.splits import SPLITS, format_split_summary, split_pairs, split_summary
+from data.summary import format_summary, summarize_pairs
+from data.text_table import aligned_table
+from pipeline import __version__
+from pipeline.config import load_config
 
 
 class _Group(click.Group):
-    """Turns the user's mistakes (`data.UserError`: input, config, cache, checkpoint, encoder) into
-    their message and exit code 1; any other exception is a bug and keeps its traceback."""
+    """The `pipeline` entry point. Turns the user's mistakes (`data.UserError`: input, config,
+    cache, checkpoint, encoder) into their message and exit code 1; any other exception is a bug
+    and keeps its traceback."""
+
+    def main(self, *args, **kwargs):
+        # OpenMP threads that spin while waiting made CPU inference 10x slower on 2-vCPU cloud
+        # machines (MiniLM, 130 texts: 11-16 s with the default, 1.2 s with PASSIVE). It must be set
+        # before torch loads its OpenMP runtime: verbs import torch only when they run, after this.
+        # A setting of the user's wins; importing this module sets nothing.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         try:
