@@ -5,8 +5,11 @@ the Bradley–Terry loss they train with, and their checkpoint folder.
     scores = model(e_ctx, e_mod, module_index)          # one reward per row, each row scored by its own module's head
     loss = bradley_terry_loss(scores_pos, scores_neg)    # BCE(r_pos - r_neg, 1) + alpha * ReLU(margin - (r_pos - r_neg))
 
-A head reads concat(e_ctx, e_mod, e_ctx * e_mod) (3d) and goes 3d -> 2d -> d -> 1, each hidden
-layer Linear + GELU + LayerNorm + Dropout. For d = 1024 that is 3072 -> 2048 -> 1024 -> 1.
+A head reads concat(e_ctx, e_mod, e_ctx * e_mod) (3d) and, by design, goes 3d -> 2d -> d -> 1, each
+hidden layer Linear + GELU + LayerNorm + Dropout. For d = 1024 that is 3072 -> 2048 -> 1024 -> 1
+(8.4M parameters per head). The hidden widths are a setting (`model.head`): "2d,d" is the design,
+"256" one hidden layer of 256, "linear" none at all (a linear probe on the same features), for
+data too small for millions of parameters.
 """
 
 import json
@@ -18,10 +21,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from data.errors import UserError
+from data.errors import ConfigError, UserError
 
 WEIGHTS = "heads.safetensors"
 CONFIG = "config.json"
+DESIGN_HEAD = "2d,d"  # hidden widths of the design's 3d -> 2d -> d -> 1
 
 
 class CheckpointError(UserError):
@@ -29,17 +33,34 @@ class CheckpointError(UserError):
     encoder's vectors, other modules, no stored normalisation)."""
 
 
+def hidden_widths(head: str, dimension: int) -> list[int]:
+    """The hidden layer widths a head spec (`model.head`) names: "2d,d" -> [2d, d], "512,128" ->
+    [512, 128], "linear" -> [] (no hidden layer). `ConfigError` for anything else."""
+    if head.strip() == "linear":
+        return []
+    widths = []
+    for item in head.split(","):
+        item = item.strip()
+        factor = item.removesuffix("d")
+        if item.endswith("d") and (factor == "" or factor.isdigit()):
+            widths.append(int(factor or 1) * dimension)
+        elif item.isdigit() and int(item) > 0:
+            widths.append(int(item))
+        else:
+            raise ConfigError(f'model.head {head!r}: expected "linear" or comma-separated widths such as "2d,d" or "256", got {item!r}')
+    return widths
+
+
 class RewardHead(nn.Module):
     """Scores one module's text in its trajectory context."""
 
-    def __init__(self, dimension: int, dropout: float = 0.1):
+    def __init__(self, dimension: int, dropout: float = 0.1, head: str = DESIGN_HEAD):
         super().__init__()
-        d = dimension
-        self.mlp = nn.Sequential(
-            nn.Linear(3 * d, 2 * d), nn.GELU(), nn.LayerNorm(2 * d), nn.Dropout(dropout),
-            nn.Linear(2 * d, d), nn.GELU(), nn.LayerNorm(d), nn.Dropout(dropout),
-            nn.Linear(d, 1),
-        )  # fmt: skip
+        layers, width = [], 3 * dimension
+        for hidden in hidden_widths(head, dimension):
+            layers += [nn.Linear(width, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Dropout(dropout)]
+            width = hidden
+        self.mlp = nn.Sequential(*layers, nn.Linear(width, 1))
 
     def forward(self, context: torch.Tensor, module_text: torch.Tensor) -> torch.Tensor:
         features = torch.cat([context, module_text, context * module_text], dim=-1)
@@ -49,12 +70,13 @@ class RewardHead(nn.Module):
 class MultiModuleRewardModel(nn.Module):
     """One `RewardHead` per module of the configured set."""
 
-    def __init__(self, dimension: int, modules: Sequence[str], dropout: float = 0.1):
+    def __init__(self, dimension: int, modules: Sequence[str], dropout: float = 0.1, head: str = DESIGN_HEAD):
         super().__init__()
         self.dimension = dimension
         self.modules_order = list(modules)
         self.dropout = dropout
-        self.heads = nn.ModuleDict({name: RewardHead(dimension, dropout) for name in self.modules_order})
+        self.head = head
+        self.heads = nn.ModuleDict({name: RewardHead(dimension, dropout, head) for name in self.modules_order})
 
     def forward(self, context: torch.Tensor, module_text: torch.Tensor, module_index: torch.Tensor) -> torch.Tensor:
         """Scores (N,) for rows whose module is `modules_order[module_index[i]]`. Each head runs only
@@ -78,7 +100,7 @@ class MultiModuleRewardModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS)
-        full = {"dimension": self.dimension, "modules": self.modules_order, "dropout": self.dropout, **config}
+        full = {"dimension": self.dimension, "modules": self.modules_order, "dropout": self.dropout, "head": self.head, **config}
         (folder / CONFIG).write_text(json.dumps(full, indent=2, default=str))
 
     @classmethod
@@ -88,7 +110,7 @@ class MultiModuleRewardModel(nn.Module):
         if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
             raise CheckpointError(f"{folder} is not a reward-head checkpoint (it needs {WEIGHTS} and {CONFIG})")
         config = json.loads((folder / CONFIG).read_text())
-        model = cls(config["dimension"], config["modules"], config.get("dropout", 0.1))
+        model = cls(config["dimension"], config["modules"], config.get("dropout", 0.1), config.get("head", DESIGN_HEAD))
         model.load_state_dict(load_file(folder / WEIGHTS, device=device))
         return model.to(device), config
 

@@ -37,6 +37,9 @@ class ModelConfig:
     normalize: bool = True
     batch_size: int = 32
     dropout: float = 0.1
+    # hidden widths of each reward head: "2d,d" is the design's 3d -> 2d -> d -> 1; "256" one hidden
+    # layer; "linear" none (heads/model.py)
+    head: str = "2d,d"
 
 
 @dataclass

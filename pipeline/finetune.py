@@ -214,7 +214,7 @@ def _save_best(out: Path, encoder, heads: MultiModuleRewardModel, config: Config
         fingerprint = encoder.saved_fingerprint(folder, name=str(out / "encoder"))
     with atomic_path(out / WEIGHTS) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, tmp)
-    full = {"dimension": heads.dimension, "modules": heads.modules_order, "dropout": heads.dropout, "encoder_fingerprint": fingerprint,
+    full = {"dimension": heads.dimension, "modules": heads.modules_order, "dropout": heads.dropout, "head": heads.head, "encoder_fingerprint": fingerprint,
             **checkpoint_config, "versions": library_versions()}  # fmt: skip
     write_text_atomic(out / "config.json", json.dumps(full, indent=2, default=str))
 

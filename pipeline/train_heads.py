@@ -97,7 +97,7 @@ def train_heads(
         if model.modules_order != list(modules):
             raise CheckpointError(f"{resume} has heads for {model.modules_order}, but the config's modules are {list(modules)}")
     else:
-        model = MultiModuleRewardModel(namespace.dimension, modules, config.model.dropout)
+        model = MultiModuleRewardModel(namespace.dimension, modules, config.model.dropout, config.model.head)
     model.to(device)
     train_data = PairTensors.from_vectors(vectors["train"], model, device)
     val_data = PairTensors.from_vectors(vectors["val"], model, device)

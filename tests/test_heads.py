@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from cache import EmbeddingCache
-from data import UserError, load_pairs, pairs_from_records, write_pairs
+from data import ConfigError, UserError, load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
 from heads import CheckpointError, MultiModuleRewardModel, RewardHead, bradley_terry_loss
 from heads.training import PairTensors, train_epoch, warmup_linear_schedule
@@ -222,3 +222,22 @@ def test_embed_missing_uses_the_namespaces_own_encoder_whatever_the_config_names
     train_heads([root / "train.jsonl", tmp_path / "unseen.jsonl"], tmp_path / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", embed_missing=True, progress=False, say=notes.append)
     (after,) = EmbeddingCache(tmp_path / "cache").namespaces()  # the missing texts went into the same namespace
     assert after.id == namespace.id and len(after) > before and notes and "the only vectors" in notes[0]
+
+
+@pytest.mark.parametrize(
+    "head, widths",
+    [("2d,d", [(24, 16), (16, 8), (8, 1)]), ("32", [(24, 32), (32, 1)]), ("linear", [(24, 1)]), ("d, 4", [(24, 8), (8, 4), (4, 1)])],
+)
+def test_head_widths_follow_the_setting(head, widths):
+    linears = [m for m in RewardHead(8, head=head).mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == widths
+
+
+def test_a_smaller_head_trains_saves_and_loads_with_its_shape(setup, tmp_path):
+    root, config, _ = setup
+    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config.override({"model.head": "linear", "stage_0.epochs": 1}), val_file=root / "val.jsonl", progress=False)
+    model, saved = MultiModuleRewardModel.load(tmp_path / "ckpt")
+    assert saved["head"] == "linear" and sum(p.numel() for p in model.heads["planner"].parameters()) == 3 * 384 + 1
+    with pytest.raises(ConfigError, match="model.head 'wide'"):
+        train_heads([root / "train.jsonl"], root / "cache", tmp_path / "bad", config.override({"model.head": "wide"}), val_file=root / "val.jsonl", progress=False)
+    assert not (tmp_path / "bad").exists()
