@@ -12,7 +12,15 @@
   label would be 1 and calibration undefined. ECE is the bin-weighted |frequency - confidence|.
 - confidence intervals: percentile bootstrap that resamples groups (tasks), not pairs: pairs of
   one task share a context and are not independent draws.
+- length-debiased accuracy: the mean of the pairwise accuracy on pairs whose positive side is the
+  longer one and on pairs whose positive side is the shorter one; pairs of equal length are left
+  out, as no length rule can orient them. "Longer wins" (or "shorter wins") scores exactly 0.5,
+  so what lies above 0.5 is ranking that length does not explain.
+- best of N: the success rate of the run each task's scorer ranks first, a mean over tasks
+  (`task_mean`, with the same bootstrap over tasks).
 """
+
+from collections.abc import Iterator
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -76,25 +84,101 @@ def bootstrap_ci(
     n_groups = group_of_pair.max() + 1 if len(group_of_pair) else 0
     if samples <= 0 or n_groups < 2:
         return {"pairwise_accuracy": None, "auc": None, "samples": 0, "groups": int(n_groups), "confidence": confidence}
-    rng = np.random.default_rng(seed)
     correct = (positive > negative).astype(np.float64)
     scores = np.concatenate([positive, negative])
     labels = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))])
     accuracy, auc = [], []
-    for start in range(0, samples, 100):  # 100 resamples at a time bound the weight matrix
-        drawn = np.stack([np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups) for _ in range(min(100, samples - start))])
-        weights = drawn[:, group_of_pair].astype(np.float64)  # (resamples, pairs)
+    for drawn in group_draws(n_groups, samples, seed):
+        weights = drawn[:, group_of_pair]  # (resamples, pairs)
         accuracy.append(weights @ correct / weights.sum(axis=1))
         auc.append(weighted_auc(scores, labels, np.concatenate([weights, weights], axis=1)))
-    accuracy, auc = np.concatenate(accuracy), np.concatenate(auc)
-    tail = (1 - confidence) / 2 * 100
     return {
-        "pairwise_accuracy": [float(v) for v in np.percentile(accuracy, [tail, 100 - tail])],
-        "auc": [float(v) for v in np.percentile(auc, [tail, 100 - tail])],
+        "pairwise_accuracy": percentile_interval(np.concatenate(accuracy), confidence),
+        "auc": percentile_interval(np.concatenate(auc), confidence),
         "samples": samples,
         "groups": int(n_groups),
         "confidence": confidence,
     }
+
+
+def group_draws(n_groups: int, samples: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of `n_groups` groups, as float arrays (resamples, groups) of how often
+    each group was drawn: each resample draws as many groups as there are, with replacement.
+    Yielded 100 resamples at a time, which bounds the pair-weight matrices built from them."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, samples, 100):
+        yield np.stack([np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups) for _ in range(min(100, samples - start))]).astype(np.float64)
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> list[float] | None:
+    """The central `confidence` interval of bootstrap values, leaving out NaN (resamples where the
+    statistic is undefined); None when every resample was."""
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return None
+    tail = (1 - confidence) / 2 * 100
+    return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
+
+
+def length_debiased_accuracy(
+    positive: np.ndarray,
+    negative: np.ndarray,
+    positive_length: np.ndarray,
+    negative_length: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    bootstrap_samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Mean of the pairwise accuracy where the longer side is the positive one and where it is the
+    negative one; equal lengths left out. None, with the reason, when either half has no pair.
+    The interval resamples groups; resamples that draw no pair of one half are left out."""
+    positive, negative = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    groups = np.arange(len(positive)) if groups is None else np.asarray(groups)
+    longer_won = np.asarray(positive_length) > np.asarray(negative_length)
+    shorter_won = np.asarray(positive_length) < np.asarray(negative_length)
+    correct = positive > negative
+    result = {
+        "accuracy": None,
+        "ci": None,
+        "longer_won": {"n_pairs": int(longer_won.sum()), "pairwise_accuracy": _share(correct[longer_won])},
+        "shorter_won": {"n_pairs": int(shorter_won.sum()), "pairwise_accuracy": _share(correct[shorter_won])},
+        "equal_length_pairs": int(len(positive) - longer_won.sum() - shorter_won.sum()),
+        "why_none": None,
+    }
+    empty = [name for name, rows in (("the longer", longer_won), ("the shorter", shorter_won)) if not rows.any()]
+    if empty:
+        result["why_none"] = f"no pair where {' or '.join(empty)} side is the positive one: one half of the mean is undefined"
+        return result
+    result["accuracy"] = (result["longer_won"]["pairwise_accuracy"] + result["shorter_won"]["pairwise_accuracy"]) / 2
+    _, group_of_pair = np.unique(groups, return_inverse=True)
+    n_groups = group_of_pair.max() + 1
+    if bootstrap_samples > 0 and n_groups >= 2:
+        # per group: pairs and right answers in each half, so a resample is a (resamples, groups) product
+        def per_group(values: np.ndarray) -> np.ndarray:
+            return np.bincount(group_of_pair, weights=values.astype(np.float64), minlength=n_groups)
+
+        halves = [(per_group(rows & correct), per_group(rows)) for rows in (longer_won, shorter_won)]
+        estimates = []
+        for drawn in group_draws(n_groups, bootstrap_samples, seed):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                estimates.append(sum((drawn @ right) / (drawn @ total) for right, total in halves) / 2)
+        result["ci"] = percentile_interval(np.concatenate(estimates), confidence)
+    return result
+
+
+def task_mean(values: np.ndarray, *, bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """The mean of one value per task (a success rate of a pick), with a bootstrap interval over tasks."""
+    values = np.asarray(values, np.float64)
+    ci = None
+    if bootstrap_samples > 0 and len(values) >= 2:
+        ci = percentile_interval(np.concatenate([drawn @ values / len(values) for drawn in group_draws(len(values), bootstrap_samples, seed)]), confidence)
+    return {"mean": float(values.mean()) if len(values) else None, "ci": ci}
+
+
+def _share(correct: np.ndarray) -> float | None:
+    return float(correct.mean()) if len(correct) else None
 
 
 def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:

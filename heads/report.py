@@ -18,12 +18,21 @@ from heads.metrics import calibration, response_roc
 
 CHANCE = 0.5  # pairwise accuracy and AUC of a scorer that ignores the text
 PLOTS = ("score_distributions.png", "roc.png", "reliability.png")
-BASELINE_NAMES = {"length": "length (longer wins)", "cosine": "cosine(ctx, module)", "logistic_regression": "logistic regression"}
+BASELINE_NAMES = {
+    "length": "length (longer wins)", "cosine": "cosine(ctx, module)", "tfidf": "TF-IDF", "logistic_regression": "logistic regression",
+}  # fmt: skip
 BASELINE_DEFINITIONS = {
     "length": "the response whose module text is longer wins.",
     "cosine": "the reward is the cosine between the context's and the module text's vectors.",
+    "tfidf": "a linear model on the TF-IDF of the context and of the module text (word 1-2-grams), one for all modules, fitted "
+    "like the heads on the checkpoint's training pairs (each pair's difference, in both orders); text only, no encoder.",
     "logistic_regression": "a logistic regression per module on the heads' own features, fitted on the checkpoint's training pairs.",
 }
+LENGTHS = {"module_text": "module text", "context": "context"}
+PICK_NAMES = {
+    "heads": "heads (highest reward)", "random": "random run (base rate)", "shortest": "shortest run",
+    "longest": "longest run", "oracle": "oracle (any success)",
+}  # fmt: skip
 
 
 def write_plots(folder: Path, scores: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 10) -> list[str]:
@@ -99,7 +108,10 @@ def _f(value, digits: int = 3) -> str:
 
 
 def _ci(ci: dict | None, key: str) -> str:
-    interval = (ci or {}).get(key)
+    return _interval((ci or {}).get(key))
+
+
+def _interval(interval: list[float] | None) -> str:
     return "–" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
@@ -116,10 +128,21 @@ def _rows(report: dict):
 def markdown(report: dict) -> str:
     settings = report["settings"]
     confidence = int(round(100 * settings["confidence"]))
+    lines = [f"# Evaluation of `{report['checkpoint']}`", ""]
+    if "overall" in report:
+        lines += _pair_sections(report, confidence, settings)
+    if "best_of_n" in report:
+        lines += _best_of_n_section(report["best_of_n"], report["runs_files"], confidence)
+    for note in report.get("notes", []):
+        lines += ["", f"Note: {note}"]
+    if report["plots"]:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def _pair_sections(report: dict, confidence: int, settings: dict) -> list[str]:
     overall = report["overall"]
     lines = [
-        f"# Evaluation of `{report['checkpoint']}`",
-        "",
         f"{report['n_pairs']} pairs from {', '.join(f'`{f}`' for f in report['files'])}; encoder `{report['encoder']}`; "
         f"{report['embedded_texts']} texts embedded for this report. Intervals: {confidence}% bootstrap over "
         f"{settings['group_by']} ({settings['bootstrap_samples']} resamples).",
@@ -157,10 +180,97 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "The baselines score the same pairs without the heads:", ""]
     lines += [f"- **{BASELINE_NAMES[b]}**: {BASELINE_DEFINITIONS[b]}" for b in baselines]
-    for note in report.get("notes", []):
-        lines += ["", f"Note: {note}"]
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
-    return "\n".join(lines) + "\n"
+    lines += _length_debiased_section(report, baselines, confidence)
+    if report.get("sources"):
+        lines += _sources_section(report["sources"], confidence)
+    return lines
+
+
+def _length_debiased_section(report: dict, baselines: list[str], confidence: int) -> list[str]:
+    overall = report["overall"]["length_debiased"]
+    lines = [
+        "",
+        f"## Length-debiased accuracy ({confidence}% CI)",
+        "",
+        "Where the positive response is usually the longer one, \"longer wins\" looks good without reading a word. The "
+        "length-debiased accuracy is the mean of two pairwise accuracies: on the pairs where the positive side is the longer "
+        "one and on the pairs where it is the shorter one. Pairs of equal length are left out (no length rule can orient "
+        f"them). Any length rule scores exactly {CHANCE} on it, so what lies above {CHANCE} is ranking that length does not "
+        "explain. – where one of the two halves holds no pair (the mean is then undefined).",
+    ]
+    for kind, label in LENGTHS.items():
+        halves = overall[kind]
+        lines += [
+            "",
+            f"By {label} length (overall: positive longer in {halves['longer_won']['n_pairs']} pairs, shorter in "
+            f"{halves['shorter_won']['n_pairs']}, equal in {halves['equal_length_pairs']}, left out):",
+            "",
+            "| | heads | " + " | ".join(BASELINE_NAMES[b] for b in baselines) + " |",
+            "|---|---|" + "---|" * len(baselines),
+        ]
+        for name, m in _rows(report):
+            cells = [_debiased_cell(m["length_debiased"][kind])]
+            cells += [_debiased_cell(((m["baselines"].get(b) or {}).get("length_debiased") or {}).get(kind)) for b in baselines]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, m in _rows(report):
+        for kind, label in LENGTHS.items():
+            why = m["length_debiased"][kind]["why_none"]
+            lines += ["", f"– {name}, by {label} length: {why}."] if why else []
+    return lines
+
+
+def _debiased_cell(result: dict | None) -> str:
+    if not result or result["accuracy"] is None:
+        return "–"
+    return f"{_f(result['accuracy'])} {_interval(result['ci'])}"
+
+
+def _sources_section(sources: dict, confidence: int) -> list[str]:
+    lines = [
+        "",
+        f"## By source (`{sources['column']}`)",
+        "",
+        "Pairwise accuracy of the heads on the pairs of each source; a pair whose two sides come from different sources is "
+        "`<positive source> vs <negative source>`.",
+        "",
+        f"| source | pairs | accuracy | {confidence}% CI |",
+        "|---|---:|---:|---|",
+    ]
+    for value, m in sources["values"].items():
+        ci = {"pairwise_accuracy": m["ci"]}
+        lines.append(f"| {value} | {m['n_pairs']} | {_f(m['pairwise_accuracy'])} | {_ci_against_chance(ci, 'pairwise_accuracy')} |")
+    return lines
+
+
+def _best_of_n_section(best: dict, files: list[str], confidence: int) -> list[str]:
+    left_out = best["left_out"]
+    lines = [
+        "",
+        "## Best of N on runs",
+        "",
+        f"{best['runs']} runs of {best['tasks']} tasks from {', '.join(f'`{f}`' for f in files)} ({left_out['runs']} runs of "
+        f"{left_out['tasks']} tasks left out: {left_out['why']}); {best['embedded_texts']} of their texts had no vector in the "
+        "cache and were encoded with the checkpoint's encoder. Each row picks one run per task; the success rate is the "
+        f"share of tasks whose pick succeeded, with a {confidence}% bootstrap interval over tasks. Run reward: {best['reward']}. "
+        "Ties among the picked runs count as a random choice among them.",
+        "",
+        f"| pick | success rate | {confidence}% CI |",
+        "|---|---:|---|",
+    ]
+    for pick, result in best["success_rate"].items():
+        lines.append(f"| {PICK_NAMES[pick]} | {_f(result['mean'])} | {_interval(result['ci'])} |")
+    lines += [
+        "",
+        "- **random run (base rate)**: the mean, over tasks, of each task's share of successful runs: what picking blindly "
+        "gets, the line the heads must clear.",
+        "- **shortest / longest run**: the run with the fewest / most characters; the length rule of the pair baselines is "
+        "\"longer wins\", and on agent runs a short run (it stopped early) and a long one (it looped) can both mean failure, "
+        "so both are shown.",
+        "- **oracle (any success)**: 1 for every task with at least one successful run: the ceiling no scorer can pass.",
+    ]
+    if best["runs_without_module_text"]:
+        lines.append(f"- {best['runs_without_module_text']} runs wrote no text for any module: they rank last.")
+    return lines
 
 
 def _headline(overall: dict, confidence: int) -> str:
@@ -191,6 +301,9 @@ def _column_definitions(confidence: int, settings: dict) -> list[str]:
         "every pair scored in both orders, (σ(r+ − r−), preferred) and (σ(r− − r+), not preferred): the mean "
         f"|observed frequency − predicted probability| over {settings['calibration_bins']} bins, weighted by how many scores "
         "each holds. 0 is calibrated; reliability.png shows the bins and their counts.",
+        "- **length-debiased accuracy** (its own tables below): the mean of the pairwise accuracy on the pairs where the "
+        "positive side is the longer one and on the pairs where it is the shorter one, by module-text length and by context "
+        f"length; pairs of equal length are left out. Any length rule scores exactly {CHANCE}.",
     ]
 
 
@@ -199,15 +312,25 @@ def _signed(value) -> str:
 
 
 def terminal_table(report: dict) -> str:
-    """Per module and overall: the heads' metrics, then how far their pairwise accuracy is above each baseline's."""
-    baselines = list(report["overall"]["baselines"])
-    interval = f"{round(100 * report['settings']['confidence'])}% CI"
-    header = ["module", "pairs", "accuracy", interval, "AUC", "d", "ECE", *(f"vs {b}" for b in baselines)]
-    rows = []
-    for name, m in _rows(report):
-        row = [
-            name, m["n_pairs"], _f(m["pairwise_accuracy"]), _ci(m["ci"], "pairwise_accuracy"), _f(m["auc"]),
-            _f((m["separation"] or {}).get("cohens_d"), 2), _f((m["calibration"] or {}).get("ece")),
-        ]  # fmt: skip
-        rows.append(row + [_signed((m["above_baselines"].get(b) or {}).get("pairwise_accuracy")) for b in baselines])
-    return aligned_table(header, rows)
+    """Per module and overall: the heads' metrics, their module-text length-debiased accuracy, then
+    how far their pairwise accuracy is above each baseline's; then the best-of-N picks on runs."""
+    tables = []
+    if "overall" in report:
+        baselines = list(report["overall"]["baselines"])
+        interval = f"{round(100 * report['settings']['confidence'])}% CI"
+        header = ["module", "pairs", "accuracy", interval, "AUC", "d", "ECE", "len-debiased", *(f"vs {b}" for b in baselines)]
+        rows = []
+        for name, m in _rows(report):
+            row = [
+                name, m["n_pairs"], _f(m["pairwise_accuracy"]), _ci(m["ci"], "pairwise_accuracy"), _f(m["auc"]),
+                _f((m["separation"] or {}).get("cohens_d"), 2), _f((m["calibration"] or {}).get("ece")),
+                _f(m["length_debiased"]["module_text"]["accuracy"]),
+            ]  # fmt: skip
+            rows.append(row + [_signed((m["above_baselines"].get(b) or {}).get("pairwise_accuracy")) for b in baselines])
+        tables.append(aligned_table(header, rows))
+    if "best_of_n" in report:
+        best = report["best_of_n"]
+        rows = [[PICK_NAMES[pick], _f(r["mean"]), _interval(r["ci"])] for pick, r in best["success_rate"].items()]
+        title = f"best of N: {best['runs']} runs of {best['tasks']} tasks ({best['left_out']['tasks']} single-run tasks left out)"
+        tables.append(title + "\n" + aligned_table(["pick", "success rate", f"{round(100 * report['settings']['confidence'])}% CI"], rows))
+    return "\n\n".join(tables)

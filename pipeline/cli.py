@@ -327,7 +327,10 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@pair_files
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--runs", "runs_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Runs file (JSON Lines, data/runs.py; repeatable): report the best-of-N pick per task.")  # fmt: skip
+@click.option("--success-threshold", type=float, help="Read the runs' outcomes as rewards: reward >= T succeeded.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder.")
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
@@ -336,23 +339,26 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
               help="Store per-module reward mean/std in the checkpoint [default: only when FILES are its validation data].")  # fmt: skip
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def evaluate(checkpoint, files, cache_dir, out, encoder, bootstrap_samples, store_normalization, device, config_path) -> None:
-    """Report a checkpoint's metrics, baselines and plots.
+def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, encoder, bootstrap_samples, store_normalization, device, config_path) -> None:
+    """Report a checkpoint's metrics, baselines and plots on pair FILES, and its best-of-N on runs.
 
     Per module and overall: pairwise accuracy, AUC over single responses, score separation,
-    calibration, bootstrap CIs over tasks; the same for a length heuristic, cosine(ctx, module) and a
-    logistic regression on the heads' features. Writes OUT/report.json, report.md and PNG plots.
+    calibration, length-debiased accuracy, bootstrap CIs over tasks, accuracy per source; the same
+    for a length heuristic, cosine(ctx, module), TF-IDF and a logistic regression on the heads'
+    features. With --runs: the success rate of the run the heads pick per task, beside a random,
+    the shortest and the longest run and the oracle. Needs FILES, --runs or both. Writes
+    OUT/report.json, report.md and PNG plots.
     """
     from pipeline.evaluate import evaluate as run
 
     config = load_config(config_path, {"evaluation.bootstrap_samples": bootstrap_samples, "training.device": device})
-    result = run(checkpoint, files, cache_dir, out, config, encoder, store_normalization)
+    result = run(checkpoint, files, cache_dir, out, config, encoder, store_normalization, runs_files=runs_files, success_threshold=success_threshold)
     click.echo(f"vectors of the checkpoint's encoder {result.report['encoder']!r}: namespace {result.report['cache_namespace']} of {cache_dir}")
     for note in result.report["notes"]:
         click.echo(f"note: {note}")
     click.echo(result.table)
     stored = f"; per-module reward mean/std stored in {checkpoint / 'config.json'}" if result.normalization_stored else ""
-    click.echo(f"report in {out} (report.md, report.json, {', '.join(result.report['plots'])}){stored}")
+    click.echo(f"report in {out} ({', '.join(['report.md', 'report.json', *result.report['plots']])}){stored}")
 
 
 @main.command()

@@ -1,31 +1,49 @@
-"""Evaluation recipe: a checkpoint's metrics on pair files, beside three baselines, as a report folder.
+"""Evaluation recipe: a checkpoint's metrics on pair files beside four baselines, and its best-of-N
+pick on runs, as a report folder.
 
     pipeline evaluate ckpt/ splits/test.jsonl --cache embeddings/ --out report/
+    pipeline evaluate ckpt/ --runs runs.jsonl --cache embeddings/ --out report/      # runs only
 
-Scores every pair with the checkpoint's heads on its encoder's cached vectors (embedding the texts
-the cache lacks first, and saying so), computes heads/metrics per module and overall, scores the
-same pairs with the baselines, and writes report.json, report.md and PNG plots atomically.
+Pairs: scores every pair with the checkpoint's heads on its encoder's cached vectors (embedding the
+texts the cache lacks first, and saying so), computes heads/metrics per module and overall, the
+length-debiased accuracy and, when the pairs carry a source, the accuracy per source; scores the
+same pairs with the baselines; writes report.json, report.md and PNG plots atomically.
+
+Runs (data/runs.py): scores every run of every task with at least 2 runs and reports the success
+rate of the run the heads rank first beside a random pick, the shortest and longest run, and the
+oracle.
 
 Run on the checkpoint's own validation data (or with `--store-normalization`), it also stores each
 module's reward mean and std in the checkpoint's config.json, which serving uses to normalise.
 """
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
-from data import load_pairs
+from data import UserError, load_pairs
 from data.files import atomic_dir, write_text_atomic
+from data.runs import Run, check_module_fields, load_runs
 from data.splits import carve_validation
-from features.pairs import pair_table_hash
-from heads.baselines import LogisticBaseline, cosine_scores, length_scores
-from heads.metrics import pair_metrics
+from data.trajectory import render_context, render_module
+from features.pairs import pair_table_hash, pair_text_keys
+from heads.baselines import LogisticBaseline, TfidfBaseline, cosine_scores, length_scores
+from heads.metrics import bootstrap_ci, length_debiased_accuracy, pair_metrics, task_mean
+from heads.model import CheckpointError
 from heads.report import markdown, terminal_table, write_plots
 from pipeline.config import Config
 from pipeline.rewards import RewardScorer, load
+
+PICKS = ("heads", "random", "shortest", "longest", "oracle")
+
+
+class EvaluationError(UserError):
+    """Nothing to evaluate, or runs that cannot show a best-of-N pick."""
 
 
 @dataclass
@@ -44,8 +62,54 @@ def evaluate(
     encoder: str | None = None,
     store_normalization: bool | None = None,
     progress: bool = True,
+    runs_files: Sequence[Path] = (),
+    success_threshold: float | None = None,
 ) -> Evaluation:
+    if not files and not runs_files:
+        raise EvaluationError("nothing to evaluate: give pair files, runs (--runs RUNS.jsonl), or both")
+    if store_normalization and not files:
+        raise EvaluationError("storing the reward normalisation needs pair files (the checkpoint's validation pairs); runs alone give none")
     scorer = load(checkpoint, cache_dir, encoder=encoder, device=config.training.device, write_cache=True)
+    settings = config.evaluation
+    report = {
+        "checkpoint": str(checkpoint),
+        "files": [str(f) for f in files],
+        "runs_files": [str(f) for f in runs_files],
+        "encoder": scorer.fingerprint.get("encoder"),
+        "cache_namespace": scorer.namespace.id,
+        "settings": {
+            "bootstrap_samples": settings.bootstrap_samples, "confidence": settings.confidence,
+            "calibration_bins": settings.calibration_bins, "group_by": config.data.group_by, "seed": config.training.seed,
+        },  # fmt: skip
+        "notes": [],
+    }
+    scores_by_module = {}
+    if files:
+        pair_report, scores_by_module = _pair_report(scorer, files, config, progress)
+        report.update(pair_report)
+    if runs_files:
+        report["best_of_n"] = best_of_n(scorer, load_runs(runs_files, success_threshold), config)
+
+    with atomic_dir(out) as folder:
+        report["plots"] = write_plots(folder, scores_by_module, settings.calibration_bins) if files else []
+        (folder / "report.json").write_text(json.dumps(report, indent=2))
+        (folder / "report.md").write_text(markdown(report))
+        config.save(folder / "config.yaml")
+
+    is_validation = bool(files) and report["data_sha256"] == scorer.config.get("val_data_sha256")
+    store = is_validation if store_normalization is None else store_normalization
+    if store:
+        stored = dict(scorer.config, normalization={**report["normalization"], "data_sha256": report["data_sha256"]})
+        write_text_atomic(Path(checkpoint) / "config.json", json.dumps(stored, indent=2, default=str))
+    return Evaluation(report, terminal_table(report), store)
+
+
+# --- pairs -----------------------------------------------------------------------------------
+
+
+def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, progress: bool) -> tuple[dict, dict]:
+    """The report's pair parts (overall, modules, sources, normalization, ...) and each module's
+    (r_pos, r_neg) for the plots."""
     modules = scorer.modules
     pairs = load_pairs(files, modules)
     vectors, embedded = scorer.pair_vectors(pairs, progress=progress)
@@ -53,25 +117,40 @@ def evaluate(
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
 
     baselines = {"length": length_scores(pairs), "cosine": cosine_scores(vectors)}
-    if config.evaluation.logistic_baseline:
-        logistic, note = _logistic_baseline(scorer, config, progress)
-        if logistic is not None:
-            baselines["logistic_regression"] = logistic.scores(vectors)
-        if note:
-            notes.append(note)
-    else:
+    train, note = _training_pairs(scorer)
+    notes += [note] if note else []
+    if train is not None:
+        baselines["tfidf"] = TfidfBaseline.fit(train, seed=config.training.seed).scores(pairs)
+    if not config.evaluation.logistic_baseline:
         notes.append("no logistic-regression baseline: evaluation.logistic_baseline is off in the config")
+    elif train is not None:
+        train_vectors, _ = scorer.pair_vectors(train, progress=progress)
+        baselines["logistic_regression"] = LogisticBaseline.fit(train_vectors, modules, seed=config.training.seed).scores(vectors)
 
     settings = config.evaluation
     group_by = config.data.group_by
     groups = pairs[group_by].to_numpy() if group_by in pairs.columns else pairs["task"].to_numpy()
     module_of = vectors.target_module
+    lengths = {
+        "module_text": length_scores(pairs),
+        "context": (pairs["positive_context"].str.len_chars().to_numpy(), pairs["negative_context"].str.len_chars().to_numpy()),
+    }
+
+    def debiased(p: np.ndarray, n: np.ndarray, rows: np.ndarray, seed: int) -> dict:
+        return {
+            kind: length_debiased_accuracy(
+                p[rows], n[rows], long_p[rows], long_n[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
+                confidence=settings.confidence, seed=seed,
+            )  # fmt: skip
+            for kind, (long_p, long_n) in lengths.items()
+        }
 
     def summary(rows: np.ndarray, seed: int) -> dict:
         metrics = pair_metrics(
             positive[rows], negative[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
             confidence=settings.confidence, calibration_bins=settings.calibration_bins, seed=seed,
         )  # fmt: skip
+        metrics["length_debiased"] = debiased(positive, negative, rows, seed)
         metrics["baselines"], metrics["above_baselines"] = {}, {}
         for name, (p, n) in baselines.items():
             usable = rows & ~np.isnan(p)
@@ -80,42 +159,63 @@ def evaluate(
                 continue
             base = pair_metrics(p[usable], n[usable], bootstrap_samples=0)
             metrics["baselines"][name] = {k: base[k] for k in ("pairwise_accuracy", "auc", "n_pairs")}
+            metrics["baselines"][name]["length_debiased"] = debiased(p, n, usable, seed)
             metrics["above_baselines"][name] = (
                 None if metrics["n_pairs"] == 0 else {k: metrics[k] - base[k] for k in ("pairwise_accuracy", "auc")}
             )
         return metrics
 
-    everything = np.ones(pairs.height, bool)
+    seed = config.training.seed
     report = {
-        "checkpoint": str(checkpoint),
-        "files": [str(f) for f in files],
         "data_sha256": pair_table_hash(pairs, vectors.text_keys),
-        "encoder": scorer.fingerprint.get("encoder"),
-        "cache_namespace": scorer.namespace.id,
         "n_pairs": pairs.height,
         "embedded_texts": embedded,
-        "settings": {
-            "bootstrap_samples": settings.bootstrap_samples, "confidence": settings.confidence,
-            "calibration_bins": settings.calibration_bins, "group_by": group_by, "seed": config.training.seed,
-        },  # fmt: skip
-        "overall": summary(everything, config.training.seed),
-        "modules": {m: summary(module_of == m, config.training.seed + 1 + i) for i, m in enumerate(modules)},
+        "overall": summary(np.ones(pairs.height, bool), seed),
+        "modules": {m: summary(module_of == m, seed + 1 + i) for i, m in enumerate(modules)},
+        "sources": _sources(pairs, positive, negative, groups, config, seed),
         "normalization": _normalization(positive, negative, module_of, modules),
         "notes": notes,
     }
+    return report, {m: (positive[module_of == m], negative[module_of == m]) for m in modules}
 
-    with atomic_dir(out) as folder:
-        report["plots"] = write_plots(folder, {m: (positive[module_of == m], negative[module_of == m]) for m in modules}, settings.calibration_bins)
-        (folder / "report.json").write_text(json.dumps(report, indent=2))
-        (folder / "report.md").write_text(markdown(report))
-        config.save(folder / "config.yaml")
 
-    is_validation = report["data_sha256"] == scorer.config.get("val_data_sha256")
-    store = is_validation if store_normalization is None else store_normalization
-    if store:
-        stored = dict(scorer.config, normalization={**report["normalization"], "data_sha256": report["data_sha256"]})
-        write_text_atomic(Path(checkpoint) / "config.json", json.dumps(stored, indent=2, default=str))
-    return Evaluation(report, terminal_table(report), store)
+def pair_sources(pairs: pl.DataFrame) -> tuple[str, np.ndarray] | None:
+    """Which column(s) say where each pair came from, and each pair's source; None without any.
+
+    A top-level `source` column names the pair's source. Pairs mined from runs (`pipeline pairs`)
+    carry each side's run source instead, `positive_source` and `negative_source`: a pair whose
+    sides agree has that source, one whose sides differ is `<positive> vs <negative>`, and a side
+    without one is `(none)`. Synthetic pairs carry no source (their `task_family` is a kind of
+    task, not where the data came from)."""
+    if "source" in pairs.columns:
+        return "source", pairs["source"].fill_null("(none)").cast(pl.String).to_numpy()
+    sides = [c for c in ("positive_source", "negative_source") if c in pairs.columns]
+    if not sides:
+        return None
+    positive = pairs["positive_source"] if "positive_source" in pairs.columns else pl.Series([None] * pairs.height, dtype=pl.String)
+    negative = pairs["negative_source"] if "negative_source" in pairs.columns else pl.Series([None] * pairs.height, dtype=pl.String)
+    positive, negative = positive.cast(pl.String).fill_null("(none)"), negative.cast(pl.String).fill_null("(none)")
+    source = [p if p == n else f"{p} vs {n}" for p, n in zip(positive, negative)]
+    return " and ".join(sides), np.array(source, dtype=object)
+
+
+def _sources(pairs: pl.DataFrame, positive: np.ndarray, negative: np.ndarray, groups: np.ndarray, config: Config, seed: int) -> dict | None:
+    """Pairwise accuracy with its interval per source value (`pair_sources`)."""
+    found = pair_sources(pairs)
+    if found is None:
+        return None
+    column, source = found
+    settings = config.evaluation
+    values = {}
+    for value in sorted(set(source)):
+        rows = source == value
+        ci = bootstrap_ci(positive[rows], negative[rows], groups[rows], settings.bootstrap_samples, settings.confidence, seed)
+        values[value] = {
+            "n_pairs": int(rows.sum()),
+            "pairwise_accuracy": float((positive[rows] > negative[rows]).mean()),
+            "ci": ci["pairwise_accuracy"],
+        }
+    return {"column": column, "values": values}
 
 
 def _normalization(positive: np.ndarray, negative: np.ndarray, module_of: np.ndarray, modules: Sequence[str]) -> dict:
@@ -128,22 +228,91 @@ def _normalization(positive: np.ndarray, negative: np.ndarray, module_of: np.nda
     return result
 
 
-def _logistic_baseline(scorer: RewardScorer, config: Config, progress: bool) -> tuple[LogisticBaseline | None, str]:
-    """Logistic regression fitted on the checkpoint's own training pairs, which its config.json names
-    (the part left for training when validation was carved out of them)."""
+def _training_pairs(scorer: RewardScorer) -> tuple[pl.DataFrame | None, str]:
+    """The checkpoint's own training pairs, which its config.json names (the part left for
+    training when validation was carved out of them), for the baselines fitted on them; or None
+    and why not."""
     checkpoint = scorer.config
     files = [Path(f) for f in checkpoint.get("train_files") or []]
     absent = [str(f) for f in files if not f.is_file()]
     if not files or absent:
-        return None, f"no logistic-regression baseline: the checkpoint's training files are not readable here ({', '.join(absent) or 'none recorded'})"
+        return None, f"no TF-IDF or logistic-regression baseline: the checkpoint's training files are not readable here ({', '.join(absent) or 'none recorded'})"
     train = load_pairs(files, scorer.modules)
     if checkpoint.get("val_file") is None:
         data = checkpoint.get("training_config", {}).get("data", {})
         train, _ = carve_validation(train, data.get("val_fraction", 0.1), data.get("split_seed", 0), data.get("group_by", "task"))
-    vectors, _ = scorer.pair_vectors(train, progress=progress)
     note = ""
-    if checkpoint.get("train_data_sha256") and pair_table_hash(train, vectors.text_keys) != checkpoint["train_data_sha256"]:
-        note = "the logistic-regression baseline was fitted on training files that changed since the checkpoint was trained"
-    baseline = LogisticBaseline.fit(vectors, scorer.modules, seed=config.training.seed)
-    return baseline, note
+    if checkpoint.get("train_data_sha256") and pair_table_hash(train, pair_text_keys(train)) != checkpoint["train_data_sha256"]:
+        note = "the TF-IDF and logistic-regression baselines were fitted on training files that changed since the checkpoint was trained"
+    return train, note
 
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def best_of_n(scorer: RewardScorer, runs: Sequence[Run], config: Config) -> dict:
+    """Success rate of the run each pick chooses per task, over tasks with at least 2 runs.
+
+    A run's reward is the mean of its modules' rewards over the modules it wrote text for, each
+    normalised with the checkpoint's per-module mean and std when it stores them: runs write text
+    for different modules, and a sum would favour runs that touch more of them; normalising keeps
+    a head with a wider raw scale from outvoting the others. Picks, each the expected success rate
+    of its choice (ties among the chosen runs averaged, as a random tie-break would):
+
+    - heads: the run of highest reward; random: any run (the task's success rate, the base rate);
+    - shortest / longest: the run with the fewest / most characters rendered (`render_context`);
+    - oracle: a successful run whenever the task has one.
+    """
+    modules, module_fields = scorer.modules, config.data.module_fields
+    check_module_fields(modules, module_fields)
+    by_task: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_task[run.task_key].append(run)
+    tasks = [sorted(task_runs, key=lambda run: run.run_id) for _, task_runs in sorted(by_task.items()) if len(task_runs) >= 2]
+    if not tasks:
+        raise EvaluationError(
+            f"no task has at least 2 runs ({len(runs)} runs over {len(by_task)} tasks): best-of-N picks one run among "
+            "several of the same task; give several runs per task (runs are grouped by task_id and task)"
+        )
+    used = [run for task_runs in tasks for run in task_runs]
+    contexts = [render_context(run.task, run.rounds) for run in used]
+    rows = [(i, m, render_module(run.rounds, module_fields[m])) for i, run in enumerate(used) for m in modules]
+    rows = [row for row in rows if row[2]]
+    encoded_before = scorer.encoded
+    rewards = scorer.raw([contexts[i] for i, _, _ in rows], [text for _, _, text in rows], [m for _, m, _ in rows])
+    try:
+        rewards = scorer.normalized(rewards, [m for _, m, _ in rows])
+        aggregate = "mean over the modules a run wrote text for of the module's normalised reward (r - mean) / std"
+    except CheckpointError:
+        aggregate = "mean over the modules a run wrote text for of the module's raw reward (the checkpoint stores no normalisation)"
+    run_of_row = np.array([i for i, _, _ in rows], dtype=np.int64)
+    counts = np.bincount(run_of_row, minlength=len(used))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        run_reward = np.bincount(run_of_row, weights=rewards.astype(np.float64), minlength=len(used)) / counts  # NaN: no text
+
+    succeeded = np.array([run.succeeded for run in used], np.float64)
+    length = np.array([len(context) for context in contexts], np.float64)
+    picks = {pick: [] for pick in PICKS}
+    start = 0
+    for task_runs in tasks:
+        rows_of_task = slice(start, start + len(task_runs))
+        start += len(task_runs)
+        success, reward, chars = succeeded[rows_of_task], np.nan_to_num(run_reward[rows_of_task], nan=-np.inf), length[rows_of_task]
+        picks["heads"].append(success[reward == reward.max()].mean())
+        picks["random"].append(success.mean())
+        picks["shortest"].append(success[chars == chars.min()].mean())
+        picks["longest"].append(success[chars == chars.max()].mean())
+        picks["oracle"].append(success.max())
+    settings = config.evaluation
+    return {
+        "tasks": len(tasks),
+        "runs": len(used),
+        "left_out": {"tasks": len(by_task) - len(tasks), "runs": len(runs) - len(used), "why": "tasks with a single run: nothing to pick from"},
+        "runs_without_module_text": int((counts == 0).sum()),
+        "embedded_texts": scorer.encoded - encoded_before,
+        "reward": aggregate,
+        "success_rate": {
+            pick: task_mean(np.array(values), bootstrap_samples=settings.bootstrap_samples, confidence=settings.confidence, seed=config.training.seed)
+            for pick, values in picks.items()
+        },
+    }

@@ -128,7 +128,7 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     assert abs(val_report["overall"]["pairwise_accuracy"] - best["pairwise_accuracy"]) < 1e-6  # training logs a float32 mean
     assert "normalization" in json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())
     test_report = json.loads((tmp_path / "demo" / "report-test" / "report.json").read_text())
-    assert test_report["n_pairs"] == 100 and set(test_report["overall"]["baselines"]) == {"length", "cosine", "logistic_regression"}
+    assert test_report["n_pairs"] == 100 and set(test_report["overall"]["baselines"]) == {"length", "cosine", "tfidf", "logistic_regression"}
     assert (tmp_path / "demo" / "report-test" / "roc.png").stat().st_size > 5000
 
     # a short stage 1: the fine-tuned encoder and heads, validated like stage 0
@@ -139,4 +139,4 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     # and its own report on the test tasks, embedded with the fine-tuned encoder into a namespace of its own
     stage_1_report = json.loads((tmp_path / "demo" / "report-finetuned-test" / "report.json").read_text())
     assert stage_1_report["n_pairs"] == 100 and stage_1_report["cache_namespace"] != test_report["cache_namespace"]
-    assert stage_1_report["embedded_texts"] > 0 and set(stage_1_report["overall"]["baselines"]) == {"length", "cosine"}
+    assert stage_1_report["embedded_texts"] > 0 and set(stage_1_report["overall"]["baselines"]) == {"length", "cosine", "tfidf"}

@@ -7,16 +7,32 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
-from heads.metrics import bootstrap_ci, calibration, pair_metrics, pairwise_accuracy, response_auc, separation, weighted_auc
+from data import load_pairs, write_pairs
+from data.autogpt import import_reports
+from data.runs import load_runs, write_runs
+from heads.baselines import TfidfBaseline, length_scores
+from heads.metrics import (
+    bootstrap_ci,
+    calibration,
+    length_debiased_accuracy,
+    pair_metrics,
+    pairwise_accuracy,
+    response_auc,
+    separation,
+    task_mean,
+    weighted_auc,
+)
 from heads.report import chance_verdict, reliability_figure
 from pipeline.cli import main
-from pipeline.evaluate import evaluate
+from pipeline.evaluate import EvaluationError, evaluate
 from reward_checkpoint import checkpoint_config
 
 MODULES = ["reflection", "planner", "executor", "memory"]
@@ -95,6 +111,39 @@ def test_each_interval_contains_its_point_estimate(seed):
         assert low <= metrics[key] <= high
 
 
+def test_length_debiased_accuracy_of_a_length_rule_is_exactly_one_half():
+    rng = np.random.default_rng(4)
+    positive_length, negative_length = rng.integers(10, 200, 60), rng.integers(10, 200, 60)
+    positive_length[:5] = negative_length[:5]  # equal lengths: left out
+    groups = np.repeat(np.arange(12), 5)
+    for rule in (1, -1):  # longer wins, shorter wins
+        result = length_debiased_accuracy(rule * positive_length, rule * negative_length, positive_length, negative_length, groups, bootstrap_samples=200)
+        assert result["accuracy"] == 0.5 and result["equal_length_pairs"] == 5
+        assert {result["longer_won"]["pairwise_accuracy"], result["shorter_won"]["pairwise_accuracy"]} == {0.0, 1.0}
+        assert result["ci"] == [0.5, 0.5]
+
+
+def test_length_debiased_accuracy_by_hand():
+    # longer side positive in pairs 0-2 (2 of 3 right), shorter in pairs 3-4 (1 of 2 right), pair 5 equal
+    positive = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    negative = np.zeros(6) + 0.5
+    result = length_debiased_accuracy(positive, negative, np.array([9, 9, 9, 1, 1, 5]), np.array([1, 1, 1, 9, 9, 5]), bootstrap_samples=0)
+    assert result["accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert (result["longer_won"]["n_pairs"], result["shorter_won"]["n_pairs"], result["equal_length_pairs"]) == (3, 2, 1)
+
+
+def test_length_debiased_accuracy_is_none_with_the_reason_when_one_half_is_empty():
+    result = length_debiased_accuracy(np.ones(4), np.zeros(4), np.full(4, 10), np.array([1, 2, 3, 10]), bootstrap_samples=100)
+    assert result["accuracy"] is None and result["ci"] is None
+    assert "shorter side is the positive one" in result["why_none"] and result["equal_length_pairs"] == 1
+
+
+def test_task_mean_interval_contains_the_mean():
+    result = task_mean(np.array([1.0, 0.0, 0.5, 1.0]), bootstrap_samples=300)
+    assert result["mean"] == 0.625 and result["ci"][0] <= 0.625 <= result["ci"][1]
+    assert task_mean(np.array([1.0]), bootstrap_samples=300)["ci"] is None
+
+
 # --- the recipe on a real checkpoint --------------------------------------------------------------
 
 
@@ -125,7 +174,7 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
     for part in [report["overall"], *report["modules"].values()]:
         for key in ("pairwise_accuracy", "auc", "separation", "ci", "n_pairs", "calibration", "baselines", "above_baselines"):
             assert key in part
-        assert set(part["baselines"]) == {"length", "cosine", "logistic_regression"}
+        assert set(part["baselines"]) == {"length", "cosine", "tfidf", "logistic_regression"}
         gap = part["above_baselines"]["length"]["pairwise_accuracy"]
         assert gap == pytest.approx(part["pairwise_accuracy"] - part["baselines"]["length"]["pairwise_accuracy"])
 
@@ -155,7 +204,10 @@ def assert_report_md_reads_against_chance(text: str, report: dict) -> None:
         "every pair scored in both orders",
     ):
         assert definition in text, definition
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "[" in line}
+    rows = {}
+    for line in text.splitlines():  # the first table with intervals is the heads'
+        if line.startswith("| ") and "[" in line:
+            rows.setdefault(line.split("|")[1].strip(), line)
     for name, part in [("overall", report["overall"]), *report["modules"].items()]:
         for key in ("pairwise_accuracy", "auc"):
             low, high = part["ci"][key]
@@ -235,7 +287,7 @@ def test_logistic_baseline_is_left_out_with_a_note_when_training_files_are_gone(
     saved["train_files"] = [str(tmp_path / "gone.jsonl")]
     checkpoint.joinpath("config.json").write_text(json.dumps(saved))
     result = evaluate(checkpoint, [root / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
-    assert set(result.report["overall"]["baselines"]) == {"length", "cosine"}
+    assert set(result.report["overall"]["baselines"]) == {"length", "cosine"}  # TF-IDF is fitted on them too
     assert any("gone.jsonl" in note for note in result.report["notes"])
 
 
@@ -245,9 +297,9 @@ def test_the_config_can_leave_the_logistic_baseline_out(trained, tmp_path):
     root, config = trained
     without = config.override({"evaluation.logistic_baseline": False})
     result = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "report", without, store_normalization=False, progress=False)
-    assert set(result.report["overall"]["baselines"]) == {"length", "cosine"}
+    assert set(result.report["overall"]["baselines"]) == {"length", "cosine", "tfidf"}  # TF-IDF needs no encoder
     assert "evaluation.logistic_baseline is off" in result.report["notes"][0]
-    assert "logistic regression" not in (tmp_path / "report" / "report.md").read_text()
+    assert "**logistic regression**" not in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_cli_prints_the_table_and_refuses_an_encoder_of_other_weights(trained, tmp_path, tiny_qwen3_path):
@@ -272,3 +324,91 @@ def test_bad_pairs_exit_1_and_write_no_report(trained, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(root / "checkpoint"), str(bad), "--cache", str(root / "cache"), "--out", str(tmp_path / "report")])
     assert result.exit_code == 1 and "bad.json" in result.output
     assert not (tmp_path / "report").exists()
+
+
+def test_tfidf_baseline_beats_chance_on_the_training_pairs_it_was_fit_on(trained):
+    root, _ = trained
+    train = load_pairs([root / "train.jsonl"])
+    positive, negative = TfidfBaseline.fit(train).scores(train)
+    assert pairwise_accuracy(positive, negative) > 0.75
+
+
+def test_report_holds_the_length_debiased_accuracy_of_heads_and_baselines(trained, tmp_path):
+    root, config = trained
+    result = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
+    positive_length, negative_length = length_scores(load_pairs([root / "val.jsonl"]))
+    assert (positive_length > negative_length).any() and (positive_length < negative_length).any()
+    for part in [result.report["overall"], *result.report["modules"].values()]:
+        for kind in ("module_text", "context"):
+            assert set(part["length_debiased"][kind]) >= {"accuracy", "ci", "longer_won", "shorter_won", "equal_length_pairs"}
+            assert set(part["baselines"]["tfidf"]["length_debiased"][kind]) == set(part["length_debiased"][kind])
+    length_rule = result.report["overall"]["baselines"]["length"]["length_debiased"]["module_text"]
+    assert length_rule["accuracy"] == 0.5 and length_rule["equal_length_pairs"] == int((positive_length == negative_length).sum())
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Length-debiased accuracy" in text and "**length-debiased accuracy**" in text and "Pairs of equal length are left out" in text
+    assert "TF-IDF" in text and "len-debiased" in result.table.splitlines()[0] and "vs tfidf" in result.table
+
+
+def test_accuracy_per_source_when_pairs_carry_one(trained, tmp_path):
+    root, config = trained
+    pairs = load_pairs([root / "val.jsonl"])
+    sources = ["agent-a" if i % 2 else "agent-b" for i in range(pairs.height)]
+    negatives = [s if i % 4 else "agent-a" for i, s in enumerate(sources)]
+    write_pairs(pairs.with_columns(positive_source=pl.Series(sources), negative_source=pl.Series(negatives)), tmp_path / "sourced.jsonl")
+    result = evaluate(root / "checkpoint", [tmp_path / "sourced.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
+    by_source = result.report["sources"]
+    assert by_source["column"] == "positive_source and negative_source"
+    assert set(by_source["values"]) == {"agent-a", "agent-b", "agent-b vs agent-a"}
+    assert sum(v["n_pairs"] for v in by_source["values"].values()) == pairs.height
+    assert "## By source" in (tmp_path / "report" / "report.md").read_text()
+    plain = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "plain", config, store_normalization=False, progress=False)
+    assert plain.report["sources"] is None  # synthetic pairs carry no source
+
+
+@pytest.fixture
+def autogpt_runs(tmp_path):
+    """The AutoGPT fixture's 11 attempts as runs: tasks of 1, 1, 2, 3 and 4 runs."""
+    records, _ = import_reports(sorted(AUTOGPT.glob("*.report.md")))
+    return write_runs(records, tmp_path / "runs.jsonl")
+
+
+AUTOGPT = Path(__file__).parent / "fixtures" / "autogpt"
+
+
+def test_best_of_n_on_runs_against_the_base_rate_and_the_oracle(trained, tmp_path, autogpt_runs):
+    root, config = trained
+    result = evaluate(root / "checkpoint", [], root / "cache", tmp_path / "report", config, progress=False, runs_files=[autogpt_runs])
+    best = result.report["best_of_n"]
+    by_task = {}
+    for run in load_runs(autogpt_runs):
+        by_task.setdefault(run.task_key, []).append(run.succeeded)
+    several = [outcomes for outcomes in by_task.values() if len(outcomes) >= 2]
+    assert (best["tasks"], best["runs"]) == (len(several), sum(map(len, several))) == (3, 9)
+    assert best["left_out"] == {"tasks": 2, "runs": 2, "why": "tasks with a single run: nothing to pick from"}
+    rates = {pick: r["mean"] for pick, r in best["success_rate"].items()}
+    assert rates["random"] == pytest.approx(np.mean([np.mean(outcomes) for outcomes in several]))
+    assert rates["oracle"] == pytest.approx(np.mean([max(outcomes) for outcomes in several])) == 1.0
+    assert rates["oracle"] >= rates["heads"] >= 0 and rates["oracle"] >= rates["shortest"] and rates["oracle"] >= rates["longest"]
+    assert "normalised" in best["reward"]  # the checkpoint stores normalisation
+    assert "overall" not in result.report and not result.normalization_stored
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Best of N on runs" in text and "random run (base rate)" in text and "oracle (any success)" in text
+    assert "best of N: 9 runs of 3 tasks" in result.table
+
+
+def test_runs_with_a_single_run_per_task_are_refused_clearly(trained, tmp_path):
+    root, _ = trained
+    runs = tmp_path / "single.jsonl"
+    write_runs([{"run_id": f"r{i}", "task": f"task {i}", "outcome": i % 2, "rounds": [{"plan": "look", "action": "look()"}]} for i in range(3)], runs)
+    args = ["evaluate", str(root / "checkpoint"), "--runs", str(runs), "--cache", str(root / "cache"), "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "no task has at least 2 runs (3 runs over 3 tasks)" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_needs_pairs_or_runs(trained, tmp_path):
+    root, config = trained
+    with pytest.raises(EvaluationError, match="nothing to evaluate"):
+        evaluate(root / "checkpoint", [], root / "cache", tmp_path / "r", config)
+    result = CliRunner().invoke(main, ["evaluate", str(root / "checkpoint"), "--cache", str(root / "cache"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "nothing to evaluate" in result.output
