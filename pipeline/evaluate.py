@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data import load_pairs
-from data.files import atomic_dir, write_text_atomic
+from data.files import atomic_dir, check_output_folder, write_text_atomic
 from data.splits import carve_validation
 from features.pairs import pair_table_hash
 from heads.baselines import LogisticBaseline, cosine_scores, length_scores
@@ -26,6 +26,9 @@ from heads.metrics import pair_metrics
 from heads.report import markdown, terminal_table, write_plots
 from pipeline.config import Config
 from pipeline.rewards import RewardScorer, load
+
+
+REPORT_FILES = ("report.json", "report.md")
 
 
 @dataclass
@@ -44,7 +47,9 @@ def evaluate(
     encoder: str | None = None,
     store_normalization: bool | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Evaluation:
+    check_output_folder(out, REPORT_FILES, "report folder", overwrite)
     scorer = load(checkpoint, cache_dir, encoder=encoder, device=config.training.device, write_cache=True)
     modules = scorer.modules
     pairs = load_pairs(files, modules)

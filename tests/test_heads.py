@@ -222,3 +222,22 @@ def test_embed_missing_uses_the_namespaces_own_encoder_whatever_the_config_names
     train_heads([root / "train.jsonl", tmp_path / "unseen.jsonl"], tmp_path / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", embed_missing=True, progress=False, say=notes.append)
     (after,) = EmbeddingCache(tmp_path / "cache").namespaces()  # the missing texts went into the same namespace
     assert after.id == namespace.id and len(after) > before and notes and "the only vectors" in notes[0]
+
+
+def test_out_replaces_only_a_checkpoint_of_ours_unless_overwrite_is_given(setup, tmp_path):
+    root, _, _ = setup
+    train = ["train-heads", str(root / "train.jsonl"), "--cache", str(root / "cache"), "--encoder", "minilm", "--epochs", "1"]
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(main, [*train, "--out", str(out)])
+    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert str(out) in refused.output and "notes.txt" in refused.output and "--overwrite" in refused.output
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep"]  # no half-written folder beside it
+
+    overwritten = CliRunner().invoke(main, [*train, "--out", str(out), "--overwrite"])
+    assert overwritten.exit_code == 0, overwritten.output
+    assert not (out / "notes.txt").exists() and (out / "heads.safetensors").is_file()
+    rerun = CliRunner().invoke(main, [*train, "--out", str(out)])  # our own checkpoint is replaced
+    assert rerun.exit_code == 0, rerun.output
