@@ -125,7 +125,7 @@ class Namespace:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.manifest = json.loads((self.root / MANIFEST).read_text())
+        self.manifest = _read_manifest(self.root)
 
     @property
     def id(self) -> str:
@@ -161,7 +161,7 @@ class Namespace:
         )
 
     def reload(self) -> "Namespace":
-        self.manifest = json.loads((self.root / MANIFEST).read_text())
+        self.manifest = _read_manifest(self.root)
         return self
 
     # --- reading, always through DuckDB ---------------------------------------------------------
@@ -244,7 +244,7 @@ class Namespace:
 
     def _update_manifest(self, add: Sequence[ShardInfo] = (), remove: Sequence[str] = ()) -> None:
         with _locked(self.root / ".manifest.lock"):
-            manifest = json.loads((self.root / MANIFEST).read_text())
+            manifest = _read_manifest(self.root)
             manifest["shards"] = [s for s in manifest["shards"] if s["file"] not in set(remove)]
             manifest["shards"] += [{"file": s.file, "rows": s.rows} for s in add]
             write_text_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2))
@@ -329,6 +329,22 @@ class Namespace:
                     self._update_manifest(add=replacement, remove=[shard.file])
                     path.unlink()
         return dropped
+
+
+def _read_manifest(root: Path) -> dict:
+    """The namespace's manifest, every shard it lists checked to lie inside its `shards/` folder
+    (symlinks resolved): readers query and `gc` deletes exactly these paths, so an entry such as
+    `../../x.parquet` must never reach them."""
+    manifest = json.loads((root / MANIFEST).read_text())
+    shards = (root / "shards").resolve()
+    for shard in manifest["shards"]:
+        path = (root / shard["file"]).resolve()
+        if Path(shard["file"]).is_absolute() or not path.is_relative_to(shards):
+            raise CacheError(
+                f"cache namespace {root.name} is damaged: its {MANIFEST} lists shard {shard['file']!r}, which is not inside "
+                f"{root / 'shards'}; nothing was read or removed. Delete the folder {root} and embed again with `pipeline embed`"
+            )
+    return manifest
 
 
 def _matrix(column: pa.ChunkedArray, dimension: int) -> np.ndarray:

@@ -3,9 +3,11 @@
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from data.errors import UserError
 
 
 @contextmanager
@@ -28,6 +30,23 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def check_output_folder(path: str | Path, ours: Sequence[str], kind: str, overwrite: bool) -> None:
+    """Refuse to write over a folder that is not one of ours, before anything is written. A missing
+    or empty folder is fine; so is one holding every name in `ours` (what each `kind` this
+    pipeline writes holds); anything else only with `overwrite`, the user's --overwrite."""
+    path = Path(path)
+    if overwrite or not path.is_dir():
+        return
+    names = sorted(p.name for p in path.iterdir())
+    if not names or all((path / name).exists() for name in ours):
+        return
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise UserError(
+        f"--out {path} holds {shown} and is not a {kind} this pipeline wrote (one holds {', '.join(ours)}); nothing was written. "
+        "Choose another --out, or pass --overwrite to write over it"
+    )
 
 
 @contextmanager

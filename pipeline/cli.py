@@ -16,6 +16,7 @@ import click
 
 from cache import EmbeddingCache
 from data import UserError, load_pairs, pairs_from_records, write_pairs
+from data.files import check_output_folder
 from data.splits import SPLITS, format_split_summary, split_pairs, split_summary
 from data.summary import format_summary, summarize_pairs
 from data.text_table import aligned_table
@@ -55,6 +56,10 @@ def config_option(function):
         "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="YAML config (sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve); flags override it.",
     )(function)
+
+
+def overwrite_option(help: str):
+    return click.option("--overwrite", is_flag=True, help=help)
 
 
 pair_files = click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -102,8 +107,9 @@ def validate(files: tuple[Path, ...], config_path: Path | None) -> None:
 @click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), help="Share of pairs for test [data.test_fraction].")
 @click.option("--seed", type=int, help="Split seed [data.split_seed].")
 @click.option("--group-by", help="Column no two splits share [data.group_by: task].")
+@overwrite_option("Write into OUT even when it holds other files (its train/val/test.jsonl and config.yaml are replaced).")
 @config_option
-def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_path) -> None:
+def split(files, out: Path, val_fraction, test_fraction, seed, group_by, overwrite, config_path) -> None:
     """Split pairs into train/val/test grouped by task.
 
     No task lands in two splits; each module keeps near its fraction in every split. Deterministic.
@@ -112,6 +118,7 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
         config_path,
         {"data.val_fraction": val_fraction, "data.test_fraction": test_fraction, "data.split_seed": seed, "data.group_by": group_by},
     )
+    check_output_folder(out, SPLIT_FILES, "split folder", overwrite)
     pairs = load_pairs(files, config.data.modules)
     settings = config.data
     parts = split_pairs(pairs, settings.val_fraction, settings.test_fraction, settings.split_seed, settings.group_by)
@@ -122,15 +129,20 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, config_
     click.echo(format_split_summary(split_summary(parts, settings.modules, settings.group_by)))
 
 
+SPLIT_FILES = (*(f"{name}.jsonl" for name in SPLITS), "config.yaml")
+DEMO_FILES = ("config.yaml", "config-no-logistic-baseline.yaml")  # the demo writes them first
+
+
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for everything the demo makes.")
 @click.option("--pairs", "n_pairs", type=click.IntRange(min=1), default=1000, show_default=True, help="Synthetic pairs to make.")
 @click.option("--encoder", default="minilm", show_default=True, help="Encoder for the embed step.")
 @click.option("--max-tokens", type=click.IntRange(min=8), default=256, show_default=True, help="Token limit for contexts and module texts.")
 @click.option("--finetune-steps", type=click.IntRange(min=1), default=4, show_default=True, help="Optimiser steps of the stage 1 finetune.")
+@overwrite_option("Write into OUT even when it holds other files; each step's file or folder of its own name is replaced.")
 @config_option
 @click.pass_context
-def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: int, finetune_steps: int, config_path: Path | None) -> None:
+def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: int, finetune_steps: int, overwrite: bool, config_path: Path | None) -> None:
     """Run the pipeline end to end on synthetic pairs.
 
     synth -> validate -> split -> embed (the bundled MiniLM by default) -> train-heads -> evaluate
@@ -138,6 +150,7 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
     encoder and heads (stage 1) -> evaluate it on test, each step exactly as its own verb would run
     it. Reports: OUT/report-val, OUT/report-test, OUT/report-finetuned-test.
     """
+    check_output_folder(out, DEMO_FILES, "demo folder", overwrite)
     pairs_file, splits, cache = out / "pairs.json", out / "splits", out / "cache"
     config = load_config(config_path, {"model.encoder": encoder, "model.max_context_tokens": max_tokens, "model.max_module_tokens": max_tokens})
     demo_config = config.save(out / "config.yaml")
@@ -149,18 +162,18 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
         ("synth", f"{n_pairs} hard synthetic pairs (each negative carries a realistic fault of its module)", synth,
          {"n_pairs": n_pairs, "seed": 0, "out": pairs_file}),
         ("validate", "check the pairs and summarise them", validate, {"files": (pairs_file,)}),
-        ("split", "train / val / test, no task in two splits", split, {"files": (pairs_file,), "out": splits}),
+        ("split", "train / val / test, no task in two splits", split, {"files": (pairs_file,), "out": splits, "overwrite": overwrite}),
         ("embed", "every unique text once into the cache (stage 0)", embed, {"files": (train, val, test), "cache_dir": cache}),
         ("train-heads", "one head per module on the cached vectors (stage 0)", train_heads,
-         {"files": (train,), "val_file": val, "cache_dir": cache, "out": out / "checkpoint"}),
+         {"files": (train,), "val_file": val, "cache_dir": cache, "out": out / "checkpoint", "overwrite": overwrite}),
         ("evaluate", "on validation (stores the reward normalisation)", evaluate,
-         {"checkpoint": out / "checkpoint", "files": (val,), "cache_dir": cache, "out": out / "report-val"}),
+         {"checkpoint": out / "checkpoint", "files": (val,), "cache_dir": cache, "out": out / "report-val", "overwrite": overwrite}),
         ("evaluate", "on test (unseen tasks): heads vs baselines", evaluate,
-         {"checkpoint": out / "checkpoint", "files": (test,), "cache_dir": cache, "out": out / "report-test"}),
+         {"checkpoint": out / "checkpoint", "files": (test,), "cache_dir": cache, "out": out / "report-test", "overwrite": overwrite}),
         ("finetune", f"encoder and heads together for {finetune_steps} optimiser steps (stage 1)", finetune,
-         {"files": (train,), "val_file": val, "init": out / "checkpoint", "out": out / "finetuned", "max_steps": finetune_steps}),
+         {"files": (train,), "val_file": val, "init": out / "checkpoint", "out": out / "finetuned", "max_steps": finetune_steps, "overwrite": overwrite}),
         ("evaluate", "the fine-tuned checkpoint on test (embeds with its own encoder; no logistic-regression baseline)", evaluate,
-         {"checkpoint": out / "finetuned", "files": (test,), "cache_dir": cache, "out": out / "report-finetuned-test", "config_path": stage_1_evaluation_config}),
+         {"checkpoint": out / "finetuned", "files": (test,), "cache_dir": cache, "out": out / "report-finetuned-test", "overwrite": overwrite, "config_path": stage_1_evaluation_config}),
     ]  # fmt: skip
     started = time.perf_counter()
     for number, (name, purpose, command, arguments) in enumerate(steps, start=1):
@@ -270,8 +283,9 @@ def cache_gc(cache_dir: Path, files, config_path) -> None:
 @click.option("--embed-missing", is_flag=True, help="Embed texts the cache lacks instead of stopping.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @click.option("--use-wandb", is_flag=True, help="Also log to Weights & Biases (offline unless WANDB_MODE says otherwise).")
+@overwrite_option("Replace OUT even when it is not a checkpoint (config.json + heads.safetensors), and all it holds.")
 @config_option
-def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, resume, embed_missing, device, use_wandb, config_path) -> None:
+def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, resume, embed_missing, device, use_wandb, overwrite, config_path) -> None:
     """Train per-module heads on cached vectors (stage 0).
 
     Reads the cache only: seconds, not minutes. Validates per module every epoch, stops early,
@@ -280,7 +294,7 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
     from pipeline.train_heads import train_heads as run
 
     config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device})
-    result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo)
+    result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo, overwrite=overwrite)
     click.echo(_epoch_table(result.history, config.data.modules))
     click.echo(
         f"best epoch {result.best_epoch} of {result.epochs_run}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}, "
@@ -302,8 +316,9 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
 @click.option("--max-steps", type=click.IntRange(min=1), help="Train at most this many optimiser steps in all (a short run), then validate and save.")
 @click.option("--save-every", "save_every_steps", type=click.IntRange(min=0), help="Optimiser steps between resumable saves; 0: each epoch [stage_1.save_every_steps].")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto; cuda:LOCAL_RANK under torchrun]")
+@overwrite_option("Write into OUT even when it holds other files or an unfinished run (files of the names finetune writes are replaced).")
 @config_option
-def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient_checkpointing, encoder, resume, max_steps, save_every_steps, device, config_path) -> None:
+def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient_checkpointing, encoder, resume, max_steps, save_every_steps, device, overwrite, config_path) -> None:
     """Fine-tune encoder and heads together on raw text (stage 1).
 
     Starts from a stage 0 checkpoint's heads and encoder; AdamW with encoder lr 1e-5 and heads lr
@@ -317,7 +332,7 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
         "stage_1.epochs": epochs, "stage_1.batch_size": batch_size, "stage_1.precision": precision,
         "stage_1.gradient_checkpointing": gradient_checkpointing, "stage_1.save_every_steps": save_every_steps, "training.device": device,
     })  # fmt: skip
-    result = run(files, init, out, config, val_file, encoder, resume, max_steps)
+    result = run(files, init, out, config, val_file, encoder, resume, max_steps, overwrite=overwrite)
     if int(os.environ.get("RANK", 0)) != 0:
         return
     click.echo(f"precision {result.precision}")
@@ -338,8 +353,9 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
 @click.option("--store-normalization/--no-store-normalization", default=None,
               help="Store per-module reward mean/std in the checkpoint [default: only when FILES are its validation data].")  # fmt: skip
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@overwrite_option("Replace OUT even when it is not a report folder (report.json + report.md), and all it holds.")
 @config_option
-def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, encoder, bootstrap_samples, store_normalization, device, config_path) -> None:
+def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, encoder, bootstrap_samples, store_normalization, device, overwrite, config_path) -> None:
     """Report a checkpoint's metrics, baselines and plots on pair FILES, and its best-of-N on runs.
 
     Per module and overall: pairwise accuracy, AUC over single responses, score separation,
@@ -352,7 +368,7 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
     from pipeline.evaluate import evaluate as run
 
     config = load_config(config_path, {"evaluation.bootstrap_samples": bootstrap_samples, "training.device": device})
-    result = run(checkpoint, files, cache_dir, out, config, encoder, store_normalization, runs_files=runs_files, success_threshold=success_threshold)
+    result = run(checkpoint, files, cache_dir, out, config, encoder, store_normalization, runs_files=runs_files, success_threshold=success_threshold, overwrite=overwrite)
     click.echo(f"vectors of the checkpoint's encoder {result.report['encoder']!r}: namespace {result.report['cache_namespace']} of {cache_dir}")
     for note in result.report["notes"]:
         click.echo(f"note: {note}")

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from data import UserError, load_pairs
-from data.files import atomic_dir, write_text_atomic
+from data.files import atomic_dir, check_output_folder, write_text_atomic
 from data.runs import Run, check_module_fields, load_runs
 from data.splits import carve_validation
 from data.trajectory import render_context, render_module
@@ -44,6 +44,9 @@ PICKS = ("heads", "random", "shortest", "longest", "oracle")
 
 class EvaluationError(UserError):
     """Nothing to evaluate, or runs that cannot show a best-of-N pick."""
+
+
+REPORT_FILES = ("report.json", "report.md")
 
 
 @dataclass
@@ -64,11 +67,13 @@ def evaluate(
     progress: bool = True,
     runs_files: Sequence[Path] = (),
     success_threshold: float | None = None,
+    overwrite: bool = False,
 ) -> Evaluation:
     if not files and not runs_files:
         raise EvaluationError("nothing to evaluate: give pair files, runs (--runs RUNS.jsonl), or both")
     if store_normalization and not files:
         raise EvaluationError("storing the reward normalisation needs pair files (the checkpoint's validation pairs); runs alone give none")
+    check_output_folder(out, REPORT_FILES, "report folder", overwrite)
     scorer = load(checkpoint, cache_dir, encoder=encoder, device=config.training.device, write_cache=True)
     settings = config.evaluation
     report = {

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.errors import UserError
-from data.files import atomic_dir, atomic_path, write_text_atomic
+from data.files import atomic_dir, atomic_path, check_output_folder, write_text_atomic
 from data.splits import load_training_and_validation
 from features.encoder import pick_device
 from features.pairs import encode_pair_vectors, pair_table_hash, pair_text_keys
@@ -55,7 +55,7 @@ from heads.finetuning import (
     resolve_precision,
     save_state,
 )
-from heads.model import WEIGHTS, CheckpointError, MultiModuleRewardModel, bradley_terry_loss
+from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel, bradley_terry_loss
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps, warmup_linear_schedule, warmup_steps_for
 from pipeline.checkpoint import library_versions, load_checkpoint_encoder
 from pipeline.config import Config
@@ -80,16 +80,26 @@ def finetune(
     resume: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> FinetuneResult:
+    """`overwrite`: write into OUT even when it holds other files or an unfinished run; files of
+    the names listed in this module's docstring are replaced, others stay."""
     rank, world_size = _start_distributed(config.training.device)
     try:
-        return _finetune(files, init, Path(out), config, val_file, encoder_name, resume, max_steps, progress and rank == 0, rank, world_size)
+        return _finetune(files, init, Path(out), config, val_file, encoder_name, resume, max_steps, overwrite, progress and rank == 0, rank, world_size)
     finally:
         if world_size > 1:
             dist.destroy_process_group()
 
 
-def _finetune(files, init, out, config, val_file, encoder_name, resume, max_steps, progress, rank, world_size) -> FinetuneResult:
+def _finetune(files, init, out, config, val_file, encoder_name, resume, max_steps, overwrite, progress, rank, world_size) -> FinetuneResult:
+    # OUT is written step by step from the first save on, so it is checked before anything runs
+    if resume and not (out / "resume" / "progress.json").is_file():
+        raise UserError(f"nothing to resume: {out / 'resume'} holds no training state (start without --resume)")
+    if not resume and not overwrite:
+        if (out / "resume").exists():
+            raise UserError(f"{out} holds an unfinished run: continue it with --resume, start it over with --overwrite, or choose another --out")
+        check_output_folder(out, (CONFIG, WEIGHTS), "checkpoint", overwrite)
     stage, modules = config.stage_1, config.data.modules
     data = config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
@@ -123,11 +133,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
 
     state = {"epoch": 1, "batches_done": 0, "step": 0, "history": [], "epoch_losses": [], "best_loss": None, "best_epoch": 0, "since_best": 0}
     if resume:
-        if not (out / "resume" / "progress.json").is_file():
-            raise UserError(f"nothing to resume: {out / 'resume'} holds no training state (start without --resume)")
         state = load_state(out / "resume", model, optimizer, scheduler, scaler, device)
-    elif (out / "resume").exists():
-        raise UserError(f"{out} holds an unfinished run: continue it with --resume, or choose another --out")
 
     columns = PairColumns(train)
     loss_config = config.loss

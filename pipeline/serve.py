@@ -27,11 +27,13 @@ Endpoints:
 Micro-batching: requests wait in a queue; a background task takes the first, keeps collecting
 rows of requests that arrive within `max_wait_ms` up to `max_batch` rows (a request is never split;
 one larger than `max_batch` is scored alone), scores them in one scorer call in a worker thread,
-and answers each request with its own rows. `max_batch 1` scores every request alone.
+and answers each request with its own rows. `max_batch 1` scores every request alone. When scoring
+a batch raises, each of its requests is scored again alone, so only the request at fault fails.
 
 Limits: bodies over `max_body_bytes` and requests over `max_request_rows` rows get 413. Bodies that
 are not JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
-unequal lists) gets 422. Every refusal is `{"error": "what is wrong and where"}`.
+unequal lists, text with a lone surrogate such as "\ud800") gets 422. Every refusal is
+`{"error": "what is wrong and where"}`; a fault of the server's is a 500 with the same body.
 """
 
 import asyncio
@@ -160,11 +162,15 @@ class MicroBatcher:
                 [t for job in jobs for t in job.module_texts],
                 [m for job in jobs for m in job.modules],
             )
-        except Exception as e:  # the requests were checked, so this is ours: each request gets a 500
-            logger.exception("scoring a batch of %d requests failed", len(jobs))
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(e)
+        except Exception as e:  # the requests were checked, so this is ours
+            if len(jobs) > 1:
+                # the rows of one request may be what broke the batch: its neighbours must not pay
+                for job in jobs:
+                    await self._score([job])
+                return
+            logger.exception("scoring a request of %d rows failed", len(jobs[0].modules))
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(e)
             return
         start = 0
         for job in jobs:
@@ -203,6 +209,15 @@ async def read_json(request: Request, limit: int) -> object:
         raise RequestError(400, "request body is JSON nested too deeply") from None
 
 
+def _check_text(value: str, where: str) -> None:
+    """Refuse a string that is no text: JSON's "\ud800" parses to a lone surrogate, which cannot be
+    encoded, so hashing or tokenising it would fail inside the batch shared with other requests."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(422, f"{where}: a lone surrogate ({value[e.start]!r}) at character {e.start} is not text; send valid Unicode") from None
+
+
 def _list_field(body: dict, name: str, limit: int, required: bool = True) -> list | None:
     if name not in body or body[name] is None:
         if required:
@@ -230,6 +245,7 @@ def read_score_items(body: object, modules: Sequence[str], limit: int) -> tuple[
                 raise RequestError(422, f"items[{i}]: missing field {name!r}")
             if not isinstance(item[name], str):
                 raise RequestError(422, f"items[{i}].{name} must be a string, got {_kind(item[name])}")
+            _check_text(item[name], f"items[{i}].{name}")
             values.append(item[name])
         if item["module"] not in modules:
             raise RequestError(422, f"items[{i}].module: unknown module {item['module']!r} (this checkpoint has: {', '.join(modules)})")
@@ -278,6 +294,7 @@ def read_get_reward(body: object, modules: Sequence[str], default_module: str, l
         for name, value in (("query", query), ("prompts", prompt)):
             if not isinstance(value, str):
                 raise RequestError(422, f"{name}[{i}] must be a string, got {_kind(value)}")
+            _check_text(value, f"{name}[{i}]")
         rows.append(read_openrlhf_query(query, prompt, labels[i] if labels is not None else None, modules, default_module, i))
     contexts, module_texts, row_modules = (list(column) for column in zip(*rows)) if rows else ([], [], [])
     return contexts, module_texts, row_modules
@@ -312,6 +329,11 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     async def refuse(request: Request, error: RequestError) -> JSONResponse:
         counters["refused"] += 1
         return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(Exception)
+    async def fail(request: Request, error: Exception) -> JSONResponse:
+        # a bug of ours, not the client's: JSON like every other answer; the log has the traceback
+        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
     async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray]:
         counters["requests"] += 1

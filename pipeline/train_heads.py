@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
 from data.errors import UserError
-from data.files import atomic_dir
+from data.files import atomic_dir, check_output_folder
 from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, pair_vectors
-from heads.model import CheckpointError, MultiModuleRewardModel
+from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps, train_epoch, warmup_linear_schedule, warmup_steps_for
 from pipeline.checkpoint import library_versions
 from pipeline.config import Config
@@ -55,7 +55,9 @@ def train_heads(
     use_wandb: bool = False,
     progress: bool = True,
     say: Callable[[str], object] = print,
+    overwrite: bool = False,
 ) -> TrainResult:
+    check_output_folder(out, (CONFIG, WEIGHTS), "checkpoint", overwrite)  # before training, not after
     modules, data = config.data.modules, config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
 

@@ -2,6 +2,9 @@
 
 import json
 import multiprocessing
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from cache import CacheError, EmbeddingCache, MissingVectors
 from features.pairs import text_key
 from pipeline.cli import main
 
+PAIRS = Path(__file__).parent / "fixtures" / "pairs_original.json"
 FINGERPRINT = {"encoder": "test-encoder", "weights": "abc", "dimension": 8}
 
 
@@ -160,3 +164,31 @@ def test_cache_info_lists_namespaces(namespace):
     result = CliRunner().invoke(main, ["cache", "info", str(namespace.root.parent)])
     assert result.exit_code == 0
     assert namespace.id in result.output and "test-encoder" in result.output and "12 vectors in 1 shards" in result.output
+
+
+@pytest.mark.parametrize("where", ["parent folders", "absolute path", "symlink"])
+def test_a_manifest_listing_a_file_outside_the_shards_folder_is_refused_and_the_file_never_touched(namespace, tmp_path, where):
+    keys, vectors = keys_and_vectors(6)
+    with namespace.writer():
+        shard = namespace.write_shard(keys, vectors)
+    # a readable shard of the right keys, so only the path check keeps readers and gc away from it
+    outside = tmp_path / "outside.parquet"
+    shutil.copy(namespace.root / shard.file, outside)
+    if where == "symlink":
+        (namespace.root / "shards" / "link.parquet").symlink_to(outside)
+    entry = {"parent folders": "../../outside.parquet", "absolute path": str(outside), "symlink": "shards/link.parquet"}[where]
+    manifest_path = namespace.root / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["shards"] = [{"file": entry, "rows": 6}]
+    manifest_path.write_text(json.dumps(manifest))
+    before = outside.read_bytes()
+
+    with pytest.raises(CacheError, match="damaged") as refused:
+        EmbeddingCache(namespace.root.parent).select().fetch(keys)
+    assert namespace.id in str(refused.value) and entry in str(refused.value)
+    cache_dir = str(namespace.root.parent)
+    for args in (["cache", "gc", cache_dir, str(PAIRS)], ["cache", "verify", cache_dir], ["cache", "info", cache_dir]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert namespace.id in result.output and entry in result.output
+    assert outside.read_bytes() == before and os.path.exists(outside)

@@ -253,3 +253,18 @@ def test_cli_finetune_prints_epochs_and_refuses_a_bad_init(qwen, tmp_path):
     bad = CliRunner().invoke(main, ["finetune", str(qwen / "train.jsonl"), "--init", str(tmp_path), "--out", str(tmp_path / "p")])
     assert bad.exit_code == 1 and "not a reward-head checkpoint" in bad.output
     assert load_pairs(qwen / "train.jsonl").height == 36
+
+
+def test_out_holding_files_not_of_a_checkpoint_is_refused_before_anything_is_written(qwen, tmp_path):
+    finetune_args = ["finetune", str(qwen / "train.jsonl"), "--val", str(qwen / "val.jsonl"), "--init", str(qwen / "stage0"),
+                     "--epochs", "1", "--max-steps", "1", "--precision", "fp32"]  # fmt: skip
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(main, [*finetune_args, "--out", str(out)])
+    assert refused.exit_code == 1 and "notes.txt" in refused.output and "--overwrite" in refused.output, refused.output
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    # --overwrite writes the checkpoint into the folder; finetune replaces only files of its own names
+    written = CliRunner().invoke(main, [*finetune_args, "--out", str(out), "--overwrite"])
+    assert written.exit_code == 0, written.output
+    assert (out / "heads.safetensors").is_file() and (out / "notes.txt").read_text() == "mine"
