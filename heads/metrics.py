@@ -23,6 +23,7 @@
 from collections.abc import Iterator
 
 import numpy as np
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
 
@@ -221,4 +222,4 @@ def pair_metrics(
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-x))
+    return expit(x)  # no overflow warning for large |x|, as 1 / (1 + exp(-x)) gives

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from scipy.special import expit
 import torch
 
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
@@ -268,7 +269,7 @@ def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path)
 
 def sigmoid(rewards: np.ndarray) -> np.ndarray:
     """Rewards squashed into (0, 1): what OpenRLHF reads as `scores`."""
-    return (1.0 / (1.0 + np.exp(-np.asarray(rewards, np.float64)))).astype(np.float32)
+    return expit(np.asarray(rewards, np.float64)).astype(np.float32)
 
 
 class VectorMemory:

@@ -434,3 +434,9 @@ def test_out_replaces_only_a_report_of_ours_unless_overwrite_is_given(trained, t
     assert rerun.exit_code == 0, rerun.output
     (tmp_path / "empty").mkdir()
     assert CliRunner().invoke(main, [*report, "--out", str(tmp_path / "empty")]).exit_code == 0
+
+
+def test_rewards_far_apart_are_calibrated_without_overflow(recwarn):
+    positive, negative = np.array([900.0, 5.0, -2.0]), np.array([-900.0, 1.0, 3.0])
+    metrics = pair_metrics(positive, negative, bootstrap_samples=0)
+    assert metrics["pairwise_accuracy"] == pytest.approx(2 / 3) and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
