@@ -104,7 +104,8 @@ def test_split_writes_three_task_disjoint_files_and_its_config(tmp_path):
 def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     """The README's main job, as a user runs it: 1000 hard synthetic pairs, MiniLM at 256 tokens.
     The heads must learn something real: training loss falls, and pairwise accuracy on the
-    held-out, task-grouped validation split is well above chance (0.62 measured; 0.5 is chance)."""
+    held-out, task-grouped validation split is well above chance (0.67 measured, held to within
+    0.05; 0.5 is chance)."""
     result = run("demo", "--out", tmp_path / "demo")
     assert result.exit_code == 0, result.output
     for name in ("pairs.json", "splits/train.jsonl", "splits/val.jsonl", "splits/test.jsonl", "splits/config.yaml", "checkpoint/heads.safetensors"):
@@ -121,7 +122,7 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     history = [json.loads(line) for line in (tmp_path / "demo" / "checkpoint" / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
     best = json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())["metrics"]["val"]
-    assert best["n_pairs"] == 100 and best["pairwise_accuracy"] >= 0.58
+    assert best["n_pairs"] == 100 and best["pairwise_accuracy"] >= 0.62
 
     # evaluate: on validation it agrees with training and stores the normalisation; on test it reports
     val_report = json.loads((tmp_path / "demo" / "report-val" / "report.json").read_text())
