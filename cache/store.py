@@ -335,7 +335,14 @@ def _read_manifest(root: Path) -> dict:
     """The namespace's manifest, every shard it lists checked to lie inside its `shards/` folder
     (symlinks resolved): readers query and `gc` deletes exactly these paths, so an entry such as
     `../../x.parquet` must never reach them."""
-    manifest = json.loads((root / MANIFEST).read_text())
+    way_out = f"nothing was read or removed. Delete the folder {root} and embed again with `pipeline embed`"
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CacheError(f"cache namespace {root.name} is damaged: its {MANIFEST} is not valid JSON ({e}); {way_out}") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise CacheError(f"cache namespace {root.name} is damaged: its {MANIFEST} {problem}; {way_out}")
     shards = (root / "shards").resolve()
     for shard in manifest["shards"]:
         path = (root / shard["file"]).resolve()
@@ -345,6 +352,21 @@ def _read_manifest(root: Path) -> dict:
                 f"{root / 'shards'}; nothing was read or removed. Delete the folder {root} and embed again with `pipeline embed`"
             )
     return manifest
+
+
+def _manifest_problem(manifest: object) -> str:
+    """What is wrong with a parsed manifest's shape ('' when nothing is)."""
+    if not isinstance(manifest, dict):
+        return f"holds a JSON {type(manifest).__name__}, not an object"
+    for key, kind in (("fingerprint", dict), ("dimension", int), ("dtype", str), ("shards", list)):
+        if not isinstance(manifest.get(key), kind):
+            return f"has no {key!r} of type {kind.__name__}"
+    if manifest["dtype"] not in DTYPES:
+        return f"names an unknown dtype {manifest['dtype']!r}"
+    for i, shard in enumerate(manifest["shards"]):
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and isinstance(shard.get("rows"), int)):
+            return f"lists shard {i} as {json.dumps(shard)[:80]}, not {{\"file\": ..., \"rows\": ...}}"
+    return ""
 
 
 def _matrix(column: pa.ChunkedArray, dimension: int) -> np.ndarray:

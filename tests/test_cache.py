@@ -192,3 +192,21 @@ def test_a_manifest_listing_a_file_outside_the_shards_folder_is_refused_and_the_
         assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
         assert namespace.id in result.output and entry in result.output
     assert outside.read_bytes() == before and os.path.exists(outside)
+
+
+@pytest.mark.parametrize(
+    "manifest, problem",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "holds a JSON list"),
+        ('{"fingerprint": {}, "dimension": 8, "dtype": "float32"}', "has no 'shards'"),
+        ('{"fingerprint": {}, "dimension": 8, "dtype": "float32", "shards": [{"file": 3}]}', "lists shard 0"),
+    ],
+)
+def test_an_invalid_manifest_is_one_line_naming_the_namespace_and_the_way_out(namespace, manifest, problem):
+    (namespace.root / "manifest.json").write_text(manifest)
+    cache_dir = str(namespace.root.parent)
+    for args in (["cache", "verify", cache_dir], ["cache", "info", cache_dir], ["cache", "gc", cache_dir, str(PAIRS)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert namespace.id in result.output and problem in result.output and "embed again" in result.output
