@@ -32,7 +32,7 @@ a batch raises, each of its requests is scored again alone, so only the request 
 
 Limits: bodies over `max_body_bytes` and requests over `max_request_rows` rows get 413. Bodies that
 are not JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
-unequal lists, text with a lone surrogate such as "\ud800") gets 422. Every refusal is
+unequal lists, text with a lone surrogate such as "\\ud800") gets 422. Every refusal is
 `{"error": "what is wrong and where"}`; a fault of the server's is a 500 with the same body.
 """
 
@@ -210,7 +210,7 @@ async def read_json(request: Request, limit: int) -> object:
 
 
 def _check_text(value: str, where: str) -> None:
-    """Refuse a string that is no text: JSON's "\ud800" parses to a lone surrogate, which cannot be
+    """Refuse a string that is no text: JSON's "\\ud800" parses to a lone surrogate, which cannot be
     encoded, so hashing or tokenising it would fail inside the batch shared with other requests."""
     try:
         value.encode("utf-8")
