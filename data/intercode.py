@@ -69,7 +69,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.load import DataError, Problem
+from data.load import DataError, Problem, decode_utf8, read_bytes
 
 SOURCE = "intercode"
 
@@ -120,10 +120,7 @@ def read_result_file(path: str | Path) -> dict:
     naming the file when it cannot be read, decompressed or parsed, or is not an object."""
     path = Path(path)
     file = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError([Problem(file, f"cannot read file: {e.strerror or e}")]) from None
+    raw = read_bytes(path)
     if raw.startswith(b"\x1f\x8b"):
         try:
             raw = gzip.decompress(raw)
@@ -131,10 +128,9 @@ def read_result_file(path: str | Path) -> dict:
             raise DataError([Problem(file, f"not a valid gzip file ({e}); expected an InterCode result file, .json or .json.gz")]) from None
     elif path.name.endswith(".gz"):
         raise DataError([Problem(file, "named .gz but not gzip-compressed; expected an InterCode result file, .json or .json.gz")])
+    text = decode_utf8(raw, file)
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise DataError([Problem(file, f"not valid UTF-8 (byte {e.start}); expected an InterCode result file, .json or .json.gz")]) from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError([Problem(file, f"not valid JSON: {e.msg}", line=e.lineno)]) from None
     if not isinstance(data, dict):

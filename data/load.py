@@ -145,11 +145,19 @@ def to_nested(pairs: pl.DataFrame) -> pl.DataFrame:
 def read_utf8(path: str | Path) -> str:
     """The text of `path`, or `DataError` naming the file (and the line of the first byte that is
     not UTF-8) when it cannot be read."""
-    file = str(path)
+    return decode_utf8(read_bytes(path), str(path))
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of `path`, or `DataError` naming the file when it cannot be read."""
     try:
-        raw = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
-        raise DataError([Problem(file, f"cannot read file: {e.strerror or e}")]) from None
+        raise DataError([Problem(str(path), f"cannot read file: {e.strerror or e}")]) from None
+
+
+def decode_utf8(raw: bytes, file: str) -> str:
+    """`raw` as UTF-8 text, or `DataError` naming `file` and the line of the first byte that is not."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

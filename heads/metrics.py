@@ -59,7 +59,7 @@ def separation(positive: np.ndarray, negative: np.ndarray) -> dict:
 def calibration(positive: np.ndarray, negative: np.ndarray, bins: int = 10) -> dict:
     """ECE and reliability bins of sigma(r_pos - r_neg), each pair scored in both orders."""
     difference = positive - negative
-    confidence = np.concatenate([_sigmoid(difference), _sigmoid(-difference)])
+    confidence = np.concatenate([expit(difference), expit(-difference)])  # expit: no overflow for rewards far apart
     outcome = np.concatenate([np.ones(len(difference)), np.zeros(len(difference))])
     which = np.clip((confidence * bins).astype(int), 0, bins - 1)
     reliability, ece = [], 0.0
@@ -219,7 +219,3 @@ def pair_metrics(
         "calibration": calibration(positive, negative, calibration_bins),
         "ci": bootstrap_ci(positive, negative, groups, bootstrap_samples, confidence, seed),
     }
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return expit(x)  # no overflow warning for large |x|, as 1 / (1 + exp(-x)) gives

@@ -33,7 +33,7 @@ from data.splits import carve_validation
 from data.trajectory import render_context, render_module
 from features.pairs import pair_table_hash, pair_text_keys
 from heads.baselines import LogisticBaseline, TfidfBaseline, cosine_scores, length_scores
-from heads.metrics import bootstrap_ci, length_debiased_accuracy, pair_metrics, task_mean
+from heads.metrics import bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
 from heads.model import CheckpointError
 from heads.report import markdown, terminal_table, write_plots
 from pipeline.config import Config
@@ -121,7 +121,11 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     positive, negative = scorer.score_pair_vectors(vectors)
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
 
-    baselines = {"length": length_scores(pairs), "cosine": cosine_scores(vectors)}
+    lengths = {
+        "module_text": length_scores(pairs),
+        "context": (pairs["positive_context"].str.len_chars().to_numpy(), pairs["negative_context"].str.len_chars().to_numpy()),
+    }
+    baselines = {"length": lengths["module_text"], "cosine": cosine_scores(vectors)}
     train, note = _training_pairs(scorer)
     notes += [note] if note else []
     if train is not None:
@@ -136,10 +140,6 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     group_by = config.data.group_by
     groups = pairs[group_by].to_numpy() if group_by in pairs.columns else pairs["task"].to_numpy()
     module_of = vectors.target_module
-    lengths = {
-        "module_text": length_scores(pairs),
-        "context": (pairs["positive_context"].str.len_chars().to_numpy(), pairs["negative_context"].str.len_chars().to_numpy()),
-    }
 
     def debiased(p: np.ndarray, n: np.ndarray, rows: np.ndarray, seed: int) -> dict:
         return {
@@ -217,7 +217,7 @@ def _sources(pairs: pl.DataFrame, positive: np.ndarray, negative: np.ndarray, gr
         ci = bootstrap_ci(positive[rows], negative[rows], groups[rows], settings.bootstrap_samples, settings.confidence, seed)
         values[value] = {
             "n_pairs": int(rows.sum()),
-            "pairwise_accuracy": float((positive[rows] > negative[rows]).mean()),
+            "pairwise_accuracy": pairwise_accuracy(positive[rows], negative[rows]),
             "ci": ci["pairwise_accuracy"],
         }
     return {"column": column, "values": values}
