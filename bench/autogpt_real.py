@@ -52,7 +52,7 @@ def run(reports: list[Path], work: Path, encoder: str, max_tokens: int, cap: int
         pipeline("evaluate", fold / "checkpoint", fold / "test.jsonl", "--cache", work / "cache", "--out", fold / "report", "--config", config)
         folds.append((test_task, json.loads((fold / "report" / "report.json").read_text())))
 
-    systems = ["heads", "length", "cosine", "logistic_regression"]
+    systems = ["heads", "length", "cosine", "tfidf", "logistic_regression"]
     modules = [m for m in folds[0][1]["modules"] if any(r["modules"][m]["n_pairs"] for _, r in folds)]
     print("\nPairwise accuracy on the held-out task, leave-one-task-out (pooled over folds: weighted by pairs)\n")
     print(f"| test task | module | pairs | {' | '.join(systems)} |")
