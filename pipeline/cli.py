@@ -252,8 +252,30 @@ def cache_verify(cache_dir: Path) -> None:
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
-        raise click.ClickException(f"{len(problems)} problem(s) in {cache_dir}")
+        raise click.ClickException(
+            f"{len(problems)} problem(s) in {cache_dir}: run `pipeline cache repair {cache_dir}` to unlist the damaged shards "
+            "(then `pipeline embed` encodes their texts again)"
+        )
     click.echo(f"{cache_dir}: every shard reads back clean")
+
+
+@cache_group.command("repair")
+@cache_folder
+def cache_repair(cache_dir: Path) -> None:
+    """Unlist missing, unreadable or wrong shards (saying which), so the next `embed` re-encodes their texts.
+
+    Also keeps one vector of a key stored more than once. Each namespace's manifest is rewritten
+    atomically under the writer lock; a namespace whose manifest itself is damaged is refused.
+    """
+    namespaces = EmbeddingCache(cache_dir).namespaces()
+    unlisted = dropped = 0
+    for namespace in namespaces:
+        shards, duplicates = namespace.repair(say=click.echo)
+        unlisted, dropped = unlisted + shards, dropped + duplicates
+    if unlisted or dropped:
+        click.echo(f"{cache_dir}: unlisted {unlisted} shard(s), dropped {dropped} duplicate vector(s); run `pipeline embed` to encode the texts they held")
+    else:
+        click.echo(f"{cache_dir}: nothing to repair ({len(namespaces)} namespace(s) read back clean)")
 
 
 @cache_group.command("gc")
@@ -399,6 +421,8 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, d
 
     config = load_config(config_path, {"serve.normalize": normalize, "training.device": device})
     scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+    if scorer.namespace is not None:
+        scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
     result = score_file(scorer, records, out, batch_size, progress=True)
     config.save(out.with_name(f"{out.stem}.config.yaml"))
     kind = "normalised rewards" if config.serve.normalize else "rewards"
@@ -435,6 +459,8 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
     config = load_config(config_path, overrides)
     settings = ServeSettings.from_config(config.serve)
     scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+    if scorer.namespace is not None:
+        scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
     if settings.module and settings.module not in scorer.modules:
         raise click.BadParameter(f"{settings.module!r} is not a module of {checkpoint} (it has: {', '.join(scorer.modules)})", param_hint="--module")
     scorer.warm_up()
