@@ -8,6 +8,7 @@
 Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags override the file.
 """
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,13 @@ class _Group(click.Group):
         # before torch loads its OpenMP runtime: verbs import torch only when they run, after this.
         # A setting of the user's wins; importing this module sets nothing.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # what the recipes log at INFO (which encoder folder a checkpoint loaded) is part of a verb's output
+        log = logging.getLogger("pipeline")
+        if not log.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
@@ -440,10 +448,13 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, d
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), help="How long a batch waits for more requests [serve.max_wait_ms: 5].")
 @click.option("--max-request-rows", type=click.IntRange(min=1), help="Rows one request may hold [serve.max_request_rows: 1024].")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), help="Largest request body [serve.max_body_bytes: 16 MiB].")
+@click.option("--max-pending", type=click.IntRange(min=1), help="Requests waiting to be scored; past it 503 with Retry-After [serve.max_pending: 256].")
+@click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds a request's headers and body may take to arrive [serve.read_timeout_s: 30].")
+@click.option("--docs", is_flag=True, default=None, help="Serve /docs and /openapi.json [serve.docs: off].")
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, encoder, device, config_path) -> None:
+def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_pending, read_timeout_s, docs, encoder, device, config_path) -> None:
     """Serve rewards over HTTP (OpenRLHF, verl).
 
     POST /score, POST /get_reward (OpenRLHF's remote reward model), GET /health; requests that
@@ -454,7 +465,8 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
 
     overrides = {
         "serve.normalize": normalize, "serve.module": module, "serve.max_batch": max_batch, "serve.max_wait_ms": max_wait_ms,
-        "serve.max_request_rows": max_request_rows, "serve.max_body_bytes": max_body_bytes, "training.device": device,
+        "serve.max_request_rows": max_request_rows, "serve.max_body_bytes": max_body_bytes, "serve.max_pending": max_pending,
+        "serve.read_timeout_s": read_timeout_s, "serve.docs": docs, "training.device": device,
     }  # fmt: skip
     config = load_config(config_path, overrides)
     settings = ServeSettings.from_config(config.serve)

@@ -63,7 +63,7 @@ def read_records(path: Path, modules: Sequence[str]) -> list[dict]:
     if problems:
         raise DataError(problems)
     if not records:
-        raise DataError([Problem(file, 'no records; expected JSON Lines, one {"context": ..., "modules": {...}} per line')])
+        raise DataError([Problem(file, 'the file is empty (no records); expected JSON Lines, one {"context": ..., "modules": {...}} per line')])
     return records
 
 
