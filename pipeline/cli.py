@@ -25,6 +25,13 @@ from pipeline import __version__
 from pipeline.config import load_config
 
 
+class _EchoHandler(logging.Handler):
+    """Log records of the `pipeline` loggers as plain lines on stderr (whichever stderr is current)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
 class _Group(click.Group):
     """The `pipeline` entry point. Turns the user's mistakes (`data.UserError`: input, config,
     cache, checkpoint, encoder) into their message and exit code 1; any other exception is a bug
@@ -38,10 +45,8 @@ class _Group(click.Group):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         # what the recipes log at INFO (which encoder folder a checkpoint loaded) is part of a verb's output
         log = logging.getLogger("pipeline")
-        if not log.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            log.addHandler(handler)
+        if not any(isinstance(h, _EchoHandler) for h in log.handlers):
+            log.addHandler(_EchoHandler())
             log.setLevel(logging.INFO)
         return super().main(*args, **kwargs)
 

@@ -480,3 +480,39 @@ def test_a_label_that_looks_like_a_mistyped_module_is_refused_without_module_and
         assert status == 200 and answer["extra_logs"]["module_id"] == [scorer.modules.index("planner")] * 2
     warnings = [r.getMessage() for r in caplog.records if "critic" in r.getMessage()]
     assert len(warnings) == 1 and "looks like a module name" in warnings[0] and "--module" in warnings[0], warnings
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def checkpoint_naming_encoder(trained: Path, folder: Path, recorded: str) -> Path:
+    """A copy of the stage 0 checkpoint whose config.json names the encoder `recorded`."""
+    shutil.copytree(trained / "plain", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["encoder_fingerprint"]["encoder"] = recorded
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_relative_encoder_folder_is_read_from_the_checkpoint_not_the_current_directory_and_reported(trained, minilm_path, tmp_path, monkeypatch):
+    checkpoint = checkpoint_naming_encoder(trained, tmp_path / "ckpt", "models/encoder")
+    shutil.copytree(minilm_path, checkpoint / "models" / "encoder")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "models" / "encoder").mkdir(parents=True)  # a folder of the same name here is not a model
+    (elsewhere / "records.jsonl").write_text(json.dumps(score_record(0)) + "\n")
+    monkeypatch.chdir(elsewhere)
+    result = run("score", checkpoint, "records.jsonl", "--out", "scored.jsonl", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"encoder of {checkpoint}: {(checkpoint / 'models' / 'encoder').resolve()}" in result.output
+    assert json.loads((elsewhere / "scored.jsonl").read_text())["scores"]["planner"] == pytest.approx(
+        load(trained / "plain", device="cpu").score_trajectory(score_record(0)["context"], score_record(0)["modules"])["planner"], abs=1e-5
+    )
+
+
+def test_a_relative_encoder_folder_the_checkpoint_lacks_is_refused_even_when_the_current_directory_has_it(trained, minilm_path, tmp_path, monkeypatch):
+    checkpoint = checkpoint_naming_encoder(trained, tmp_path / "ckpt", "models/encoder")
+    shutil.copytree(minilm_path, tmp_path / "models" / "encoder")
+    (tmp_path / "records.jsonl").write_text(json.dumps(score_record(0)) + "\n")
+    monkeypatch.chdir(tmp_path)
+    output = refused(run("score", checkpoint, "records.jsonl", "--out", "scored.jsonl", "--device", "cpu"), "'models/encoder'", "not inside", "--encoder")
+    assert output.strip().splitlines()[-1].startswith("Error: ") and not (tmp_path / "scored.jsonl").exists()
