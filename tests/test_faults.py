@@ -516,3 +516,135 @@ def test_a_relative_encoder_folder_the_checkpoint_lacks_is_refused_even_when_the
     monkeypatch.chdir(tmp_path)
     output = refused(run("score", checkpoint, "records.jsonl", "--out", "scored.jsonl", "--device", "cpu"), "'models/encoder'", "not inside", "--encoder")
     assert output.strip().splitlines()[-1].startswith("Error: ") and not (tmp_path / "scored.jsonl").exists()
+
+
+# --- kill -9 of every verb that writes ---------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL = """\
+model: {encoder: minilm, max_context_tokens: 32, max_module_tokens: 32, batch_size: 8}
+cache: {shard_size: 16}
+training: {device: cpu}
+stage_0: {epochs: 3, batch_size: 16}
+stage_1: {epochs: 1, batch_size: 4, save_every_steps: 1}
+evaluation: {bootstrap_samples: 50, logistic_baseline: false}
+"""
+
+
+def prepare(work: Path, trained: Path, verb: str) -> Path:
+    """Tiny inputs for `verb`: the checkpoint's pairs, cache and stage 0 heads, runs and records."""
+    for name in ("plain", "cache"):
+        shutil.copytree(trained / name, work / name)
+    for name in ("train.jsonl", "val.jsonl"):
+        shutil.copy(trained / name, work / name)
+    (work / "small.yaml").write_text(SMALL)
+    (work / "runs.jsonl").write_text("".join(json.dumps({**run_record(i), "task": f"t{i // 4}"}) + "\n" for i in range(40)))
+    rows = load_pairs(work / "val.jsonl").select("positive_context", "target_module", "positive_module_text").rows()
+    (work / "records.jsonl").write_text("".join(json.dumps({"context": c, "modules": {m: t}}) + "\n" for c, m, t in rows))
+    if verb == "cache repair":  # a lost shard and a key stored twice: something to repair
+        namespace = EmbeddingCache(work / "cache").select()
+        keys = pq.read_table(namespace.root / namespace.shards[1].file).column("key").to_pylist()[:5]
+        with namespace.writer():
+            namespace.write_shard(keys, namespace.fetch(keys))
+        (namespace.root / namespace.shards[0].file).write_bytes(b"PAR1 and then nothing")
+    return work
+
+
+def writer_args(verb: str, work: Path) -> list:
+    small = ["--config", work / "small.yaml"]
+    return {
+        "synth": ["synth", "--pairs", "400", "--out", work / "out.json"],
+        "split": ["split", work / "train.jsonl", "--out", work / "splits"],
+        "pairs": ["pairs", work / "runs.jsonl", "--out", work / "mined.json"],
+        "import autogpt": ["import", "autogpt", *sorted((FIXTURES / "autogpt").glob("*.report.md")), "--out", work / "imported.jsonl"],
+        "import intercode": ["import", "intercode", *sorted((FIXTURES / "intercode").glob("*.json")), "--out", work / "imported.jsonl"],
+        "embed": ["embed", work / "val.jsonl", "--cache", work / "new-cache", *small],
+        "train-heads": ["train-heads", work / "train.jsonl", "--val", work / "val.jsonl", "--cache", work / "cache", "--out", work / "ckpt", *small],
+        "finetune": ["finetune", work / "train.jsonl", "--val", work / "val.jsonl", "--init", work / "plain", "--out", work / "ft", "--max-steps", "2", *small],
+        "evaluate": ["evaluate", work / "plain", work / "val.jsonl", "--cache", work / "cache", "--out", work / "report", *small],
+        "score": ["score", work / "plain", work / "records.jsonl", "--cache", work / "cache", "--out", work / "scored.jsonl", "--device", "cpu"],
+        "cache gc": ["cache", "gc", work / "cache", work / "val.jsonl"],
+        "cache repair": ["cache", "repair", work / "cache"],
+    }[verb]
+
+
+def check_outputs(verb: str, work: Path, finished: bool) -> None:
+    """Every output of `verb` in `work` is complete, or (unless `finished`) absent; caches verify."""
+    from data.runs import load_runs
+    from heads.model import MultiModuleRewardModel
+
+    def present(path: Path) -> bool:
+        assert finished is False or path.exists(), f"{path} missing after a finished run"
+        return path.exists()
+
+    if verb == "synth" and present(work / "out.json"):
+        assert load_pairs(work / "out.json").height == 400
+    elif verb == "split":
+        for name in ("train.jsonl", "val.jsonl", "test.jsonl"):
+            if present(work / "splits" / name):
+                load_pairs(work / "splits" / name)
+    elif verb == "pairs" and present(work / "mined.json"):
+        assert load_pairs(work / "mined.json").height > 0
+    elif verb.startswith("import") and present(work / "imported.jsonl"):
+        assert load_runs([work / "imported.jsonl"])
+    elif verb in ("train-heads", "finetune"):
+        out = work / ("ckpt" if verb == "train-heads" else "ft")
+        unfinished = verb == "finetune" and (out / "resume").exists()
+        if unfinished:  # a stage 1 run saves as it goes: what it left must be resumable
+            assert not finished and json.loads((out / "resume" / "progress.json").read_text())
+        elif present(out):
+            MultiModuleRewardModel.load(out)
+            [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    elif verb == "evaluate":
+        MultiModuleRewardModel.load(work / "plain")  # its config.json, rewritten with the normalisation
+        if present(work / "report"):
+            assert json.loads((work / "report" / "report.json").read_text())["n_pairs"] > 0 and (work / "report" / "report.md").is_file()
+    elif verb == "score" and present(work / "scored.jsonl"):
+        lines = (work / "scored.jsonl").read_text().splitlines()
+        assert len(lines) == len((work / "records.jsonl").read_text().splitlines()) and all(json.loads(line)["scores"] for line in lines)
+    elif verb in ("embed", "cache gc", "cache repair"):
+        cache = work / ("new-cache" if verb == "embed" else "cache")
+        for namespace in EmbeddingCache(cache).namespaces():  # every manifest reads back
+            if finished or verb != "cache repair":  # before repair finishes, its shard is still lost
+                assert namespace.verify() == [], namespace.verify()
+
+
+def pipeline_command(args: list) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", *(str(a) for a in args)]
+
+
+PIPELINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+WRITERS = ["synth", "split", "pairs", "import autogpt", "import intercode", "embed", "train-heads", "finetune", "evaluate", "score", "cache gc", "cache repair"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", WRITERS)
+def test_kill_9_at_a_random_moment_leaves_outputs_absent_or_complete_and_a_rerun_finishes(trained, tmp_path, verb):
+    """`pipeline demo` is these verbs in a row, each writing as it does alone."""
+    seed = int(os.environ.get("FAULT_SEED", time.time_ns() % 2**32))
+    reference = prepare(tmp_path / "reference", trained, verb)
+    started = time.monotonic()
+    clean = subprocess.run(pipeline_command(writer_args(verb, reference)), env=PIPELINE_ENV, capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - started
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    check_outputs(verb, reference, finished=True)
+
+    work = prepare(tmp_path / "killed", trained, verb)
+    before = {p.name for p in work.iterdir()}
+    moment = random.Random(seed).uniform(0.1, 0.95) * took
+    process = subprocess.Popen(pipeline_command(writer_args(verb, work)), env=PIPELINE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=moment)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    where = f"killed at {moment:.2f} s of {took:.2f} s (FAULT_SEED={seed})"
+    left = {p.name for p in work.iterdir() if not p.name.startswith(".")} - before
+    outputs = {Path(str(a)).relative_to(work).parts[0] for a in writer_args(verb, work) if str(a).startswith(str(work))}
+    assert left <= outputs | {f"{Path(name).stem}.config.yaml" for name in outputs}, (where, left)  # files get their config beside them
+    check_outputs(verb, work, finished=process.returncode == 0)
+
+    again = writer_args(verb, work) + (["--resume"] if verb == "finetune" and (work / "ft" / "resume").exists() else [])
+    rerun = subprocess.run(pipeline_command(again), env=PIPELINE_ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, (where, rerun.stderr[-2000:])
+    check_outputs(verb, work, finished=True)
