@@ -9,6 +9,10 @@ The manifest is the truth: readers see only the shards it lists. A shard is writ
 file and renamed, then the manifest is rewritten the same way (under a lock), so a run killed at
 any moment leaves a readable cache and at worst an unlisted shard file, which the next writer
 removes. Vectors of two fingerprints never mix: each fingerprint hashes to its own folder.
+
+A listed shard that is missing, unreadable or of another shape is a `DamagedCache` naming the
+namespace and the shard, from every reader; `Namespace.repair` (`pipeline cache repair`) unlists
+such shards so that the next embed encodes exactly the texts they held.
 """
 
 import fcntl

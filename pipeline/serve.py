@@ -32,8 +32,11 @@ a batch raises, each of its requests is scored again alone, so only the request 
 
 Limits: bodies over `max_body_bytes` and requests over `max_request_rows` rows get 413. Bodies that
 are not JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
-unequal lists, text with a lone surrogate such as "\\ud800") gets 422. Every refusal is
-`{"error": "what is wrong and where"}`; a fault of the server's is a 500 with the same body.
+unequal lists, text with a lone surrogate such as "\\ud800", a label that looks like a mistyped
+module name when nothing else names the module) gets 422. Past `max_pending` requests waiting to be
+scored, 503 with Retry-After. A request must arrive whole within `read_timeout_s` of its first byte
+(`http_protocol`), else its connection is closed. /docs and /openapi.json only with `docs`. Every
+refusal is `{"error": "what is wrong and where"}`; a fault of the server's is a 500 with the same body.
 """
 
 import asyncio
