@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.errors import UserError
-from data.files import atomic_path, write_text_atomic
+from data.files import atomic_path, json_text, write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -122,7 +122,7 @@ class EmbeddingCache:
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "shards": [],
                     }
-                    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=2))
+                    write_text_atomic(root / MANIFEST, json_text(manifest, indent=2))
         return Namespace(root)
 
 
@@ -198,7 +198,8 @@ class Namespace:
         with _duckdb() as con:
             con.register("wanted", pa.table({"key": pa.array(keys, pa.string()), "ord": np.arange(n)}))
             result = self._query(con, "SELECT w.ord, s.vector FROM wanted w JOIN read_parquet($files) s USING (key)")
-        if len(result.column("vector").combine_chunks().flatten()) != result.num_rows * self.dimension:
+        values = result.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        if values.size != result.num_rows * self.dimension:  # a shard of another dimension among the right ones
             raise self.damaged(f"vectors not of dimension {self.dimension}")
         if result.num_rows != n:
             found = np.zeros(n, bool)
@@ -210,7 +211,7 @@ class Namespace:
                 )
             raise MissingVectors([keys[i] for i in np.flatnonzero(~found)], n)
         vectors = np.empty((n, self.dimension), np.float32)
-        vectors[result.column("ord").to_numpy()] = _matrix(result.column("vector"), self.dimension)
+        vectors[result.column("ord").to_numpy()] = values.reshape(-1, self.dimension)
         return vectors
 
     def _query(self, con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
@@ -313,7 +314,7 @@ class Namespace:
             manifest = _read_manifest(self.root)
             manifest["shards"] = [s for s in manifest["shards"] if s["file"] not in set(remove)]
             manifest["shards"] += [{"file": s.file, "rows": s.rows} for s in add]
-            write_text_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2))
+            write_text_atomic(self.root / MANIFEST, json_text(manifest, indent=2))
             self.manifest = manifest
 
     def _remove_unlisted_shards(self, sharded: bool) -> None:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.errors import ConfigError
-from data.files import write_text_atomic
+from data.files import json_text, write_text_atomic
 from data.load import DataError, JSONProblem, Problem, parse_json, read_utf8
 from data.schema import DEFAULT_MODULES
 from data.trajectory import (
@@ -117,7 +117,7 @@ def runs_from_records(records: Sequence[Mapping], success_threshold: float | Non
 def write_runs(records: Sequence[Mapping], path: str | Path) -> Path:
     """Validate run records and write them as JSON Lines, atomically."""
     runs_from_records(records, source=str(path))
-    return write_text_atomic(path, "".join(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in records))
+    return write_text_atomic(path, "".join(json_text(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def _read_lines(path: Path) -> tuple[list[tuple[str, int, object]], list[Problem]]:
