@@ -75,6 +75,9 @@ class DataError(UserError):
 
     def __init__(self, problems: Sequence[Problem]):
         self.problems = list(problems)
+        if len(self.problems) == 1:  # one line, as every other error the CLI prints
+            super().__init__(f"1 problem in the input data: {self.problems[0]}")
+            return
         shown = [f"  {p}" for p in self.problems[:_MAX_PROBLEMS_SHOWN]]
         if len(self.problems) > _MAX_PROBLEMS_SHOWN:
             shown.append(f"  ... and {len(self.problems) - _MAX_PROBLEMS_SHOWN} more")

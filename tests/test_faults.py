@@ -154,6 +154,7 @@ def test_a_bad_input_file_is_named_with_its_line_and_field_and_nothing_is_writte
     bad.write_bytes(bad_file(kind, record))
     before = listing(work)
     output = refused(run(*reader_args(verb, work, bad, work / "out")), str(bad), BAD_INPUT[kind].replace("'task'", repr(field)))
+    assert len(output.strip().splitlines()) == 1, output
     assert listing(work) == before, output  # no output, no cache file, no temporary left behind
 
 
