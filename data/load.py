@@ -175,7 +175,7 @@ MAX_DEPTH = 100  # our records nest 3 or 4 levels; Python's parser fails near 10
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"\s*:?|[\[\]{},]')
 
 
-class JSONProblem(ValueError):
+class JSONProblem(Exception):
     """A value strict JSON readers refuse (NaN, Infinity) or nesting Python's parser cannot read;
     `record` and `field` locate it inside the parsed text, `offset` is its character position."""
 
