@@ -107,7 +107,7 @@ def _refuse_non_finite(scored: Sequence[dict], records_path: Path) -> None:
     if bad:
         i, module, value = bad[0]
         raise ScoringError(
-            f"{len(bad)} reward(s) are not finite numbers (first: record {i + 1} of {records_path}, module {module!r}: {value}); "
+            f"{len(bad)} reward(s) are not finite numbers (first: {records_path}, record {i}, module {module!r}: {value}); "
             "nothing was written. NaN vectors in the cache are the usual cause: run `pipeline cache verify` and `pipeline cache repair`, "
             "or score without --cache"
         )
