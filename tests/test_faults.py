@@ -483,6 +483,26 @@ def test_a_label_that_looks_like_a_mistyped_module_is_refused_without_module_and
     assert len(warnings) == 1 and "looks like a module name" in warnings[0] and "--module" in warnings[0], warnings
 
 
+def test_verl_through_a_full_server_waits_as_retry_after_says_and_gets_every_reward(scorer, trained, monkeypatch):
+    from pipeline import verl_reward
+
+    items = items_of(trained, 6)
+    app = create_app(scorer, ServeSettings(max_batch=1, max_wait_ms=0, max_pending=1))
+    real_scorer = app.state.batcher.score_rows
+
+    def slow(contexts, module_texts, modules):
+        time.sleep(0.2)
+        return real_scorer(contexts, module_texts, modules)
+
+    app.state.batcher.score_rows = slow
+    with BackgroundServer(app) as server, ThreadPoolExecutor(len(items)) as pool:
+        answers = list(pool.map(lambda item: verl_reward._request(f"{server.url}/score", {"items": [item]}), items))
+        refused_some = request(f"{server.url}/health")[1]["refused"] > 0
+    assert refused_some  # the queue did fill, and every client still got its reward
+    expected = scorer.score(*zip(*[(i["context"], i["module_text"], i["module"]) for i in items]))
+    np.testing.assert_allclose([answer["rewards"][0] for answer in answers], expected, atol=1e-6)
+
+
 # --- checkpoints -------------------------------------------------------------------------------
 
 
@@ -650,22 +670,3 @@ def test_kill_9_at_a_random_moment_leaves_outputs_absent_or_complete_and_a_rerun
     assert rerun.returncode == 0, (where, rerun.stderr[-2000:])
     check_outputs(verb, work, finished=True)
 
-
-def test_verl_through_a_full_server_waits_as_retry_after_says_and_gets_every_reward(scorer, trained, monkeypatch):
-    from pipeline import verl_reward
-
-    items = items_of(trained, 6)
-    app = create_app(scorer, ServeSettings(max_batch=1, max_wait_ms=0, max_pending=1))
-    real_scorer = app.state.batcher.score_rows
-
-    def slow(contexts, module_texts, modules):
-        time.sleep(0.2)
-        return real_scorer(contexts, module_texts, modules)
-
-    app.state.batcher.score_rows = slow
-    with BackgroundServer(app) as server, ThreadPoolExecutor(len(items)) as pool:
-        answers = list(pool.map(lambda item: verl_reward._request(f"{server.url}/score", {"items": [item]}), items))
-        refused_some = request(f"{server.url}/health")[1]["refused"] > 0
-    assert refused_some  # the queue did fill, and every client still got its reward
-    expected = scorer.score(*zip(*[(i["context"], i["module_text"], i["module"]) for i in items]))
-    np.testing.assert_allclose([answer["rewards"][0] for answer in answers], expected, atol=1e-6)
