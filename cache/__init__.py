@@ -5,6 +5,6 @@
     vectors = namespace.fetch(keys)          # float32 (len(keys), dimension), in key order
 """
 
-from cache.store import CacheError, EmbeddingCache, MissingVectors, Namespace, namespace_id
+from cache.store import CacheError, DamagedCache, EmbeddingCache, MissingVectors, Namespace, NoNamespace, namespace_id
 
-__all__ = ["CacheError", "EmbeddingCache", "MissingVectors", "Namespace", "namespace_id"]
+__all__ = ["CacheError", "DamagedCache", "EmbeddingCache", "MissingVectors", "Namespace", "NoNamespace", "namespace_id"]

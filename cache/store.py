@@ -9,6 +9,10 @@ The manifest is the truth: readers see only the shards it lists. A shard is writ
 file and renamed, then the manifest is rewritten the same way (under a lock), so a run killed at
 any moment leaves a readable cache and at worst an unlisted shard file, which the next writer
 removes. Vectors of two fingerprints never mix: each fingerprint hashes to its own folder.
+
+A listed shard that is missing, unreadable or of another shape is a `DamagedCache` naming the
+namespace and the shard, from every reader; `Namespace.repair` (`pipeline cache repair`) unlists
+such shards so that the next embed encodes exactly the texts they held.
 """
 
 import fcntl
@@ -16,7 +20,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.errors import UserError
-from data.files import atomic_path, write_text_atomic
+from data.files import atomic_path, json_text, write_text_atomic
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -37,6 +41,14 @@ DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.floa
 
 class CacheError(UserError):
     """The cache folder cannot give what was asked: no such namespace, missing vectors, a busy writer."""
+
+
+class NoNamespace(CacheError):
+    """The cache holds no vectors of the fingerprint asked for."""
+
+
+class DamagedCache(CacheError):
+    """A shard the manifest lists is missing, unreadable or not of the namespace's shape."""
 
 
 class MissingVectors(CacheError):
@@ -97,7 +109,7 @@ class EmbeddingCache:
         root = self.root / namespace_id(identity)
         if not (root / MANIFEST).is_file():
             if not create:
-                raise CacheError(f"{self.root} has no vectors for this encoder (namespace {root.name}); run `pipeline embed` first")
+                raise NoNamespace(f"{self.root} has no vectors for this encoder (namespace {root.name}); run `pipeline embed` first")
             root.mkdir(parents=True, exist_ok=True)
             with _locked(root / ".manifest.lock"):
                 if not (root / MANIFEST).is_file():
@@ -110,11 +122,11 @@ class EmbeddingCache:
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "shards": [],
                     }
-                    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=2))
+                    write_text_atomic(root / MANIFEST, json_text(manifest, indent=2))
         return Namespace(root)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardInfo:
     file: str
     rows: int
@@ -172,11 +184,8 @@ class Namespace:
             return list(keys)
         with _duckdb() as con:
             con.register("wanted", pa.table({"key": pa.array(keys, pa.string()), "ord": np.arange(len(keys))}))
-            found = con.sql(
-                "SELECT w.key FROM wanted w ANTI JOIN read_parquet($files) s USING (key) ORDER BY w.ord",
-                params={"files": self.shard_paths()},
-            ).fetchnumpy()["key"]
-        return [str(k) for k in found]
+            found = self._query(con, "SELECT w.key FROM wanted w ANTI JOIN read_parquet($files) s USING (key) ORDER BY w.ord").column("key")
+        return [str(k) for k in found.to_pylist()]
 
     def fetch(self, keys: Sequence[str]) -> np.ndarray:
         """Vectors for `keys` as float32 (len(keys), dimension), row i for keys[i].
@@ -188,19 +197,77 @@ class Namespace:
             raise MissingVectors(keys, n)
         with _duckdb() as con:
             con.register("wanted", pa.table({"key": pa.array(keys, pa.string()), "ord": np.arange(n)}))
-            result = con.sql(
-                "SELECT w.ord, s.vector FROM wanted w JOIN read_parquet($files) s USING (key)",
-                params={"files": self.shard_paths()},
-            ).to_arrow_table()
+            result = self._query(con, "SELECT w.ord, s.vector FROM wanted w JOIN read_parquet($files) s USING (key)")
+        values = result.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        if values.size != result.num_rows * self.dimension:  # a shard of another dimension among the right ones
+            raise self.damaged(f"vectors not of dimension {self.dimension}")
         if result.num_rows != n:
             found = np.zeros(n, bool)
             found[result.column("ord").to_numpy()] = True
             if result.num_rows > found.sum():
-                raise CacheError(f"namespace {self.id} holds duplicate keys; run `pipeline cache verify`")
+                raise CacheError(
+                    f"cache namespace {self.id} holds some keys more than once; run `pipeline cache repair {self.root.parent}`, "
+                    "which keeps one vector of each"
+                )
             raise MissingVectors([keys[i] for i in np.flatnonzero(~found)], n)
         vectors = np.empty((n, self.dimension), np.float32)
-        vectors[result.column("ord").to_numpy()] = _matrix(result.column("vector"), self.dimension)
+        vectors[result.column("ord").to_numpy()] = values.reshape(-1, self.dimension)
         return vectors
+
+    def _query(self, con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+        """`sql` over the listed shards (`$files`); a shard DuckDB cannot read is a `DamagedCache`
+        naming it, never DuckDB's own error."""
+        try:
+            return con.sql(sql, params={"files": self.shard_paths()}).to_arrow_table()
+        except duckdb.Error as e:
+            raise self.damaged(str(e).splitlines()[0]) from None
+
+    def damaged(self, symptom: str) -> CacheError:
+        """The error for a read that failed with `symptom`: the shards at fault, found by
+        `shard_problems`, and the way out (`pipeline cache repair`)."""
+        found = self.shard_problems() or self.shard_problems(deep=True)
+        if not found:
+            return CacheError(f"cache namespace {self.id} in {self.root.parent} could not be read ({symptom}); run `pipeline cache verify {self.root.parent}`")
+        (shard, problem), more = found[0], len(found) - 1
+        others = f" (and {more} more shard(s))" if more else ""
+        return DamagedCache(
+            f"cache namespace {self.id} is damaged: shard {shard.file} {problem}{others}. "
+            f"Run `pipeline cache repair {self.root.parent}` to unlist it, then `pipeline embed` to encode its texts again"
+        )
+
+    def check_shards(self) -> None:
+        """Raise `DamagedCache` unless every listed shard is there with the namespace's shape
+        (footers only: milliseconds per shard), for readers that would rather fail at start."""
+        if self.shard_problems():
+            raise self.damaged("a shard check failed")
+
+    def shard_problems(self, deep: bool = False) -> list[tuple[ShardInfo, str]]:
+        """(shard, what is wrong) for every listed shard that is missing, unreadable, not of
+        (key string, vector of `dimension` floats) or of another row count than the manifest's;
+        `deep` also reads every vector (a damaged page, NaN)."""
+        problems = []
+        for shard in self.shards:
+            path = self.root / shard.file
+            if not path.is_file():
+                problems.append((shard, "is missing"))
+                continue
+            try:
+                parquet = pq.ParquetFile(path)
+                schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
+                table = parquet.read() if deep else None
+            except (OSError, pa.ArrowException) as e:
+                problems.append((shard, f"is unreadable ({str(e).splitlines()[0]})"))
+                continue
+            vector = schema.field("vector").type if "vector" in schema.names else None
+            if "key" not in schema.names or not pa.types.is_string(schema.field("key").type) or vector is None:
+                problems.append((shard, f"has columns {', '.join(schema.names)}, not key (string) and vector"))
+            elif not (pa.types.is_fixed_size_list(vector) and vector.list_size == self.dimension):
+                problems.append((shard, f"holds vectors of type {vector}, not {self.dimension}-d"))
+            elif rows != shard.rows:
+                problems.append((shard, f"holds {rows} rows, the manifest says {shard.rows}"))
+            elif deep and rows and np.isnan(_matrix(table.column("vector"), self.dimension)).any():
+                problems.append((shard, "holds vectors with NaN"))
+        return problems
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -247,7 +314,7 @@ class Namespace:
             manifest = _read_manifest(self.root)
             manifest["shards"] = [s for s in manifest["shards"] if s["file"] not in set(remove)]
             manifest["shards"] += [{"file": s.file, "rows": s.rows} for s in add]
-            write_text_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2))
+            write_text_atomic(self.root / MANIFEST, json_text(manifest, indent=2))
             self.manifest = manifest
 
     def _remove_unlisted_shards(self, sharded: bool) -> None:
@@ -275,48 +342,73 @@ class Namespace:
         }
 
     def verify(self) -> list[str]:
-        """Read every shard; return one line per problem (unreadable or missing shard, wrong
-        dimension, row count unlike the manifest's, NaN, duplicate keys)."""
-        problems = []
-        readable = []
-        with _duckdb() as con:
-            for shard in self.shards:
-                path = self.root / shard.file
-                try:
-                    table = con.sql("SELECT key, vector FROM read_parquet($file)", params={"file": str(path)}).to_arrow_table()
-                except duckdb.Error as e:
-                    problems.append(f"{path}: unreadable shard ({str(e).splitlines()[0]})")
-                    continue
-                readable.append(str(path))
-                if table.num_rows != shard.rows:
-                    problems.append(f"{path}: {table.num_rows} rows, the manifest says {shard.rows}")
-                sizes = table.column("vector").combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
-                if table.num_rows and (sizes != self.dimension).any():
-                    problems.append(f"{path}: {(sizes != self.dimension).sum()} vectors not of dimension {self.dimension}")
-                    continue
-                if table.num_rows and np.isnan(_matrix(table.column("vector"), self.dimension)).any():
-                    problems.append(f"{path}: vectors contain NaN")
-            if readable:
-                duplicates = con.sql(
-                    "SELECT count(*) FROM (SELECT key FROM read_parquet($files) GROUP BY key HAVING count(*) > 1)",
-                    params={"files": readable},
-                ).fetchall()[0][0]
-                if duplicates:
-                    problems.append(f"{self.root}: {duplicates} keys stored more than once")
+        """Read every shard; return one line per problem (missing or unreadable shard, wrong
+        dimension, row count unlike the manifest's, NaN, duplicate keys), each naming the shard."""
+        found = self.shard_problems(deep=True)
+        problems = [f"{self.root / shard.file}: shard {problem}" for shard, problem in found]
+        unreadable = {shard for shard, _ in self.shard_problems()}  # NaN vectors still have their keys
+        duplicates = self._duplicate_keys([shard for shard in self.shards if shard not in unreadable])
+        if duplicates:
+            problems.append(f"{self.root}: {len(duplicates)} keys stored more than once")
         return problems
+
+    def repair(self, say: Callable[[str], object] = print) -> tuple[int, int]:
+        """Unlist every shard `verify` finds at fault (missing, unreadable, wrong shape, NaN), so
+        that the next `pipeline embed` encodes exactly the texts they held, and keep one vector of
+        a key stored more than once. Says what it does before each manifest update (atomic, under
+        the writer lock). Returns (shards unlisted, duplicate vectors dropped)."""
+        with self.writer():
+            found = self.shard_problems(deep=True)
+            for shard, problem in found:
+                say(f"{self.id}: unlisting shard {shard.file}, which {problem}; the next `pipeline embed` encodes its {shard.rows} texts again")
+            if found:
+                self._update_manifest(remove=[shard.file for shard, _ in found])
+                for shard, _ in found:
+                    (self.root / shard.file).unlink(missing_ok=True)
+            duplicates = self._duplicate_keys(self.shards)
+            dropped = 0
+            if duplicates:
+                say(f"{self.id}: {len(duplicates)} keys are stored more than once; keeping the first vector of each")
+                seen: set[str] = set()
+                for shard in self.shards:
+                    table = pq.read_table(self.root / shard.file)
+                    keys = table.column("key").to_pylist()
+                    keep = [key not in duplicates or not (key in seen or seen.add(key)) for key in keys]
+                    if all(keep):
+                        continue
+                    kept = table.filter(pa.array(keep))
+                    dropped += table.num_rows - kept.num_rows
+                    replacement = [self._write_shard_file(kept.column("key").to_pylist(), _matrix(kept.column("vector"), self.dimension))] if kept.num_rows else []
+                    self._update_manifest(add=replacement, remove=[shard.file])
+                    (self.root / shard.file).unlink()
+        return len(found), dropped
+
+    def _duplicate_keys(self, shards: Sequence[ShardInfo]) -> set[str]:
+        if not shards:
+            return set()
+        with _duckdb() as con:
+            table = con.sql(
+                "SELECT key FROM read_parquet($files) GROUP BY key HAVING count(*) > 1", params={"files": [str(self.root / s.file) for s in shards]}
+            ).to_arrow_table()
+        return set(table.column("key").to_pylist())
 
     def gc(self, keep: Sequence[str]) -> int:
         """Drop vectors whose key is not in `keep`; shards are rewritten (atomically) or removed.
-        Returns the number of vectors dropped."""
+        Returns the number of vectors dropped. A damaged namespace is refused before anything is
+        removed (`DamagedCache`, pointing to `pipeline cache repair`)."""
         dropped = 0
         with self.writer():
+            self.check_shards()
             with _duckdb() as con:
                 con.register("keep", pa.table({"key": pa.array(list(keep), pa.string())}))
                 for shard in self.shards:
                     path = self.root / shard.file
-                    kept = con.sql(
-                        "SELECT s.key, s.vector FROM read_parquet($file) s SEMI JOIN keep USING (key)", params={"file": str(path)}
-                    ).to_arrow_table()
+                    try:
+                        kept = con.sql(
+                            "SELECT s.key, s.vector FROM read_parquet($file) s SEMI JOIN keep USING (key)", params={"file": str(path)}
+                        ).to_arrow_table()
+                    except duckdb.Error as e:
+                        raise self.damaged(str(e).splitlines()[0]) from None
                     if kept.num_rows == shard.rows:
                         continue
                     dropped += shard.rows - kept.num_rows

@@ -1,5 +1,7 @@
 """Atomic writes of files and folders: an output appears complete, or not at all."""
 
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -24,6 +26,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def json_text(value: object, **dumps) -> str:
+    """`json.dumps` for the files we write, which every JSON reader must accept: a float that is
+    not finite (a diverged loss, an undefined statistic) is written as null, where Python's json
+    would write NaN or Infinity, which are not JSON."""
+    return json.dumps(_finite(value), allow_nan=False, **dumps)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -69,7 +69,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.load import DataError, Problem, decode_utf8, read_bytes
+from data.load import DataError, JSONProblem, Problem, decode_utf8, parse_json, read_bytes
 
 SOURCE = "intercode"
 
@@ -130,9 +130,11 @@ def read_result_file(path: str | Path) -> dict:
         raise DataError([Problem(file, "named .gz but not gzip-compressed; expected an InterCode result file, .json or .json.gz")])
     text = decode_utf8(raw, file)
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except json.JSONDecodeError as e:
         raise DataError([Problem(file, f"not valid JSON: {e.msg}", line=e.lineno)]) from None
+    except JSONProblem as e:
+        raise DataError([Problem(file, e.message, line=e.line_in(text), field=e.field)]) from None
     if not isinstance(data, dict):
         raise DataError([Problem(file, f"expected a JSON object of attempts keyed by index, got {_kind(data)}")])
     return data

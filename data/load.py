@@ -10,6 +10,7 @@ Every problem found in every file is collected before `DataError` is raised, so 
 """
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,9 @@ class DataError(UserError):
 
     def __init__(self, problems: Sequence[Problem]):
         self.problems = list(problems)
+        if len(self.problems) == 1:  # one line, as every other error the CLI prints
+            super().__init__(f"1 problem in the input data: {self.problems[0]}")
+            return
         shown = [f"  {p}" for p in self.problems[:_MAX_PROBLEMS_SHOWN]]
         if len(self.problems) > _MAX_PROBLEMS_SHOWN:
             shown.append(f"  ... and {len(self.problems) - _MAX_PROBLEMS_SHOWN} more")
@@ -165,6 +169,117 @@ def decode_utf8(raw: bytes, file: str) -> str:
         raise DataError([Problem(file, f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); save the file as UTF-8", line=line)]) from None
 
 
+# --- strict JSON ----------------------------------------------------------------------------
+
+MAX_DEPTH = 100  # our records nest 3 or 4 levels; Python's parser fails near 1000 with RecursionError
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"\s*:?|[\[\]{},]')
+
+
+class JSONProblem(Exception):
+    """A value strict JSON readers refuse (NaN, Infinity) or nesting Python's parser cannot read;
+    `record` and `field` locate it inside the parsed text, `offset` is its character position."""
+
+    def __init__(self, message: str, offset: int | None = None, record: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message, self.offset, self.record, self.field = message, offset, record, field
+
+    def line_in(self, text: str) -> int | None:
+        return None if self.offset is None else text.count("\n", 0, self.offset) + 1
+
+
+class _NonFinite(float):
+    """What `parse_json` reads NaN, Infinity and -Infinity as, before it refuses them."""
+
+
+def parse_json(text: str, array_of_records: bool = False) -> object:
+    """`json.loads` for the files users give: `JSONDecodeError` for text that is not JSON, and
+    `JSONProblem` (with record and field) for what Python reads but other readers do not: NaN,
+    Infinity and -Infinity, which are not JSON and would reach outcomes and outputs as floats; and
+    nesting deeper than `MAX_DEPTH`, where Python's parser raises `RecursionError`.
+    `array_of_records`: the text is a JSON array whose elements are records (record = index)."""
+    constants: list[str] = []  # NaN, Infinity, -Infinity as written; the parser calls this only for them
+
+    def non_finite(name: str) -> float:
+        constants.append(name)
+        return _NonFinite(name)
+
+    try:
+        value = json.loads(text, parse_constant=non_finite)
+    except RecursionError:
+        raise _too_deep(text, array_of_records) from None
+    if constants:
+        problem, path = f"{constants[0]} is not a JSON number (NaN and Infinity are not JSON); write a finite number or null", _path_to(value, _is_non_finite)
+    elif _SURROGATE_ESCAPE.search(text) and (path := _path_to(value, _is_lone_surrogate)) is not None:
+        problem = "a lone surrogate (an escape such as \\ud800 without its pair) is not text; write valid Unicode"
+    else:
+        return value
+    record, field = (path[0], path[1:]) if array_of_records and path else (None, path)
+    raise JSONProblem(problem, record=record, field=_field_name(field))
+
+
+# only escapes can put a surrogate into parsed text (raw UTF-8 cannot hold one), so files without
+# them skip the walk over every string
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _is_non_finite(item: object) -> bool:
+    return type(item) is _NonFinite
+
+
+def _is_lone_surrogate(item: object) -> bool:
+    if not isinstance(item, str):
+        return False
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _path_to(value: object, wanted) -> list | None:
+    """The keys and indices leading to the first item inside `value` that is `wanted`, or None
+    (iterative, so deep nesting cannot overflow)."""
+    stack = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if wanted(item):
+            return path
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        stack.extend((child, [*path, key]) for key, child in reversed(list(children)))
+    return None
+
+
+def _field_name(path: list) -> str | None:
+    name = "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path).lstrip(".")
+    return name or None
+
+
+def _too_deep(text: str, array_of_records: bool) -> JSONProblem:
+    """Where `text` first nests deeper than `MAX_DEPTH`: its offset, record and the keys above it."""
+    keys: list[str | None] = []  # per open bracket, the key it is the value of
+    key, record = None, 0
+    for token in _TOKENS.finditer(text):
+        value = token.group()
+        if value[0] == '"':
+            key = json.loads(value.rstrip(": \t\r\n")) if value.endswith(":") else None
+        elif value in "[{":
+            keys.append(key)
+            key = None
+            if len(keys) > MAX_DEPTH:
+                field = [k for k in keys[2 if array_of_records else 1 :] if k is not None]
+                return JSONProblem(
+                    f"nested more than {MAX_DEPTH} levels deep; a record is an object of strings, numbers and small objects",
+                    token.start(), record if array_of_records else None, ".".join(field) or None,
+                )
+        elif value in "]}":
+            if keys:
+                keys.pop()
+            key = None
+        elif len(keys) == 1:  # a comma between top-level elements
+            record += 1
+    return JSONProblem("nested too deeply to read (Python's parser gave up)")
+
+
 def _load_file(path: Path, modules: Sequence[str]) -> tuple[pl.DataFrame | None, list[Problem]]:
     file = str(path)
     try:
@@ -193,20 +308,24 @@ def _read_json(file: str, raw: bytes) -> tuple[pl.DataFrame | None, list[Problem
     lines: list[int] | None = None
     if stripped.startswith("["):
         try:
-            records = json.loads(text)
+            records = parse_json(text, array_of_records=True)
         except json.JSONDecodeError as e:
             hint = "" if text.rstrip().endswith("]") else " (the file looks truncated: it does not end with ']')"
             return None, [Problem(file, f"not valid JSON{hint}: {e.msg} at column {e.colno}", line=e.lineno)]
+        except JSONProblem as e:
+            return None, [Problem(file, e.message, record=e.record, line=e.line_in(text), field=e.field)]
     else:  # JSON Lines: one record per non-blank line
         records, lines, problems = [], [], []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                records.append(parse_json(line))
                 lines.append(number)
             except json.JSONDecodeError as e:
                 problems.append(Problem(file, f"not valid JSON: {e.msg} at column {e.colno}", line=number))
+            except JSONProblem as e:
+                problems.append(Problem(file, e.message, line=number, field=e.field))
         if problems:
             return None, problems
     if not isinstance(records, list):
@@ -359,9 +478,11 @@ def _check_values(flat: pl.DataFrame, modules: Sequence[str]) -> list[Problem]:
     )
     for side, expected in EXPECTED_OUTCOME.items():
         column = flat_column(side, OUTCOME_FIELD)
+        # NaN and infinity come only from Parquet (JSON has no such numbers, see `parse_json`)
+        checks.append((~pl.col(column).is_finite(), field_path(column), pl.format("outcome {} is not a number; expected 1 or 0", pl.col(column).cast(pl.String))))
         checks.append(
             (
-                pl.col(column) != expected,
+                (pl.col(column) != expected) & pl.col(column).is_finite(),
                 field_path(column),
                 pl.format(f"outcome {{}} contradicts the pair: the {side} side must have outcome {expected}", _number_text(pl.col(column))),
             )

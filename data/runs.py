@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.errors import ConfigError
-from data.files import write_text_atomic
-from data.load import DataError, Problem, read_utf8
+from data.files import json_text, write_text_atomic
+from data.load import DataError, JSONProblem, Problem, parse_json, read_utf8
 from data.schema import DEFAULT_MODULES
 from data.trajectory import (
     DEFAULT_MODULE_FIELDS,
@@ -117,7 +117,7 @@ def runs_from_records(records: Sequence[Mapping], success_threshold: float | Non
 def write_runs(records: Sequence[Mapping], path: str | Path) -> Path:
     """Validate run records and write them as JSON Lines, atomically."""
     runs_from_records(records, source=str(path))
-    return write_text_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    return write_text_atomic(path, "".join(json_text(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def _read_lines(path: Path) -> tuple[list[tuple[str, int, object]], list[Problem]]:
@@ -135,9 +135,11 @@ def _read_lines(path: Path) -> tuple[list[tuple[str, int, object]], list[Problem
         if not line.strip():
             continue
         try:
-            located.append((file, number, json.loads(line)))
+            located.append((file, number, parse_json(line)))
         except json.JSONDecodeError as e:
             problems.append(Problem(file, f"not valid JSON: {e.msg} at column {e.colno}", line=number))
+        except JSONProblem as e:
+            problems.append(Problem(file, e.message, line=number, field=e.field))
     return located, problems
 
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from data.files import json_text
 from features.encoder import TextEncoder
 from heads.model import MultiModuleRewardModel
 
@@ -157,7 +158,7 @@ def save_state(folder: Path, model: EncoderWithHeads, optimizer, scheduler, scal
         },
         folder / "training_state.pt",
     )
-    (folder / "progress.json").write_text(json.dumps(progress, indent=2))
+    (folder / "progress.json").write_text(json_text(progress, indent=2))
 
 
 def load_state(folder: Path, model: EncoderWithHeads, optimizer, scheduler, scaler, device: str) -> dict:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from data.errors import ConfigError, UserError
+from data.files import json_text
 
 WEIGHTS = "heads.safetensors"
 CONFIG = "config.json"
@@ -101,7 +102,7 @@ class MultiModuleRewardModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS)
         full = {"dimension": self.dimension, "modules": self.modules_order, "dropout": self.dropout, "head": self.head, **config}
-        (folder / CONFIG).write_text(json.dumps(full, indent=2, default=str))
+        (folder / CONFIG).write_text(json_text(full, indent=2, default=str))
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> tuple["MultiModuleRewardModel", dict]:

@@ -8,6 +8,7 @@
 Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags override the file.
 """
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -24,6 +25,13 @@ from pipeline import __version__
 from pipeline.config import load_config
 
 
+class _EchoHandler(logging.Handler):
+    """Log records of the `pipeline` loggers as plain lines on stderr (whichever stderr is current)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
 class _Group(click.Group):
     """The `pipeline` entry point. Turns the user's mistakes (`data.UserError`: input, config,
     cache, checkpoint, encoder) into their message and exit code 1; any other exception is a bug
@@ -35,6 +43,11 @@ class _Group(click.Group):
         # before torch loads its OpenMP runtime: verbs import torch only when they run, after this.
         # A setting of the user's wins; importing this module sets nothing.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # what the recipes log at INFO (which encoder folder a checkpoint loaded) is part of a verb's output
+        log = logging.getLogger("pipeline")
+        if not any(isinstance(h, _EchoHandler) for h in log.handlers):
+            log.addHandler(_EchoHandler())
+            log.setLevel(logging.INFO)
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
@@ -252,8 +265,30 @@ def cache_verify(cache_dir: Path) -> None:
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
-        raise click.ClickException(f"{len(problems)} problem(s) in {cache_dir}")
+        raise click.ClickException(
+            f"{len(problems)} problem(s) in {cache_dir}: run `pipeline cache repair {cache_dir}` to unlist the damaged shards "
+            "(then `pipeline embed` encodes their texts again)"
+        )
     click.echo(f"{cache_dir}: every shard reads back clean")
+
+
+@cache_group.command("repair")
+@cache_folder
+def cache_repair(cache_dir: Path) -> None:
+    """Unlist missing, unreadable or wrong shards (saying which), so the next `embed` re-encodes their texts.
+
+    Also keeps one vector of a key stored more than once. Each namespace's manifest is rewritten
+    atomically under the writer lock; a namespace whose manifest itself is damaged is refused.
+    """
+    namespaces = EmbeddingCache(cache_dir).namespaces()
+    unlisted = dropped = 0
+    for namespace in namespaces:
+        shards, duplicates = namespace.repair(say=click.echo)
+        unlisted, dropped = unlisted + shards, dropped + duplicates
+    if unlisted or dropped:
+        click.echo(f"{cache_dir}: unlisted {unlisted} shard(s), dropped {dropped} duplicate vector(s); run `pipeline embed` to encode the texts they held")
+    else:
+        click.echo(f"{cache_dir}: nothing to repair ({len(namespaces)} namespace(s) read back clean)")
 
 
 @cache_group.command("gc")
@@ -399,6 +434,8 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, d
 
     config = load_config(config_path, {"serve.normalize": normalize, "training.device": device})
     scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+    if scorer.namespace is not None:
+        scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
     result = score_file(scorer, records, out, batch_size, progress=True)
     config.save(out.with_name(f"{out.stem}.config.yaml"))
     kind = "normalised rewards" if config.serve.normalize else "rewards"
@@ -416,10 +453,13 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, d
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), help="How long a batch waits for more requests [serve.max_wait_ms: 5].")
 @click.option("--max-request-rows", type=click.IntRange(min=1), help="Rows one request may hold [serve.max_request_rows: 1024].")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), help="Largest request body [serve.max_body_bytes: 16 MiB].")
+@click.option("--max-pending", type=click.IntRange(min=1), help="Requests waiting to be scored; past it 503 with Retry-After [serve.max_pending: 256].")
+@click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds a request's headers and body may take to arrive [serve.read_timeout_s: 30].")
+@click.option("--docs", is_flag=True, default=None, help="Serve /docs and /openapi.json [serve.docs: off].")
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, encoder, device, config_path) -> None:
+def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_pending, read_timeout_s, docs, encoder, device, config_path) -> None:
     """Serve rewards over HTTP (OpenRLHF, verl).
 
     POST /score, POST /get_reward (OpenRLHF's remote reward model), GET /health; requests that
@@ -430,11 +470,14 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
 
     overrides = {
         "serve.normalize": normalize, "serve.module": module, "serve.max_batch": max_batch, "serve.max_wait_ms": max_wait_ms,
-        "serve.max_request_rows": max_request_rows, "serve.max_body_bytes": max_body_bytes, "training.device": device,
+        "serve.max_request_rows": max_request_rows, "serve.max_body_bytes": max_body_bytes, "serve.max_pending": max_pending,
+        "serve.read_timeout_s": read_timeout_s, "serve.docs": docs, "training.device": device,
     }  # fmt: skip
     config = load_config(config_path, overrides)
     settings = ServeSettings.from_config(config.serve)
     scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+    if scorer.namespace is not None:
+        scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
     if settings.module and settings.module not in scorer.modules:
         raise click.BadParameter(f"{settings.module!r} is not a module of {checkpoint} (it has: {', '.join(scorer.modules)})", param_hint="--module")
     scorer.warm_up()

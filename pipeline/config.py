@@ -119,6 +119,9 @@ class ServeConfig:
     module: str = ""  # /get_reward's module when neither the label nor a <module> tag in the prompt names one
     normalize: bool = False  # serve (r - mean) / std per module, as `pipeline evaluate` stored them
     memory_size: int = 20_000  # text vectors kept in memory (LRU) so repeated texts skip the encoder
+    max_pending: int = 256  # requests waiting to be scored; past it a request gets 503 with Retry-After
+    read_timeout_s: float = 30.0  # a request's headers and body must arrive within this of its first byte; else the connection is closed
+    docs: bool = False  # serve /docs and /openapi.json
 
 
 @dataclass
@@ -253,6 +256,6 @@ def _check_values(config: Config, source: str) -> None:
     require(config.stage_1.save_every_steps >= 0, "stage_1.save_every_steps must be 0 or more")
     require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
     require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")
-    for name in ("max_batch", "max_request_rows", "max_body_bytes"):
+    for name in ("max_batch", "max_request_rows", "max_body_bytes", "max_pending", "read_timeout_s"):
         require(getattr(config.serve, name) > 0, f"serve.{name} must be positive")
     require(config.serve.max_wait_ms >= 0 and config.serve.memory_size >= 0, "serve.max_wait_ms and serve.memory_size must be 0 or more")

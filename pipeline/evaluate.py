@@ -17,7 +17,6 @@ Run on the checkpoint's own validation data (or with `--store-normalization`), i
 module's reward mean and std in the checkpoint's config.json, which serving uses to normalise.
 """
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from data import UserError, load_pairs
-from data.files import atomic_dir, check_output_folder, write_text_atomic
+from data.files import atomic_dir, check_output_folder, json_text, write_text_atomic
 from data.runs import Run, check_module_fields, load_runs
 from data.splits import carve_validation
 from data.trajectory import render_context, render_module
@@ -97,7 +96,7 @@ def evaluate(
 
     with atomic_dir(out) as folder:
         report["plots"] = write_plots(folder, scores_by_module, settings.calibration_bins) if files else []
-        (folder / "report.json").write_text(json.dumps(report, indent=2))
+        (folder / "report.json").write_text(json_text(report, indent=2))
         (folder / "report.md").write_text(markdown(report))
         config.save(folder / "config.yaml")
 
@@ -105,7 +104,7 @@ def evaluate(
     store = is_validation if store_normalization is None else store_normalization
     if store:
         stored = dict(scorer.config, normalization={**report["normalization"], "data_sha256": report["data_sha256"]})
-        write_text_atomic(Path(checkpoint) / "config.json", json.dumps(stored, indent=2, default=str))
+        write_text_atomic(Path(checkpoint) / "config.json", json_text(stored, indent=2, default=str))
     return Evaluation(report, terminal_table(report), store)
 
 

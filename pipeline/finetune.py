@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.errors import UserError
-from data.files import atomic_dir, atomic_path, check_output_folder, write_text_atomic
+from data.files import atomic_dir, atomic_path, check_output_folder, json_text, write_text_atomic
 from data.splits import load_training_and_validation
 from features.encoder import pick_device
 from features.pairs import encode_pair_vectors, pair_table_hash, pair_text_keys
@@ -199,12 +199,12 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
 
     if rank == 0:
         history = state["history"]
-        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        write_text_atomic(out / "metrics.jsonl", "".join(json_text(r) + "\n" for r in history))
         config.save(out / "config.yaml")
         saved = json.loads((out / "config.json").read_text())
         saved["seconds"] = time.perf_counter() - started
         saved["epochs_run"] = len(history)
-        write_text_atomic(out / "config.json", json.dumps(saved, indent=2, default=str))
+        write_text_atomic(out / "config.json", json_text(saved, indent=2, default=str))
         shutil.rmtree(out / "resume", ignore_errors=True)
     _barrier(world_size)
     best = state["history"][state["best_epoch"] - 1]["val"] if state["best_epoch"] else {}
@@ -222,7 +222,7 @@ def _save_best(out: Path, encoder, heads: MultiModuleRewardModel, config: Config
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, tmp)
     full = {"dimension": heads.dimension, "modules": heads.modules_order, "dropout": heads.dropout, "head": heads.head, "encoder_fingerprint": fingerprint,
             **checkpoint_config, "versions": library_versions()}  # fmt: skip
-    write_text_atomic(out / "config.json", json.dumps(full, indent=2, default=str))
+    write_text_atomic(out / "config.json", json_text(full, indent=2, default=str))
 
 
 def _save_resume(out: Path, model, optimizer, scheduler, scaler, state: dict, rank: int, world_size: int) -> None:

@@ -38,7 +38,7 @@ import polars as pl
 from scipy.special import expit
 import torch
 
-from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
+from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNamespace
 from data.errors import UserError
 from features.embedding import encode_into
 from features.encoder import ROLES, TextEncoder, pick_device
@@ -240,7 +240,7 @@ def load(
         cache = EmbeddingCache(cache_dir)
         try:
             namespace = cache.namespace(config["encoder_fingerprint"], dtype=config.get("cache_dtype", "float32"), create=write_cache)
-        except CacheError:
+        except NoNamespace:
             raise CacheError(
                 f"{cache_dir} holds no vectors of {folder}'s encoder {config['encoder_fingerprint'].get('encoder')!r}; it holds:\n"
                 f"{cache.describe()}\nLeave the cache out (texts are then encoded in memory), or embed into it first with "

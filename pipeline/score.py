@@ -21,6 +21,7 @@ file, line and field, and nothing is written. The output is written to a tempora
 """
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data.files import atomic_path
-from data.load import DataError, Problem, read_utf8
-from pipeline.rewards import RewardScorer
+from data.load import DataError, JSONProblem, Problem, parse_json, read_utf8
+from pipeline.rewards import RewardScorer, ScoringError
 
 
 @dataclass
@@ -49,9 +50,12 @@ def read_records(path: Path, modules: Sequence[str]) -> list[dict]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as e:
             problems.append(Problem(file, f"not valid JSON: {e.msg} at column {e.colno}", line=number))
+            continue
+        except JSONProblem as e:  # NaN or Infinity would pass through into the output, which is then not JSON
+            problems.append(Problem(file, e.message, line=number, field=e.field))
             continue
         found = _record_problems(record, modules)
         problems += [Problem(file, message, line=number, field=field) for field, message in found]
@@ -59,7 +63,7 @@ def read_records(path: Path, modules: Sequence[str]) -> list[dict]:
     if problems:
         raise DataError(problems)
     if not records:
-        raise DataError([Problem(file, 'no records; expected JSON Lines, one {"context": ..., "modules": {...}} per line')])
+        raise DataError([Problem(file, 'the file is empty (no records); expected JSON Lines, one {"context": ..., "modules": {...}} per line')])
     return records
 
 
@@ -97,10 +101,23 @@ def score_records(scorer: RewardScorer, records: Sequence[dict], batch_size: int
     return [{**record, "scores": s} for record, s in zip(records, scores)]
 
 
+def _refuse_non_finite(scored: Sequence[dict], records_path: Path) -> None:
+    """A NaN or infinite reward is refused before anything is written: JSON has no such number."""
+    bad = [(i, module, value) for i, record in enumerate(scored) for module, value in record["scores"].items() if not math.isfinite(value)]
+    if bad:
+        i, module, value = bad[0]
+        raise ScoringError(
+            f"{len(bad)} reward(s) are not finite numbers (first: {records_path}, record {i}, module {module!r}: {value}); "
+            "nothing was written. NaN vectors in the cache are the usual cause: run `pipeline cache verify` and `pipeline cache repair`, "
+            "or score without --cache"
+        )
+
+
 def score_file(scorer: RewardScorer, records_path: Path, out: Path, batch_size: int = 256, progress: bool = False) -> ScoredFile:
     records = read_records(records_path, scorer.modules)
     encoded, from_cache = scorer.encoded, scorer.from_cache
     scored = score_records(scorer, records, batch_size, progress)
+    _refuse_non_finite(scored, records_path)
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in scored)
+        f.writelines(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in scored)
     return ScoredFile(len(scored), sum(len(r["modules"]) for r in records), scorer.encoded - encoded, scorer.from_cache - from_cache)

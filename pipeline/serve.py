@@ -32,8 +32,11 @@ a batch raises, each of its requests is scored again alone, so only the request 
 
 Limits: bodies over `max_body_bytes` and requests over `max_request_rows` rows get 413. Bodies that
 are not JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
-unequal lists, text with a lone surrogate such as "\\ud800") gets 422. Every refusal is
-`{"error": "what is wrong and where"}`; a fault of the server's is a 500 with the same body.
+unequal lists, text with a lone surrogate such as "\\ud800", a label that looks like a mistyped
+module name when nothing else names the module) gets 422. Past `max_pending` requests waiting to be
+scored, 503 with Retry-After. A request must arrive whole within `read_timeout_s` of its first byte
+(`http_protocol`), else its connection is closed. /docs and /openapi.json only with `docs`. Every
+refusal is `{"error": "what is wrong and where"}`; a fault of the server's is a 500 with the same body.
 """
 
 import asyncio
@@ -50,6 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from data.errors import UserError
 from pipeline.rewards import RewardScorer, sigmoid
@@ -69,19 +73,26 @@ class ServeSettings:
     max_request_rows: int = 1024
     max_body_bytes: int = 16 * 1024 * 1024
     module: str = ""
+    max_pending: int = 256
+    read_timeout_s: float = 30.0
+    docs: bool = False
 
     @classmethod
     def from_config(cls, serve) -> "ServeSettings":
-        return cls(serve.max_batch, serve.max_wait_ms, serve.max_request_rows, serve.max_body_bytes, serve.module)
+        return cls(
+            serve.max_batch, serve.max_wait_ms, serve.max_request_rows, serve.max_body_bytes, serve.module,
+            serve.max_pending, serve.read_timeout_s, serve.docs,
+        )  # fmt: skip
 
 
 class RequestError(UserError):
     """A request refused with a 4xx status and a message saying what is wrong."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 # --- micro-batching ------------------------------------------------------------------------------
@@ -99,10 +110,11 @@ class MicroBatcher:
     """Collects the rows of requests that arrive together and scores them in one call of `score`
     (run in a worker thread, so the event loop keeps taking requests meanwhile)."""
 
-    def __init__(self, score: Callable[[list, list, list], np.ndarray], max_batch: int, max_wait: float):
+    def __init__(self, score: Callable[[list, list, list], np.ndarray], max_batch: int, max_wait: float, max_pending: int = 256):
         self.score_rows = score
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.max_pending = max_pending
         self.batches = 0
         self._pending: deque[_Job] = deque()
         self._arrived: asyncio.Event | None = None
@@ -121,6 +133,12 @@ class MicroBatcher:
     async def score(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> np.ndarray:
         if not modules:
             return np.zeros(0, np.float32)
+        if len(self._pending) >= self.max_pending:
+            # a bounded queue: past it, waiting would only grow memory and every client's latency
+            raise RequestError(
+                503, f"{len(self._pending)} requests are already waiting to be scored (serve.max_pending); retry shortly",
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
         job = _Job(contexts, module_texts, modules, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._arrived.set()
@@ -185,7 +203,14 @@ class MicroBatcher:
 async def read_json(request: Request, limit: int) -> object:
     """The request body parsed as JSON; 413 over `limit` bytes, 400 when it is not JSON."""
     body, size = bytearray(), 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except ClientDisconnect:  # gone, or dropped by the read timeout: nobody to answer
+            raise RequestError(400, "the client closed the connection before its body arrived") from None
         size += len(chunk)
         if size <= limit:
             body += chunk
@@ -252,18 +277,28 @@ def read_score_items(body: object, modules: Sequence[str], limit: int) -> tuple[
     return columns["context"], columns["module_text"], columns["module"]
 
 
-def read_openrlhf_query(query: str, prompt: str, label: object, modules: Sequence[str], default_module: str, i: int) -> tuple[str, str, str]:
-    """(context, module_text, module) of OpenRLHF's query i, by the rule in this file's docstring."""
+def read_openrlhf_query(
+    query: str, prompt: str, label: object, modules: Sequence[str], default_module: str, i: int, warn: Callable[[str, str], None] | None = None
+) -> tuple[str, str, str]:
+    """(context, module_text, module) of OpenRLHF's query i, by the rule in this file's docstring;
+    `warn(label, message)` hears of a label that looks like a mistyped module name."""
     where = query.find(prompt)
     if where < 0:
         raise RequestError(422, f"query[{i}] does not contain prompts[{i}]; the module text is what follows the prompt in the query")
     module_text = query[where + len(prompt) :]
     tag = MODULE_TAG.search(prompt)
     context = prompt[: tag.start()] + prompt[tag.end() :] if tag else prompt
+    mistyped = isinstance(label, str) and label not in modules and looks_like_module_label(label)
     if isinstance(label, dict) and "module" in label:
         module, source = label["module"], f"labels[{i}].module"
     elif isinstance(label, str) and label in modules:
         module, source = label, f"labels[{i}]"
+    elif mistyped and not tag and not default_module:
+        raise RequestError(
+            422,
+            f"labels[{i}]: unknown module {label!r} (this checkpoint has: {', '.join(modules)}); a label that is not a module "
+            "name is ignored only when it does not look like one (see looks_like_module_label)",
+        )
     elif tag:
         module, source = tag.group(1), f"the <module> tag in prompts[{i}]"
     elif default_module:
@@ -276,10 +311,25 @@ def read_openrlhf_query(query: str, prompt: str, label: object, modules: Sequenc
         )
     if module not in modules:
         raise RequestError(422, f"{source}: unknown module {module!r} (this checkpoint has: {', '.join(modules)})")
+    if mistyped and warn is not None:
+        warn(label, f"labels[{i}] {label!r} looks like a module name but is none of {', '.join(modules)}; scored with {source}, {module!r}")
     return context, module_text, module
 
 
-def read_get_reward(body: object, modules: Sequence[str], default_module: str, limit: int) -> tuple[list[str], list[str], list[str]]:
+_MODULE_LABEL = re.compile(r"[a-z][a-z0-9_]{1,31}")
+
+
+def looks_like_module_label(label: str) -> bool:
+    """A label shaped like the module names: one short lower-case identifier ("critic", "planer").
+    Reference answers OpenRLHF also sends as labels are sentences, numbers or capitalised words, so
+    such a label is more likely a mistyped module than an answer: refused when nothing else names
+    the module, and logged when the tag or --module is used instead."""
+    return _MODULE_LABEL.fullmatch(label) is not None
+
+
+def read_get_reward(
+    body: object, modules: Sequence[str], default_module: str, limit: int, warn: Callable[[str, str], None] | None = None
+) -> tuple[list[str], list[str], list[str]]:
     """(contexts, module_texts, modules) of an OpenRLHF /get_reward request."""
     if not isinstance(body, dict):
         raise RequestError(422, f'expected {{"query": [...], "prompts": [...], "labels": [...]}}, got {_kind(body)}')
@@ -295,7 +345,7 @@ def read_get_reward(body: object, modules: Sequence[str], default_module: str, l
             if not isinstance(value, str):
                 raise RequestError(422, f"{name}[{i}] must be a string, got {_kind(value)}")
             _check_text(value, f"{name}[{i}]")
-        rows.append(read_openrlhf_query(query, prompt, labels[i] if labels is not None else None, modules, default_module, i))
+        rows.append(read_openrlhf_query(query, prompt, labels[i] if labels is not None else None, modules, default_module, i, warn))
     contexts, module_texts, row_modules = (list(column) for column in zip(*rows)) if rows else ([], [], [])
     return contexts, module_texts, row_modules
 
@@ -312,8 +362,15 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     """The FastAPI app serving `scorer`; its micro-batcher starts and stops with the app."""
     if settings.module and settings.module not in scorer.modules:
         raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
-    batcher = MicroBatcher(scorer.raw, settings.max_batch, settings.max_wait_ms / 1000)
+    batcher = MicroBatcher(scorer.raw, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending)
     counters = {"requests": 0, "rows": 0, "refused": 0}
+    warned: set[str] = set()
+
+    def warn_once(label: str, message: str) -> None:
+        # once per label, so a client that sends one-word answers as labels does not flood the log
+        if label not in warned and len(warned) < 1000:
+            warned.add(label)
+            logger.warning(message)
     started = time.time()
 
     @asynccontextmanager
@@ -322,13 +379,14 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
         yield
         await batcher.stop()
 
-    app = FastAPI(title="module reward models", lifespan=lifespan)
-    app.state.scorer, app.state.batcher = scorer, batcher
+    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="module reward models", lifespan=lifespan, **docs)
+    app.state.scorer, app.state.batcher, app.state.settings = scorer, batcher, settings
 
     @app.exception_handler(RequestError)
     async def refuse(request: Request, error: RequestError) -> JSONResponse:
         counters["refused"] += 1
-        return JSONResponse({"error": error.message}, status_code=error.status)
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def fail(request: Request, error: Exception) -> JSONResponse:
@@ -354,6 +412,8 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
             "max_request_rows": settings.max_request_rows,
             "max_body_bytes": settings.max_body_bytes,
             "default_module": settings.module or None,
+            "max_pending": settings.max_pending,
+            "read_timeout_s": settings.read_timeout_s,
             **counters,
             "scorer_calls": batcher.batches,
             "uptime_s": round(time.time() - started, 1),
@@ -369,7 +429,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
-        contexts, module_texts, modules = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows)
+        contexts, module_texts, modules = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows, warn_once)
         rewards, raw = await rewards_for(contexts, module_texts, modules)
         index = {m: i for i, m in enumerate(scorer.modules)}
         return {
@@ -384,11 +444,58 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
 # --- running it ----------------------------------------------------------------------------------
 
 
+def http_protocol(read_timeout: float) -> type:
+    """uvicorn's h11 protocol with a read deadline: a request's headers and body must arrive within
+    `read_timeout` seconds of its first byte (or of the connection opening), else the connection is
+    closed. uvicorn itself only times out connections idle *between* requests, so a client that
+    sends half a request and waits would hold its connection and buffers forever; the server is
+    asyncio, so there is no blocking socket whose timeout could do this."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+                if self._deadline is None:  # the first byte of the next request on this connection
+                    self._arm()
+            else:  # the whole request is in (or the connection is done with)
+                self._disarm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._deadline = self.loop.call_later(read_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+                if self.conn.their_state is h11.SEND_BODY or self.conn.trailing_data[0]:
+                    logger.warning("closed a connection from %s: its request did not arrive within %g s (serve.read_timeout_s)", self.client, read_timeout)
+                self.transport.close()
+
+    return TimedH11Protocol
+
+
 def serve(scorer: RewardScorer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Run the server in the foreground until interrupted (Ctrl-C or SIGTERM)."""
     import uvicorn
 
-    uvicorn.run(create_app(scorer, settings), host=host, port=port, log_level=log_level, access_log=False)
+    app = create_app(scorer, settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, http=http_protocol(settings.read_timeout_s))
 
 
 class BackgroundServer:
@@ -407,7 +514,8 @@ class BackgroundServer:
         self.socket = socket.create_server((host, port))
         self.host, self.port = host, self.socket.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        protocol = http_protocol(app.state.settings.read_timeout_s)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, http=protocol))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> "BackgroundServer":

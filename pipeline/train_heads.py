@@ -10,7 +10,6 @@ writes the checkpoint folder atomically: heads.safetensors, config.json, metrics
 """
 
 import copy
-import json
 import os
 import tempfile
 import time
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
 from data.errors import UserError
-from data.files import atomic_dir, check_output_folder
+from data.files import atomic_dir, check_output_folder, json_text
 from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, pair_vectors
@@ -157,7 +156,7 @@ def train_heads(
     }
     with atomic_dir(out) as folder:
         model.to("cpu").save(folder, checkpoint_config)
-        (folder / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in history))
+        (folder / "metrics.jsonl").write_text("".join(json_text(record) + "\n" for record in history))
         config.save(folder / "config.yaml")
     scratch.cleanup()
     return TrainResult(best_epoch, len(history), best, seconds_per_epoch, history)

@@ -36,6 +36,7 @@ Rewards are the heads' rewards, or (r - mean) / std per module with REWARD_NORMA
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -156,8 +157,15 @@ def _request(url: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST" if data else "GET")
     timeout = float(os.environ.get("REWARD_TIMEOUT", "300"))
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        raise RuntimeError(f"{url} refused the request ({e.code}): {e.read().decode(errors='replace')}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            # 503: the server's queue is full (serve.max_pending); it says when to come back
+            retry_after = e.headers.get("Retry-After", "")
+            wait = int(retry_after) if e.code == 503 and retry_after.isdigit() else None
+            if wait is None or time.monotonic() + wait > deadline:
+                raise RuntimeError(f"{url} refused the request ({e.code}): {e.read().decode(errors='replace')}") from None
+            time.sleep(wait)

@@ -2,8 +2,6 @@
 
 import json
 import multiprocessing
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -164,49 +162,3 @@ def test_cache_info_lists_namespaces(namespace):
     result = CliRunner().invoke(main, ["cache", "info", str(namespace.root.parent)])
     assert result.exit_code == 0
     assert namespace.id in result.output and "test-encoder" in result.output and "12 vectors in 1 shards" in result.output
-
-
-@pytest.mark.parametrize("where", ["parent folders", "absolute path", "symlink"])
-def test_a_manifest_listing_a_file_outside_the_shards_folder_is_refused_and_the_file_never_touched(namespace, tmp_path, where):
-    keys, vectors = keys_and_vectors(6)
-    with namespace.writer():
-        shard = namespace.write_shard(keys, vectors)
-    # a readable shard of the right keys, so only the path check keeps readers and gc away from it
-    outside = tmp_path / "outside.parquet"
-    shutil.copy(namespace.root / shard.file, outside)
-    if where == "symlink":
-        (namespace.root / "shards" / "link.parquet").symlink_to(outside)
-    entry = {"parent folders": "../../outside.parquet", "absolute path": str(outside), "symlink": "shards/link.parquet"}[where]
-    manifest_path = namespace.root / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["shards"] = [{"file": entry, "rows": 6}]
-    manifest_path.write_text(json.dumps(manifest))
-    before = outside.read_bytes()
-
-    with pytest.raises(CacheError, match="damaged") as refused:
-        EmbeddingCache(namespace.root.parent).select().fetch(keys)
-    assert namespace.id in str(refused.value) and entry in str(refused.value)
-    cache_dir = str(namespace.root.parent)
-    for args in (["cache", "gc", cache_dir, str(PAIRS)], ["cache", "verify", cache_dir], ["cache", "info", cache_dir]):
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-        assert namespace.id in result.output and entry in result.output
-    assert outside.read_bytes() == before and os.path.exists(outside)
-
-
-@pytest.mark.parametrize(
-    "manifest, problem",
-    [
-        ("{not json", "not valid JSON"),
-        ("[]", "holds a JSON list"),
-        ('{"fingerprint": {}, "dimension": 8, "dtype": "float32"}', "has no 'shards'"),
-        ('{"fingerprint": {}, "dimension": 8, "dtype": "float32", "shards": [{"file": 3}]}', "lists shard 0"),
-    ],
-)
-def test_an_invalid_manifest_is_one_line_naming_the_namespace_and_the_way_out(namespace, manifest, problem):
-    (namespace.root / "manifest.json").write_text(manifest)
-    cache_dir = str(namespace.root.parent)
-    for args in (["cache", "verify", cache_dir], ["cache", "info", cache_dir], ["cache", "gc", cache_dir, str(PAIRS)]):
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-        assert namespace.id in result.output and problem in result.output and "embed again" in result.output

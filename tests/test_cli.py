@@ -143,18 +143,6 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     assert stage_1_report["embedded_texts"] > 0 and set(stage_1_report["overall"]["baselines"]) == {"length", "cosine", "tfidf"}
 
 
-@pytest.mark.parametrize("verb", ["split", "demo"])
-def test_out_holding_files_not_of_ours_is_refused_and_left_alone(tmp_path, verb):
-    out = tmp_path / "keep"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    (out / "config.yaml").write_text("mine too")
-    args = ["split", FIXTURE, "--out", out] if verb == "split" else ["demo", "--out", out]
-    result = run(*args)
-    assert result.exit_code == 1 and "notes.txt" in result.output and "--overwrite" in result.output, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.txt"] and (out / "config.yaml").read_text() == "mine too"
-
-
 def test_split_writes_into_a_folder_of_other_files_only_with_overwrite_and_reruns_over_its_own(tmp_path):
     out = tmp_path / "splits"
     out.mkdir()

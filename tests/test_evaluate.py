@@ -414,28 +414,6 @@ def test_evaluate_needs_pairs_or_runs(trained, tmp_path):
     assert result.exit_code == 1 and "nothing to evaluate" in result.output
 
 
-def test_out_replaces_only_a_report_of_ours_unless_overwrite_is_given(trained, tmp_path):
-    root, _ = trained
-    checkpoint = fresh_checkpoint(trained, tmp_path)
-    # the validation texts are cached, so the shared cache is only read
-    report = ["evaluate", str(checkpoint), str(root / "val.jsonl"), "--cache", str(root / "cache"), "--bootstrap", "0", "--no-store-normalization"]
-    out = tmp_path / "keep"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    refused = CliRunner().invoke(main, [*report, "--out", str(out)])
-    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1, refused.output
-    assert str(out) in refused.output and "notes.txt" in refused.output and "--overwrite" in refused.output
-    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
-
-    overwritten = CliRunner().invoke(main, [*report, "--out", str(out), "--overwrite"])
-    assert overwritten.exit_code == 0, overwritten.output
-    assert not (out / "notes.txt").exists() and (out / "report.json").is_file()
-    rerun = CliRunner().invoke(main, [*report, "--out", str(out)])  # our own report is replaced
-    assert rerun.exit_code == 0, rerun.output
-    (tmp_path / "empty").mkdir()
-    assert CliRunner().invoke(main, [*report, "--out", str(tmp_path / "empty")]).exit_code == 0
-
-
 def test_rewards_far_apart_are_calibrated_without_overflow(recwarn):
     positive, negative = np.array([900.0, 5.0, -2.0]), np.array([-900.0, 1.0, 3.0])
     metrics = pair_metrics(positive, negative, bootstrap_samples=0)

@@ -241,22 +241,3 @@ def test_a_smaller_head_trains_saves_and_loads_with_its_shape(setup, tmp_path):
     with pytest.raises(ConfigError, match="model.head 'wide'"):
         train_heads([root / "train.jsonl"], root / "cache", tmp_path / "bad", config.override({"model.head": "wide"}), val_file=root / "val.jsonl", progress=False)
     assert not (tmp_path / "bad").exists()
-
-
-def test_out_replaces_only_a_checkpoint_of_ours_unless_overwrite_is_given(setup, tmp_path):
-    root, _, _ = setup
-    train = ["train-heads", str(root / "train.jsonl"), "--cache", str(root / "cache"), "--encoder", "minilm", "--epochs", "1"]
-    out = tmp_path / "keep"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    refused = CliRunner().invoke(main, [*train, "--out", str(out)])
-    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1, refused.output
-    assert str(out) in refused.output and "notes.txt" in refused.output and "--overwrite" in refused.output
-    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
-    assert [p.name for p in tmp_path.iterdir()] == ["keep"]  # no half-written folder beside it
-
-    overwritten = CliRunner().invoke(main, [*train, "--out", str(out), "--overwrite"])
-    assert overwritten.exit_code == 0, overwritten.output
-    assert not (out / "notes.txt").exists() and (out / "heads.safetensors").is_file()
-    rerun = CliRunner().invoke(main, [*train, "--out", str(out)])  # our own checkpoint is replaced
-    assert rerun.exit_code == 0, rerun.output

@@ -1,0 +1,672 @@
+"""The fault suite (issue 14): every way a file, a crash or a client can break a verb, one test per
+class, so that a later change cannot quietly reopen any of them. What each must give (the README's
+"What happens when things go wrong"): exit 1 and one line saying what and where and the way out,
+never a traceback; nothing half-written; the server answers the request at fault alone.
+
+The kill -9 tests (every verb that writes, killed at a random moment, then rerun) are slow."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from reward_checkpoint import checkpoint_config
+
+from cache import CacheError, EmbeddingCache
+from data import load_pairs
+from data.files import json_text
+from features.pairs import unique_texts
+from pipeline.cli import main
+from pipeline.embed import embed_pairs, load_encoder
+from pipeline.rewards import load
+from pipeline.serve import BackgroundServer, ServeSettings, create_app
+
+PAIRS = Path(__file__).parent / "fixtures" / "pairs_original.json"
+
+
+@pytest.fixture(scope="module")
+def trained(reward_checkpoint):
+    """root/checkpoint (evaluated), root/plain, root/cache, root/{train,val,unseen}.jsonl: read only."""
+    return reward_checkpoint
+
+
+@pytest.fixture
+def work(trained, tmp_path):
+    """A copy of the checkpoint, its cache and its data that a test may damage."""
+    for name in ("plain", "cache"):
+        shutil.copytree(trained / name, tmp_path / name)
+    for name in ("train.jsonl", "val.jsonl", "unseen.jsonl"):
+        shutil.copy(trained / name, tmp_path / name)
+    return tmp_path
+
+
+def run(*args) -> "CliRunner.Result":
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def refused(result, *fragments: str) -> str:
+    """The result of a verb that must stop on a user's mistake: exit 1, no traceback, every
+    fragment in its output. Returns the output."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    assert "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+    return result.output
+
+
+def listing(folder: Path) -> dict[str, int]:
+    """Every file under `folder` with its size: what 'nothing was written' compares."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+# --- input files -------------------------------------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def pair_record(i: int = 0) -> dict:
+    side = {"trajectory_full_context": f"Task: t{i}\n[Round 1]\n<plan>p</plan>", "outcome": 1}
+    return {
+        "pair_id": f"p{i}", "target_module": "planner", "task": f"t{i}",
+        "positive": {**side, "module_k_all_rounds": f"[Round 1]\n<plan>good {i}</plan>"},
+        "negative": {**side, "module_k_all_rounds": f"[Round 1]\n<plan>bad {i}</plan>", "outcome": 0},
+    }  # fmt: skip
+
+
+def score_record(i: int = 0) -> dict:
+    return {"context": f"Task: t{i}", "modules": {"planner": f"[Round 1]\n<plan>p{i}</plan>"}}
+
+
+def run_record(i: int = 0) -> dict:
+    return {"run_id": f"r{i}", "task": "t", "source": f"t{i}", "outcome": i % 2, "rounds": [{"plan": f"p{i}", "action": f"a{i}"}]}
+
+
+def bad_file(kind: str, record) -> bytes:
+    """A JSON Lines file of `record`s with one fault of `kind` (the record at fault is on line 2)."""
+    good = json.dumps(record(0))
+    at_fault = {
+        "empty": None,
+        "binary": None,
+        "non-UTF-8": json.dumps(record(1)).replace("t1", "t\udce9").encode("utf-8", "surrogateescape").decode("latin-1"),
+        "half-valid": json.dumps(record(1))[:40],
+        "deep nesting": json.dumps({**record(1), "extra": "@"}).replace('"@"', DEEP),
+        "NaN": json.dumps({**record(1), "reward": "@"}).replace('"@"', "NaN"),
+        "Infinity": json.dumps({**record(1), "reward": "@"}).replace('"@"', "-Infinity"),
+        "lone surrogate": json.dumps(record(1)).replace("t1", "t\\ud800"),
+    }[kind]
+    if kind == "empty":
+        return b""
+    if kind == "binary":
+        return bytes(range(256)) * 8
+    if kind == "non-UTF-8":
+        return (good + "\n").encode() + at_fault.encode("latin-1") + b"\n"
+    return f"{good}\n{at_fault}\n".encode()
+
+
+BAD_INPUT = {
+    "empty": "empty",
+    "binary": "not valid UTF-8",
+    "non-UTF-8": "not valid UTF-8",
+    "half-valid": "line 2",
+    "deep nesting": "line 2, field 'extra': nested more than 100 levels deep",
+    "NaN": "line 2, field 'reward': NaN is not a JSON number",
+    "Infinity": "line 2, field 'reward': -Infinity is not a JSON number",
+    "lone surrogate": "line 2, field 'task': a lone surrogate",
+}
+READERS = ["validate", "split", "embed", "train-heads", "evaluate", "cache gc", "score", "pairs"]
+
+
+def reader_args(verb: str, root: Path, bad: Path, out: Path) -> list:
+    return {
+        "validate": ["validate", bad],
+        "split": ["split", bad, "--out", out],
+        "embed": ["embed", bad, "--cache", root / "cache", "--encoder", "minilm"],
+        "train-heads": ["train-heads", bad, "--cache", root / "cache", "--out", out],
+        "evaluate": ["evaluate", root / "plain", bad, "--cache", root / "cache", "--out", out],
+        "cache gc": ["cache", "gc", root / "cache", bad],
+        "score": ["score", root / "plain", bad, "--out", out],
+        "pairs": ["pairs", bad, "--out", out],
+    }[verb]
+
+
+@pytest.mark.parametrize("verb", READERS)
+@pytest.mark.parametrize("kind", list(BAD_INPUT))
+def test_a_bad_input_file_is_named_with_its_line_and_field_and_nothing_is_written(work, kind, verb):
+    record = {"score": score_record, "pairs": run_record}.get(verb, pair_record)
+    field = {"score": "context", "pairs": "source"}.get(verb, "task")
+    bad = work / "bad.jsonl"
+    bad.write_bytes(bad_file(kind, record))
+    before = listing(work)
+    output = refused(run(*reader_args(verb, work, bad, work / "out")), str(bad), BAD_INPUT[kind].replace("'task'", repr(field)))
+    assert len(output.strip().splitlines()) == 1, output
+    assert listing(work) == before, output  # no output, no cache file, no temporary left behind
+
+
+def test_a_deep_or_non_finite_json_array_names_its_record_and_field(tmp_path):
+    records = [pair_record(0), {**pair_record(1), "positive": {**pair_record(1)["positive"], "outcome": "@"}}]
+    (tmp_path / "nan.json").write_text(json.dumps(records, indent=1).replace('"@"', "NaN"))
+    refused(run("validate", tmp_path / "nan.json"), "record 1, field 'positive.outcome': NaN is not a JSON number")
+    text = json.dumps([pair_record(0), {**pair_record(1), "task": "@"}], indent=1).replace('"@"', DEEP)
+    (tmp_path / "deep.json").write_text(text)
+    line = text[: text.index('"task": [')].count("\n") + 1
+    refused(run("validate", tmp_path / "deep.json"), f"record 1, line {line}, field 'task': nested more than 100 levels deep")
+
+
+def test_a_non_finite_outcome_in_parquet_is_a_validation_problem(tmp_path):
+    from data import pairs_from_records, write_pairs
+
+    pairs = pairs_from_records([pair_record(0), pair_record(1)])
+    write_pairs(pairs.with_columns(pl.Series("positive_outcome", [float("inf"), float("nan")])), tmp_path / "pairs.parquet")
+    output = refused(run("validate", tmp_path / "pairs.parquet"), "record 0, pair_id 'p0', field 'positive.outcome': outcome inf is not a number")
+    assert "record 1, pair_id 'p1', field 'positive.outcome': outcome NaN is not a number" in output
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+
+def out_args(verb: str, trained: Path) -> list:
+    return {
+        "split": ["split", PAIRS],
+        "demo": ["demo"],
+        "train-heads": ["train-heads", trained / "train.jsonl", "--cache", trained / "cache", "--encoder", "minilm", "--epochs", "1", "--device", "cpu"],
+        "evaluate": ["evaluate", trained / "plain", trained / "val.jsonl", "--cache", trained / "cache", "--bootstrap", "0", "--no-store-normalization", "--device", "cpu"],
+    }[verb]
+
+
+@pytest.mark.parametrize("verb", ["split", "demo", "train-heads", "evaluate"])
+def test_out_over_a_folder_not_of_ours_is_refused_untouched_and_replaced_only_with_overwrite(trained, tmp_path, verb):
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "config.yaml").write_text("mine too")  # a name of ours, beside one that is not
+    output = refused(run(*out_args(verb, trained), "--out", out), str(out), "notes.txt", "--overwrite")
+    assert len(output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]  # no half-written folder beside it
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    if verb == "demo":
+        return  # minutes; the demo test runs it
+    assert run(*out_args(verb, trained), "--out", out, "--overwrite").exit_code == 0
+    assert run(*out_args(verb, trained), "--out", out).exit_code == 0  # our own output is written over
+
+
+def test_every_json_we_write_is_strict_json():
+    assert json_text({"loss": float("nan"), "curve": [1.0, float("inf")], "n": 3}) == '{"loss": null, "curve": [1.0, null], "n": 3}'
+
+
+def test_score_refuses_a_non_finite_reward_and_writes_nothing(trained, tmp_path):
+    """NaN vectors in a cache make NaN rewards: refused with the way out, never written as NaN."""
+    records = [score_record(0), score_record(1)]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    scorer = load(trained / "plain", device="cpu")
+    namespace = EmbeddingCache(tmp_path / "cache").namespace(scorer.fingerprint, create=True)
+    texts = unique_texts(load_pairs(trained / "val.jsonl"))  # any keys, and the records' own
+    from features.pairs import text_key
+
+    keys = [text_key("context", r["context"]) for r in records] + [text_key("module", r["modules"]["planner"]) for r in records]
+    with namespace.writer():
+        namespace.write_shard(keys + texts["key"].to_list()[:2], np.full((len(keys) + 2, namespace.dimension), np.nan, np.float32))
+    output = refused(run("score", trained / "plain", tmp_path / "records.jsonl", "--cache", tmp_path / "cache", "--out", tmp_path / "scored.jsonl"))
+    assert "not finite" in output and "pipeline cache repair" in output and not (tmp_path / "scored.jsonl").exists()
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+
+def damage(cache: Path, how: str) -> tuple[str, str, list[str]]:
+    """Damage the first shard of the cache's only namespace: (namespace id, shard file, its keys)."""
+    (namespace,) = EmbeddingCache(cache).namespaces()
+    shard = namespace.shards[0]
+    path = namespace.root / shard.file
+    keys = pq.read_table(path).column("key").to_pylist()
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:300])
+    elif how == "deleted":
+        path.unlink()
+    else:  # vectors of another dimension, under the same keys
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(len(keys) * 4, np.float32)), 4)
+        pq.write_table(pa.table({"key": pa.array(keys), "vector": vectors}), path)
+    return namespace.id, shard.file, keys
+
+
+def cache_reader_args(verb: str, root: Path) -> list:
+    records = root / "records.jsonl"
+    records.write_text("".join(json.dumps({"context": c, "modules": {m: t}}) + "\n" for c, m, t in load_pairs(root / "val.jsonl").select("positive_context", "target_module", "positive_module_text").rows()))
+    return {
+        "train-heads": ["train-heads", root / "train.jsonl", "--val", root / "val.jsonl", "--cache", root / "cache", "--out", root / "out"],
+        "evaluate": ["evaluate", root / "plain", root / "val.jsonl", "--cache", root / "cache", "--out", root / "out", "--device", "cpu"],
+        "cache verify": ["cache", "verify", root / "cache"],
+        "cache gc": ["cache", "gc", root / "cache", root / "val.jsonl"],
+        "serve": ["serve", root / "plain", "--cache", root / "cache", "--device", "cpu"],
+        "score": ["score", root / "plain", records, "--cache", root / "cache", "--out", root / "out.jsonl", "--device", "cpu"],
+    }[verb]
+
+
+@pytest.mark.parametrize("verb", ["train-heads", "evaluate", "cache verify", "cache gc", "serve", "score"])
+@pytest.mark.parametrize("how", ["truncated", "deleted", "wrong dimension"])
+def test_a_damaged_shard_is_one_line_naming_namespace_shard_and_cache_repair(work, how, verb):
+    namespace, shard, _ = damage(work / "cache", how)
+    args = cache_reader_args(verb, work)
+    before = listing(work / "cache")
+    output = refused(run(*args), namespace if verb != "cache verify" else "", shard, f"pipeline cache repair {work / 'cache'}")
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "repair" in last and not (work / "out").exists() and not (work / "out.jsonl").exists()
+    if verb != "cache verify":
+        assert shard in last and namespace in last
+    assert listing(work / "cache") == before  # nothing read was removed or rewritten
+
+
+def test_cache_repair_unlists_a_lost_shard_and_embed_then_encodes_exactly_its_texts(work):
+    config = checkpoint_config()
+    namespace_id, shard, lost = damage(work / "cache", "truncated")
+    result = run("cache", "repair", work / "cache")
+    assert result.exit_code == 0 and f"unlisting shard {shard}, which is unreadable" in result.output, result.output
+    assert run("cache", "verify", work / "cache").exit_code == 0
+    namespace = EmbeddingCache(work / "cache").select()
+    assert namespace.missing(lost) == lost and len(namespace) > 0
+
+    kept = set(namespace.shards)
+    report = embed_pairs([work / "train.jsonl", work / "val.jsonl"], work / "cache", config, encoder=load_encoder(config), progress=False)
+    assert report.new == len(lost) and report.namespace == namespace_id
+    (new,) = set(namespace.reload().shards) - kept
+    assert sorted(pq.read_table(namespace.root / new.file).column("key").to_pylist()) == sorted(lost)
+    assert namespace.missing(lost) == [] and namespace.verify() == []
+
+
+def test_cache_repair_keeps_one_vector_of_a_key_stored_twice(work):
+    namespace = EmbeddingCache(work / "cache").select()
+    keys = pq.read_table(namespace.root / namespace.shards[0].file).column("key").to_pylist()[:3]
+    with namespace.writer():
+        namespace.write_shard(keys, np.ones((3, namespace.dimension), np.float32))
+    with pytest.raises(CacheError, match="cache repair"):
+        namespace.fetch(keys)
+    assert run("cache", "repair", work / "cache").exit_code == 0
+    assert namespace.reload().verify() == [] and namespace.fetch(keys).shape == (3, namespace.dimension)
+
+
+@pytest.mark.parametrize("where", ["parent folders", "absolute path", "symlink"])
+def test_a_manifest_listing_a_file_outside_the_shards_folder_is_refused_and_the_file_never_touched(work, tmp_path, where):
+    namespace = EmbeddingCache(work / "cache").select()
+    shard = namespace.shards[0]
+    outside = tmp_path / "outside.parquet"  # a readable shard, so only the path check keeps readers and gc away
+    shutil.copy(namespace.root / shard.file, outside)
+    if where == "symlink":
+        (namespace.root / "shards" / "link.parquet").symlink_to(outside)
+    entry = {"parent folders": "../../outside.parquet", "absolute path": str(outside), "symlink": "shards/link.parquet"}[where]
+    manifest = json.loads((namespace.root / "manifest.json").read_text())
+    manifest["shards"] = [{"file": entry, "rows": shard.rows}]
+    (namespace.root / "manifest.json").write_text(json.dumps(manifest))
+    before = outside.read_bytes()
+    cache = work / "cache"
+    for args in (["cache", "gc", cache, PAIRS], ["cache", "verify", cache], ["cache", "info", cache], ["cache", "repair", cache]):
+        output = refused(run(*args), namespace.id, entry, "damaged")
+        assert len(output.strip().splitlines()) == 1, output
+    assert outside.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "manifest, problem",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "holds a JSON list"),
+        ('{"fingerprint": {}, "dimension": 8, "dtype": "float32"}', "has no 'shards'"),
+        ('{"fingerprint": {}, "dimension": 8, "dtype": "float32", "shards": [{"file": 3}]}', "lists shard 0"),
+    ],
+)
+def test_an_invalid_manifest_is_one_line_naming_the_namespace_and_the_way_out(work, manifest, problem):
+    (namespace,) = EmbeddingCache(work / "cache").namespaces()
+    (namespace.root / "manifest.json").write_text(manifest)
+    cache = work / "cache"
+    for args in (["cache", "verify", cache], ["cache", "info", cache], ["cache", "gc", cache, PAIRS], ["cache", "repair", cache], cache_reader_args("score", work)):
+        output = refused(run(*args), namespace.id, problem, "embed again")
+        assert len(output.strip().splitlines()) == 1, output
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scorer(trained):
+    scorer = load(trained / "checkpoint", device="cpu")
+    scorer.warm_up()
+    return scorer
+
+
+def request(url: str, body: object = None, raw: bytes | None = None) -> tuple[int, dict, object]:
+    """(status, JSON answer, headers) of a POST of `body` (or `raw` bytes), or of a GET."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    call = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(call, timeout=60) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}"), e.headers
+
+
+def items_of(trained: Path, n: int) -> list[dict]:
+    pairs = load_pairs(trained / "unseen.jsonl").head(n)
+    return [{"context": c, "module": m, "module_text": t} for c, m, t in pairs.select("positive_context", "target_module", "positive_module_text").rows()]
+
+
+def send_together(url: str, bodies: list[dict]) -> list[tuple[int, dict, object]]:
+    start = threading.Barrier(len(bodies))
+
+    def send(body: dict):
+        start.wait()
+        return request(url, body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+SURROGATES = [
+    ("/score", b'{"items": [{"context": "c", "module": "planner", "module_text": "t"}, {"context": "c", "module": "planner", "module_text": "t\\ud800"}]}', "items[1].module_text"),
+    ("/score", b'{"items": [{"context": "\\udfff", "module": "planner", "module_text": "t"}]}', "items[0].context"),
+    ("/get_reward", b'{"query": ["p\\ud800"], "prompts": ["p"], "labels": ["planner"]}', "query[0]"),
+    ("/get_reward", b'{"query": ["pq"], "prompts": ["\\ud800"], "labels": ["planner"]}', "prompts[0]: a lone surrogate"),
+]
+
+
+def test_a_lone_surrogate_or_deep_json_is_refused_and_its_batch_neighbours_are_answered(scorer, trained):
+    """A lone surrogate is valid JSON but no text: it cannot be hashed or encoded, so it is refused
+    before it can reach (and break) the micro-batch it would share with others."""
+    items = items_of(trained, 12)
+    with BackgroundServer(create_app(scorer, ServeSettings(max_wait_ms=300))) as server:
+        for path, body, where in SURROGATES:
+            status, answer, _ = request(f"{server.url}{path}", raw=body)
+            assert status == 422 and where in answer["error"] and "lone surrogate" in answer["error"], answer
+        status, answer, _ = request(f"{server.url}/score", raw=b'{"items": ' + DEEP.encode() + b"}")
+        assert status == 400 and "nested too deeply" in answer["error"]
+        bad = {"items": [{**items[0], "module_text": "t\ud800"}]}
+        answers = send_together(f"{server.url}/score", [bad] + [{"items": [item]} for item in items[1:]])
+    assert answers[0][0] == 422 and [status for status, _, _ in answers[1:]] == [200] * 11
+    expected = scorer.score(*zip(*[(i["context"], i["module_text"], i["module"]) for i in items[1:]]))
+    np.testing.assert_allclose([answer["rewards"][0] for _, answer, _ in answers[1:]], expected, atol=1e-6)
+
+
+def test_a_request_whose_scoring_fails_fails_alone_and_its_batch_neighbours_get_their_rewards(scorer, trained):
+    items = items_of(trained, 16)
+    items[5] = {**items[5], "module_text": "the text this scorer breaks on"}
+    app = create_app(scorer, ServeSettings(max_batch=64, max_wait_ms=300))
+    real_scorer = app.state.batcher.score_rows
+
+    def breaks_on_one_text(contexts, module_texts, modules):
+        if items[5]["module_text"] in module_texts:
+            raise RuntimeError("the scorer broke")
+        return real_scorer(contexts, module_texts, modules)
+
+    app.state.batcher.score_rows = breaks_on_one_text
+    with BackgroundServer(app) as server:
+        answers = send_together(f"{server.url}/score", [{"items": [item]} for item in items])
+    assert answers[5][0] == 500 and "the scorer broke" in answers[5][1]["error"]
+    others = [answer for i, answer in enumerate(answers) if i != 5]
+    assert [status for status, _, _ in others] == [200] * 15, others
+    expected = scorer.score(*zip(*[(i["context"], i["module_text"], i["module"]) for j, i in enumerate(items) if j != 5]))
+    np.testing.assert_allclose([answer["rewards"][0] for _, answer, _ in others], expected, atol=1e-6)
+
+
+def test_requests_past_max_pending_get_503_with_retry_after_and_the_rest_are_scored(scorer, trained):
+    items = items_of(trained, 12)
+    app = create_app(scorer, ServeSettings(max_batch=1, max_wait_ms=0, max_pending=3))
+    real_scorer = app.state.batcher.score_rows
+
+    def slow(contexts, module_texts, modules):  # the real scorer, slowed so that a queue forms
+        time.sleep(0.3)
+        return real_scorer(contexts, module_texts, modules)
+
+    app.state.batcher.score_rows = slow
+    with BackgroundServer(app) as server:
+        answers = send_together(f"{server.url}/score", [{"items": [item]} for item in items])
+        assert request(f"{server.url}/score", {"items": items[:1]})[0] == 200  # and the server goes on
+    busy = [(answer, headers) for status, answer, headers in answers if status == 503]
+    scored = [i for i, (status, _, _) in enumerate(answers) if status == 200]
+    assert busy and len(busy) + len(scored) == len(items), [a[0] for a in answers]
+    assert all(headers.get("Retry-After") == "1" and "serve.max_pending" in answer["error"] for answer, headers in busy)
+    np.testing.assert_allclose([answers[i][1]["rewards"][0] for i in scored], scorer.score(*zip(*[(items[i]["context"], items[i]["module_text"], items[i]["module"]) for i in scored])), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"POST /score HTTP/1.1\r\nHost: x\r\nContent-", b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"items\": ["],
+    ids=["nothing", "half the headers", "half the body"],
+)
+def test_a_half_sent_request_is_dropped_after_the_read_timeout_and_others_are_served(scorer, trained, sent):
+    with BackgroundServer(create_app(scorer, ServeSettings(read_timeout_s=0.5))) as server:
+        started = time.monotonic()
+        with socket.create_connection((server.host, server.port), timeout=10) as idle:
+            idle.sendall(sent)
+            assert request(f"{server.url}/health")[0] == 200  # served meanwhile
+            answer = idle.recv(1024)  # b"" once the server closes the connection
+        assert answer == b"" and 0.4 < time.monotonic() - started < 5, answer
+        assert request(f"{server.url}/score", {"items": items_of(trained, 1)})[0] == 200
+
+
+def test_docs_and_openapi_are_served_only_when_asked_for(scorer):
+    for docs, status in ((False, 404), (True, 200)):
+        with BackgroundServer(create_app(scorer, ServeSettings(docs=docs))) as server:
+            for path in ("/docs", "/openapi.json", "/redoc"):
+                try:
+                    with urllib.request.urlopen(f"{server.url}{path}", timeout=30) as response:
+                        code = response.status
+                except urllib.error.HTTPError as e:
+                    code = e.code
+                assert code == status, (path, docs, code)
+
+
+def test_a_label_that_looks_like_a_mistyped_module_is_refused_without_module_and_logged_with_it(scorer, caplog):
+    query = {"query": ["Task: a\n<plan>b</plan>"], "prompts": ["Task: a\n"], "labels": ["critic"]}
+    with BackgroundServer(create_app(scorer, ServeSettings())) as server:
+        status, answer, _ = request(f"{server.url}/get_reward", query)
+        assert status == 422 and "labels[0]: unknown module 'critic'" in answer["error"], answer
+        # a reference answer is no module name: with no other module source it is the usual refusal
+        status, answer, _ = request(f"{server.url}/get_reward", {**query, "labels": ["The answer is 42."]})
+        assert status == 422 and "no module for query[0]" in answer["error"]
+    with BackgroundServer(create_app(scorer, ServeSettings(module="planner"))) as server, caplog.at_level("WARNING", "pipeline.serve"):
+        status, answer, _ = request(f"{server.url}/get_reward", {**query, "query": query["query"] * 2, "prompts": query["prompts"] * 2, "labels": ["critic"] * 2})
+        assert status == 200 and answer["extra_logs"]["module_id"] == [scorer.modules.index("planner")] * 2
+    warnings = [r.getMessage() for r in caplog.records if "critic" in r.getMessage()]
+    assert len(warnings) == 1 and "looks like a module name" in warnings[0] and "--module" in warnings[0], warnings
+
+
+def test_verl_through_a_full_server_waits_as_retry_after_says_and_gets_every_reward(scorer, trained, monkeypatch):
+    from pipeline import verl_reward
+
+    items = items_of(trained, 6)
+    app = create_app(scorer, ServeSettings(max_batch=1, max_wait_ms=0, max_pending=1))
+    real_scorer = app.state.batcher.score_rows
+
+    def slow(contexts, module_texts, modules):
+        time.sleep(0.2)
+        return real_scorer(contexts, module_texts, modules)
+
+    app.state.batcher.score_rows = slow
+    with BackgroundServer(app) as server, ThreadPoolExecutor(len(items)) as pool:
+        answers = list(pool.map(lambda item: verl_reward._request(f"{server.url}/score", {"items": [item]}), items))
+        refused_some = request(f"{server.url}/health")[1]["refused"] > 0
+    assert refused_some  # the queue did fill, and every client still got its reward
+    expected = scorer.score(*zip(*[(i["context"], i["module_text"], i["module"]) for i in items]))
+    np.testing.assert_allclose([answer["rewards"][0] for answer in answers], expected, atol=1e-6)
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def checkpoint_naming_encoder(trained: Path, folder: Path, recorded: str) -> Path:
+    """A copy of the stage 0 checkpoint whose config.json names the encoder `recorded`."""
+    shutil.copytree(trained / "plain", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["encoder_fingerprint"]["encoder"] = recorded
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_relative_encoder_folder_is_read_from_the_checkpoint_not_the_current_directory_and_reported(trained, minilm_path, tmp_path, monkeypatch):
+    checkpoint = checkpoint_naming_encoder(trained, tmp_path / "ckpt", "models/encoder")
+    shutil.copytree(minilm_path, checkpoint / "models" / "encoder")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "models" / "encoder").mkdir(parents=True)  # a folder of the same name here is not a model
+    (elsewhere / "records.jsonl").write_text(json.dumps(score_record(0)) + "\n")
+    monkeypatch.chdir(elsewhere)
+    result = run("score", checkpoint, "records.jsonl", "--out", "scored.jsonl", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"encoder of {checkpoint}: {(checkpoint / 'models' / 'encoder').resolve()}" in result.output
+    assert json.loads((elsewhere / "scored.jsonl").read_text())["scores"]["planner"] == pytest.approx(
+        load(trained / "plain", device="cpu").score_trajectory(score_record(0)["context"], score_record(0)["modules"])["planner"], abs=1e-5
+    )
+
+
+def test_a_relative_encoder_folder_the_checkpoint_lacks_is_refused_even_when_the_current_directory_has_it(trained, minilm_path, tmp_path, monkeypatch):
+    checkpoint = checkpoint_naming_encoder(trained, tmp_path / "ckpt", "models/encoder")
+    shutil.copytree(minilm_path, tmp_path / "models" / "encoder")
+    (tmp_path / "records.jsonl").write_text(json.dumps(score_record(0)) + "\n")
+    monkeypatch.chdir(tmp_path)
+    output = refused(run("score", checkpoint, "records.jsonl", "--out", "scored.jsonl", "--device", "cpu"), "'models/encoder'", "not inside", "--encoder")
+    assert output.strip().splitlines()[-1].startswith("Error: ") and not (tmp_path / "scored.jsonl").exists()
+
+
+# --- kill -9 of every verb that writes ---------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL = """\
+model: {encoder: minilm, max_context_tokens: 32, max_module_tokens: 32, batch_size: 8}
+cache: {shard_size: 16}
+training: {device: cpu}
+stage_0: {epochs: 3, batch_size: 16}
+stage_1: {epochs: 1, batch_size: 4, save_every_steps: 1}
+evaluation: {bootstrap_samples: 50, logistic_baseline: false}
+"""
+
+
+def prepare(work: Path, trained: Path, verb: str) -> Path:
+    """Tiny inputs for `verb`: the checkpoint's pairs, cache and stage 0 heads, runs and records."""
+    for name in ("plain", "cache"):
+        shutil.copytree(trained / name, work / name)
+    for name in ("train.jsonl", "val.jsonl"):
+        shutil.copy(trained / name, work / name)
+    (work / "small.yaml").write_text(SMALL)
+    (work / "runs.jsonl").write_text("".join(json.dumps({**run_record(i), "task": f"t{i // 4}"}) + "\n" for i in range(40)))
+    rows = load_pairs(work / "val.jsonl").select("positive_context", "target_module", "positive_module_text").rows()
+    (work / "records.jsonl").write_text("".join(json.dumps({"context": c, "modules": {m: t}}) + "\n" for c, m, t in rows))
+    if verb == "cache repair":  # a lost shard and a key stored twice: something to repair
+        namespace = EmbeddingCache(work / "cache").select()
+        keys = pq.read_table(namespace.root / namespace.shards[1].file).column("key").to_pylist()[:5]
+        with namespace.writer():
+            namespace.write_shard(keys, namespace.fetch(keys))
+        (namespace.root / namespace.shards[0].file).write_bytes(b"PAR1 and then nothing")
+    return work
+
+
+def writer_args(verb: str, work: Path) -> list:
+    small = ["--config", work / "small.yaml"]
+    return {
+        "synth": ["synth", "--pairs", "400", "--out", work / "out.json"],
+        "split": ["split", work / "train.jsonl", "--out", work / "splits"],
+        "pairs": ["pairs", work / "runs.jsonl", "--out", work / "mined.json"],
+        "import autogpt": ["import", "autogpt", *sorted((FIXTURES / "autogpt").glob("*.report.md")), "--out", work / "imported.jsonl"],
+        "import intercode": ["import", "intercode", *sorted((FIXTURES / "intercode").glob("*.json")), "--out", work / "imported.jsonl"],
+        "embed": ["embed", work / "val.jsonl", "--cache", work / "new-cache", *small],
+        "train-heads": ["train-heads", work / "train.jsonl", "--val", work / "val.jsonl", "--cache", work / "cache", "--out", work / "ckpt", *small],
+        "finetune": ["finetune", work / "train.jsonl", "--val", work / "val.jsonl", "--init", work / "plain", "--out", work / "ft", "--max-steps", "2", *small],
+        "evaluate": ["evaluate", work / "plain", work / "val.jsonl", "--cache", work / "cache", "--out", work / "report", *small],
+        "score": ["score", work / "plain", work / "records.jsonl", "--cache", work / "cache", "--out", work / "scored.jsonl", "--device", "cpu"],
+        "cache gc": ["cache", "gc", work / "cache", work / "val.jsonl"],
+        "cache repair": ["cache", "repair", work / "cache"],
+    }[verb]
+
+
+def check_outputs(verb: str, work: Path, finished: bool) -> None:
+    """Every output of `verb` in `work` is complete, or (unless `finished`) absent; caches verify."""
+    from data.runs import load_runs
+    from heads.model import MultiModuleRewardModel
+
+    def present(path: Path) -> bool:
+        assert finished is False or path.exists(), f"{path} missing after a finished run"
+        return path.exists()
+
+    if verb == "synth" and present(work / "out.json"):
+        assert load_pairs(work / "out.json").height == 400
+    elif verb == "split":
+        for name in ("train.jsonl", "val.jsonl", "test.jsonl"):
+            if present(work / "splits" / name):
+                load_pairs(work / "splits" / name)
+    elif verb == "pairs" and present(work / "mined.json"):
+        assert load_pairs(work / "mined.json").height > 0
+    elif verb.startswith("import") and present(work / "imported.jsonl"):
+        assert load_runs([work / "imported.jsonl"])
+    elif verb in ("train-heads", "finetune"):
+        out = work / ("ckpt" if verb == "train-heads" else "ft")
+        unfinished = verb == "finetune" and (out / "resume").exists()
+        if unfinished:  # a stage 1 run saves as it goes: what it left must be resumable
+            assert not finished and json.loads((out / "resume" / "progress.json").read_text())
+        elif present(out):
+            MultiModuleRewardModel.load(out)
+            [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    elif verb == "evaluate":
+        MultiModuleRewardModel.load(work / "plain")  # its config.json, rewritten with the normalisation
+        if present(work / "report"):
+            assert json.loads((work / "report" / "report.json").read_text())["n_pairs"] > 0 and (work / "report" / "report.md").is_file()
+    elif verb == "score" and present(work / "scored.jsonl"):
+        lines = (work / "scored.jsonl").read_text().splitlines()
+        assert len(lines) == len((work / "records.jsonl").read_text().splitlines()) and all(json.loads(line)["scores"] for line in lines)
+    elif verb in ("embed", "cache gc", "cache repair"):
+        cache = work / ("new-cache" if verb == "embed" else "cache")
+        for namespace in EmbeddingCache(cache).namespaces():  # every manifest reads back
+            if finished or verb != "cache repair":  # before repair finishes, its shard is still lost
+                assert namespace.verify() == [], namespace.verify()
+
+
+def pipeline_command(args: list) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", *(str(a) for a in args)]
+
+
+PIPELINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+WRITERS = ["synth", "split", "pairs", "import autogpt", "import intercode", "embed", "train-heads", "finetune", "evaluate", "score", "cache gc", "cache repair"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", WRITERS)
+def test_kill_9_at_a_random_moment_leaves_outputs_absent_or_complete_and_a_rerun_finishes(trained, tmp_path, verb):
+    """`pipeline demo` is these verbs in a row, each writing as it does alone."""
+    seed = int(os.environ.get("FAULT_SEED", time.time_ns() % 2**32))
+    reference = prepare(tmp_path / "reference", trained, verb)
+    started = time.monotonic()
+    clean = subprocess.run(pipeline_command(writer_args(verb, reference)), env=PIPELINE_ENV, capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - started
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    check_outputs(verb, reference, finished=True)
+
+    work = prepare(tmp_path / "killed", trained, verb)
+    before = {p.name for p in work.iterdir()}
+    moment = random.Random(seed).uniform(0.1, 0.95) * took
+    process = subprocess.Popen(pipeline_command(writer_args(verb, work)), env=PIPELINE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=moment)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    where = f"killed at {moment:.2f} s of {took:.2f} s (FAULT_SEED={seed})"
+    left = {p.name for p in work.iterdir() if not p.name.startswith(".")} - before
+    outputs = {Path(str(a)).relative_to(work).parts[0] for a in writer_args(verb, work) if str(a).startswith(str(work))}
+    assert left <= outputs | {f"{Path(name).stem}.config.yaml" for name in outputs}, (where, left)  # files get their config beside them
+    check_outputs(verb, work, finished=process.returncode == 0)
+
+    again = writer_args(verb, work) + (["--resume"] if verb == "finetune" and (work / "ft" / "resume").exists() else [])
+    rerun = subprocess.run(pipeline_command(again), env=PIPELINE_ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, (where, rerun.stderr[-2000:])
+    check_outputs(verb, work, finished=True)
+
