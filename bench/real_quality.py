@@ -226,29 +226,39 @@ def validation_line(report: dict) -> str:
 
 
 def autogpt_tables(folds: list[tuple[str, dict]]) -> tuple[list[str], dict]:
-    """Per fold and pooled over folds (weighted by pairs). Each fold tests one task, so there is no
-    interval over tasks; the pooled length-debiased accuracy pools each half's pairs over folds."""
+    """Per fold and pooled over folds (weighted by pairs), overall and per module. Each fold tests
+    one task, so there is no interval over tasks; the pooled length-debiased accuracy pools each
+    half's pairs over the folds."""
     keys = ["heads", *(key for key, _ in BASELINES)]
-    lines = ["| test task | pairs | heads | " + " | ".join(name for _, name in BASELINES) + " | heads, length-debiased |", "|---|---:|" + "---:|" * (len(keys) + 1)]
-    pooled = {key: [0.0, 0] for key in keys}
-    halves = {"longer_won": [0.0, 0], "shorter_won": [0.0, 0]}
-    for task, report in folds:
-        part = report["overall"]
-        acc = accuracies(part)
-        for key in keys:
-            if key in acc:
-                pooled[key][0] += acc[key][0] * part["n_pairs"]
-                pooled[key][1] += part["n_pairs"]
-        split = part["length_debiased"]["module_text"]
-        for half in halves:
-            if split[half]["n_pairs"]:
-                halves[half][0] += split[half]["pairwise_accuracy"] * split[half]["n_pairs"]
-                halves[half][1] += split[half]["n_pairs"]
-        lines.append(f"| {task.splitlines()[0][:40]} | {part['n_pairs']} | " + " | ".join(f"{acc[k][0]:.3f}" if k in acc else "–" for k in keys) + f" | {fmt(split['accuracy'])} |")
-    means = {key: total / n if n else None for key, (total, n) in pooled.items()}
-    debiased = sum(total / n for total, n in halves.values()) / 2 if all(n for _, n in halves.values()) else None
-    lines.append(f"| **pooled** | {pooled['heads'][1]} | " + " | ".join(fmt(means[k]) for k in keys) + f" | {fmt(debiased)} |")
-    return lines, {**means, "debiased": debiased}
+    lines = ["| test task | module | pairs | heads | " + " | ".join(name for _, name in BASELINES) + " | heads, length-debiased |",
+             "|---|---|---:|" + "---:|" * (len(keys) + 1)]  # fmt: skip
+    modules = [m for m in folds[0][1]["modules"] if any(report["modules"][m]["n_pairs"] for _, report in folds)]
+    pooled = {}
+    for name in ["overall", *modules]:
+        sums = {key: [0.0, 0] for key in keys}
+        halves = {"longer_won": [0.0, 0], "shorter_won": [0.0, 0]}
+        for task, report in folds:
+            part = report["overall"] if name == "overall" else report["modules"][name]
+            if not part["n_pairs"]:
+                continue
+            acc = accuracies(part)
+            for key in keys:
+                if key in acc:
+                    sums[key][0] += acc[key][0] * part["n_pairs"]
+                    sums[key][1] += part["n_pairs"]
+            split = part["length_debiased"]["module_text"]
+            for half in halves:
+                if split[half]["n_pairs"]:
+                    halves[half][0] += split[half]["pairwise_accuracy"] * split[half]["n_pairs"]
+                    halves[half][1] += split[half]["n_pairs"]
+            if name == "overall":
+                cells = " | ".join(f"{acc[k][0]:.3f}" if k in acc else "–" for k in keys)
+                lines.append(f"| {task.splitlines()[0][:40]} | all | {part['n_pairs']} | {cells} | {fmt(split['accuracy'])} |")
+        means = {key: total / n if n else None for key, (total, n) in sums.items()}
+        means["debiased"] = sum(total / n for total, n in halves.values()) / 2 if all(n for _, n in halves.values()) else None
+        pooled[name] = means
+        lines.append(f"| **pooled** | {name} | {sums['heads'][1]} | " + " | ".join(fmt(means[k]) for k in keys) + f" | {fmt(means['debiased'])} |")
+    return lines, pooled["overall"]
 
 
 def stage1_table(result: dict) -> list[str]:
