@@ -174,7 +174,8 @@ def count(pairs: Path) -> int:
 def accuracies(part: dict) -> dict[str, tuple[float | None, list[float] | None]]:
     """Pairwise accuracy and its interval for the heads and each baseline of one report part.
     "Shorter wins" is read off the length rule: it is right exactly where the positive module text
-    is the shorter one, and without equal lengths its interval is the mirror of "longer wins"'s."""
+    is the shorter one, so its interval is the mirror of "longer wins"'s, shifted by the share of
+    equal-length pairs (which both rules get wrong; exact without any, close with a few)."""
     result = {"heads": (part["pairwise_accuracy"], (part["ci"] or {}).get("pairwise_accuracy"))}
     for key, _ in BASELINES:
         base = part["baselines"].get(key) if key != "shorter" else None
@@ -183,8 +184,8 @@ def accuracies(part: dict) -> dict[str, tuple[float | None, list[float] | None]]
     length = part["baselines"].get("length")
     if length:
         split = length["length_debiased"]["module_text"]
-        mirrored = split["equal_length_pairs"] == 0 and result["length"][1]
-        result["shorter"] = (split["shorter_won"]["n_pairs"] / part["n_pairs"], [1 - result["length"][1][1], 1 - result["length"][1][0]] if mirrored else None)
+        ties, ci = split["equal_length_pairs"] / part["n_pairs"], result["length"][1]
+        result["shorter"] = (split["shorter_won"]["n_pairs"] / part["n_pairs"], [1 - ci[1] - ties, 1 - ci[0] - ties] if ci else None)
     return result
 
 
