@@ -14,7 +14,7 @@ Sections (each optional; give at least one):
   pooled over the folds, as each fold tests a single task.
 - `--synthetic`: `pipeline synth` 4000 pairs (seed 0), the default split: 3200 train, 400 val.
   Its target is validation accuracy, so only val is embedded and evaluated.
-- `--stage1` (with `--intercode`; long: about an hour on 2 CPU cores): about 1,000 training pairs
+- `--stage1` (with `--intercode`; long: up to an hour on 2 shared CPU cores): about 1,000 training pairs
   cut from the InterCode training split by task, stage 0 heads on them, `pipeline finetune` from
   those heads, both evaluated on the same test tasks.
 
@@ -409,7 +409,7 @@ if __name__ == "__main__":
     parser.add_argument("--train-args", default="", help='extra train-heads flags, e.g. "--search --ensemble 5"')
     parser.add_argument("--stage1-train-args", default="", help="extra train-heads flags for the stage 0 heads stage 1 starts from")
     parser.add_argument("--stage1-pairs", type=int, default=1000, help="about this many training pairs for the stage 1 comparison")
-    parser.add_argument("--stage1-epochs", type=int, default=2)
+    parser.add_argument("--stage1-epochs", type=int, default=1, help="1: 63 optimiser steps of 16 pairs, 15 min on 2 idle cores, about an hour on busy ones")
     parser.add_argument("--stage1-batch-size", type=int, default=8)
     args = parser.parse_args()
     if not (args.intercode or args.autogpt or args.synthetic):
