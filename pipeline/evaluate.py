@@ -174,9 +174,8 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
                     **{k: metrics[k] - base[k] for k in ("pairwise_accuracy", "auc")},
                     # on the baseline's pairs: the lead's interval, the heads and the baseline resampled together
                     "pairwise_accuracy_ci": accuracy_difference_ci(
-                        positive[usable], negative[usable], p[usable], n[usable], groups[usable],
-                        settings.bootstrap_samples, settings.confidence, seed,
-                    ),  # fmt: skip
+                        positive[usable], negative[usable], p[usable], n[usable], groups[usable], settings.bootstrap_samples, settings.confidence, seed
+                    ),
                 }
             )
         return metrics
