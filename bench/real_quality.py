@@ -248,10 +248,10 @@ def autogpt_tables(folds: list[tuple[str, dict]]) -> tuple[list[str], dict]:
                     sums[key][0] += acc[key][0] * part["n_pairs"]
                     sums[key][1] += part["n_pairs"]
             split = part["length_debiased"]["module_text"]
-            for half in halves:
+            for half, sums_of_half in halves.items():
                 if split[half]["n_pairs"]:
-                    halves[half][0] += split[half]["pairwise_accuracy"] * split[half]["n_pairs"]
-                    halves[half][1] += split[half]["n_pairs"]
+                    sums_of_half[0] += split[half]["pairwise_accuracy"] * split[half]["n_pairs"]
+                    sums_of_half[1] += split[half]["n_pairs"]
             if name == "overall":
                 cells = " | ".join(f"{acc[k][0]:.3f}" if k in acc else "–" for k in keys)
                 lines.append(f"| {task.splitlines()[0][:40]} | all | {part['n_pairs']} | {cells} | {fmt(split['accuracy'])} |")
@@ -267,14 +267,14 @@ def stage1_table(result: dict) -> list[str]:
     lines = ["| | training | val accuracy | test pairs | test accuracy | test, length-debiased | TF-IDF on test |", "|---|---|---:|---:|---|---|---|"]
     for name, key, training in (
         ("stage 0 (heads on frozen vectors)", "stage0", f"{finetune['stage0_seconds']:.0f} s (train-heads, cached vectors)"),
-        ("stage 1 (encoder + heads)", "stage1", f"{finetune['seconds'] / 60:.0f} min ({finetune['epochs']} epochs, {finetune['batch_size']} pairs a batch)"),
+        ("stage 1 (encoder + heads)", "stage1", f"{finetune['seconds'] / 60:.0f} min ({finetune['epochs']} epoch(s), {finetune['batch_size']} pairs a batch)"),
     ):
         part = result[key]["overall"]
         acc = accuracies(part)
         val = result[f"{key}_val"].get("pairwise_accuracy")
         debiased = part["length_debiased"]["module_text"]
         lines.append(f"| {name} | {training} | {fmt(val)} | {part['n_pairs']} | {cell(*acc['heads'])} | {cell(debiased['accuracy'], debiased['ci'])} | {cell(*acc.get('tfidf', (None, None)))} |")
-    return lines
+    return lines + (["", f"Stage 1 run: {finetune['note']}."] if finetune.get("note") else [])
 
 
 def cell(value, ci, bold: bool = False) -> str:
@@ -353,8 +353,8 @@ def run(args: argparse.Namespace) -> None:
         results["intercode"] = intercode(args.intercode, work / "intercode", config, train_args)
         timings["intercode"] = time.time() - start
         test = results["intercode"]["test"]
-        out += [f"## InterCode: {test['overall']['n_pairs']} test pairs of {test['overall'].get('n_groups')} unseen tasks "
-                f"(heads trained on {results['intercode']['train_pairs']} pairs in {results['intercode']['train_seconds']:.0f} s)", ""]  # fmt: skip
+        trained = f"heads trained on {results['intercode']['train_pairs']} pairs in {results['intercode']['train_seconds']:.0f} s"
+        out += [f"## InterCode: {test['overall']['n_pairs']} test pairs of {test['overall'].get('n_groups')} unseen tasks ({trained})", ""]
         out += ["Pairwise accuracy on the test tasks, 95% bootstrap interval over tasks:", "", *pair_table(test), ""]
         out += [validation_line(results["intercode"]["val"]), "", *best_of_n_table(test["best_of_n"]), ""]
     if args.autogpt:
