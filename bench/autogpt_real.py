@@ -12,6 +12,7 @@ would run. Prints per-fold and pooled pairwise accuracy of the heads and of each
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -31,8 +32,14 @@ def run(reports: list[Path], work: Path, encoder: str, max_tokens: int, cap: int
     work.mkdir(parents=True, exist_ok=True)
     config = work / "config.yaml"
     config.write_text(f"model: {{encoder: {encoder}, max_context_tokens: {max_tokens}, max_module_tokens: {max_tokens}}}\n")
+    folds = leave_one_task_out(reports, work, config, cap)
+    print_folds(folds)
+
+
+def leave_one_task_out(reports: list[Path], work: Path, config: Path, cap: int, train_args: Sequence[str] = ()) -> list[tuple[str, dict]]:
+    """Each fold's (test task, report.json); every verb reads `config`, train-heads also gets `train_args`."""
     pipeline("import", "autogpt", *reports, "--out", work / "runs.jsonl")
-    pipeline("pairs", work / "runs.jsonl", "--out", work / "pairs.json", "--max-pairs-per-task", cap)
+    pipeline("pairs", work / "runs.jsonl", "--out", work / "pairs.json", "--max-pairs-per-task", cap, "--config", config)
     pipeline("embed", work / "pairs.json", "--cache", work / "cache", "--config", config)
 
     pairs = load_pairs(work / "pairs.json")
@@ -48,10 +55,13 @@ def run(reports: list[Path], work: Path, encoder: str, max_tokens: int, cap: int
         }
         for name, part in parts.items():
             write_pairs(part, fold / f"{name}.jsonl")
-        pipeline("train-heads", fold / "train.jsonl", "--val", fold / "val.jsonl", "--cache", work / "cache", "--out", fold / "checkpoint", "--config", config)
+        pipeline("train-heads", fold / "train.jsonl", "--val", fold / "val.jsonl", "--cache", work / "cache", "--out", fold / "checkpoint", "--config", config, *train_args)
         pipeline("evaluate", fold / "checkpoint", fold / "test.jsonl", "--cache", work / "cache", "--out", fold / "report", "--config", config)
         folds.append((test_task, json.loads((fold / "report" / "report.json").read_text())))
+    return folds
 
+
+def print_folds(folds: list[tuple[str, dict]]) -> None:
     systems = ["heads", "length", "cosine", "tfidf", "logistic_regression"]
     modules = [m for m in folds[0][1]["modules"] if any(r["modules"][m]["n_pairs"] for _, r in folds)]
     print("\nPairwise accuracy on the held-out task, leave-one-task-out (pooled over folds: weighted by pairs)\n")

@@ -32,7 +32,7 @@ from data.splits import carve_validation
 from data.trajectory import render_context, render_module
 from features.pairs import pair_table_hash, pair_text_keys
 from heads.baselines import LogisticBaseline, TfidfBaseline, cosine_scores, length_scores
-from heads.metrics import bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
+from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
 from heads.model import CheckpointError
 from heads.report import markdown, terminal_table, write_plots
 from pipeline.config import Config
@@ -161,11 +161,21 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
             if not usable.any():
                 metrics["baselines"][name] = metrics["above_baselines"][name] = None
                 continue
-            base = pair_metrics(p[usable], n[usable], bootstrap_samples=0)
-            metrics["baselines"][name] = {k: base[k] for k in ("pairwise_accuracy", "auc", "n_pairs")}
+            base = pair_metrics(
+                p[usable], n[usable], groups[usable], bootstrap_samples=settings.bootstrap_samples, confidence=settings.confidence, seed=seed
+            )  # fmt: skip
+            metrics["baselines"][name] = {k: base[k] for k in ("pairwise_accuracy", "auc", "n_pairs", "ci")}
             metrics["baselines"][name]["length_debiased"] = debiased(p, n, usable, seed)
             metrics["above_baselines"][name] = (
-                None if metrics["n_pairs"] == 0 else {k: metrics[k] - base[k] for k in ("pairwise_accuracy", "auc")}
+                None
+                if metrics["n_pairs"] == 0
+                else {
+                    **{k: metrics[k] - base[k] for k in ("pairwise_accuracy", "auc")},
+                    # on the baseline's pairs: the lead's interval, the heads and the baseline resampled together
+                    "pairwise_accuracy_ci": accuracy_difference_ci(
+                        positive[usable], negative[usable], p[usable], n[usable], groups[usable], settings.bootstrap_samples, settings.confidence, seed
+                    ),
+                }
             )
         return metrics
 

@@ -20,6 +20,7 @@ from data.autogpt import import_reports
 from data.runs import load_runs, write_runs
 from heads.baselines import TfidfBaseline, length_scores
 from heads.metrics import (
+    accuracy_difference_ci,
     bootstrap_ci,
     calibration,
     length_debiased_accuracy,
@@ -111,6 +112,22 @@ def test_each_interval_contains_its_point_estimate(seed):
         assert low <= metrics[key] <= high
 
 
+def test_the_lead_over_a_baseline_is_resampled_in_pairs():
+    # b is right on every pair, a in half the tasks: resampled together, a's lead is never positive
+    # and the same scorer's lead over itself is exactly 0 on every draw.
+    groups = np.repeat(np.arange(20), 5)
+    right_a = (groups % 2 == 0).astype(float)
+    interval = accuracy_difference_ci(right_a, np.full(100, 0.5), np.full(100, 1.0), np.full(100, 0.5), groups, samples=400)
+    assert interval[1] <= 0.0 and interval[0] >= -1.0
+    same = accuracy_difference_ci(right_a, np.full(100, 0.5), right_a, np.full(100, 0.5), groups, samples=200)
+    assert same == [0.0, 0.0]
+    rng = np.random.default_rng(1)
+    p_a, p_b = rng.normal(0.5, 1, 100), rng.normal(0.2, 1, 100)
+    low, high = accuracy_difference_ci(p_a, np.zeros(100), p_b, np.zeros(100), groups, samples=400)
+    assert low <= pairwise_accuracy(p_a, np.zeros(100)) - pairwise_accuracy(p_b, np.zeros(100)) <= high
+    assert accuracy_difference_ci(p_a, np.zeros(100), p_b, np.zeros(100), np.zeros(100), samples=400) is None
+
+
 def test_length_debiased_accuracy_of_a_length_rule_is_exactly_one_half():
     rng = np.random.default_rng(4)
     positive_length, negative_length = rng.integers(10, 200, 60), rng.integers(10, 200, 60)
@@ -177,6 +194,11 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
         assert set(part["baselines"]) == {"length", "cosine", "tfidf", "logistic_regression"}
         gap = part["above_baselines"]["length"]["pairwise_accuracy"]
         assert gap == pytest.approx(part["pairwise_accuracy"] - part["baselines"]["length"]["pairwise_accuracy"])
+        for name, baseline in part["baselines"].items():  # every baseline's accuracy and the heads' lead over it have intervals
+            low, high = baseline["ci"]["pairwise_accuracy"]
+            assert low <= baseline["pairwise_accuracy"] <= high, name
+            low, high = part["above_baselines"][name]["pairwise_accuracy_ci"]
+            assert low <= part["above_baselines"][name]["pairwise_accuracy"] <= high, name
 
     assert result.normalization_stored  # the val file is the checkpoint's validation data
     stored = training["normalization"]
