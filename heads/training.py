@@ -89,13 +89,13 @@ def train_epoch(
     model.train()
     order = torch.randperm(len(data), generator=generator).to(data.module_index.device)
     batches = list(order.split(batch_size))
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=order.device), 0  # summed on the device: no sync per step
     optimizer.zero_grad(set_to_none=True)
     for i, index in enumerate(batches):
         positive, negative = data.rows(index).scores(model)
         loss = bradley_terry_loss(positive, negative, margin, margin_weight)
         (loss / grad_accumulation).backward()
-        total, count = total + loss.item() * len(index), count + len(index)
+        total, count = total + loss.detach() * len(index), count + len(index)
         if (i + 1) % grad_accumulation == 0 or i + 1 == len(batches):
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
@@ -103,7 +103,7 @@ def train_epoch(
             optimizer.zero_grad(set_to_none=True)
             if on_step is not None:
                 on_step(loss.item())
-    return total / max(count, 1)
+    return total.item() / max(count, 1)
 
 
 @torch.no_grad()
