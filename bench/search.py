@@ -6,7 +6,8 @@ The vectors are synthetic and written straight into a cache namespace (no encode
 one (a task's 4 modules share its positive context). Each vector is noise plus a small shift along
 one direction for the texts of successful runs, so the heads have something to learn and early
 stopping behaves as on real data. The search runs as a user runs it, `pipeline train-heads` in a
-fresh process, timed from start to exit.
+fresh process, timed from start to exit; its CPU seconds are printed too, since on a shared machine
+the wall time says as much about the neighbours as about the search.
 
     .venv/bin/python bench/search.py [--pairs 2000] [--dimension 384] [--ensemble 0]
 """
@@ -14,6 +15,7 @@ fresh process, timed from start to exit.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -71,16 +73,19 @@ def main() -> None:
     for name, flags in runs:
         out = work / name.replace(" ", "-").replace("+", "")
         command = [sys.executable, "-m", "pipeline.cli", "train-heads", str(work / "pairs.jsonl"), "--cache", str(work / "cache"), "--out", str(out), "--device", "cpu", *flags]
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
         rows = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
         training = sum(r["seconds"] for r in rows)
         chosen = json.loads((out / "config.json").read_text())["search"]["chosen"]
         assert len(rows) == settings
         print(
             f"{name}: {len(rows)} settings in {seconds:.1f} s from start to exit ({training:.1f} s training them, "
-            f"{len(rows) / seconds:.2f} settings/s); chosen: head {chosen['head']}, lr {chosen['lr']:g}, "
+            f"{len(rows) / seconds:.2f} settings/s; {cpu:.1f} CPU seconds, i.e. {cpu / seconds:.2f} of the 2 cores on average); chosen: head {chosen['head']}, lr {chosen['lr']:g}, "
             f"weight decay {chosen['weight_decay']:g}, dropout {chosen['dropout']:g}, {chosen['epochs']} epochs "
             f"(val loss {chosen['val_loss']:.4f}, accuracy {chosen['val_accuracy']:.3f})  target: < 120 s"
         )
