@@ -122,6 +122,8 @@ def train_heads(
     dimension = namespace.dimension
     started = time.perf_counter()
 
+    if use_wandb and (search or members > 1):
+        say("note: --use-wandb logs the epochs of a plain run; a search or an ensemble writes its tables into the checkpoint instead")
     searched = None
     if search:
         settings = search_grid(config)
@@ -192,7 +194,7 @@ def train_heads(
         (folder / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in history))
         if searched is not None:
             (folder / "search.jsonl").write_text("".join(json.dumps(row) + "\n" for row in searched.rows))
-            validation = f"`{val_file}`" if val_file else f"the {config.data.val_fraction:g} of training {config.data.group_by}s carved out for validation"
+            validation = f"`{val_file}`" if val_file else f"the validation {config.data.group_by}s carved out of the training files (data.val_fraction {config.data.val_fraction:g})"
             (folder / "search.md").write_text(search_markdown(searched.rows, searched.best, validation))
         config.save(folder / "config.yaml")
     scratch.cleanup()

@@ -137,15 +137,6 @@ def test_a_single_checkpoint_loads_as_before_with_zero_uncertainty(data):
     assert np.array_equal(uncertainty, np.zeros(4, np.float32))
 
 
-def test_normalised_uncertainty_is_in_normalised_units(data, tmp_path, ensemble):
-    shutil.copytree(ensemble[0], tmp_path / "ckpt")
-    evaluate(tmp_path / "ckpt", [data / "val.jsonl"], data / "cache", tmp_path / "report", checkpoint_config(), progress=False)
-    raw, normalised = load(tmp_path / "ckpt", device="cpu"), load(tmp_path / "ckpt", device="cpu", normalize=True)
-    contexts, texts, modules = contexts_and_texts(data, 6)
-    std = np.array([normalised.normalization[m][1] for m in modules], np.float32)
-    np.testing.assert_allclose(normalised.score_with_uncertainty(contexts, texts, modules)[1], raw.score_with_uncertainty(contexts, texts, modules)[1] / std, rtol=1e-5)
-
-
 # --- every path carries the uncertainty --------------------------------------------------------
 
 
@@ -196,7 +187,7 @@ def test_verl_function_returns_the_uncertainty(ensemble, scorer, data, monkeypat
 # --- evaluate, finetune, resume ----------------------------------------------------------------
 
 
-def test_evaluate_reports_accuracy_by_uncertainty_quartile(ensemble, data, tmp_path):
+def test_evaluate_reports_accuracy_by_uncertainty_quartile_and_stores_the_normalisation(ensemble, data, tmp_path):
     shutil.copytree(ensemble[0], tmp_path / "ckpt")
     result = evaluate(tmp_path / "ckpt", [data / "val.jsonl"], data / "cache", tmp_path / "report", checkpoint_config(), progress=False)
     uncertainty = result.report["uncertainty"]
@@ -211,6 +202,12 @@ def test_evaluate_reports_accuracy_by_uncertainty_quartile(ensemble, data, tmp_p
     assert "accuracy by uncertainty quartile" in result.table
     single = json.loads((data / "report" / "report.json").read_text())
     assert "uncertainty" not in single
+
+    # evaluate stored the normalisation (its pairs are the validation data): uncertainty comes in its units too
+    raw, normalised = load(tmp_path / "ckpt", device="cpu"), load(tmp_path / "ckpt", device="cpu", normalize=True)
+    contexts, texts, modules = contexts_and_texts(data, 6)
+    std = np.array([normalised.normalization[m][1] for m in modules], np.float32)
+    np.testing.assert_allclose(normalised.score_with_uncertainty(contexts, texts, modules)[1], raw.score_with_uncertainty(contexts, texts, modules)[1] / std, rtol=1e-5)
 
 
 def test_finetune_refuses_an_ensemble_checkpoint_in_one_line(ensemble, data, tmp_path):
