@@ -151,12 +151,17 @@ def accuracy_by_uncertainty(
     with its pair count, uncertainty range and bootstrap interval over groups; the AUC of
     uncertainty as a detector of wrong pairs (0.5: it tells nothing; above: high uncertainty marks
     wrong pairs); and a verdict. Quartiles are cut at the quartiles of the values (ties stay in one
-    quartile, so counts may differ)."""
+    quartile, so counts may differ). Pairs whose two sides every member scores alike (the same
+    vectors, e.g. texts equal after truncation) are left out and counted."""
     from sklearn.metrics import roc_auc_score  # here, not at the top: train-heads never needs scikit-learn
 
     from heads.metrics import bootstrap_ci, pairwise_accuracy
 
     uncertainty = np.asarray(uncertainty, np.float64)
+    # both sides scored alike by every member (their texts are the same after truncation): a tie
+    # counts wrong and has no spread, so it would sit in the lowest quartile and say nothing
+    tied = (positive == negative) & (uncertainty == 0)
+    positive, negative, uncertainty, groups = positive[~tied], negative[~tied], uncertainty[~tied], np.asarray(groups)[~tied]
     wrong = ~(positive > negative)
     edges = np.quantile(uncertainty, [0.25, 0.5, 0.75]) if len(uncertainty) else np.zeros(3)
     which = np.searchsorted(edges, uncertainty, side="left")  # 0..3
@@ -176,6 +181,7 @@ def accuracy_by_uncertainty(
     return {
         "pair_uncertainty": "std across members (ddof 0) of r_pos - r_neg",
         "mean_uncertainty": float(uncertainty.mean()) if len(uncertainty) else None,
+        "tied_pairs_left_out": int(tied.sum()),
         "quartiles": quartiles,
         "wrong_pairs": int(wrong.sum()),
         "auc_uncertainty_for_wrong": detects,

@@ -256,7 +256,9 @@ def _uncertainty_section(uncertainty: dict, confidence: int) -> list[str]:
         "AUC (uncertainty → wrong): how well uncertainty alone tells wrong pairs from right ones (0.5: not at all).",
         "",
         f"**Does high uncertainty mark wrong pairs? {overall['verdict'][0].upper()}{overall['verdict'][1:]}.** "
-        f"AUC (uncertainty → wrong) {_f(overall['auc_uncertainty_for_wrong'])} over {overall['wrong_pairs']} wrong pairs.",
+        f"AUC (uncertainty → wrong) {_f(overall['auc_uncertainty_for_wrong'])} over {overall['wrong_pairs']} wrong pairs. "
+        f"Left out: {overall['tied_pairs_left_out']} pairs whose two sides every member scores alike (the same vectors, "
+        "e.g. texts equal after truncation; such a tie counts wrong in the tables above).",
         "",
         f"| quartile | pairs | uncertainty | accuracy | {confidence}% CI |",
         "|---|---:|---|---:|---|",

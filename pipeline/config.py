@@ -127,13 +127,14 @@ class ServeConfig:
 class SearchConfig:
     """`pipeline train-heads --search` tries every combination of these lists (heads/search.py) and
     keeps the one of lowest validation loss; a linear head has no dropout, so it is tried once per
-    combination of the others."""
+    combination of the others. Each run stops early and keeps its best epoch, so `epochs` is the
+    longest run (and the length of its lr decay), not a count to hit: 20 settings by default."""
 
     head: list[str] = field(default_factory=lambda: ["2d,d", "256", "linear"])
     lr: list[float] = field(default_factory=lambda: [3e-4, 1e-3])
     weight_decay: list[float] = field(default_factory=lambda: [0.01, 0.1])
     dropout: list[float] = field(default_factory=lambda: [0.1, 0.3])
-    epochs: list[int] = field(default_factory=lambda: [5, 10])
+    epochs: list[int] = field(default_factory=lambda: [10])
 
 
 @dataclass
