@@ -127,6 +127,8 @@ def train_heads(
     searched = None
     if search:
         settings = search_grid(config)
+        if "stage_0.epochs" in config.explicit:
+            say(f"note: the search runs the epochs of search.epochs ({', '.join(map(str, config.search.epochs))}), not stage_0.epochs")
         say(f"searching {len(settings)} settings of the heads on {len(train_data)} training and {len(val_data)} validation pairs")
         bar = tqdm(total=len(settings), desc="search", unit="setting", disable=not progress, dynamic_ncols=True)
         searched = search_settings(train_data, val_data, dimension, modules, settings, recipe, device=device, on_result=lambda row: bar.update(1))
