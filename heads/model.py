@@ -111,6 +111,11 @@ class MultiModuleRewardModel(nn.Module):
         if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
             raise CheckpointError(f"{folder} is not a reward-head checkpoint (it needs {WEIGHTS} and {CONFIG})")
         config = json.loads((folder / CONFIG).read_text())
+        if config.get("ensemble", 1) > 1:
+            raise CheckpointError(
+                f"{folder} holds an ensemble of {config['ensemble']} heads, and this needs a single-head checkpoint: stage 1 "
+                "(finetune) and --resume start from one. Train one without --ensemble (heads.ensemble.load_heads reads ensembles)."
+            )
         model = cls(config["dimension"], config["modules"], config.get("dropout", 0.1), config.get("head", DESIGN_HEAD))
         model.load_state_dict(load_file(folder / WEIGHTS, device=device))
         return model.to(device), config

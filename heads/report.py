@@ -131,6 +131,8 @@ def markdown(report: dict) -> str:
     lines = [f"# Evaluation of `{report['checkpoint']}`", ""]
     if "overall" in report:
         lines += _pair_sections(report, confidence, settings)
+    if report.get("uncertainty"):
+        lines += _uncertainty_section(report["uncertainty"], confidence)
     if "best_of_n" in report:
         lines += _best_of_n_section(report["best_of_n"], report["runs_files"], confidence)
     for note in report.get("notes", []):
@@ -242,6 +244,38 @@ def _sources_section(sources: dict, confidence: int) -> list[str]:
     return lines
 
 
+def _uncertainty_section(uncertainty: dict, confidence: int) -> list[str]:
+    overall = uncertainty["overall"]
+    lines = [
+        "",
+        f"## Accuracy by uncertainty (ensemble of {uncertainty['members']})",
+        "",
+        "A pair's uncertainty is the standard deviation across the ensemble's members of r+ − r− (population std); the pairs "
+        "are cut into quartiles of it, lowest first, and each quartile's pairwise accuracy of the members' mean reward is "
+        "shown with its interval. If uncertainty is worth serving, the most uncertain quarter is the least accurate. "
+        "AUC (uncertainty → wrong): how well uncertainty alone tells wrong pairs from right ones (0.5: not at all).",
+        "",
+        f"**Does high uncertainty mark wrong pairs? {overall['verdict'][0].upper()}{overall['verdict'][1:]}.** "
+        f"AUC (uncertainty → wrong) {_f(overall['auc_uncertainty_for_wrong'])} over {overall['wrong_pairs']} wrong pairs. "
+        f"Left out: {overall['tied_pairs_left_out']} pairs whose two sides every member scores alike (the same vectors, "
+        "e.g. texts equal after truncation; such a tie counts wrong in the tables above).",
+        "",
+        f"| quartile | pairs | uncertainty | accuracy | {confidence}% CI |",
+        "|---|---:|---|---:|---|",
+    ]
+    for q in overall["quartiles"]:
+        span = "–" if q["uncertainty_low"] is None else f"{q['uncertainty_low']:.3f} – {q['uncertainty_high']:.3f}"
+        lines.append(f"| Q{q['quartile']} | {q['n_pairs']} | {span} | {_f(q['pairwise_accuracy'])} | {_interval(q['ci'])} |")
+    lines += ["", "By module (accuracy in the least and the most uncertain quarter):", "", "| module | pairs | Q1 accuracy | Q4 accuracy | AUC (uncertainty → wrong) |", "|---|---:|---:|---:|---:|"]
+    for name, m in uncertainty["modules"].items():
+        quartiles = m["quartiles"]
+        lines.append(
+            f"| {name} | {sum(q['n_pairs'] for q in quartiles)} | {_f(quartiles[0]['pairwise_accuracy'])} {_interval(quartiles[0]['ci'])} | "
+            f"{_f(quartiles[-1]['pairwise_accuracy'])} {_interval(quartiles[-1]['ci'])} | {_f(m['auc_uncertainty_for_wrong'])} |"
+        )
+    return lines
+
+
 def _best_of_n_section(best: dict, files: list[str], confidence: int) -> list[str]:
     left_out = best["left_out"]
     lines = [
@@ -328,6 +362,12 @@ def terminal_table(report: dict) -> str:
             ]  # fmt: skip
             rows.append(row + [_signed((m["above_baselines"].get(b) or {}).get("pairwise_accuracy")) for b in baselines])
         tables.append(aligned_table(header, rows))
+    if report.get("uncertainty"):
+        overall = report["uncertainty"]["overall"]
+        interval = f"{round(100 * report['settings']['confidence'])}% CI"
+        rows = [[f"Q{q['quartile']}", q["n_pairs"], _f(q["uncertainty_high"]), _f(q["pairwise_accuracy"]), _interval(q["ci"])] for q in overall["quartiles"]]
+        title = f"accuracy by uncertainty quartile (ensemble of {report['uncertainty']['members']}): {overall['verdict']}"
+        tables.append(title + "\n" + aligned_table(["quartile", "pairs", "up to", "accuracy", interval], rows))
     if "best_of_n" in report:
         best = report["best_of_n"]
         rows = [[PICK_NAMES[pick], _f(r["mean"]), _interval(r["ci"])] for pick, r in best["success_rate"].items()]

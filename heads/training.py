@@ -50,6 +50,19 @@ class PairTensors:
             model(self.negative_context, self.negative_module_text, self.module_index),
         )
 
+    def joint_scores(self, model: MultiModuleRewardModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """`scores` with both sides through the heads in one call: half the calls, and matrix
+        products twice as tall, which made a CPU training epoch 1.6-1.8x cheaper (bench/search.py).
+        For training only: a row's score can differ in the last bits with its place in the product,
+        so two identical sides might no longer tie, and validation keeps `scores`."""
+        n = len(self)
+        scores = model(
+            torch.cat([self.positive_context, self.negative_context]),
+            torch.cat([self.positive_module_text, self.negative_module_text]),
+            torch.cat([self.module_index, self.module_index]),
+        )
+        return scores[:n], scores[n:]
+
 
 def warmup_linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
     """Linear warmup to the optimiser's lr over `warmup_steps`, then linear decay to 0 at `total_steps`."""
@@ -89,13 +102,13 @@ def train_epoch(
     model.train()
     order = torch.randperm(len(data), generator=generator).to(data.module_index.device)
     batches = list(order.split(batch_size))
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=order.device), 0  # summed on the device: no sync per step
     optimizer.zero_grad(set_to_none=True)
     for i, index in enumerate(batches):
-        positive, negative = data.rows(index).scores(model)
+        positive, negative = data.rows(index).joint_scores(model)
         loss = bradley_terry_loss(positive, negative, margin, margin_weight)
         (loss / grad_accumulation).backward()
-        total, count = total + loss.item() * len(index), count + len(index)
+        total, count = total + loss.detach() * len(index), count + len(index)
         if (i + 1) % grad_accumulation == 0 or i + 1 == len(batches):
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
@@ -103,7 +116,7 @@ def train_epoch(
             optimizer.zero_grad(set_to_none=True)
             if on_step is not None:
                 on_step(loss.item())
-    return total / max(count, 1)
+    return total.item() / max(count, 1)
 
 
 @torch.no_grad()

@@ -67,7 +67,7 @@ def main() -> None:
 def config_option(function):
     return click.option(
         "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="YAML config (sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve); flags override it.",
+        help="YAML config (sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve, search); flags override it.",
     )(function)
 
 
@@ -318,21 +318,38 @@ def cache_gc(cache_dir: Path, files, config_path) -> None:
 @click.option("--embed-missing", is_flag=True, help="Embed texts the cache lacks instead of stopping.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @click.option("--use-wandb", is_flag=True, help="Also log to Weights & Biases (offline unless WANDB_MODE says otherwise).")
+@click.option("--search", is_flag=True, help="Try every setting of the config's `search` grid; keep the lowest validation loss (OUT/search.md).")
+@click.option("--ensemble", type=click.IntRange(min=1), help="Members trained on bootstrap resamples of the training tasks [stage_0.ensemble: 1].")
 @overwrite_option("Replace OUT even when it is not a checkpoint (config.json + heads.safetensors), and all it holds.")
 @config_option
-def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, resume, embed_missing, device, use_wandb, overwrite, config_path) -> None:
+def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, resume, embed_missing, device, use_wandb, search, ensemble, overwrite, config_path) -> None:
     """Train per-module heads on cached vectors (stage 0).
 
     Reads the cache only: seconds, not minutes. Validates per module every epoch, stops early,
-    keeps the best epoch in OUT (heads.safetensors, config.json, metrics.jsonl).
+    keeps the best epoch in OUT (heads.safetensors, config.json, metrics.jsonl). --search first
+    tries the config's grid of head size, lr, weight decay, dropout and epochs; --ensemble K trains
+    K members whose spread is the reward's uncertainty.
     """
     from pipeline.train_heads import train_heads as run
 
-    config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device})
-    result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo, overwrite=overwrite)
-    click.echo(_epoch_table(result.history, config.data.modules))
+    config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device, "stage_0.ensemble": ensemble})
+    result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo, overwrite=overwrite, search=search)
+    if result.search is not None:
+        from heads.search import table_rows
+
+        click.echo(f"search: {len(result.search.rows)} settings ({sum(r['seconds'] for r in result.search.rows):.1f} s), * chosen by validation loss")
+        click.echo(aligned_table(*table_rows(result.search.rows, result.search.best), left_columns=2))
+    if result.members:
+        validation = result.validation
+        click.echo(
+            f"ensemble of {len(result.members)} (members' best epochs {', '.join(str(f.best_epoch) for f in result.members)}): "
+            f"val loss {validation['loss']:.4f}, val pairwise accuracy {validation['pairwise_accuracy']:.3f} of the members' mean; checkpoint in {out}"
+        )
+        return
+    if result.search is None:
+        click.echo(_epoch_table(result.history, config.data.modules))
     click.echo(
-        f"best epoch {result.best_epoch} of {result.epochs_run}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}, "
+        f"best epoch {result.best_epoch} of {len(result.history)}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}, "
         f"{result.seconds_per_epoch:.2f} s/epoch; checkpoint in {out}"
     )
 

@@ -1,4 +1,4 @@
-"""One YAML config for every verb: sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve.
+"""One YAML config for every verb: sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve, search.
 
     model:
       encoder: Qwen/Qwen3-Embedding-0.6B
@@ -69,6 +69,8 @@ class Stage0Config:
     batch_size: int = 64
     patience: int = 2
     memory_map_above_mb: int = 4096  # pair features larger than this stay on disk, memory-mapped
+    # members of an ensemble trained on bootstrap resamples of the training tasks (heads/ensemble.py); 1: one model
+    ensemble: int = 1
 
 
 @dataclass
@@ -125,6 +127,20 @@ class ServeConfig:
 
 
 @dataclass
+class SearchConfig:
+    """`pipeline train-heads --search` tries every combination of these lists (heads/search.py) and
+    keeps the one of lowest validation loss; a linear head has no dropout, so it is tried once per
+    combination of the others. Each run stops early and keeps its best epoch, so `epochs` is the
+    longest run (and the length of its lr decay), not a count to hit: 20 settings by default."""
+
+    head: list[str] = field(default_factory=lambda: ["2d,d", "256", "linear"])
+    lr: list[float] = field(default_factory=lambda: [3e-4, 1e-3])
+    weight_decay: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    dropout: list[float] = field(default_factory=lambda: [0.1, 0.3])
+    epochs: list[int] = field(default_factory=lambda: [10])
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -135,6 +151,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     # Dotted keys the user set (in the file or by a flag), as opposed to defaults: a verb may choose
     # for itself where the user did not, as train-heads picks the only encoder of a cache.
     explicit: ClassVar[frozenset[str]] = frozenset()
@@ -220,9 +237,10 @@ def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
         return {k: _check_type(v, typing.get_args(hint)[1], f"{key}.{k}", source) for k, v in value.items()}
     if typing.get_origin(hint) is list:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: {key} must be a list of strings, got {value!r}")
-        return list(value)
+        inner = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list of {inner.__name__} values, got {value!r}")
+        return [_check_type(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value)]
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -253,6 +271,12 @@ def _check_values(config: Config, source: str) -> None:
     for stage in ("stage_0", "stage_1"):
         for name in ("epochs", "grad_accumulation", "batch_size", "patience"):
             require(getattr(getattr(config, stage), name) > 0, f"{stage}.{name} must be positive")
+    require(config.stage_0.ensemble > 0, "stage_0.ensemble must be positive")
+    search = config.search
+    for name in ("head", "lr", "weight_decay", "dropout", "epochs"):
+        require(len(getattr(search, name)) > 0, f"search.{name} must list at least one value")
+    require(all(v > 0 for v in search.lr) and all(v > 0 for v in search.epochs), "search.lr and search.epochs must be positive")
+    require(all(v >= 0 for v in search.weight_decay) and all(0 <= v < 1 for v in search.dropout), "search.weight_decay must be 0 or more, search.dropout in [0, 1)")
     require(config.stage_1.save_every_steps >= 0, "stage_1.save_every_steps must be 0 or more")
     require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
     require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")

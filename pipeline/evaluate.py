@@ -9,6 +9,10 @@ texts the cache lacks first, and saying so), computes heads/metrics per module a
 length-debiased accuracy and, when the pairs carry a source, the accuracy per source; scores the
 same pairs with the baselines; writes report.json, report.md and PNG plots atomically.
 
+For an ensemble checkpoint (`train-heads --ensemble K`) the report adds the pairwise accuracy by
+quartile of pair uncertainty (the members' std of r_pos - r_neg; heads/ensemble.py), overall and
+per module, and whether high uncertainty marks wrong pairs.
+
 Runs (data/runs.py): scores every run of every task with at least 2 runs and reports the success
 rate of the run the heads rank first beside a random pick, the shortest and longest run, and the
 oracle.
@@ -32,6 +36,7 @@ from data.splits import carve_validation
 from data.trajectory import render_context, render_module
 from features.pairs import pair_table_hash, pair_text_keys
 from heads.baselines import LogisticBaseline, TfidfBaseline, cosine_scores, length_scores
+from heads.ensemble import accuracy_by_uncertainty
 from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
 from heads.model import CheckpointError
 from heads.report import markdown, terminal_table, write_plots
@@ -117,7 +122,8 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     modules = scorer.modules
     pairs = load_pairs(files, modules)
     vectors, embedded = scorer.pair_vectors(pairs, progress=progress)
-    positive, negative = scorer.score_pair_vectors(vectors)
+    member_positive, member_negative = scorer.member_pair_scores(vectors)
+    positive, negative = member_positive.mean(axis=0), member_negative.mean(axis=0)
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
 
     lengths = {
@@ -190,7 +196,29 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         "normalization": _normalization(positive, negative, module_of, modules),
         "notes": notes,
     }
+    if scorer.members > 1:
+        report["uncertainty"] = _uncertainty(member_positive - member_negative, positive, negative, groups, module_of, modules, config)
     return report, {m: (positive[module_of == m], negative[module_of == m]) for m in modules}
+
+
+def _uncertainty(differences: np.ndarray, positive: np.ndarray, negative: np.ndarray, groups: np.ndarray, module_of: np.ndarray, modules: Sequence[str], config: Config) -> dict:
+    """Accuracy by quartile of pair uncertainty (the members' std of r_pos - r_neg), overall and
+    per module: does high uncertainty mark the pairs the ensemble gets wrong?"""
+    settings, seed = config.evaluation, config.training.seed
+    uncertainty = differences.std(axis=0)
+
+    def by_quartile(rows: np.ndarray, seed: int) -> dict:
+        return accuracy_by_uncertainty(
+            positive[rows], negative[rows], uncertainty[rows], groups[rows],
+            bootstrap_samples=settings.bootstrap_samples, confidence=settings.confidence, seed=seed,
+        )  # fmt: skip
+
+    everything = np.ones(len(positive), bool)
+    return {
+        "members": int(differences.shape[0]),
+        "overall": by_quartile(everything, seed),
+        "modules": {m: by_quartile(module_of == m, seed + 1 + i) for i, m in enumerate(modules) if (module_of == m).any()},
+    }
 
 
 def pair_sources(pairs: pl.DataFrame) -> tuple[str, np.ndarray] | None:

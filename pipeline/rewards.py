@@ -6,6 +6,7 @@ frameworks, the `pipeline score` / `pipeline serve` / `pipeline evaluate` verbs 
     scorer = load("ckpt/", cache_dir="embeddings/", normalize=True)   # also read cached vectors; normalised rewards
     rewards = scorer.score(contexts, module_texts, modules)       # float32 numpy array, one reward per row
     scorer.score_trajectory(context, {"planner": plan, "executor": actions})   # {"planner": 0.41, "executor": -1.2}
+    rewards, uncertainty = scorer.score_with_uncertainty(contexts, module_texts, modules)   # two float32 arrays
 
     from data.trajectory import module_texts_from_trajectory     # module texts cut out of a tagged trajectory
 
@@ -23,6 +24,13 @@ refused when its fingerprint differs.
 
 Normalised rewards are (r - mean) / std with the per-module mean and std that `pipeline evaluate`
 stores in the checkpoint's config.json when run on its validation data.
+
+Uncertainty: a checkpoint trained with `--ensemble K` holds K members (heads/ensemble.py); its
+reward is their mean, and `score_with_uncertainty` also returns their spread, the population
+standard deviation (ddof 0) of the members' rewards, one per row, in the same units as the rewards
+(divided by the module's std when normalised). A single-model checkpoint is an ensemble of one:
+its uncertainty is 0. `score` and `raw` return the rewards alone, as they always did;
+`scorer.members` says how many members there are.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from data.errors import UserError
 from features.embedding import encode_into
 from features.encoder import ROLES, TextEncoder, pick_device
 from features.pairs import PairVectors, pair_vectors, text_key, unique_texts
+from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_scores
 from heads.model import CheckpointError, MultiModuleRewardModel
 from pipeline.checkpoint import load_checkpoint_encoder
 
@@ -59,7 +68,7 @@ class RewardScorer:
 
     def __init__(
         self,
-        model: MultiModuleRewardModel,
+        model: MultiModuleRewardModel | RewardEnsemble,
         config: dict,
         folder: Path,
         namespace: Namespace | None = None,
@@ -88,6 +97,11 @@ class RewardScorer:
         self.from_cache = 0  # texts read from the embedding cache
 
     @property
+    def members(self) -> int:
+        """How many members the checkpoint's ensemble has; 1 for a single model."""
+        return ensemble_size(self.model)
+
+    @property
     def fingerprint(self) -> dict:
         return self.config["encoder_fingerprint"]
 
@@ -111,16 +125,34 @@ class RewardScorer:
 
     def raw(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> np.ndarray:
         """The heads' rewards, never normalised."""
+        return self.raw_with_uncertainty(contexts, module_texts, modules)[0]
+
+    def score_with_uncertainty(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(rewards, uncertainty), one of each per row: `score`'s rewards and the members' standard
+        deviation (0 for a single model), both normalised when the scorer is."""
+        rewards, uncertainty = self.raw_with_uncertainty(contexts, module_texts, modules)
+        if not self.normalize:
+            return rewards, uncertainty
+        return self.normalized(rewards, modules), self.normalized_uncertainty(uncertainty, modules)
+
+    def raw_with_uncertainty(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The heads' rewards and the members' standard deviation, never normalised."""
         contexts, module_texts, modules = list(contexts), list(module_texts), list(modules)
         self.check(contexts, module_texts, modules)
         with self._lock:
             self.calls += 1
             self.rows += len(modules)
             if not modules:
-                return np.zeros(0, np.float32)
+                return np.zeros(0, np.float32), np.zeros(0, np.float32)
             n = len(modules)
             vectors = self.vectors(contexts + module_texts, ["context"] * n + ["module"] * n)
-            return self.score_vectors(vectors[:n], vectors[n:], modules)
+            members = self.member_scores(vectors[:n], vectors[n:], modules)
+            return members.mean(axis=0), members.std(axis=0)
+
+    def normalized_uncertainty(self, uncertainty: np.ndarray, modules: Sequence[str]) -> np.ndarray:
+        """The uncertainty in normalised units: divided by the std of the row's module."""
+        normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
+        return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
 
     def normalized(self, rewards: np.ndarray, modules: Sequence[str]) -> np.ndarray:
         """(r - mean) / std per row, with the mean and std of the row's module."""
@@ -180,16 +212,20 @@ class RewardScorer:
 
     # --- vectors in, rewards out: pair tables, for evaluation ---------------------------------
 
-    @torch.no_grad()
     def score_vectors(self, context: np.ndarray, module_text: np.ndarray, modules: np.ndarray | list[str], batch_size: int = 4096) -> np.ndarray:
-        """One reward per row, each scored by the head of its module."""
+        """One reward per row, each scored by the head of its module (the members' mean)."""
+        return self.member_scores(context, module_text, modules, batch_size).mean(axis=0)
+
+    @torch.no_grad()
+    def member_scores(self, context: np.ndarray, module_text: np.ndarray, modules: np.ndarray | list[str], batch_size: int = 4096) -> np.ndarray:
+        """(members, rows): every member's reward for every row; (1, rows) for a single model."""
         index = self.model.module_index(list(modules))
         scores = []
         for rows in torch.arange(len(index)).split(batch_size):
             c = torch.from_numpy(np.ascontiguousarray(context[rows.numpy()], np.float32)).to(self.device)
             m = torch.from_numpy(np.ascontiguousarray(module_text[rows.numpy()], np.float32)).to(self.device)
-            scores.append(self.model(c, m, index[rows].to(self.device)).float().cpu())
-        return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+            scores.append(member_scores(self.model, c, m, index[rows].to(self.device)).float().cpu())
+        return torch.cat(scores, dim=1).numpy() if scores else np.zeros((self.members, 0), np.float32)
 
     def pair_vectors(self, pairs: pl.DataFrame, embed_missing: bool = True, progress: bool = False) -> tuple[PairVectors, int]:
         """The four cached vectors of every pair, and how many texts had to be embedded into the
@@ -211,9 +247,14 @@ class RewardScorer:
 
     def score_pair_vectors(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
         """(r_pos, r_neg) per pair."""
+        positive, negative = self.member_pair_scores(vectors)
+        return positive.mean(axis=0), negative.mean(axis=0)
+
+    def member_pair_scores(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
+        """(r_pos, r_neg) per member and pair, each (members, pairs)."""
         return (
-            self.score_vectors(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
-            self.score_vectors(vectors.negative_context, vectors.negative_module_text, vectors.target_module),
+            self.member_scores(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
+            self.member_scores(vectors.negative_context, vectors.negative_module_text, vectors.target_module),
         )
 
 
@@ -234,7 +275,7 @@ def load(
     vectors to keep in memory (0: none)."""
     folder = Path(checkpoint)
     device = pick_device(device)
-    model, config = MultiModuleRewardModel.load(folder, device=device)
+    model, config = load_heads(folder, device=device)
     namespace = None
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir)

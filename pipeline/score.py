@@ -16,7 +16,9 @@ One record per line:
 
 The output holds the records in input order, each with `"scores": {"planner": 0.41, ...}` added (an
 existing `scores` field is replaced): the heads' rewards, or (r - mean) / std per module with
-`--normalize`. The whole input is validated first; a bad record stops the run with every problem's
+`--normalize`. A checkpoint trained with `--ensemble K` also adds `"uncertainty": {"planner": 0.05, ...}`:
+the members' standard deviation per module, in the units of the scores (pipeline/rewards.py); a
+single-model checkpoint writes no `uncertainty`. The whole input is validated first; a bad record stops the run with every problem's
 file, line and field, and nothing is written. The output is written to a temporary file and renamed.
 """
 
@@ -93,12 +95,16 @@ def score_records(scorer: RewardScorer, records: Sequence[dict], batch_size: int
     """Copies of `records` with `scores` added, scored `batch_size` (record, module) rows per call."""
     rows = [(i, module, record["context"], text) for i, record in enumerate(records) for module, text in record["modules"].items()]
     scores: list[dict] = [{} for _ in records]
+    uncertainty: list[dict] = [{} for _ in records]
     for start in tqdm(range(0, len(rows), batch_size), desc="scoring", unit="batch", disable=not progress):
         chunk = rows[start : start + batch_size]
-        rewards = scorer.score([r[2] for r in chunk], [r[3] for r in chunk], [r[1] for r in chunk])
-        for (i, module, _, _), reward in zip(chunk, rewards):
+        rewards, spread = scorer.score_with_uncertainty([r[2] for r in chunk], [r[3] for r in chunk], [r[1] for r in chunk])
+        for (i, module, _, _), reward, std in zip(chunk, rewards, spread):
             scores[i][module] = float(reward)
-    return [{**record, "scores": s} for record, s in zip(records, scores)]
+            uncertainty[i][module] = float(std)
+    if scorer.members == 1:
+        return [{**record, "scores": s} for record, s in zip(records, scores)]
+    return [{**record, "scores": s, "uncertainty": u} for record, s, u in zip(records, scores, uncertainty)]
 
 
 def _refuse_non_finite(scored: Sequence[dict], records_path: Path) -> None:

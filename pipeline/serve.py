@@ -24,6 +24,11 @@ Endpoints:
                     extra_logs.raw_reward the heads' rewards before normalisation, module_id the index
                     of the query's module in /health's "modules".
 
+Uncertainty: for a checkpoint trained with `--ensemble K` (/health's "ensemble" > 1), /score's answer
+also holds "uncertainty": [...] and /get_reward's extra_logs "uncertainty": [...], one per row: the
+members' standard deviation in the units of "rewards" (pipeline/rewards.py). Single-model
+checkpoints answer exactly as before.
+
 Micro-batching: requests wait in a queue; a background task takes the first, keeps collecting
 rows of requests that arrive within `max_wait_ms` up to `max_batch` rows (a request is never split;
 one larger than `max_batch` is scored alone), scores them in one scorer call in a worker thread,
@@ -362,7 +367,8 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     """The FastAPI app serving `scorer`; its micro-batcher starts and stops with the app."""
     if settings.module and settings.module not in scorer.modules:
         raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
-    batcher = MicroBatcher(scorer.raw, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending)
+    # rows of (reward, uncertainty), so that each request's slice of a batch carries both
+    batcher = MicroBatcher(lambda *rows: np.stack(scorer.raw_with_uncertainty(*rows), axis=1), settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending)
     counters = {"requests": 0, "rows": 0, "refused": 0}
     warned: set[str] = set()
 
@@ -393,11 +399,15 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
         # a bug of ours, not the client's: JSON like every other answer; the log has the traceback
         return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
-    async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(rewards, raw rewards, {"uncertainty": [...]} for an ensemble checkpoint, else {})"""
         counters["requests"] += 1
         counters["rows"] += len(modules)
-        raw = await batcher.score(contexts, module_texts, modules)
-        return (scorer.normalized(raw, modules) if scorer.normalize else raw), raw
+        raw, uncertainty = (await batcher.score(contexts, module_texts, modules)).reshape(-1, 2).T
+        if scorer.normalize:
+            uncertainty = scorer.normalized_uncertainty(uncertainty, modules)
+        extra = {"uncertainty": uncertainty.tolist()} if scorer.members > 1 else {}
+        return (scorer.normalized(raw, modules) if scorer.normalize else raw), raw, extra
 
     @app.get("/health")
     async def health() -> dict:
@@ -406,6 +416,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
             "checkpoint": str(scorer.folder),
             "modules": scorer.modules,
             "normalized": scorer.normalize,
+            "ensemble": scorer.members,
             "encoder": scorer.fingerprint.get("encoder"),
             "max_batch": settings.max_batch,
             "max_wait_ms": settings.max_wait_ms,
@@ -423,19 +434,19 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     async def score(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
         contexts, module_texts, modules = read_score_items(body, scorer.modules, settings.max_request_rows)
-        rewards, _ = await rewards_for(contexts, module_texts, modules)
-        return {"rewards": rewards.tolist(), "normalized": scorer.normalize}
+        rewards, _, extra = await rewards_for(contexts, module_texts, modules)
+        return {"rewards": rewards.tolist(), **extra, "normalized": scorer.normalize}
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
         contexts, module_texts, modules = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows, warn_once)
-        rewards, raw = await rewards_for(contexts, module_texts, modules)
+        rewards, raw, extra = await rewards_for(contexts, module_texts, modules)
         index = {m: i for i, m in enumerate(scorer.modules)}
         return {
             "rewards": rewards.tolist(),
             "scores": sigmoid(rewards).tolist(),
-            "extra_logs": {"raw_reward": raw.tolist(), "module_id": [index[m] for m in modules]},
+            "extra_logs": {"raw_reward": raw.tolist(), "module_id": [index[m] for m in modules], **extra},
         }
 
     return app

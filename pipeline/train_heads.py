@@ -4,20 +4,23 @@
     pipeline train-heads ... --encoder minilm      # or names one, when the cache holds vectors of several
     pipeline train-heads more.jsonl --cache embeddings/ --out ckpt2/ --resume ckpt/     # continue on new data
 
+    pipeline train-heads ... --search              # try the config's `search` grid, keep the lowest validation loss
+    pipeline train-heads ... --ensemble 5          # 5 members on bootstrap resamples of the training tasks
+
 Reads the pair-feature view from the cache once into tensors; the encoder never runs (unless
 `--embed-missing` is asked for). Validates every epoch, stops early, keeps the best epoch, and
-writes the checkpoint folder atomically: heads.safetensors, config.json, metrics.jsonl.
+writes the checkpoint folder atomically: heads.safetensors, config.json, metrics.jsonl (and
+search.jsonl + search.md after a search). The training loop is heads/fitting.py, the search
+heads/search.py, the ensemble heads/ensemble.py.
 """
 
-import copy
 import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
@@ -27,7 +30,11 @@ from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, pair_vectors
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
-from heads.training import PairTensors, evaluate_pairs, optimizer_steps, train_epoch, warmup_linear_schedule, warmup_steps_for
+from heads.ensemble import RewardEnsemble, train_ensemble
+from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
+from heads.search import SearchResult, grid, search_markdown
+from heads.search import search as search_settings
+from heads.training import PairTensors, evaluate_pairs, optimizer_steps
 from pipeline.checkpoint import library_versions
 from pipeline.config import Config
 from pipeline.embed import embed_pairs
@@ -35,12 +42,13 @@ from pipeline.embed import embed_pairs
 
 @dataclass
 class TrainResult:
-    best_epoch: int
+    best_epoch: int | None  # None for an ensemble: each member has its own (members)
     epochs_run: int
-    validation: dict  # evaluate_pairs of the best epoch
+    validation: dict  # evaluate_pairs of the best epoch (of the members' mean, for an ensemble)
     seconds_per_epoch: float
-    history: list[dict]  # per epoch: train_loss, lr, val
-
+    history: list[dict]  # per epoch: train_loss, lr, val (and member, for an ensemble)
+    search: SearchResult | None = None  # with --search: every setting tried
+    members: list[Fit] = field(default_factory=list)  # with --ensemble K > 1
 
 def train_heads(
     files: Sequence[Path],
@@ -55,7 +63,11 @@ def train_heads(
     progress: bool = True,
     say: Callable[[str], object] = print,
     overwrite: bool = False,
+    search: bool = False,
 ) -> TrainResult:
+    """Train the heads the config names; with `search`, every setting of the config's `search` grid
+    first, keeping the one of lowest validation loss (config.yaml then records it); with
+    `stage_0.ensemble` K > 1, K members on bootstrap resamples of the training tasks."""
     check_output_folder(out, (CONFIG, WEIGHTS), "checkpoint", overwrite)  # before training, not after
     modules, data = config.data.modules, config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
@@ -92,53 +104,71 @@ def train_heads(
             vectors[name] = pair_vectors(namespace.reload(), pairs, memory_map)
 
     device = pick_device(config.training.device)
-    torch.manual_seed(config.training.seed)
+    members = config.stage_0.ensemble
+    if previous is not None and (search or members > 1):
+        raise UserError("--resume continues one model's heads; train without it to --search or build an --ensemble")
     if previous is not None:
         model, _ = previous
         if model.modules_order != list(modules):
             raise CheckpointError(f"{resume} has heads for {model.modules_order}, but the config's modules are {list(modules)}")
     else:
-        model = MultiModuleRewardModel(namespace.dimension, modules, config.model.dropout, config.model.head)
-    model.to(device)
-    train_data = PairTensors.from_vectors(vectors["train"], model, device)
-    val_data = PairTensors.from_vectors(vectors["val"], model, device)
-
-    stage, loss_config = config.stage_0, config.loss
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.999), weight_decay=config.training.weight_decay)
-    total_steps = optimizer_steps(len(train_data), stage.batch_size, stage.grad_accumulation) * stage.epochs
-    scheduler = warmup_linear_schedule(optimizer, warmup_steps_for(total_steps, stage.warmup_steps, config.training.max_warmup_fraction), total_steps)
-    generator = torch.Generator().manual_seed(config.training.seed)
-    wandb_run = _start_wandb(config) if use_wandb else None
-
-    history = []
-    best_state, best_loss, best_epoch, since_best = None, float("inf"), 0, 0
-    bar = tqdm(total=total_steps, desc="train-heads", unit="step", disable=not progress, dynamic_ncols=True)
+        model = None
+    order = model or MultiModuleRewardModel(1, modules, 0.0, "linear")  # PairTensors needs only its module order
+    train_data = PairTensors.from_vectors(vectors["train"], order, device)
+    val_data = PairTensors.from_vectors(vectors["val"], order, device)
+    recipe = training_recipe(config)
+    setting = head_setting(config)
+    dimension = namespace.dimension
     started = time.perf_counter()
-    for epoch in range(1, stage.epochs + 1):
-        train_loss = train_epoch(
-            model, train_data, optimizer, scheduler,
-            batch_size=stage.batch_size, grad_accumulation=stage.grad_accumulation, grad_clip=config.training.grad_clip,
-            margin=loss_config.margin, margin_weight=loss_config.margin_weight, generator=generator,
-            on_step=lambda loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")),
-        )  # fmt: skip
-        validation = evaluate_pairs(model, val_data, loss_config.margin, loss_config.margin_weight)
-        record = {"epoch": epoch, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0], "val": validation}
-        history.append(record)
-        if wandb_run is not None:
-            wandb_run.log({"epoch": epoch, "train/loss": train_loss, "val/loss": validation["loss"], "val/pairwise_accuracy": validation["pairwise_accuracy"]})
-        if validation["loss"] < best_loss:
-            best_state, best_loss, best_epoch, since_best = copy.deepcopy(model.state_dict()), validation["loss"], epoch, 0
-        else:
-            since_best += 1
-            if since_best >= stage.patience:
-                break
-    bar.close()
-    seconds_per_epoch = (time.perf_counter() - started) / len(history)
-    if wandb_run is not None:
-        wandb_run.finish()
 
-    model.load_state_dict(best_state)
-    best = history[best_epoch - 1]["val"]
+    if use_wandb and (search or members > 1):
+        say("note: --use-wandb logs the epochs of a plain run; a search or an ensemble writes its tables into the checkpoint instead")
+    searched = None
+    if search:
+        settings = search_grid(config)
+        if "stage_0.epochs" in config.explicit:
+            say(f"note: the search runs the epochs of search.epochs ({', '.join(map(str, config.search.epochs))}), not stage_0.epochs")
+        say(f"searching {len(settings)} settings of the heads on {len(train_data)} training and {len(val_data)} validation pairs")
+        bar = tqdm(total=len(settings), desc="search", unit="setting", disable=not progress, dynamic_ncols=True)
+        searched = search_settings(train_data, val_data, dimension, modules, settings, recipe, device=device, on_result=lambda row: bar.update(1))
+        bar.close()
+        setting = searched.best_setting
+        config = config.override({
+            "model.head": setting.head, "model.dropout": setting.dropout, "stage_0.lr": setting.lr,
+            "training.weight_decay": setting.weight_decay, "stage_0.epochs": setting.epochs,
+        }, source="search")  # fmt: skip
+        say(f"chosen by validation loss: setting {searched.rows[searched.best]['setting']} of {len(settings)}: {setting.label()}")
+
+    fits = []
+    if members > 1:
+        group_by = config.data.group_by if config.data.group_by in train.columns else "task"
+        say(f"training {members} members on bootstrap resamples of the {train[group_by].n_unique()} training tasks ({group_by}): {setting.label()}")
+        fits = train_ensemble(train_data, val_data, train[group_by].to_numpy(), dimension, modules, setting, recipe, members, device=device, say=say)
+        model = RewardEnsemble([fit.model for fit in fits])
+        best = evaluate_pairs(model, val_data, recipe.margin, recipe.margin_weight)
+        fit = None
+    elif searched is not None:
+        fit = searched.best_fit
+    else:
+        wandb_run = _start_wandb(config) if use_wandb else None
+        total = optimizer_steps(len(train_data), recipe.batch_size, recipe.grad_accumulation) * setting.epochs
+        bar = tqdm(total=total, desc="train-heads", unit="step", disable=not progress, dynamic_ncols=True)
+        fit = fit_heads(
+            train_data, val_data, dimension, modules, setting, recipe, model=model, device=device,
+            on_step=lambda loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")),
+            on_epoch=(lambda r: _log_epoch(wandb_run, r)) if wandb_run is not None else None,
+        )  # fmt: skip
+        bar.close()
+        if wandb_run is not None:
+            wandb_run.finish()
+    if fit is not None:
+        model, best = fit.model, fit.validation
+        history = fit.history
+    else:
+        history = [{"member": k + 1, **record} for k, member in enumerate(fits) for record in member.history]
+    epochs_run = sum(len(f.history) for f in fits) if fits else len(history)
+    seconds_per_epoch = (time.perf_counter() - started) / max(epochs_run + (sum(r["epochs_run"] for r in searched.rows) if searched else 0), 1)
+
     checkpoint_config = {
         "stage": 0,
         "encoder_fingerprint": namespace.fingerprint,
@@ -150,16 +180,51 @@ def train_heads(
         "train_data_sha256": pair_table_hash(train, vectors["train"].text_keys),
         "val_data_sha256": pair_table_hash(val, vectors["val"].text_keys),
         "resumed_from": str(resume) if resume else None,
-        "best_epoch": best_epoch,
-        "metrics": {"train_loss": history[best_epoch - 1]["train_loss"], "val": best},
+        "best_epoch": fit.best_epoch if fit is not None else None,
+        "metrics": {"train_loss": fit.train_loss if fit is not None else None, "val": best},
         "versions": library_versions(),
     }
+    if searched is not None:
+        checkpoint_config["search"] = {"settings": len(searched.rows), "chosen": searched.rows[searched.best], "table": "search.jsonl"}
+    if fits:
+        checkpoint_config["members"] = [
+            {"member": k + 1, "seed": recipe.seed + k, "best_epoch": f.best_epoch, "val": f.validation} for k, f in enumerate(fits)
+        ]  # fmt: skip
     with atomic_dir(out) as folder:
         model.to("cpu").save(folder, checkpoint_config)
         (folder / "metrics.jsonl").write_text("".join(json_text(record) + "\n" for record in history))
+        if searched is not None:
+            (folder / "search.jsonl").write_text("".join(json_text(row) + "\n" for row in searched.rows))
+            validation = f"`{val_file}`" if val_file else f"the validation {config.data.group_by}s carved out of the training files (data.val_fraction {config.data.val_fraction:g})"
+            (folder / "search.md").write_text(search_markdown(searched.rows, searched.best, validation))
         config.save(folder / "config.yaml")
     scratch.cleanup()
-    return TrainResult(best_epoch, len(history), best, seconds_per_epoch, history)
+    return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, searched, fits)
+
+
+def training_recipe(config: Config) -> TrainingRecipe:
+    """What stays fixed across settings and members, from the config."""
+    stage, loss = config.stage_0, config.loss
+    return TrainingRecipe(
+        batch_size=stage.batch_size, grad_accumulation=stage.grad_accumulation, warmup_steps=stage.warmup_steps,
+        max_warmup_fraction=config.training.max_warmup_fraction, grad_clip=config.training.grad_clip,
+        margin=loss.margin, margin_weight=loss.margin_weight, patience=stage.patience, seed=config.training.seed,
+    )  # fmt: skip
+
+
+def head_setting(config: Config) -> HeadSetting:
+    """The one setting the config names (what a run without --search trains)."""
+    return HeadSetting(config.model.head, config.model.dropout, config.stage_0.lr, config.training.weight_decay, config.stage_0.epochs)
+
+
+def search_grid(config: Config) -> list[HeadSetting]:
+    s = config.search
+    return grid(s.head, s.lr, s.weight_decay, s.dropout, s.epochs)
+
+
+def _log_epoch(run, record: dict) -> None:
+    val = record["val"]
+    run.log({"epoch": record["epoch"], "train/loss": record["train_loss"], "val/loss": val["loss"], "val/pairwise_accuracy": val["pairwise_accuracy"]})
 
 
 def select_namespace(cache_dir: Path, config: Config, namespace_id: str | None, checkpoint: dict | None) -> tuple[Namespace, str]:

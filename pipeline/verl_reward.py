@@ -31,6 +31,12 @@ What is scored, per sample (`extra_info` is the dataset row's extra_info column)
 
 Rewards are the heads' rewards, or (r - mean) / std per module with REWARD_NORMALIZE=1 in-process
 (through the server, whatever it was started with: `pipeline serve --normalize`).
+
+A checkpoint trained with `--ensemble K` adds one key, `uncertainty` (verl collects it into
+`reward_extra_info` like the `<module>_score` keys): the members' standard deviation of the named
+module's reward, or, for a trajectory, the mean of its scored modules' standard deviations (which
+bounds the spread of `score` itself from above); 0.0 when nothing was scored. Single-model
+checkpoints return the keys above and no other.
 """
 
 import json
@@ -48,7 +54,8 @@ _lock = threading.Lock()
 
 
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Mapping | None = None, **kwargs: Any) -> dict[str, float]:
-    """verl's per-sample reward function: `{"score": float, "<module>_score": float, ...}`."""
+    """verl's per-sample reward function: `{"score": float, "<module>_score": float, ...}` (and
+    `"uncertainty": float` for an ensemble checkpoint)."""
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]
 
 
@@ -62,15 +69,20 @@ def compute_score_batch(
     rows: list[tuple[int, str, str, str]] = []  # (sample, module, context, module text)
     for i, (solution, extra) in enumerate(zip(solution_strs, extra_infos)):
         rows += _rows(i, solution, extra or {}, modules)
-    rewards = _score([r[2] for r in rows], [r[3] for r in rows], [r[1] for r in rows]) if rows else []
-    results = [{"score": 0.0, **{f"{m}_score": 0.0 for m in modules}} for _ in solution_strs]
+    rewards, uncertainty = _score([r[2] for r in rows], [r[3] for r in rows], [r[1] for r in rows]) if rows else ([], [])
+    ensemble = _members() > 1
+    results = [{"score": 0.0, **{f"{m}_score": 0.0 for m in modules}, **({"uncertainty": 0.0} if ensemble else {})} for _ in solution_strs]
     scored: list[list[float]] = [[] for _ in solution_strs]
-    for (i, module, _, _), reward in zip(rows, rewards):
+    spread: list[list[float]] = [[] for _ in solution_strs]
+    for (i, module, _, _), reward, std in zip(rows, rewards, uncertainty or [0.0] * len(rows)):
         results[i][f"{module}_score"] = float(reward)
         scored[i].append(float(reward))
-    for result, values in zip(results, scored):
+        spread[i].append(float(std))
+    for result, values, stds in zip(results, scored, spread):
         if values:
             result["score"] = sum(values) / len(values)
+            if ensemble:
+                result["uncertainty"] = sum(stds) / len(stds)
     return results
 
 
@@ -99,14 +111,25 @@ def _modules() -> list[str]:
     return _local_scorer().modules
 
 
-def _score(contexts: list[str], module_texts: list[str], modules: list[str]) -> list[float]:
+def _members() -> int:
+    if os.environ.get("REWARD_URL"):
+        return int(_server().get("ensemble", 1))
+    return _local_scorer().members
+
+
+def _score(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[list[float], list[float] | None]:
+    """Rewards and, for an ensemble checkpoint, their uncertainty (else None)."""
     if not os.environ.get("REWARD_URL"):
-        return _local_scorer().score(contexts, module_texts, modules).tolist()
+        rewards, uncertainty = _local_scorer().score_with_uncertainty(contexts, module_texts, modules)
+        return rewards.tolist(), uncertainty.tolist() if _members() > 1 else None
     url, limits = os.environ["REWARD_URL"].rstrip("/"), _server()
     rewards: list[float] = []
+    uncertainty: list[float] = []
     for items in _requests_within(limits["max_request_rows"], limits["max_body_bytes"], contexts, module_texts, modules):
-        rewards += _request(f"{url}/score", {"items": items})["rewards"]
-    return rewards
+        answer = _request(f"{url}/score", {"items": items})
+        rewards += answer["rewards"]
+        uncertainty += answer.get("uncertainty", [])
+    return rewards, uncertainty if _members() > 1 else None
 
 
 def _requests_within(max_rows: int, max_bytes: int, contexts: list[str], module_texts: list[str], modules: list[str]) -> list[list[dict]]:

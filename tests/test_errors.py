@@ -23,7 +23,7 @@ def test_a_user_error_is_one_line_and_exit_1(tmp_path):
     (tmp_path / "config.yaml").write_text("[]")  # a ConfigError
     result = CliRunner().invoke(main, ["validate", str(tmp_path / "config.yaml"), "--config", str(tmp_path / "config.yaml")])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
-    assert result.output == f"Error: {tmp_path / 'config.yaml'}: expected a mapping of sections (model, data, cache, stage_0, stage_1, loss, training, evaluation, serve), got list\n"
+    assert result.output == f"Error: {tmp_path / 'config.yaml'}: expected a mapping of sections (model, data, cache, stage_0, stage_1, loss, training, evaluation, serve, search), got list\n"
 
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
