@@ -69,6 +69,7 @@ class PairVectors:
     negative_module_text: np.ndarray
     target_module: np.ndarray  # the module name of each pair
     text_keys: pl.DataFrame | None = None  # `pair_text_keys` of the pairs, when read from a cache
+    pieces: object | None = None  # features.views.PieceFeatures these were pooled from, if any
 
 
 def pair_vectors(source: VectorSource, pairs: pl.DataFrame, memory_map: Path | None = None, chunk: int = 50_000) -> PairVectors:

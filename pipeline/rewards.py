@@ -9,6 +9,20 @@ frameworks, the `pipeline score` / `pipeline serve` / `pipeline evaluate` verbs 
 
     from data.trajectory import module_texts_from_trajectory     # module texts cut out of a tagged trajectory
 
+    rewards, shares = scorer.round_rewards(contexts, module_texts, modules)   # checkpoints of the rounds view
+    shares[i]          # float32 array: the reward of row i split over its module text's pieces
+
+A checkpoint reads texts through the view it was trained with (features/views.py, recorded in its
+config.json; none recorded means `truncate`): a text's vector is its pieces' vectors pooled by the
+heads, and each piece is looked up like any text. **Per-round rewards** (checkpoints of the `rounds`
+view): `round_rewards` returns, beside each row's reward, its share per piece of the module text,
+in order: piece i is the module text's i-th `[Round N]` block (a round longer than the view's window
+is several pieces, and a text of more than `max_pieces` pieces keeps its first and last ones, as
+`View.pieces(text, "module")` lists them). A piece's share is its attention weight in the head's
+pooling times the row's reward, so the shares of a row sum to its reward (normalised or not, as
+`score` returns it). The mean half of the pooling is not attributed otherwise: the shares say where
+the head looked, not a causal decomposition.
+
 A text's vector comes from, in this order: an in-memory LRU of the vectors of recent texts
 (`memory_size` of them), the embedding cache given as `cache_dir` (read only, unless
 `write_cache=True` as for `pipeline evaluate`), and the checkpoint's own encoder
@@ -42,8 +56,10 @@ from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
 from data.errors import UserError
 from features.embedding import encode_into
 from features.encoder import ROLES, TextEncoder, pick_device
-from features.pairs import PairVectors, pair_vectors, text_key, unique_texts
+from features.pairs import PairVectors, text_key, unique_texts
+from features.views import View, ViewMismatch, cut_texts, piece_features
 from heads.model import CheckpointError, MultiModuleRewardModel
+from heads.training import PairTensors
 from pipeline.checkpoint import load_checkpoint_encoder
 
 logger = logging.getLogger(__name__)
@@ -77,6 +93,7 @@ class RewardScorer:
         self.modules = list(model.modules_order)
         self.normalize = normalize
         self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
+        self.view = View.from_checkpoint(config)
         self.memory = VectorMemory(memory_size)
         self._encoder_name = encoder
         self._encoder: TextEncoder | None = None
@@ -116,11 +133,50 @@ class RewardScorer:
         with self._lock:
             self.calls += 1
             self.rows += len(modules)
-            if not modules:
-                return np.zeros(0, np.float32)
-            n = len(modules)
-            vectors = self.vectors(contexts + module_texts, ["context"] * n + ["module"] * n)
-            return self.score_vectors(vectors[:n], vectors[n:], modules)
+            return self._score_texts(contexts, module_texts, modules)[0]
+
+    def round_rewards(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each row's reward (as `score` gives it) and its share per piece of the module text
+        (`View.pieces(module_text, "module")`, in order): attention weight x reward, summing to the
+        reward. Only for checkpoints of the `rounds` view; `ScoringError` for others."""
+        rewards, weights = self._rewards_and_weights(contexts, module_texts, modules)
+        return rewards, [(w * r).astype(np.float32) for w, r in zip(weights, rewards)]
+
+    def piece_weights(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> list[np.ndarray]:
+        """Each row's attention weights over its module text's pieces (summing to 1): what
+        `round_rewards` multiplies the reward by, for callers that already hold the rewards."""
+        return self._rewards_and_weights(contexts, module_texts, modules)[1]
+
+    def _rewards_and_weights(self, contexts, module_texts, modules) -> tuple[np.ndarray, list[np.ndarray]]:
+        if not self.view.attention:
+            raise ScoringError(f"per-round rewards need a checkpoint of the rounds view; {self.folder} reads texts with view {self.view.name!r}")
+        contexts, module_texts, modules = list(contexts), list(module_texts), list(modules)
+        self.check(contexts, module_texts, modules)
+        with self._lock:
+            self.calls += 1
+            self.rows += len(modules)
+            rewards, weights, counts = self._score_texts(contexts, module_texts, modules)
+        if self.normalize:
+            rewards = self.normalized(rewards, modules)
+        return rewards, [weights[i, :n] for i, n in enumerate(counts)]
+
+    @torch.no_grad()
+    def _score_texts(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Raw rewards, each module-text piece's weight in its pooling (rows, most pieces), and each
+        module text's number of pieces."""
+        n = len(modules)
+        if not n:
+            return np.zeros(0, np.float32), np.zeros((0, 1), np.float32), []
+        texts, roles = contexts + module_texts, ["context"] * n + ["module"] * n
+        cut = [self.view.pieces(text, role) for text, role in zip(texts, roles)]
+        flat = [piece for pieces in cut for piece in pieces]
+        vectors = torch.from_numpy(self.vectors(flat, [role for role, pieces in zip(roles, cut) for _ in pieces]))
+        counts = [len(pieces) for pieces in cut]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        data = PairTensors(vectors, torch.from_numpy(offsets), torch.arange(len(flat)), torch.arange(2 * n).reshape(2, n).T, self.model.module_index(modules))
+        data = PairTensors(*(t.to(self.device) for t in (data.vectors, data.offsets, data.piece_ids, data.pair_texts, data.module_index)))
+        scores, weights = self.model.score_pieces(data.pieces(data.pair_texts[:, 0]), data.pieces(data.pair_texts[:, 1]), data.module_index)
+        return scores.float().cpu().numpy(), weights.float().cpu().numpy(), counts[n:]
 
     def normalized(self, rewards: np.ndarray, modules: Sequence[str]) -> np.ndarray:
         """(r - mean) / std per row, with the mean and std of the row's module."""
@@ -192,25 +248,34 @@ class RewardScorer:
         return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
 
     def pair_vectors(self, pairs: pl.DataFrame, embed_missing: bool = True, progress: bool = False) -> tuple[PairVectors, int]:
-        """The four cached vectors of every pair, and how many texts had to be embedded into the
-        cache first (with `embed_missing`; else `MissingVectors`)."""
+        """The four vectors of every pair, each text's pieces pooled by their mean, with the piece
+        features the heads read attached (`.pieces`); and how many texts (pieces) had to be
+        embedded into the cache first (with `embed_missing`; else `MissingVectors`)."""
         if self.namespace is None:
             raise CacheError("scoring pair tables needs an embedding cache: load the scorer with cache_dir=")
         try:
-            return pair_vectors(self.namespace, pairs), 0
+            return piece_features(self.namespace, pairs, self.view).pair_vectors(), 0
         except MissingVectors:
             if not embed_missing:
                 raise
-        texts = unique_texts(pairs)
+        texts = cut_texts(unique_texts(pairs), self.view).table
         missing = texts.filter(pl.col("key").is_in(self.namespace.missing(texts["key"].to_list())))
         logger.warning("embedding %d texts that %s has no vectors for", missing.height, self.namespace.root.parent)
         with self.namespace.writer():
             encode_into(self.namespace, self.encoder(), missing, 4096, progress)
         self.namespace.reload()
-        return pair_vectors(self.namespace, pairs), missing.height
+        return piece_features(self.namespace, pairs, self.view).pair_vectors(), missing.height
 
-    def score_pair_vectors(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
-        """(r_pos, r_neg) per pair."""
+    @torch.no_grad()
+    def score_pair_vectors(self, vectors: PairVectors, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(r_pos, r_neg) per pair; from the pairs' pieces when they carry them."""
+        if vectors.pieces is not None:
+            self.model.eval()
+            data = PairTensors.from_pieces(vectors.pieces, self.model, self.device)
+            scores = [data.rows(rows).scores(self.model) for rows in torch.arange(len(data), device=self.device).split(batch_size)]
+            if not scores:
+                return np.zeros(0, np.float32), np.zeros(0, np.float32)
+            return tuple(torch.cat([s[k] for s in scores]).float().cpu().numpy() for k in (0, 1))
         return (
             self.score_vectors(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
             self.score_vectors(vectors.negative_context, vectors.negative_module_text, vectors.target_module),
@@ -235,6 +300,10 @@ def load(
     folder = Path(checkpoint)
     device = pick_device(device)
     model, config = MultiModuleRewardModel.load(folder, device=device)
+    try:
+        View.from_checkpoint(config).check_vectors(config["encoder_fingerprint"], f"the encoder {folder} records")
+    except ViewMismatch as e:
+        raise CheckpointError(str(e)) from None
     namespace = None
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir)

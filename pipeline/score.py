@@ -16,7 +16,9 @@ One record per line:
 
 The output holds the records in input order, each with `"scores": {"planner": 0.41, ...}` added (an
 existing `scores` field is replaced): the heads' rewards, or (r - mean) / std per module with
-`--normalize`. The whole input is validated first; a bad record stops the run with every problem's
+`--normalize`. A checkpoint of the `rounds` view also adds `"round_rewards": {"planner": [0.12,
+0.29], ...}`: each module's reward split over the pieces of its text (its `[Round N]` blocks, in
+order), summing to the module's score (pipeline/rewards.py says how). The whole input is validated first; a bad record stops the run with every problem's
 file, line and field, and nothing is written. The output is written to a temporary file and renamed.
 """
 
@@ -86,14 +88,22 @@ def _record_problems(record: object, modules: Sequence[str]) -> list[tuple[str |
 
 
 def score_records(scorer: RewardScorer, records: Sequence[dict], batch_size: int = 256, progress: bool = False) -> list[dict]:
-    """Copies of `records` with `scores` added, scored `batch_size` (record, module) rows per call."""
+    """Copies of `records` with `scores` added (and `round_rewards` for a checkpoint of the rounds
+    view), scored `batch_size` (record, module) rows per call."""
     rows = [(i, module, record["context"], text) for i, record in enumerate(records) for module, text in record["modules"].items()]
     scores: list[dict] = [{} for _ in records]
+    rounds: list[dict] = [{} for _ in records]
+    per_round = scorer.view.attention
     for start in tqdm(range(0, len(rows), batch_size), desc="scoring", unit="batch", disable=not progress):
         chunk = rows[start : start + batch_size]
-        rewards = scorer.score([r[2] for r in chunk], [r[3] for r in chunk], [r[1] for r in chunk])
-        for (i, module, _, _), reward in zip(chunk, rewards):
+        texts = ([r[2] for r in chunk], [r[3] for r in chunk], [r[1] for r in chunk])
+        rewards, shares = scorer.round_rewards(*texts) if per_round else (scorer.score(*texts), None)
+        for k, ((i, module, _, _), reward) in enumerate(zip(chunk, rewards)):
             scores[i][module] = float(reward)
+            if per_round:
+                rounds[i][module] = [float(x) for x in shares[k]]
+    if per_round:
+        return [{**record, "scores": s, "round_rewards": r} for record, s, r in zip(records, scores, rounds)]
     return [{**record, "scores": s} for record, s in zip(records, scores)]
 
 

@@ -4,8 +4,9 @@
     pipeline train-heads ... --encoder minilm      # or names one, when the cache holds vectors of several
     pipeline train-heads more.jsonl --cache embeddings/ --out ckpt2/ --resume ckpt/     # continue on new data
 
-Reads the pair-feature view from the cache once into tensors; the encoder never runs (unless
-`--embed-missing` is asked for). Validates every epoch, stops early, keeps the best epoch, and
+Reads the vectors of the pairs' texts (of their pieces, under the `features.view` that cuts texts
+into pieces) from the cache once into one matrix, each pair four text ids into it; the encoder
+never runs (unless `--embed-missing` is asked for). Validates every epoch, stops early, keeps the best epoch, and
 writes the checkpoint folder atomically: heads.safetensors, config.json, metrics.jsonl.
 """
 
@@ -26,7 +27,8 @@ from data.errors import UserError
 from data.files import atomic_dir, check_output_folder
 from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
-from features.pairs import pair_table_hash, pair_vectors
+from features.pairs import pair_table_hash
+from features.views import View, ViewMismatch, check_same_view, piece_features
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps, train_epoch, warmup_linear_schedule, warmup_steps_for
 from pipeline.checkpoint import library_versions
@@ -61,7 +63,13 @@ def train_heads(
     modules, data = config.data.modules, config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
 
+    view = View.from_config(config.features, config.model)
     previous = MultiModuleRewardModel.load(resume) if resume else None
+    if previous is not None:
+        try:
+            check_same_view(view, View.from_checkpoint(previous[1]), f"the checkpoint {resume}")
+        except ViewMismatch as e:
+            raise CheckpointError(str(e)) from None
     every_file = [*files, *([val_file] if val_file else [])]
     try:
         namespace, note = select_namespace(cache_dir, config, namespace_id, previous[1] if previous else None)
@@ -75,22 +83,25 @@ def train_heads(
         namespace, note = EmbeddingCache(cache_dir).select(namespace_id=report.namespace), f"embedded {report.new} texts into {cache_dir}"
     if note:
         say(note)
-    # Pair features larger than stage_0.memory_map_above_mb go to .npy files beside the cache and
+    view.check_vectors(namespace.fingerprint, f"the vectors of namespace {namespace.id} in {cache_dir}")
+    # Piece features larger than stage_0.memory_map_above_mb go to .npy files beside the cache and
     # are read memory-mapped; the folder goes when training ends (or when this object is collected).
     scratch = tempfile.TemporaryDirectory(dir=cache_dir, prefix=".pair-features-")
     vectors = {}
     for name, pairs in (("train", train), ("val", val)):
-        large = 4 * pairs.height * namespace.dimension * 4 > config.stage_0.memory_map_above_mb * 2**20
+        # a pessimistic guess of the piece matrix's size: every text distinct, max_pieces pieces
+        pieces = 4 * pairs.height * (1 if view.name in ("truncate", "head_tail") else view.max_pieces)
+        large = pieces * namespace.dimension * 4 > config.stage_0.memory_map_above_mb * 2**20
         memory_map = Path(scratch.name) / name if large else None
         try:
-            vectors[name] = pair_vectors(namespace, pairs, memory_map)
+            vectors[name] = piece_features(namespace, pairs, view, memory_map)
         except MissingVectors as missing:
             if not embed_missing:
                 raise CacheError(_missing_message(missing, cache_dir, namespace, every_file)) from None
             # the namespace's own encoder and settings, whichever the config names
             encoder = TextEncoder.load_matching(namespace.fingerprint, device=config.training.device, batch_size=config.model.batch_size)
             embed_pairs(every_file, cache_dir, config.override({"cache.dtype": namespace.dtype}), encoder=encoder, progress=progress)
-            vectors[name] = pair_vectors(namespace.reload(), pairs, memory_map)
+            vectors[name] = piece_features(namespace.reload(), pairs, view, memory_map)
 
     device = pick_device(config.training.device)
     torch.manual_seed(config.training.seed)
@@ -99,10 +110,10 @@ def train_heads(
         if model.modules_order != list(modules):
             raise CheckpointError(f"{resume} has heads for {model.modules_order}, but the config's modules are {list(modules)}")
     else:
-        model = MultiModuleRewardModel(namespace.dimension, modules, config.model.dropout, config.model.head)
+        model = MultiModuleRewardModel(namespace.dimension, modules, config.model.dropout, config.model.head, "attention" if view.attention else "mean")
     model.to(device)
-    train_data = PairTensors.from_vectors(vectors["train"], model, device)
-    val_data = PairTensors.from_vectors(vectors["val"], model, device)
+    train_data = PairTensors.from_pieces(vectors["train"], model, device)
+    val_data = PairTensors.from_pieces(vectors["val"], model, device)
 
     stage, loss_config = config.stage_0, config.loss
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.999), weight_decay=config.training.weight_decay)
@@ -145,6 +156,7 @@ def train_heads(
         "encoder_fingerprint": namespace.fingerprint,
         "cache_namespace": namespace.id,
         "cache_dtype": namespace.dtype,
+        **view.record(),
         "training_config": config.to_dict(),
         "train_files": [str(f) for f in files],
         "val_file": str(val_file) if val_file else None,
