@@ -13,7 +13,7 @@ pieces dedupe across pairs, sides and views like any text, and stage 0 never nee
 - `chunks`: consecutive windows of `window_words` words, exact slices of the text; the text's
   vector is the mean of its windows' vectors.
 - `rounds`: the text before the first `[Round i]` header (the task line) is one piece, then each
-  round block (`data/trajectory.py`); a round longer than `window_words` words is cut into windows,
+  round block (`data/trajectory.py`, without the newline between blocks); a round longer than `window_words` words is cut into windows,
   and a text without rounds is all windows. The heads pool a text's pieces with a learned attention
   beside their mean (heads/model.py).
 
@@ -75,10 +75,13 @@ def windows(text: str, window_words: int) -> list[str]:
 
 def round_blocks(text: str) -> list[str]:
     """The text before the first `[Round i]` header (if any), then each round from its header to
-    the next; exact slices, so that `"".join(round_blocks(t)) == t`. A text without headers is one block."""
+    the next, without the one newline that separates blocks: a round reads the same whether it is
+    a trajectory's last or not, so it is one cached piece either way, and for the texts that
+    `data/trajectory.py` writes `"\n".join(round_blocks(t)) == t`. A text without headers is one block."""
     starts = [m.start() for m in _ROUND_HEADER.finditer(text)]
     cuts = sorted({0, *starts, len(text)})
-    return [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+    blocks = [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [block[:-1] if block.endswith("\n") and i + 1 < len(blocks) else block for i, block in enumerate(blocks)]
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,10 @@ class View:
 
 
 def check_same_view(ours: View, theirs: View, what: str) -> None:
-    """`ViewMismatch` naming both views unless they cut texts the same way."""
-    if ours != theirs:
+    """`ViewMismatch` naming both views unless they cut texts the same way (window_words and
+    max_pieces do not matter to truncate and head_tail, which never cut)."""
+    same = ours.name == theirs.name and (ours.name in ONE_PIECE_VIEWS or ours == theirs)
+    if not same:
         raise ViewMismatch(f"{what} uses view {theirs.describe()}, but this run uses {ours.describe()}; use the same view (features.view, window_words, max_pieces)")
 
 
@@ -243,4 +248,16 @@ def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory
         matrix.flush()
         del matrix
         vectors = np.load(memory_map / "pieces.npy", mmap_mode="c")
+    return PieceFeatures(vectors, cut.offsets, cut.piece_ids, pair_texts, pairs["target_module"].to_numpy(), keys, view)
+
+
+def encode_piece_features(encoder, pairs: pl.DataFrame, view: View) -> PieceFeatures:
+    """The pairs' piece features computed now by `encoder` (a features.encoder.TextEncoder), each
+    distinct piece once: the cache-free counterpart of `piece_features`, for an encoder in training."""
+    cut, pair_texts, keys = pair_pieces(pairs, view)
+    vectors = np.zeros((cut.table.height, encoder.dimension), np.float32)
+    for role in ("context", "module"):
+        rows = np.flatnonzero((cut.table["role"] == role).to_numpy())
+        if len(rows):
+            vectors[rows] = encoder.encode(cut.table["text"].gather(rows).to_list(), role)[0]
     return PieceFeatures(vectors, cut.offsets, cut.piece_ids, pair_texts, pairs["target_module"].to_numpy(), keys, view)

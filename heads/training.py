@@ -61,18 +61,7 @@ class PairTensors:
         return PairTensors(self.vectors, self.offsets, self.piece_ids, self.pair_texts[index], self.module_index[index])
 
     def pieces(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The piece vectors of `texts` (N,), padded: (N, L, d) with zeros past each text's
-        pieces, and the mask (N, L) of real pieces."""
-        start = self.offsets[texts]
-        count = self.offsets[texts + 1] - start
-        width = int(count.max()) if len(texts) else 1
-        steps = torch.arange(width, device=texts.device)
-        mask = steps.unsqueeze(0) < count.unsqueeze(1)
-        rows = self.piece_ids[torch.where(mask, start.unsqueeze(1) + steps, start.unsqueeze(1))]
-        vectors = self.vectors[rows.to(self.vectors.device)].to(self.module_index.device, non_blocking=True)
-        if width > 1:
-            vectors = vectors.masked_fill(~mask.unsqueeze(-1), 0.0)
-        return vectors, mask
+        return gather_pieces(self.vectors, self.offsets, self.piece_ids, texts)
 
     def scores(self, model: MultiModuleRewardModel) -> tuple[torch.Tensor, torch.Tensor]:
         columns = [self.pieces(self.pair_texts[:, j]) for j in range(4)]
@@ -80,6 +69,22 @@ class PairTensors:
             model.score_pieces(columns[0], columns[1], self.module_index)[0],
             model.score_pieces(columns[2], columns[3], self.module_index)[0],
         )
+
+
+def gather_pieces(vectors: torch.Tensor, offsets: torch.Tensor, piece_ids: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The piece vectors of `texts` (N,) in a CSR layout (text t's pieces are rows
+    `piece_ids[offsets[t]:offsets[t + 1]]` of `vectors`), padded: (N, L, d) with zeros past each
+    text's pieces, on the device of `texts`, and the mask (N, L) of real pieces."""
+    start = offsets[texts]
+    count = offsets[texts + 1] - start
+    width = int(count.max()) if len(texts) else 1
+    steps = torch.arange(width, device=texts.device)
+    mask = steps.unsqueeze(0) < count.unsqueeze(1)
+    rows = piece_ids[torch.where(mask, start.unsqueeze(1) + steps, start.unsqueeze(1))]
+    gathered = vectors[rows.to(vectors.device)].to(texts.device, non_blocking=True)
+    if width > 1:
+        gathered = gathered.masked_fill(~mask.unsqueeze(-1), 0.0)
+    return gathered, mask
 
 
 def warmup_linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
