@@ -17,11 +17,13 @@ from data.trajectory import render_context, render_module
 from features.encoder import HEAD_TAIL_GAP, TextEncoder
 from features.pairs import pair_vectors, unique_texts
 from features.views import View, ViewMismatch, cut_texts, pieces, piece_features, round_blocks, windows
+from heads.finetuning import PairColumns, TextBatch
 from heads.model import CheckpointError, MultiModuleRewardModel
 from heads.training import PairTensors, train_epoch, warmup_linear_schedule
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs, load_encoder
+from pipeline.finetune import finetune
 from pipeline.rewards import ScoringError, load
 from pipeline.train_heads import train_heads
 
@@ -299,3 +301,45 @@ def _record(positive_context: str, negative_context: str) -> dict:
         "positive": {"trajectory_full_context": positive_context, "module_k_all_rounds": "[Round 1]\n<plan>a</plan>", "outcome": 1},
         "negative": {"trajectory_full_context": negative_context, "module_k_all_rounds": "[Round 1]\n<plan>b</plan>", "outcome": 0},
     }  # fmt: skip
+
+
+# --- stage 1 on the same pieces --------------------------------------------------------------
+
+
+def test_a_stage_1_batch_encodes_each_distinct_piece_once():
+    pairs = pairs_from_records(generate_pairs(8, seed=3))
+    view = View("rounds", {"context": 24, "module": 24}, 32)
+    model = MultiModuleRewardModel(8, MODULES, pooling="attention")
+    columns = PairColumns(pairs)
+    batch = TextBatch.of(columns, list(range(8)), model, view)
+    context_pieces = {p for text in set(columns.positive_context + columns.negative_context) for p in view.pieces(text, "context")}
+    assert sorted(batch.contexts) == sorted(context_pieces)
+    for i in range(8):  # the CSR rows give every pair back its own text, piece by piece
+        t = batch.negative_context[i]
+        rows = batch.context_piece_ids[batch.context_offsets[t] : batch.context_offsets[t + 1]]
+        assert [batch.contexts[r] for r in rows] == view.pieces(columns.negative_context[i], "context")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["minilm", "tiny_qwen3"])
+def test_a_rounds_view_finetune_runs_and_keeps_its_view(which, tiny_qwen3_path, tmp_path):
+    encoder = "minilm" if which == "minilm" else str(tiny_qwen3_path)
+    records = generate_pairs(16, seed=2)
+    write_pairs(pairs_from_records(records[:12]), tmp_path / "train.jsonl")
+    write_pairs(pairs_from_records(records[12:]), tmp_path / "val.jsonl")
+    config = load_config(overrides={
+        "model.encoder": encoder, "model.max_context_tokens": 32, "model.max_module_tokens": 32, "features.view": "rounds",
+        "features.window_words": 24, "stage_0.epochs": 1, "training.device": "cpu", "stage_1.batch_size": 4, "stage_1.precision": "fp32",
+    })  # fmt: skip
+    embed_pairs([tmp_path / "train.jsonl", tmp_path / "val.jsonl"], tmp_path / "cache", config, progress=False)
+    train_heads([tmp_path / "train.jsonl"], tmp_path / "cache", tmp_path / "stage0", config, val_file=tmp_path / "val.jsonl", progress=False)
+    result = finetune([tmp_path / "train.jsonl"], tmp_path / "stage0", tmp_path / "stage1", config, val_file=tmp_path / "val.jsonl", max_steps=2, progress=False)
+    assert all(np.isfinite(result.history[0]["step_losses"])) and result.validation["loss"] is not None
+    saved = json.loads((tmp_path / "stage1" / "config.json").read_text())
+    assert (saved["view"], saved["pooling"]) == ("rounds", "attention")
+    scorer = load(tmp_path / "stage1", device="cpu")  # no cache: its own fine-tuned encoder reads the pieces
+    pairs = load_pairs(tmp_path / "val.jsonl")
+    rewards, shares = scorer.round_rewards(pairs["positive_context"].to_list(), pairs["positive_module_text"].to_list(), pairs["target_module"].to_list())
+    np.testing.assert_allclose([s.sum() for s in shares], rewards, atol=1e-5)
+    with pytest.raises(CheckpointError, match="view 'rounds'.*'chunks'"):
+        finetune([tmp_path / "train.jsonl"], tmp_path / "stage0", tmp_path / "other", config.override({"features.view": "chunks"}), max_steps=1, progress=False)
