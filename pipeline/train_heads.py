@@ -192,10 +192,24 @@ def select_namespace(cache_dir: Path, config: Config, namespace_id: str | None, 
             )
         return matching[0], ""
     named = "model.encoder" in config.explicit
+    if namespace_id is None:
+        # head_tail vectors and the others' live in namespaces of their own: the view tells them apart
+        view = View.from_config(config.features, config.model)
+        fitting = [ns for ns in cache.namespaces() if (not named or ns.fingerprint.get("encoder") == config.model.encoder) and _fits(view, ns)]
+        if len(fitting) == 1 and len(cache.namespaces()) > 1:
+            return fitting[0], "" if named else f"training on the only vectors of view {view.name} in {cache_dir}: {fitting[0].describe()} (namespace {fitting[0].id})"
     namespace = cache.select(config.model.encoder if named else None, namespace_id)
     if named or namespace_id is not None:
         return namespace, ""
     return namespace, f"training on the only vectors in {cache_dir}: {namespace.describe()} (namespace {namespace.id})"
+
+
+def _fits(view: View, namespace: Namespace) -> bool:
+    try:
+        view.check_vectors(namespace.fingerprint, namespace.id)
+    except ViewMismatch:
+        return False
+    return True
 
 
 def _missing_message(missing: MissingVectors, cache_dir: Path, namespace: Namespace, files: Sequence[Path]) -> str:

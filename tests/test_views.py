@@ -343,3 +343,18 @@ def test_a_rounds_view_finetune_runs_and_keeps_its_view(which, tiny_qwen3_path, 
     np.testing.assert_allclose([s.sum() for s in shares], rewards, atol=1e-5)
     with pytest.raises(CheckpointError, match="view 'rounds'.*'chunks'"):
         finetune([tmp_path / "train.jsonl"], tmp_path / "stage0", tmp_path / "other", config.override({"features.view": "chunks"}), max_steps=1, progress=False)
+
+
+def test_train_heads_picks_the_namespace_of_its_view(rounds_setup, tmp_path):
+    root, base, _ = rounds_setup
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache", cache)
+    head_tail = base.override({"features.view": "head_tail"})
+    files = [root / "train.jsonl", root / "val.jsonl"]
+    embed_pairs(files, cache, head_tail, progress=False)
+    assert len(EmbeddingCache(cache).namespaces()) == 2  # the same encoder, two truncations
+    train_heads([root / "train.jsonl"], cache, tmp_path / "ht", head_tail, val_file=root / "val.jsonl", progress=False)
+    saved = json.loads((tmp_path / "ht" / "config.json").read_text())
+    assert saved["view"] == "head_tail" and saved["encoder_fingerprint"]["truncation_side"] == "head_tail"
+    train_heads([root / "train.jsonl"], cache, tmp_path / "tr", base, val_file=root / "val.jsonl", progress=False)
+    assert json.loads((tmp_path / "tr" / "config.json").read_text())["encoder_fingerprint"]["truncation_side"] == "left"
