@@ -267,6 +267,25 @@ def test_round_rewards_sum_to_the_reward_and_the_score_cli_writes_them(rounds_se
         assert sum(row["round_rewards"][module]) == pytest.approx(score, abs=1e-5)
 
 
+def test_served_items_carry_their_round_rewards(rounds_setup):
+    import urllib.request
+
+    from pipeline.serve import BackgroundServer, ServeSettings, create_app
+
+    root, _, _ = rounds_setup
+    scorer = load(root / "rounds-ckpt", root / "cache", device="cpu")
+    pairs = load_pairs(root / "val.jsonl").head(4)
+    items = [{"context": c, "module": m, "module_text": t} for c, m, t in zip(pairs["negative_context"], pairs["target_module"], pairs["negative_module_text"])]
+    with BackgroundServer(create_app(scorer, ServeSettings())) as server:
+        call = urllib.request.Request(f"{server.url}/score", data=json.dumps({"items": items}).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(call, timeout=60) as response:
+            answer = json.loads(response.read())
+    rewards, shares = scorer.round_rewards(pairs["negative_context"].to_list(), pairs["negative_module_text"].to_list(), pairs["target_module"].to_list())
+    np.testing.assert_allclose(answer["rewards"], rewards, atol=1e-5)
+    for served, expected in zip(answer["round_rewards"], shares):
+        np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
 def test_round_rewards_are_refused_for_views_without_rounds(reward_checkpoint, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(reward_checkpoint / "plain", old)
