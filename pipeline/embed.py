@@ -47,12 +47,16 @@ class EmbedReport:
 
     def line(self) -> str:
         truncated = ", ".join(f"{role} {n}" for role, n in self.truncated.items())
-        line = (
-            f"{self.new} texts new, {self.reused} reused, {sum(self.truncated.values())} truncated ({truncated}); "
-            f"{self.unique} unique of {self.referenced} referenced; namespace {self.namespace}"
-        )
-        if self.view not in ("truncate", HEAD_TAIL):
-            line += f"; view {self.view}: {self.texts} distinct texts in {self.pieces} pieces, {self.unique} distinct"
+        if self.view in ("truncate", HEAD_TAIL):
+            line = (
+                f"{self.new} texts new, {self.reused} reused, {sum(self.truncated.values())} truncated ({truncated}); "
+                f"{self.unique} unique of {self.referenced} referenced; namespace {self.namespace}"
+            )
+        else:
+            line = (
+                f"{self.new} pieces new, {self.reused} reused, {sum(self.truncated.values())} truncated ({truncated}); view {self.view}: "
+                f"{self.texts} unique texts of {self.referenced} referenced, cut into {self.pieces} pieces, {self.unique} distinct; namespace {self.namespace}"
+            )
         return line + (f"; {self.other_ranks} left to other ranks" if self.other_ranks else "")
 
 
