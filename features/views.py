@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from data.errors import UserError
-from data.trajectory import _ROUND_HEADER
+from data.trajectory import ROUND_HEADER
 from features.pairs import PairVectors, VectorSource, pair_text_keys, text_key, unique_texts
 
 VIEWS = ("truncate", "head_tail", "chunks", "rounds")
@@ -78,7 +78,7 @@ def round_blocks(text: str) -> list[str]:
     the next, without the one newline that separates blocks: a round reads the same whether it is
     a trajectory's last or not, so it is one cached piece either way, and for the texts that
     `data/trajectory.py` writes `"\n".join(round_blocks(t)) == t`. A text without headers is one block."""
-    starts = [m.start() for m in _ROUND_HEADER.finditer(text)]
+    starts = [m.start() for m in ROUND_HEADER.finditer(text)]
     cuts = sorted({0, *starts, len(text)})
     blocks = [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
     return [block[:-1] if block.endswith("\n") and i + 1 < len(blocks) else block for i, block in enumerate(blocks)]
