@@ -56,7 +56,7 @@ DEFAULT_MODULE_FIELDS = {
 }
 
 _TASK_PREFIX = "Task: "
-_ROUND_HEADER = re.compile(r"^\[Round ([1-9]\d*)\][ \t]*$", re.MULTILINE)
+ROUND_HEADER = re.compile(r"^\[Round ([1-9]\d*)\][ \t]*$", re.MULTILINE)
 _FIELD_OF_TAG = {tag: name for name, tag in ROUND_TAGS.items()}
 _SECTION = re.compile("<({})>(.*?)</\\1>".format("|".join(re.escape(tag) for tag in ROUND_TAGS.values())), re.DOTALL)
 
@@ -131,7 +131,7 @@ def module_texts_from_trajectory(trajectory: str, module_fields: Mapping[str, Se
 
 def _numbered_rounds(text: str) -> tuple[str | None, list[tuple[int, dict[str, str]]]]:
     """The task line and (header number, round) for each round, in the order they are written."""
-    headers = [(int(match.group(1)), match.start(), match.end()) for match in _ROUND_HEADER.finditer(text)]
+    headers = [(int(match.group(1)), match.start(), match.end()) for match in ROUND_HEADER.finditer(text)]
     if not headers:
         first_section = _SECTION.search(text)
         headers = [(1, first_section.start(), first_section.start())] if first_section else []

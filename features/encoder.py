@@ -18,7 +18,9 @@ Texts come in two roles (`ROLES`):
 Each role has its own token budget (`max_context_tokens`, `max_module_tokens`), clamped to what
 the model can take. A text over budget is cut *before* the model sees it, at a token boundary in
 the original string, so that the prompt is never what gets truncated. `truncation_side="left"`
-keeps the end of a text (a trajectory's latest rounds), "right" keeps its start.
+keeps the end of a text (a trajectory's latest rounds), "right" keeps its start, and "head_tail"
+(the `head_tail` view, features/views.py) keeps the first third of the budget's tokens and the last
+two thirds, joined by `HEAD_TAIL_GAP`.
 
 Models load offline-friendly: nothing here downloads unless the Hub is reachable and allowed, and a
 model that cannot be loaded raises `EncoderLoadError` saying what was tried and how to fix it. No
@@ -46,7 +48,8 @@ if TYPE_CHECKING:  # importing sentence-transformers costs seconds; only `load` 
 logger = logging.getLogger(__name__)
 
 ROLES = ("context", "module")
-TRUNCATION_SIDES = ("left", "right")
+TRUNCATION_SIDES = ("left", "right", "head_tail")
+HEAD_TAIL_GAP = " ... "  # between the kept start and end of a head_tail cut
 # The query-side instruction, in the format Qwen3-Embedding's authors use ("Instruct: ...\nQuery: ").
 QWEN3_CONTEXT_PROMPT = (
     "Instruct: Given an LLM agent's task and trajectory, retrieve module outputs that move the task to success\nQuery: "
@@ -308,6 +311,9 @@ class TextEncoder:
         """`text` reduced to `keep` of its tokens (`offsets` into `text`), at a token boundary."""
         if self.truncation_side == "left":
             return text[offsets[len(offsets) - keep][0] :]
+        if self.truncation_side == "head_tail" and keep >= 3:
+            head = keep // 3
+            return text[: offsets[head - 1][1]] + HEAD_TAIL_GAP + text[offsets[len(offsets) - (keep - head)][0] :]
         return text[: offsets[keep - 1][1]]
 
     def encode(self, texts: Sequence[str], role: str, show_progress: bool = False) -> tuple[np.ndarray, int]:

@@ -69,6 +69,7 @@ class PairVectors:
     negative_module_text: np.ndarray
     target_module: np.ndarray  # the module name of each pair
     text_keys: pl.DataFrame | None = None  # `pair_text_keys` of the pairs, when read from a cache
+    pieces: object | None = None  # features.views.PieceFeatures these were pooled from, if any
 
 
 def pair_vectors(source: VectorSource, pairs: pl.DataFrame, memory_map: Path | None = None, chunk: int = 50_000) -> PairVectors:
@@ -95,22 +96,6 @@ def pair_vectors(source: VectorSource, pairs: pl.DataFrame, memory_map: Path | N
             matrix.flush()
         columns = {name: np.load(memory_map / f"{name}.npy", mmap_mode="c") for name in names}
     return PairVectors(**columns, target_module=pairs["target_module"].to_numpy(), text_keys=keys)
-
-
-def encode_pair_vectors(encoder, pairs: pl.DataFrame) -> PairVectors:
-    """Each pair with its four vectors computed now by `encoder` (a features.encoder.TextEncoder),
-    each unique text once; the cache-free counterpart of `pair_vectors`, for an encoder in training."""
-    texts = unique_texts(pairs)
-    matrices, keys = [], []
-    for role in ROLE_COLUMNS:
-        rows = texts.filter(pl.col("role") == role)
-        matrices.append(encoder.encode(rows["text"].to_list(), role)[0])
-        keys.extend(rows["key"].to_list())
-    matrix = np.concatenate(matrices)
-    row_of = {key: i for i, key in enumerate(keys)}
-    text_keys = pair_text_keys(pairs)
-    columns = {c.removesuffix("_key"): matrix[[row_of[k] for k in text_keys[c]]] for c in text_keys.columns}
-    return PairVectors(**columns, target_module=pairs["target_module"].to_numpy(), text_keys=text_keys)
 
 
 def pair_table_hash(pairs: pl.DataFrame, keys: pl.DataFrame) -> str:

@@ -50,7 +50,7 @@ class RewardEnsemble(nn.Module):
             raise ValueError("ensemble members must have the same modules and dimension")
         self.members = nn.ModuleList(members)
         self.dimension, self.modules_order = first.dimension, list(first.modules_order)
-        self.head, self.dropout = first.head, first.dropout
+        self.head, self.dropout, self.pooling = first.head, first.dropout, first.pooling
 
     @property
     def size(self) -> int:
@@ -63,6 +63,17 @@ class RewardEnsemble(nn.Module):
         """(K, N): every member's reward for every row."""
         return torch.stack([member(context, module_text, module_index) for member in self.members])
 
+    def score_pieces(self, context, module_text, module_index) -> tuple[torch.Tensor, torch.Tensor]:
+        """`MultiModuleRewardModel.score_pieces` of the ensemble: the members' mean score, and each
+        module-text piece's mean weight (its share of the mean reward under the rounds view)."""
+        scores, weights = self.member_pieces(context, module_text, module_index)
+        return scores.mean(dim=0), weights.mean(dim=0)
+
+    def member_pieces(self, context, module_text, module_index) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, N) rewards and (K, N, L) piece weights of every member, from pieces."""
+        scored = [member.score_pieces(context, module_text, module_index) for member in self.members]
+        return torch.stack([s for s, _ in scored]), torch.stack([w for _, w in scored])
+
     def module_index(self, names: Sequence[str]) -> torch.Tensor:
         return self.members[0].module_index(names)
 
@@ -71,7 +82,7 @@ class RewardEnsemble(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS)
-        full = {"dimension": self.dimension, "modules": self.modules_order, "dropout": self.dropout, "head": self.head, "ensemble": self.size, **config}
+        full = {"dimension": self.dimension, "modules": self.modules_order, "dropout": self.dropout, "head": self.head, "pooling": self.pooling, "ensemble": self.size, **config}
         (folder / CONFIG).write_text(json_text(full, indent=2, default=str))
 
 
@@ -80,6 +91,13 @@ def member_scores(model: nn.Module, context: torch.Tensor, module_text: torch.Te
     if isinstance(model, RewardEnsemble):
         return model.member_scores(context, module_text, module_index)
     return model(context, module_text, module_index).unsqueeze(0)
+
+
+def member_piece_scores(model: nn.Module, context, module_text, module_index) -> torch.Tensor:
+    """(K, N) rewards of each member, from pieces (`PairTensors.pieces`); a single model is (1, N)."""
+    if isinstance(model, RewardEnsemble):
+        return model.member_pieces(context, module_text, module_index)[0]
+    return model.score_pieces(context, module_text, module_index)[0].unsqueeze(0)
 
 
 def ensemble_size(model: nn.Module) -> int:
@@ -96,7 +114,7 @@ def load_heads(folder: str | Path, device: str = "cpu") -> tuple[MultiModuleRewa
     size = int(config.get("ensemble", 1))
     if size <= 1:
         return MultiModuleRewardModel.load(folder, device)
-    args = (config["dimension"], config["modules"], config.get("dropout", 0.1), config.get("head", "2d,d"))
+    args = (config["dimension"], config["modules"], config.get("dropout", 0.1), config.get("head", "2d,d"), config.get("pooling", "mean"))
     ensemble = RewardEnsemble([MultiModuleRewardModel(*args) for _ in range(size)])
     ensemble.load_state_dict(load_file(folder / WEIGHTS, device=device))
     return ensemble.to(device), config

@@ -2,7 +2,7 @@
 mixed precision, and the resumable training state.
 
     batches = epoch_batches(len(pairs), batch_size, epoch, seed, rank, world_size)   # DistributedSampler order
-    batch = TextBatch.of(columns, rows, model.heads)        # each unique text of the batch once
+    batch = TextBatch.of(columns, rows, model.heads, view)  # each unique piece of the batch's texts once
     with autocast(device, "bf16"):
         r_pos, r_neg = model(batch)                         # EncoderWithHeads: encoder forward + heads
 """
@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
@@ -20,7 +21,9 @@ from torch.utils.data import DistributedSampler
 
 from data.files import json_text
 from features.encoder import TextEncoder
+from features.views import View
 from heads.model import MultiModuleRewardModel
+from heads.training import gather_pieces
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -77,8 +80,10 @@ class PairColumns:
 @dataclass
 class TextBatch:
     """A batch of pairs with each distinct text once: contexts repeat across a task's modules (and
-    a pair's two sides may share one), so the encoder runs on `contexts` and `module_texts` and
-    the pairs index into them."""
+    a pair's two sides may share one), so the pairs index into the batch's distinct texts. Under a
+    view that cuts texts into pieces (features/views.py) the encoder runs on each distinct piece
+    once (`contexts`, `module_texts`), and text t of a role is pieces
+    `<role>_piece_ids[<role>_offsets[t]:<role>_offsets[t + 1]]`, as in stage 0."""
 
     contexts: list[str]
     module_texts: list[str]
@@ -87,29 +92,45 @@ class TextBatch:
     positive_module_text: torch.Tensor
     negative_module_text: torch.Tensor
     module_index: torch.Tensor
+    context_offsets: torch.Tensor
+    context_piece_ids: torch.Tensor
+    module_offsets: torch.Tensor
+    module_piece_ids: torch.Tensor
 
     @classmethod
-    def of(cls, columns: PairColumns, rows: list[int], heads: MultiModuleRewardModel) -> "TextBatch":
+    def of(cls, columns: PairColumns, rows: list[int], heads: MultiModuleRewardModel, view: View | None = None) -> "TextBatch":
+        view = view or View()
         contexts, context_index = _unique([columns.positive_context[i] for i in rows] + [columns.negative_context[i] for i in rows])
         modules, module_index = _unique([columns.positive_module_text[i] for i in rows] + [columns.negative_module_text[i] for i in rows])
+        context_pieces, context_offsets, context_ids = _pieces(contexts, "context", view)
+        module_pieces, module_offsets, module_ids = _pieces(modules, "module", view)
         n = len(rows)
         return cls(
-            contexts, modules, context_index[:n], context_index[n:], module_index[:n], module_index[n:],
-            heads.module_index([columns.target_module[i] for i in rows]),
+            context_pieces, module_pieces, context_index[:n], context_index[n:], module_index[:n], module_index[n:],
+            heads.module_index([columns.target_module[i] for i in rows]), context_offsets, context_ids, module_offsets, module_ids,
         )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.module_index)
 
     def to(self, device: str) -> "TextBatch":
-        moved = [t.to(device) for t in (self.positive_context, self.negative_context, self.positive_module_text, self.negative_module_text, self.module_index)]
-        return TextBatch(self.contexts, self.module_texts, *moved)
+        names = ("positive_context", "negative_context", "positive_module_text", "negative_module_text", "module_index",
+                 "context_offsets", "context_piece_ids", "module_offsets", "module_piece_ids")  # fmt: skip
+        return TextBatch(self.contexts, self.module_texts, **{name: getattr(self, name).to(device) for name in names})
 
 
 def _unique(texts: list[str]) -> tuple[list[str], torch.Tensor]:
     first: dict[str, int] = {}
     index = [first.setdefault(t, len(first)) for t in texts]
     return list(first), torch.tensor(index, dtype=torch.long)
+
+
+def _pieces(texts: list[str], role: str, view: View) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The distinct pieces of `texts`, and each text's piece ids into them (CSR offsets, ids)."""
+    cut = [view.pieces(text, role) for text in texts]
+    pieces, ids = _unique([piece for text_pieces in cut for piece in text_pieces])
+    offsets = torch.tensor([0, *np.cumsum([len(c) for c in cut])], dtype=torch.long)
+    return pieces, offsets, ids
 
 
 def epoch_batches(n_pairs: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
@@ -136,8 +157,16 @@ class EncoderWithHeads(nn.Module):
         encoder = self.text_encoder[0]
         contexts = encoder.forward(batch.contexts, "context")
         modules = encoder.forward(batch.module_texts, "module")
-        positive = self.heads(contexts[batch.positive_context], modules[batch.positive_module_text], batch.module_index)
-        negative = self.heads(contexts[batch.negative_context], modules[batch.negative_module_text], batch.module_index)
+
+        def side(context: torch.Tensor, module_text: torch.Tensor) -> torch.Tensor:
+            return self.heads.score_pieces(
+                gather_pieces(contexts, batch.context_offsets, batch.context_piece_ids, context),
+                gather_pieces(modules, batch.module_offsets, batch.module_piece_ids, module_text),
+                batch.module_index,
+            )[0]
+
+        positive = side(batch.positive_context, batch.positive_module_text)
+        negative = side(batch.negative_context, batch.negative_module_text)
         return positive.float(), negative.float()
 
 

@@ -52,6 +52,7 @@ class TrainingRecipe:
     margin_weight: float = 0.1
     patience: int = 2
     seed: int = 0
+    pooling: str = "mean"  # how a head pools a text's pieces: attention under the rounds view (heads/model.py)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def fit_heads(
     seed = recipe.seed if seed is None else seed
     torch.manual_seed(seed)
     if model is None:
-        model = MultiModuleRewardModel(dimension, modules, setting.dropout, setting.head)
+        model = MultiModuleRewardModel(dimension, modules, setting.dropout, setting.head, recipe.pooling)
     model.to(device)
     # foreach: the same update as the per-tensor loop (bitwise, on CPU), in fewer kernel calls
     optimizer = torch.optim.AdamW(model.parameters(), lr=setting.lr, betas=(0.9, 0.999), weight_decay=setting.weight_decay, foreach=True)

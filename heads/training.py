@@ -9,45 +9,65 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from features.pairs import PairVectors
+from features.views import PieceFeatures, View
 from heads.model import MultiModuleRewardModel, bradley_terry_loss
 
 
 @dataclass
 class PairTensors:
-    """The four vectors of each pair and the index of its module's head, row-aligned."""
+    """Pairs as text ids into one matrix of piece vectors (features.views.PieceFeatures on a
+    device): `vectors` (pieces, d), each text's piece rows `piece_ids[offsets[t]:offsets[t + 1]]`,
+    each pair's four text ids (`pair_texts`, columns positive context, positive module text,
+    negative context, negative module text) and its module's head. A batch gathers its pieces when
+    it is scored; nothing is copied per pair."""
 
-    positive_context: torch.Tensor
-    positive_module_text: torch.Tensor
-    negative_context: torch.Tensor
-    negative_module_text: torch.Tensor
+    vectors: torch.Tensor
+    offsets: torch.Tensor
+    piece_ids: torch.Tensor
+    pair_texts: torch.Tensor
     module_index: torch.Tensor
 
     @classmethod
-    def from_vectors(cls, vectors: PairVectors, model: MultiModuleRewardModel, device: str = "cpu") -> "PairTensors":
-        def tensor(array: np.ndarray) -> torch.Tensor:
-            if isinstance(array, np.memmap) and device == "cpu":
-                # stays on disk: batches are gathered from the page cache, never the whole matrix
-                return torch.from_numpy(np.asarray(array))
-            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
-
+    def from_pieces(cls, features: PieceFeatures, model: MultiModuleRewardModel, device: str = "cpu") -> "PairTensors":
+        vectors = features.vectors
+        if isinstance(vectors, np.memmap) and device == "cpu":
+            # stays on disk: batches are gathered from the page cache, never the whole matrix
+            matrix = torch.from_numpy(np.asarray(vectors))
+        else:
+            matrix = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(device)
         return cls(
-            tensor(vectors.positive_context),
-            tensor(vectors.positive_module_text),
-            tensor(vectors.negative_context),
-            tensor(vectors.negative_module_text),
-            model.module_index(vectors.target_module.tolist()).to(device),
+            matrix,
+            torch.from_numpy(np.asarray(features.offsets, np.int64)).to(device),
+            torch.from_numpy(np.asarray(features.piece_ids, np.int64)).to(device),
+            torch.from_numpy(np.asarray(features.pair_texts, np.int64)).to(device),
+            model.module_index(features.target_module.tolist()).to(device),
         )
+
+    @classmethod
+    def from_vectors(cls, vectors: PairVectors, model: MultiModuleRewardModel, device: str = "cpu") -> "PairTensors":
+        """From pooled pair vectors: their pieces when they carry them, else each text one piece."""
+        if vectors.pieces is not None:
+            return cls.from_pieces(vectors.pieces, model, device)
+        n = len(vectors.target_module)
+        matrix = np.concatenate([vectors.positive_context, vectors.positive_module_text, vectors.negative_context, vectors.negative_module_text])
+        texts = np.arange(4 * n, dtype=np.int64).reshape(4, n).T
+        features = PieceFeatures(matrix, np.arange(4 * n + 1), np.arange(4 * n), texts, vectors.target_module, vectors.text_keys, View())
+        return cls.from_pieces(features, model, device)
 
     def __len__(self) -> int:
         return self.module_index.shape[0]
 
     def rows(self, index: torch.Tensor) -> "PairTensors":
-        return PairTensors(*(t[index] for t in (self.positive_context, self.positive_module_text, self.negative_context, self.negative_module_text, self.module_index)))
+        return PairTensors(self.vectors, self.offsets, self.piece_ids, self.pair_texts[index], self.module_index[index])
+
+    def pieces(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return gather_pieces(self.vectors, self.offsets, self.piece_ids, texts)
 
     def scores(self, model: MultiModuleRewardModel) -> tuple[torch.Tensor, torch.Tensor]:
+        columns = [self.pieces(self.pair_texts[:, j]) for j in range(4)]
         return (
-            model(self.positive_context, self.positive_module_text, self.module_index),
-            model(self.negative_context, self.negative_module_text, self.module_index),
+            model.score_pieces(columns[0], columns[1], self.module_index)[0],
+            model.score_pieces(columns[2], columns[3], self.module_index)[0],
         )
 
     def joint_scores(self, model: MultiModuleRewardModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,12 +76,26 @@ class PairTensors:
         For training only: a row's score can differ in the last bits with its place in the product,
         so two identical sides might no longer tie, and validation keeps `scores`."""
         n = len(self)
-        scores = model(
-            torch.cat([self.positive_context, self.negative_context]),
-            torch.cat([self.positive_module_text, self.negative_module_text]),
-            torch.cat([self.module_index, self.module_index]),
-        )
+        context = self.pieces(torch.cat([self.pair_texts[:, 0], self.pair_texts[:, 2]]))
+        module_text = self.pieces(torch.cat([self.pair_texts[:, 1], self.pair_texts[:, 3]]))
+        scores = model.score_pieces(context, module_text, torch.cat([self.module_index, self.module_index]))[0]
         return scores[:n], scores[n:]
+
+
+def gather_pieces(vectors: torch.Tensor, offsets: torch.Tensor, piece_ids: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The piece vectors of `texts` (N,) in a CSR layout (text t's pieces are rows
+    `piece_ids[offsets[t]:offsets[t + 1]]` of `vectors`), padded: (N, L, d) with zeros past each
+    text's pieces, on the device of `texts`, and the mask (N, L) of real pieces."""
+    start = offsets[texts]
+    count = offsets[texts + 1] - start
+    width = int(count.max()) if len(texts) else 1
+    steps = torch.arange(width, device=texts.device)
+    mask = steps.unsqueeze(0) < count.unsqueeze(1)
+    rows = piece_ids[torch.where(mask, start.unsqueeze(1) + steps, start.unsqueeze(1))]
+    gathered = vectors[rows.to(vectors.device)].to(texts.device, non_blocking=True)
+    if width > 1:
+        gathered = gathered.masked_fill(~mask.unsqueeze(-1), 0.0)
+    return gathered, mask
 
 
 def warmup_linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:

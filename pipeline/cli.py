@@ -219,16 +219,18 @@ def _accuracy(value: float | None) -> str:
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Texts per encoder batch [model.batch_size].")
 @click.option("--shard", help="i/n: embed slice i of n of the missing texts (torchrun sets it from RANK/WORLD_SIZE).")
+@click.option("--view", type=click.Choice(["truncate", "head_tail", "chunks", "rounds"]), help="How long texts become vectors [features.view: truncate].")
 @config_option
-def embed(files, cache_dir, encoder, device, batch_size, shard, config_path) -> None:
+def embed(files, cache_dir, encoder, device, batch_size, shard, view, config_path) -> None:
     """Embed every unique text once into the cache (stage 0).
 
     Texts already cached under this encoder's fingerprint are reused; a killed run resumes where it
-    stopped. Ends with how many texts were new, reused and truncated.
+    stopped. Ends with how many texts were new, reused and truncated. Under a view that cuts texts
+    into pieces (chunks, rounds), the distinct pieces are what is embedded.
     """
     from pipeline.embed import embed_pairs, shard_from_environment  # torch loads only for verbs that need it
 
-    config = load_config(config_path, {"model.encoder": encoder, "training.device": device, "model.batch_size": batch_size})
+    config = load_config(config_path, {"model.encoder": encoder, "training.device": device, "model.batch_size": batch_size, "features.view": view})
     report = embed_pairs(files, cache_dir, config, shard_from_environment(shard))
     config.save(cache_dir / report.namespace / "config.yaml")
     click.echo(report.line())
@@ -296,11 +298,18 @@ def cache_repair(cache_dir: Path) -> None:
 @pair_files
 @config_option
 def cache_gc(cache_dir: Path, files, config_path) -> None:
-    """Drop vectors that the given pair files no longer reference."""
+    """Drop vectors that the given pair files no longer reference (their texts, and the pieces
+    every view cuts them into)."""
     from features.pairs import unique_texts
+    from features.views import VIEWS, View, cut_texts
 
     config = load_config(config_path)
-    keep = unique_texts(load_pairs(files, config.data.modules))["key"].to_list()
+    texts = unique_texts(load_pairs(files, config.data.modules))
+    keep = set(texts["key"].to_list())
+    for name in VIEWS:
+        view = View.from_config(config.override({"features.view": name}).features, config.model)
+        keep.update(cut_texts(texts, view).table["key"].to_list())
+    keep = sorted(keep)
     for namespace in EmbeddingCache(cache_dir).namespaces():
         dropped = namespace.gc(keep)
         click.echo(f"{namespace.id}: dropped {dropped} vectors, {len(namespace)} kept")
@@ -320,9 +329,10 @@ def cache_gc(cache_dir: Path, files, config_path) -> None:
 @click.option("--use-wandb", is_flag=True, help="Also log to Weights & Biases (offline unless WANDB_MODE says otherwise).")
 @click.option("--search", is_flag=True, help="Try every setting of the config's `search` grid; keep the lowest validation loss (OUT/search.md).")
 @click.option("--ensemble", type=click.IntRange(min=1), help="Members trained on bootstrap resamples of the training tasks [stage_0.ensemble: 1].")
+@click.option("--view", type=click.Choice(["truncate", "head_tail", "chunks", "rounds"]), help="How long texts become vectors [features.view: truncate].")
 @overwrite_option("Replace OUT even when it is not a checkpoint (config.json + heads.safetensors), and all it holds.")
 @config_option
-def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, resume, embed_missing, device, use_wandb, search, ensemble, overwrite, config_path) -> None:
+def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, resume, embed_missing, device, use_wandb, search, ensemble, view, overwrite, config_path) -> None:
     """Train per-module heads on cached vectors (stage 0).
 
     Reads the cache only: seconds, not minutes. Validates per module every epoch, stops early,
@@ -332,7 +342,7 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
     """
     from pipeline.train_heads import train_heads as run
 
-    config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device, "stage_0.ensemble": ensemble})
+    config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device, "stage_0.ensemble": ensemble, "features.view": view})
     result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo, overwrite=overwrite, search=search)
     if result.search is not None:
         from heads.search import table_rows

@@ -1,4 +1,4 @@
-"""One YAML config for every verb: sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve, search.
+"""One YAML config for every verb: sections model, features, data, cache, stage_0, stage_1, loss, training, evaluation, serve, search.
 
     model:
       encoder: Qwen/Qwen3-Embedding-0.6B
@@ -40,6 +40,17 @@ class ModelConfig:
     # hidden widths of each reward head: "2d,d" is the design's 3d -> 2d -> d -> 1; "256" one hidden
     # layer; "linear" none (heads/model.py)
     head: str = "2d,d"
+
+
+@dataclass
+class FeaturesConfig:
+    # How a long text becomes vectors (features/views.py): truncate (one vector, cut to the token
+    # limit), head_tail (one vector of the text's start and end), chunks (the mean of word windows'
+    # vectors), rounds (one vector per [Round i] block, pooled by the heads with learned attention)
+    view: str = "truncate"
+    max_pieces: int = 32  # pieces per text at most: the first half and the last half are kept
+    # words per window (chunks, and rounds longer than this); 0: half the role's token limit
+    window_words: int = 0
 
 
 @dataclass
@@ -143,6 +154,7 @@ class SearchConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     data: DataConfig = field(default_factory=DataConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     stage_0: Stage0Config = field(default_factory=Stage0Config)
@@ -208,6 +220,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 _SECTIONS = {f.name: f.type for f in fields(Config)}
 _CHOICES = {
     "model.truncation_side": ("left", "right"),
+    "features.view": ("truncate", "head_tail", "chunks", "rounds"),
     "cache.dtype": ("float32", "float16"),
     "stage_1.precision": ("auto", "bf16", "fp16", "fp32"),
 }
@@ -266,6 +279,8 @@ def _check_values(config: Config, source: str) -> None:
         require(bool(names) and not unknown, f"data.module_fields.{module} must list round fields among {', '.join(ROUND_FIELDS)}, got {names}")
     for name in ("max_context_tokens", "max_module_tokens", "batch_size"):
         require(getattr(config.model, name) > 0, f"model.{name} must be positive")
+    require(config.features.max_pieces > 0, "features.max_pieces must be positive")
+    require(config.features.window_words >= 0, "features.window_words must be 0 (auto) or more")
     require(config.cache.shard_size > 0, "cache.shard_size must be positive")
     require(config.stage_0.memory_map_above_mb >= 0, "stage_0.memory_map_above_mb must be 0 or more")
     for stage in ("stage_0", "stage_1"):

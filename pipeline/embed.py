@@ -1,6 +1,10 @@
 """Stage 0a recipe: embed every unique text of the given pairs once into the cache.
 
     pipeline embed train.jsonl val.jsonl --cache embeddings/ --encoder minilm
+    pipeline embed train.jsonl val.jsonl --cache embeddings/ --view rounds     # the pieces of a view
+
+Under a view other than `truncate` (`features.view`, features/views.py) the texts are cut into
+pieces first, and each distinct piece is what gets embedded and cached.
 
 On several processes, each embeds a disjoint slice of the missing texts and writes its own shards:
 
@@ -24,6 +28,7 @@ from data.errors import ConfigError
 from features.embedding import encode_into
 from features.encoder import TextEncoder
 from features.pairs import unique_texts
+from features.views import HEAD_TAIL, View, cut_texts
 from pipeline.config import Config
 
 
@@ -31,18 +36,27 @@ from pipeline.config import Config
 class EmbedReport:
     namespace: str
     referenced: int  # texts the pairs reference (4 per pair)
-    unique: int
+    unique: int  # distinct pieces (distinct texts under the truncate and head_tail views)
     new: int  # encoded by this run (this rank)
     reused: int  # already in the cache
     truncated: dict[str, int]  # per role, among the new texts
     other_ranks: int = 0  # missing texts left to the other ranks of a sharded run
+    view: str = "truncate"
+    texts: int = 0  # distinct texts, before they are cut into pieces
+    pieces: int = 0  # pieces of the distinct texts, before the distinct ones are kept
 
     def line(self) -> str:
         truncated = ", ".join(f"{role} {n}" for role, n in self.truncated.items())
-        line = (
-            f"{self.new} texts new, {self.reused} reused, {sum(self.truncated.values())} truncated ({truncated}); "
-            f"{self.unique} unique of {self.referenced} referenced; namespace {self.namespace}"
-        )
+        if self.view in ("truncate", HEAD_TAIL):
+            line = (
+                f"{self.new} texts new, {self.reused} reused, {sum(self.truncated.values())} truncated ({truncated}); "
+                f"{self.unique} unique of {self.referenced} referenced; namespace {self.namespace}"
+            )
+        else:
+            line = (
+                f"{self.new} pieces new, {self.reused} reused, {sum(self.truncated.values())} truncated ({truncated}); view {self.view}: "
+                f"{self.texts} unique texts of {self.referenced} referenced, cut into {self.pieces} pieces, {self.unique} distinct; namespace {self.namespace}"
+            )
         return line + (f"; {self.other_ranks} left to other ranks" if self.other_ranks else "")
 
 
@@ -61,6 +75,7 @@ def shard_from_environment(shard: str | None) -> tuple[int, int]:
 
 
 def load_encoder(config: Config) -> TextEncoder:
+    """The configured encoder; under the head_tail view it cuts long texts to their start and end."""
     model = config.model
     return TextEncoder.load(
         model.encoder,
@@ -68,7 +83,7 @@ def load_encoder(config: Config) -> TextEncoder:
         max_context_tokens=model.max_context_tokens,
         max_module_tokens=model.max_module_tokens,
         context_prompt=model.context_prompt,
-        truncation_side=model.truncation_side,
+        truncation_side=HEAD_TAIL if config.features.view == HEAD_TAIL else model.truncation_side,
         normalize=model.normalize,
         batch_size=model.batch_size,
     )
@@ -85,7 +100,10 @@ def embed_pairs(
     pairs = load_pairs(files, config.data.modules)
     encoder = encoder or load_encoder(config)
     namespace = EmbeddingCache(cache_dir).namespace(encoder.fingerprint(), dtype=config.cache.dtype, create=True)
-    texts = unique_texts(pairs)
+    view = View.from_config(config.features, config.model)
+    view.check_vectors(encoder.fingerprint(), f"encoder {encoder.name!r}")
+    cut = cut_texts(unique_texts(pairs), view)
+    texts = cut.table
     with namespace.writer(shard):
         missing = texts.filter(pl.col("key").is_in(namespace.missing(texts["key"].to_list())))
         index, count = shard
@@ -99,6 +117,9 @@ def embed_pairs(
         reused=texts.height - missing.height,
         truncated=truncated,
         other_ranks=missing.height - mine.height,
+        view=view.name,
+        texts=cut.texts.height,
+        pieces=cut.references,
     )
 
 

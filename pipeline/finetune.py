@@ -43,7 +43,8 @@ from data.errors import UserError
 from data.files import atomic_dir, atomic_path, check_output_folder, json_text, write_text_atomic
 from data.splits import load_training_and_validation
 from features.encoder import pick_device
-from features.pairs import encode_pair_vectors, pair_table_hash, pair_text_keys
+from features.pairs import pair_table_hash, pair_text_keys
+from features.views import View, encode_piece_features
 from heads.finetuning import (
     EncoderWithHeads,
     PairColumns,
@@ -109,6 +110,10 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
     heads, init_config = MultiModuleRewardModel.load(init)
     if heads.modules_order != list(modules):
         raise CheckpointError(f"{init} has heads for {heads.modules_order}, but the config's modules are {list(modules)}")
+    # the heads pool pieces of the view they were trained on: stage 1 feeds the encoder the same pieces
+    view = View.from_checkpoint(init_config)
+    if "features.view" in config.explicit and config.features.view != view.name:
+        raise CheckpointError(f"{init} was trained on view {view.name!r}, but the config asks for view {config.features.view!r}; stage 1 keeps the view of its init checkpoint")
     encoder = load_checkpoint_encoder(init, init_config["encoder_fingerprint"], encoder_name, device)
     encoder.model.float()  # fp32 master weights; autocast does the low-precision compute
     if stage.gradient_checkpointing:
@@ -139,7 +144,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
     loss_config = config.loss
     checkpoint_config = {
         "stage": 1, "init_checkpoint": str(init), "init_encoder_fingerprint": init_config["encoder_fingerprint"],
-        "cache_namespace": None, "cache_dtype": init_config.get("cache_dtype", "float32"),
+        "cache_namespace": None, "cache_dtype": init_config.get("cache_dtype", "float32"), **view.record(),
         "training_config": config.to_dict(), "train_files": [str(f) for f in files], "val_file": str(val_file) if val_file else None,
         "train_data_sha256": pair_table_hash(train, pair_text_keys(train)), "val_data_sha256": pair_table_hash(val, pair_text_keys(val)),
         "precision": precision, "world_size": world_size,
@@ -150,7 +155,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
         epoch = state["epoch"]
         batches = epoch_batches(train.height, stage.batch_size, epoch, config.training.seed, rank, world_size)
         start = state["batches_done"]  # after a resume mid-epoch, the batches not yet trained on
-        loader = DataLoader(range(train.height), batch_sampler=batches[start:], collate_fn=lambda rows: TextBatch.of(columns, rows, model.heads))
+        loader = DataLoader(range(train.height), batch_sampler=batches[start:], collate_fn=lambda rows: TextBatch.of(columns, rows, model.heads, view))
         for i, batch in enumerate(loader, start=start):
             batch = batch.to(device)
             last_of_step = (i + 1) % stage.grad_accumulation == 0 or i + 1 == len(batches)
@@ -178,7 +183,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
                 _save_resume(out, model, optimizer, scheduler, scaler, state, rank, world_size)
 
         # the epoch is complete: validate with the vectors `pipeline evaluate` would compute
-        validation = evaluate_pairs(heads, PairTensors.from_vectors(encode_pair_vectors(encoder, val), heads, device), loss_config.margin, loss_config.margin_weight)
+        validation = evaluate_pairs(heads, PairTensors.from_pieces(encode_piece_features(encoder, val, view), heads, device), loss_config.margin, loss_config.margin_weight)
         model.train()  # encode() put the encoder in eval mode, and evaluate_pairs the heads
         record = {"epoch": epoch, "train_loss": sum(state["epoch_losses"]) / max(1, len(state["epoch_losses"])), "step_losses": state["epoch_losses"],
                   "lr": scheduler.get_last_lr(), "val": validation}  # fmt: skip
@@ -220,7 +225,7 @@ def _save_best(out: Path, encoder, heads: MultiModuleRewardModel, config: Config
         fingerprint = encoder.saved_fingerprint(folder, name=str(out / "encoder"))
     with atomic_path(out / WEIGHTS) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, tmp)
-    full = {"dimension": heads.dimension, "modules": heads.modules_order, "dropout": heads.dropout, "head": heads.head, "encoder_fingerprint": fingerprint,
+    full = {"dimension": heads.dimension, "modules": heads.modules_order, "dropout": heads.dropout, "head": heads.head, "pooling": heads.pooling, "encoder_fingerprint": fingerprint,
             **checkpoint_config, "versions": library_versions()}  # fmt: skip
     write_text_atomic(out / "config.json", json_text(full, indent=2, default=str))
 

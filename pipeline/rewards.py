@@ -10,6 +10,20 @@ frameworks, the `pipeline score` / `pipeline serve` / `pipeline evaluate` verbs 
 
     from data.trajectory import module_texts_from_trajectory     # module texts cut out of a tagged trajectory
 
+    rewards, shares = scorer.round_rewards(contexts, module_texts, modules)   # checkpoints of the rounds view
+    shares[i]          # float32 array: the reward of row i split over its module text's pieces
+
+A checkpoint reads texts through the view it was trained with (features/views.py, recorded in its
+config.json; none recorded means `truncate`): a text's vector is its pieces' vectors pooled by the
+heads, and each piece is looked up like any text. **Per-round rewards** (checkpoints of the `rounds`
+view): `round_rewards` returns, beside each row's reward, its share per piece of the module text,
+in order: piece i is the module text's i-th `[Round N]` block (a round longer than the view's window
+is several pieces, and a text of more than `max_pieces` pieces keeps its first and last ones, as
+`View.pieces(text, "module")` lists them). A piece's share is its attention weight in the head's
+pooling times the row's reward, so the shares of a row sum to its reward (normalised or not, as
+`score` returns it). The mean half of the pooling is not attributed otherwise: the shares say where
+the head looked, not a causal decomposition.
+
 A text's vector comes from, in this order: an in-memory LRU of the vectors of recent texts
 (`memory_size` of them), the embedding cache given as `cache_dir` (read only, unless
 `write_cache=True` as for `pipeline evaluate`), and the checkpoint's own encoder
@@ -50,9 +64,11 @@ from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNames
 from data.errors import UserError
 from features.embedding import encode_into
 from features.encoder import ROLES, TextEncoder, pick_device
-from features.pairs import PairVectors, pair_vectors, text_key, unique_texts
-from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_scores
+from features.pairs import PairVectors, text_key, unique_texts
+from features.views import View, ViewMismatch, cut_texts, piece_features
+from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_piece_scores, member_scores
 from heads.model import CheckpointError, MultiModuleRewardModel
+from heads.training import PairTensors
 from pipeline.checkpoint import load_checkpoint_encoder
 
 logger = logging.getLogger(__name__)
@@ -86,6 +102,7 @@ class RewardScorer:
         self.modules = list(model.modules_order)
         self.normalize = normalize
         self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
+        self.view = View.from_checkpoint(config)
         self.memory = VectorMemory(memory_size)
         self._encoder_name = encoder
         self._encoder: TextEncoder | None = None
@@ -142,17 +159,63 @@ class RewardScorer:
         with self._lock:
             self.calls += 1
             self.rows += len(modules)
-            if not modules:
-                return np.zeros(0, np.float32), np.zeros(0, np.float32)
-            n = len(modules)
-            vectors = self.vectors(contexts + module_texts, ["context"] * n + ["module"] * n)
-            members = self.member_scores(vectors[:n], vectors[n:], modules)
+            members = self._score_texts(contexts, module_texts, modules)[0]
             return members.mean(axis=0), members.std(axis=0)
 
     def normalized_uncertainty(self, uncertainty: np.ndarray, modules: Sequence[str]) -> np.ndarray:
         """The uncertainty in normalised units: divided by the std of the row's module."""
         normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
         return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
+
+    def round_rewards(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each row's reward (as `score` gives it) and its share per piece of the module text
+        (`View.pieces(module_text, "module")`, in order): attention weight x reward, summing to the
+        reward. Only for checkpoints of the `rounds` view; `ScoringError` for others."""
+        rewards, weights = self._rewards_and_weights(contexts, module_texts, modules)
+        return rewards, [(w * r).astype(np.float32) for w, r in zip(weights, rewards)]
+
+    def piece_weights(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> list[np.ndarray]:
+        """Each row's attention weights over its module text's pieces (summing to 1): what
+        `round_rewards` multiplies the reward by, for callers that already hold the rewards."""
+        return self._rewards_and_weights(contexts, module_texts, modules)[1]
+
+    def _rewards_and_weights(self, contexts, module_texts, modules) -> tuple[np.ndarray, list[np.ndarray]]:
+        if not self.view.attention:
+            raise ScoringError(f"per-round rewards need a checkpoint of the rounds view; {self.folder} reads texts with view {self.view.name!r}")
+        contexts, module_texts, modules = list(contexts), list(module_texts), list(modules)
+        self.check(contexts, module_texts, modules)
+        with self._lock:
+            self.calls += 1
+            self.rows += len(modules)
+            members, weights, counts = self._score_texts(contexts, module_texts, modules)
+        rewards = members.mean(axis=0)
+        if self.normalize:
+            rewards = self.normalized(rewards, modules)
+        return rewards, [weights[i, :n] for i, n in enumerate(counts)]
+
+    @torch.no_grad()
+    def _score_texts(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Raw rewards of every member (members, rows), each module-text piece's weight in its
+        pooling (rows, most pieces; the members' mean), and each module text's number of pieces."""
+        n = len(modules)
+        if not n:
+            return np.zeros((self.members, 0), np.float32), np.zeros((0, 1), np.float32), []
+        texts, roles = contexts + module_texts, ["context"] * n + ["module"] * n
+        cut = [self.view.pieces(text, role) for text, role in zip(texts, roles)]
+        flat = [piece for pieces in cut for piece in pieces]
+        vectors = torch.from_numpy(self.vectors(flat, [role for role, pieces in zip(roles, cut) for _ in pieces]))
+        counts = [len(pieces) for pieces in cut]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        data = PairTensors(vectors, torch.from_numpy(offsets), torch.arange(len(flat)), torch.arange(2 * n).reshape(2, n).T, self.model.module_index(modules))
+        data = PairTensors(*(t.to(self.device) for t in (data.vectors, data.offsets, data.piece_ids, data.pair_texts, data.module_index)))
+        context, module_text = data.pieces(data.pair_texts[:, 0]), data.pieces(data.pair_texts[:, 1])
+        if isinstance(self.model, RewardEnsemble):
+            scores, weights = self.model.member_pieces(context, module_text, data.module_index)
+            weights = weights.mean(dim=0)
+        else:
+            scores, weights = self.model.score_pieces(context, module_text, data.module_index)
+            scores = scores.unsqueeze(0)
+        return scores.float().cpu().numpy(), weights.float().cpu().numpy(), counts[n:]
 
     def normalized(self, rewards: np.ndarray, modules: Sequence[str]) -> np.ndarray:
         """(r - mean) / std per row, with the mean and std of the row's module."""
@@ -228,30 +291,45 @@ class RewardScorer:
         return torch.cat(scores, dim=1).numpy() if scores else np.zeros((self.members, 0), np.float32)
 
     def pair_vectors(self, pairs: pl.DataFrame, embed_missing: bool = True, progress: bool = False) -> tuple[PairVectors, int]:
-        """The four cached vectors of every pair, and how many texts had to be embedded into the
-        cache first (with `embed_missing`; else `MissingVectors`)."""
+        """The four vectors of every pair, each text's pieces pooled by their mean, with the piece
+        features the heads read attached (`.pieces`); and how many texts (pieces) had to be
+        embedded into the cache first (with `embed_missing`; else `MissingVectors`)."""
         if self.namespace is None:
             raise CacheError("scoring pair tables needs an embedding cache: load the scorer with cache_dir=")
         try:
-            return pair_vectors(self.namespace, pairs), 0
+            return piece_features(self.namespace, pairs, self.view).pair_vectors(), 0
         except MissingVectors:
             if not embed_missing:
                 raise
-        texts = unique_texts(pairs)
+        texts = cut_texts(unique_texts(pairs), self.view).table
         missing = texts.filter(pl.col("key").is_in(self.namespace.missing(texts["key"].to_list())))
         logger.warning("embedding %d texts that %s has no vectors for", missing.height, self.namespace.root.parent)
         with self.namespace.writer():
             encode_into(self.namespace, self.encoder(), missing, 4096, progress)
         self.namespace.reload()
-        return pair_vectors(self.namespace, pairs), missing.height
+        return piece_features(self.namespace, pairs, self.view).pair_vectors(), missing.height
 
     def score_pair_vectors(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
-        """(r_pos, r_neg) per pair."""
+        """(r_pos, r_neg) per pair (the members' mean)."""
         positive, negative = self.member_pair_scores(vectors)
         return positive.mean(axis=0), negative.mean(axis=0)
 
-    def member_pair_scores(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
-        """(r_pos, r_neg) per member and pair, each (members, pairs)."""
+    @torch.no_grad()
+    def member_pair_scores(self, vectors: PairVectors, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(r_pos, r_neg) per member and pair, each (members, pairs); from the pairs' pieces when
+        they carry them."""
+        if vectors.pieces is not None:
+            self.model.eval()
+            data = PairTensors.from_pieces(vectors.pieces, self.model, self.device)
+            sides = ([], [])
+            for rows in torch.arange(len(data), device=self.device).split(batch_size):
+                batch = data.rows(rows)
+                for k, side in enumerate(sides):
+                    context, module_text = batch.pieces(batch.pair_texts[:, 2 * k]), batch.pieces(batch.pair_texts[:, 2 * k + 1])
+                    side.append(member_piece_scores(self.model, context, module_text, batch.module_index).float().cpu())
+            if not sides[0]:
+                return np.zeros((self.members, 0), np.float32), np.zeros((self.members, 0), np.float32)
+            return tuple(torch.cat(side, dim=1).numpy() for side in sides)
         return (
             self.member_scores(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
             self.member_scores(vectors.negative_context, vectors.negative_module_text, vectors.target_module),
@@ -276,6 +354,10 @@ def load(
     folder = Path(checkpoint)
     device = pick_device(device)
     model, config = load_heads(folder, device=device)
+    try:
+        View.from_checkpoint(config).check_vectors(config["encoder_fingerprint"], f"the encoder {folder} records")
+    except ViewMismatch as e:
+        raise CheckpointError(str(e)) from None
     namespace = None
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir)

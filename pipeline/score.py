@@ -18,7 +18,10 @@ The output holds the records in input order, each with `"scores": {"planner": 0.
 existing `scores` field is replaced): the heads' rewards, or (r - mean) / std per module with
 `--normalize`. A checkpoint trained with `--ensemble K` also adds `"uncertainty": {"planner": 0.05, ...}`:
 the members' standard deviation per module, in the units of the scores (pipeline/rewards.py); a
-single-model checkpoint writes no `uncertainty`. The whole input is validated first; a bad record stops the run with every problem's
+single-model checkpoint writes no `uncertainty`.
+A checkpoint of the `rounds` view also adds `"round_rewards": {"planner": [0.12,
+0.29], ...}`: each module's reward split over the pieces of its text (its `[Round N]` blocks, in
+order), summing to the module's score (pipeline/rewards.py says how). The whole input is validated first; a bad record stops the run with every problem's
 file, line and field, and nothing is written. The output is written to a temporary file and renamed.
 """
 
@@ -92,19 +95,27 @@ def _record_problems(record: object, modules: Sequence[str]) -> list[tuple[str |
 
 
 def score_records(scorer: RewardScorer, records: Sequence[dict], batch_size: int = 256, progress: bool = False) -> list[dict]:
-    """Copies of `records` with `scores` added, scored `batch_size` (record, module) rows per call."""
+    """Copies of `records` with `scores` added (and `round_rewards` for a checkpoint of the rounds
+    view), scored `batch_size` (record, module) rows per call."""
     rows = [(i, module, record["context"], text) for i, record in enumerate(records) for module, text in record["modules"].items()]
     scores: list[dict] = [{} for _ in records]
     uncertainty: list[dict] = [{} for _ in records]
+    rounds: list[dict] = [{} for _ in records]
+    per_round = scorer.view.attention
     for start in tqdm(range(0, len(rows), batch_size), desc="scoring", unit="batch", disable=not progress):
         chunk = rows[start : start + batch_size]
-        rewards, spread = scorer.score_with_uncertainty([r[2] for r in chunk], [r[3] for r in chunk], [r[1] for r in chunk])
-        for (i, module, _, _), reward, std in zip(chunk, rewards, spread):
+        texts = ([r[2] for r in chunk], [r[3] for r in chunk], [r[1] for r in chunk])
+        rewards, spread = scorer.score_with_uncertainty(*texts)
+        shares = scorer.round_rewards(*texts)[1] if per_round else None
+        for k, ((i, module, _, _), reward, std) in enumerate(zip(chunk, rewards, spread)):
             scores[i][module] = float(reward)
             uncertainty[i][module] = float(std)
-    if scorer.members == 1:
-        return [{**record, "scores": s} for record, s in zip(records, scores)]
-    return [{**record, "scores": s, "uncertainty": u} for record, s, u in zip(records, scores, uncertainty)]
+            if per_round:
+                rounds[i][module] = [float(x) for x in shares[k]]
+    extra = {"uncertainty": uncertainty} if scorer.members > 1 else {}
+    if per_round:
+        extra["round_rewards"] = rounds
+    return [{**record, "scores": s, **{name: values[j] for name, values in extra.items()}} for j, (record, s) in enumerate(zip(records, scores))]
 
 
 def _refuse_non_finite(scored: Sequence[dict], records_path: Path) -> None:

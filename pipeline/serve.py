@@ -9,7 +9,9 @@ JSON client.
 Endpoints:
   GET  /health      {"status": "ok", "modules": [...], "normalized": ..., limits, and counters: requests, rows, scorer_calls}
   POST /score       {"items": [{"context", "module", "module_text"}, ...]} -> {"rewards": [...], "normalized": bool};
-                    the rewards are exactly what `pipeline.rewards.RewardScorer.score` returns for the same rows.
+                    the rewards are exactly what `pipeline.rewards.RewardScorer.score` returns for the same rows;
+                    a checkpoint of the rounds view adds "round_rewards": per item, its reward split over
+                    the module text's rounds (`RewardScorer.round_rewards`).
   POST /get_reward  OpenRLHF's remote reward model (`--remote_rm_url http://HOST:PORT/get_reward`):
                     {"query": [...], "prompts": [...], "labels": [...]} ->
                     {"rewards": [...], "scores": [...], "extra_logs": {"raw_reward": [...], "module_id": [...]}}.
@@ -435,7 +437,11 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
         body = await read_json(request, settings.max_body_bytes)
         contexts, module_texts, modules = read_score_items(body, scorer.modules, settings.max_request_rows)
         rewards, _, extra = await rewards_for(contexts, module_texts, modules)
-        return {"rewards": rewards.tolist(), **extra, "normalized": scorer.normalize}
+        answer = {"rewards": rewards.tolist(), **extra, "normalized": scorer.normalize}
+        if scorer.view.attention:
+            weights = await asyncio.to_thread(scorer.piece_weights, contexts, module_texts, modules)
+            answer["round_rewards"] = [(w * r).tolist() for w, r in zip(weights, rewards)]
+        return answer
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict:

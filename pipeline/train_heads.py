@@ -3,12 +3,12 @@
     pipeline train-heads splits/train.jsonl --val splits/val.jsonl --cache embeddings/ --out ckpt/   # reads the cache's only encoder
     pipeline train-heads ... --encoder minilm      # or names one, when the cache holds vectors of several
     pipeline train-heads more.jsonl --cache embeddings/ --out ckpt2/ --resume ckpt/     # continue on new data
-
     pipeline train-heads ... --search              # try the config's `search` grid, keep the lowest validation loss
     pipeline train-heads ... --ensemble 5          # 5 members on bootstrap resamples of the training tasks
 
-Reads the pair-feature view from the cache once into tensors; the encoder never runs (unless
-`--embed-missing` is asked for). Validates every epoch, stops early, keeps the best epoch, and
+Reads the vectors of the pairs' texts (of their pieces, under the `features.view` that cuts texts
+into pieces) from the cache once into one matrix, each pair four text ids into it; the encoder
+never runs (unless `--embed-missing` is asked for). Validates every epoch, stops early, keeps the best epoch, and
 writes the checkpoint folder atomically: heads.safetensors, config.json, metrics.jsonl (and
 search.jsonl + search.md after a search). The training loop is heads/fitting.py, the search
 heads/search.py, the ensemble heads/ensemble.py.
@@ -28,7 +28,8 @@ from data.errors import UserError
 from data.files import atomic_dir, check_output_folder, json_text
 from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
-from features.pairs import pair_table_hash, pair_vectors
+from features.pairs import pair_table_hash
+from features.views import View, ViewMismatch, check_same_view, piece_features
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
@@ -72,7 +73,13 @@ def train_heads(
     modules, data = config.data.modules, config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
 
+    view = View.from_config(config.features, config.model)
     previous = MultiModuleRewardModel.load(resume) if resume else None
+    if previous is not None:
+        try:
+            check_same_view(view, View.from_checkpoint(previous[1]), f"the checkpoint {resume}")
+        except ViewMismatch as e:
+            raise CheckpointError(str(e)) from None
     every_file = [*files, *([val_file] if val_file else [])]
     try:
         namespace, note = select_namespace(cache_dir, config, namespace_id, previous[1] if previous else None)
@@ -86,22 +93,25 @@ def train_heads(
         namespace, note = EmbeddingCache(cache_dir).select(namespace_id=report.namespace), f"embedded {report.new} texts into {cache_dir}"
     if note:
         say(note)
-    # Pair features larger than stage_0.memory_map_above_mb go to .npy files beside the cache and
+    view.check_vectors(namespace.fingerprint, f"the vectors of namespace {namespace.id} in {cache_dir}")
+    # Piece features larger than stage_0.memory_map_above_mb go to .npy files beside the cache and
     # are read memory-mapped; the folder goes when training ends (or when this object is collected).
     scratch = tempfile.TemporaryDirectory(dir=cache_dir, prefix=".pair-features-")
     vectors = {}
     for name, pairs in (("train", train), ("val", val)):
-        large = 4 * pairs.height * namespace.dimension * 4 > config.stage_0.memory_map_above_mb * 2**20
+        # a pessimistic guess of the piece matrix's size: every text distinct, max_pieces pieces
+        pieces = 4 * pairs.height * (1 if view.name in ("truncate", "head_tail") else view.max_pieces)
+        large = pieces * namespace.dimension * 4 > config.stage_0.memory_map_above_mb * 2**20
         memory_map = Path(scratch.name) / name if large else None
         try:
-            vectors[name] = pair_vectors(namespace, pairs, memory_map)
+            vectors[name] = piece_features(namespace, pairs, view, memory_map)
         except MissingVectors as missing:
             if not embed_missing:
                 raise CacheError(_missing_message(missing, cache_dir, namespace, every_file)) from None
             # the namespace's own encoder and settings, whichever the config names
             encoder = TextEncoder.load_matching(namespace.fingerprint, device=config.training.device, batch_size=config.model.batch_size)
             embed_pairs(every_file, cache_dir, config.override({"cache.dtype": namespace.dtype}), encoder=encoder, progress=progress)
-            vectors[name] = pair_vectors(namespace.reload(), pairs, memory_map)
+            vectors[name] = piece_features(namespace.reload(), pairs, view, memory_map)
 
     device = pick_device(config.training.device)
     members = config.stage_0.ensemble
@@ -114,9 +124,9 @@ def train_heads(
     else:
         model = None
     order = model or MultiModuleRewardModel(1, modules, 0.0, "linear")  # PairTensors needs only its module order
-    train_data = PairTensors.from_vectors(vectors["train"], order, device)
-    val_data = PairTensors.from_vectors(vectors["val"], order, device)
-    recipe = training_recipe(config)
+    train_data = PairTensors.from_pieces(vectors["train"], order, device)
+    val_data = PairTensors.from_pieces(vectors["val"], order, device)
+    recipe = training_recipe(config, "attention" if view.attention else "mean")
     setting = head_setting(config)
     dimension = namespace.dimension
     started = time.perf_counter()
@@ -174,6 +184,7 @@ def train_heads(
         "encoder_fingerprint": namespace.fingerprint,
         "cache_namespace": namespace.id,
         "cache_dtype": namespace.dtype,
+        **view.record(),
         "training_config": config.to_dict(),
         "train_files": [str(f) for f in files],
         "val_file": str(val_file) if val_file else None,
@@ -202,13 +213,13 @@ def train_heads(
     return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, searched, fits)
 
 
-def training_recipe(config: Config) -> TrainingRecipe:
-    """What stays fixed across settings and members, from the config."""
+def training_recipe(config: Config, pooling: str = "mean") -> TrainingRecipe:
+    """What stays fixed across settings and members, from the config (and the view's pooling)."""
     stage, loss = config.stage_0, config.loss
     return TrainingRecipe(
         batch_size=stage.batch_size, grad_accumulation=stage.grad_accumulation, warmup_steps=stage.warmup_steps,
         max_warmup_fraction=config.training.max_warmup_fraction, grad_clip=config.training.grad_clip,
-        margin=loss.margin, margin_weight=loss.margin_weight, patience=stage.patience, seed=config.training.seed,
+        margin=loss.margin, margin_weight=loss.margin_weight, patience=stage.patience, seed=config.training.seed, pooling=pooling,
     )  # fmt: skip
 
 
@@ -244,10 +255,24 @@ def select_namespace(cache_dir: Path, config: Config, namespace_id: str | None, 
             )
         return matching[0], ""
     named = "model.encoder" in config.explicit
+    if namespace_id is None:
+        # head_tail vectors and the others' live in namespaces of their own: the view tells them apart
+        view = View.from_config(config.features, config.model)
+        fitting = [ns for ns in cache.namespaces() if (not named or ns.fingerprint.get("encoder") == config.model.encoder) and _fits(view, ns)]
+        if len(fitting) == 1 and len(cache.namespaces()) > 1:
+            return fitting[0], "" if named else f"training on the only vectors of view {view.name} in {cache_dir}: {fitting[0].describe()} (namespace {fitting[0].id})"
     namespace = cache.select(config.model.encoder if named else None, namespace_id)
     if named or namespace_id is not None:
         return namespace, ""
     return namespace, f"training on the only vectors in {cache_dir}: {namespace.describe()} (namespace {namespace.id})"
+
+
+def _fits(view: View, namespace: Namespace) -> bool:
+    try:
+        view.check_vectors(namespace.fingerprint, namespace.id)
+    except ViewMismatch:
+        return False
+    return True
 
 
 def _missing_message(missing: MissingVectors, cache_dir: Path, namespace: Namespace, files: Sequence[Path]) -> str:

@@ -1,0 +1,263 @@
+"""Views: how a text longer than the encoder's window becomes vectors (config section `features`).
+
+    from features.views import View
+    view = View("rounds", window_words={"context": 1024, "module": 256}, max_pieces=32)
+    view.pieces(text, "context")            # ["Task: ...\\n", "[Round 1]\\n<action>...", ...]
+
+A view cuts a text into **pieces**, each an ordinary cached text (key `text_key(role, piece)`), so
+pieces dedupe across pairs, sides and views like any text, and stage 0 never needs the encoder:
+
+- `truncate`: the text itself, one piece; the encoder keeps the end of it (`model.truncation_side`).
+- `head_tail`: the text itself, one piece; the encoder keeps the first third of its token budget
+  and the last two thirds (`TextEncoder` truncation side "head_tail", part of the cache namespace).
+- `chunks`: consecutive windows of `window_words` words, exact slices of the text; the text's
+  vector is the mean of its windows' vectors.
+- `rounds`: the text before the first `[Round i]` header (the task line) is one piece, then each
+  round block (`data/trajectory.py`, without the newline between blocks); a round longer than `window_words` words is cut into windows,
+  and a text without rounds is all windows. The heads pool a text's pieces with a learned attention
+  beside their mean (heads/model.py).
+
+A text of more than `max_pieces` pieces keeps its first `max_pieces // 2` and its last
+`max_pieces - max_pieces // 2`. Everything here is plain text processing: no tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from data.errors import UserError
+from data.trajectory import ROUND_HEADER
+from features.pairs import PairVectors, VectorSource, pair_text_keys, text_key, unique_texts
+
+VIEWS = ("truncate", "head_tail", "chunks", "rounds")
+ONE_PIECE_VIEWS = ("truncate", "head_tail")
+ATTENTION_VIEWS = ("rounds",)  # the views whose heads pool pieces with a learned attention
+HEAD_TAIL = "head_tail"  # the view and the encoder truncation side it maps to
+_WORD = re.compile(r"\S+\s*")
+
+
+class ViewMismatch(UserError):
+    """Vectors or heads of one view used with another."""
+
+
+def pieces(text: str, role: str, view: str, window_words: int, max_pieces: int) -> list[str]:
+    """The pieces of `text` (in `role`, which only matters through `window_words`) under `view`;
+    never empty (an empty text is one empty piece)."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    if view in ONE_PIECE_VIEWS or not text:
+        return [text]
+    if view == "chunks":
+        found = windows(text, window_words)
+    else:
+        found = []
+        for block in round_blocks(text):
+            found += windows(block, window_words)
+    if len(found) > max_pieces:
+        found = found[: max_pieces // 2] + found[len(found) - (max_pieces - max_pieces // 2) :]
+    return found or [text]
+
+
+def windows(text: str, window_words: int) -> list[str]:
+    """`text` as consecutive slices of `window_words` words each (a word keeps the whitespace after
+    it; leading whitespace goes with the first window), so that `"".join(windows(t, n)) == t`."""
+    starts = [m.start() for m in _WORD.finditer(text)]
+    if len(starts) <= window_words:
+        return [text] if text else []
+    cuts = [0] + starts[window_words::window_words] + [len(text)]
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def round_blocks(text: str) -> list[str]:
+    """The text before the first `[Round i]` header (if any), then each round from its header to
+    the next, without the one newline that separates blocks: a round reads the same whether it is
+    a trajectory's last or not, so it is one cached piece either way, and for the texts that
+    `data/trajectory.py` writes `"\n".join(round_blocks(t)) == t`. A text without headers is one block."""
+    starts = [m.start() for m in ROUND_HEADER.finditer(text)]
+    cuts = sorted({0, *starts, len(text)})
+    blocks = [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [block[:-1] if block.endswith("\n") and i + 1 < len(blocks) else block for i, block in enumerate(blocks)]
+
+
+@dataclass(frozen=True)
+class View:
+    """A view with its settings resolved: `window_words` per role."""
+
+    name: str = "truncate"
+    window_words: dict[str, int] = field(default_factory=lambda: {"context": 1024, "module": 256})
+    max_pieces: int = 32
+
+    @classmethod
+    def from_config(cls, features, model) -> View:
+        """From the config's `features` and `model` sections; window_words 0 is half the role's token limit."""
+        auto = {"context": model.max_context_tokens // 2, "module": model.max_module_tokens // 2}
+        windows = {role: features.window_words or max(1, n) for role, n in auto.items()}
+        return cls(features.view, windows, features.max_pieces)
+
+    @classmethod
+    def from_checkpoint(cls, config: dict) -> View:
+        """The view a checkpoint's config.json records; none recorded (older checkpoints): truncate."""
+        if "view" not in config:
+            return cls()
+        return cls(config["view"], dict(config["window_words"]), int(config["max_pieces"]))
+
+    def record(self) -> dict:
+        """What a checkpoint's config.json records of the view."""
+        return {"view": self.name, "window_words": dict(self.window_words), "max_pieces": self.max_pieces}
+
+    @property
+    def attention(self) -> bool:
+        return self.name in ATTENTION_VIEWS
+
+    def pieces(self, text: str, role: str) -> list[str]:
+        return pieces(text, role, self.name, self.window_words[role], self.max_pieces)
+
+    def describe(self) -> str:
+        if self.name in ONE_PIECE_VIEWS:
+            return self.name
+        return f"{self.name} (windows of {self.window_words['context']} / {self.window_words['module']} words, at most {self.max_pieces} pieces)"
+
+    def check_vectors(self, fingerprint: dict, where: str) -> None:
+        """`ViewMismatch` unless vectors of `fingerprint` (an encoder's, as the cache namespace
+        records it) are this view's: head_tail vectors come only from a head_tail encoder, the
+        other views' never."""
+        side = fingerprint.get("truncation_side")
+        if (self.name == HEAD_TAIL) != (side == HEAD_TAIL):
+            raise ViewMismatch(
+                f"view {self.name!r} cannot use {where}: its vectors were cut with truncation side {side!r}"
+                f"{'' if self.name == HEAD_TAIL else ', which only the head_tail view uses'}. "
+                "Embed with the view you train and score with (`pipeline embed ... --view VIEW`)."
+            )
+
+
+def check_same_view(ours: View, theirs: View, what: str) -> None:
+    """`ViewMismatch` naming both views unless they cut texts the same way (window_words and
+    max_pieces do not matter to truncate and head_tail, which never cut)."""
+    same = ours.name == theirs.name and (ours.name in ONE_PIECE_VIEWS or ours == theirs)
+    if not same:
+        raise ViewMismatch(f"{what} uses view {theirs.describe()}, but this run uses {ours.describe()}; use the same view (features.view, window_words, max_pieces)")
+
+
+@dataclass
+class TextPieces:
+    """Texts cut into pieces, as a CSR layout: text i's pieces are rows
+    `piece_ids[offsets[i]:offsets[i + 1]]` of `table` (the distinct pieces: key, role, text, chars)."""
+
+    texts: pl.DataFrame  # key, role, text, chars: `features.pairs.unique_texts`
+    table: pl.DataFrame  # the distinct pieces
+    offsets: np.ndarray  # int64, len(texts) + 1
+    piece_ids: np.ndarray  # int32
+
+    @property
+    def references(self) -> int:
+        return len(self.piece_ids)
+
+
+def cut_texts(texts: pl.DataFrame, view: View) -> TextPieces:
+    """`texts` (key, role, text rows) cut into pieces under `view`, each distinct piece once."""
+    row_of: dict[str, int] = {}
+    keys, roles, piece_texts = [], [], []
+    counts, ids = np.zeros(texts.height, np.int64), []
+    one_piece = view.name in ONE_PIECE_VIEWS
+    for i, (key, role, text) in enumerate(zip(texts["key"], texts["role"], texts["text"])):
+        found = [text] if one_piece else view.pieces(text, role)
+        counts[i] = len(found)
+        for piece in found:
+            piece_key = key if one_piece else text_key(role, piece)
+            row = row_of.get(piece_key)
+            if row is None:
+                row = row_of[piece_key] = len(keys)
+                keys.append(piece_key)
+                roles.append(role)
+                piece_texts.append(piece)
+            ids.append(row)
+    table = pl.DataFrame({"key": keys, "role": roles, "text": piece_texts}, schema={"key": pl.String, "role": pl.String, "text": pl.String})
+    table = table.with_columns(chars=pl.col("text").str.len_chars())
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return TextPieces(texts, table, offsets, np.asarray(ids, np.int32))
+
+
+PAIR_COLUMNS = ("positive_context", "positive_module_text", "negative_context", "negative_module_text")
+
+
+@dataclass
+class PieceFeatures:
+    """What stage 0 trains on: one matrix of the distinct piece vectors, each text as its piece rows
+    (CSR: `piece_ids[offsets[t]:offsets[t + 1]]`), and each pair as the text ids of its four texts
+    (`pair_texts`, columns `PAIR_COLUMNS`). Batches gather from these; nothing is copied per pair."""
+
+    vectors: np.ndarray  # (distinct pieces, d) float32, memory-mapped when large
+    offsets: np.ndarray  # int64, texts + 1
+    piece_ids: np.ndarray  # int32
+    pair_texts: np.ndarray  # (pairs, 4) int32
+    target_module: np.ndarray
+    text_keys: pl.DataFrame  # `pair_text_keys` of the pairs
+    view: View
+
+    def pooled(self) -> np.ndarray:
+        """The mean of each text's piece vectors: (texts, d) float32."""
+        counts = np.diff(self.offsets)
+        text_of_piece = np.repeat(np.arange(len(counts)), counts)
+        sums = np.zeros((len(counts), self.vectors.shape[1]), np.float64)
+        np.add.at(sums, text_of_piece, np.asarray(self.vectors[self.piece_ids], np.float64))
+        return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+    def pair_vectors(self) -> PairVectors:
+        """The four mean-pooled text vectors of each pair (what baselines read), with these piece
+        features attached as `pieces` so the heads can still pool for themselves."""
+        if self.view.name in ONE_PIECE_VIEWS:
+            text_vectors = self.vectors[self.piece_ids[self.offsets[:-1]]]
+        else:
+            text_vectors = self.pooled()
+        columns = {name: text_vectors[self.pair_texts[:, j]] for j, name in enumerate(PAIR_COLUMNS)}
+        return PairVectors(**columns, target_module=self.target_module, text_keys=self.text_keys, pieces=self)
+
+
+def pair_pieces(pairs: pl.DataFrame, view: View) -> tuple[TextPieces, np.ndarray, pl.DataFrame]:
+    """The pairs' distinct texts cut into pieces, each pair's four text ids (int32, columns
+    `PAIR_COLUMNS`) and `pair_text_keys(pairs)`."""
+    texts = unique_texts(pairs)
+    cut = cut_texts(texts, view)
+    keys = pair_text_keys(pairs)
+    row_of = {key: i for i, key in enumerate(texts["key"].to_list())}
+    pair_texts = np.array([[row_of[k] for k in keys[f"{name}_key"]] for name in PAIR_COLUMNS], dtype=np.int32).T.reshape(pairs.height, 4)
+    return cut, np.ascontiguousarray(pair_texts), keys
+
+
+def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory_map: Path | None = None, chunk: int = 100_000) -> PieceFeatures:
+    """The pairs' piece features under `view`, every distinct piece's vector read once from `source`
+    (raising what `source.fetch` raises when some were never embedded: `cache.MissingVectors`).
+    With `memory_map` (a folder) the piece matrix is written there as a .npy file and comes back
+    memory-mapped, so data larger than RAM costs one chunk of memory."""
+    cut, pair_texts, keys = pair_pieces(pairs, view)
+    piece_keys = cut.table["key"].to_list()
+    shape = (len(piece_keys), source.dimension)
+    if memory_map is None:
+        vectors = source.fetch(piece_keys) if piece_keys else np.zeros(shape, np.float32)
+    else:
+        memory_map.mkdir(parents=True, exist_ok=True)
+        matrix = np.lib.format.open_memmap(memory_map / "pieces.npy", mode="w+", dtype=np.float32, shape=shape)
+        for start in range(0, len(piece_keys), chunk):
+            part = piece_keys[start : start + chunk]
+            matrix[start : start + len(part)] = source.fetch(part)
+        matrix.flush()
+        del matrix
+        vectors = np.load(memory_map / "pieces.npy", mmap_mode="c")
+    return PieceFeatures(vectors, cut.offsets, cut.piece_ids, pair_texts, pairs["target_module"].to_numpy(), keys, view)
+
+
+def encode_piece_features(encoder, pairs: pl.DataFrame, view: View) -> PieceFeatures:
+    """The pairs' piece features computed now by `encoder` (a features.encoder.TextEncoder), each
+    distinct piece once: the cache-free counterpart of `piece_features`, for an encoder in training."""
+    cut, pair_texts, keys = pair_pieces(pairs, view)
+    vectors = np.zeros((cut.table.height, encoder.dimension), np.float32)
+    for role in ("context", "module"):
+        rows = np.flatnonzero((cut.table["role"] == role).to_numpy())
+        if len(rows):
+            vectors[rows] = encoder.encode(cut.table["text"].gather(rows).to_list(), role)[0]
+    return PieceFeatures(vectors, cut.offsets, cut.piece_ids, pair_texts, pairs["target_module"].to_numpy(), keys, view)
