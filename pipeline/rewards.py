@@ -11,6 +11,7 @@ frameworks, the `pipeline score` / `pipeline serve` / `pipeline evaluate` verbs 
     from data.trajectory import module_texts_from_trajectory     # module texts cut out of a tagged trajectory
 
     rewards, shares = scorer.round_rewards(contexts, module_texts, modules)   # checkpoints of the rounds view
+    scored = scorer.rewards(contexts, module_texts, modules)   # all of it from one pass: .rewards, .raw, .uncertainty, .round_rewards
     shares[i]          # float32 array: the reward of row i split over its module text's pieces
 
 A checkpoint reads texts through the view it was trained with (features/views.py, recorded in its
@@ -53,6 +54,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,25 @@ logger = logging.getLogger(__name__)
 class ScoringError(UserError):
     """A request the scorer cannot answer: unknown module, texts that are not strings, rows of
     unequal length."""
+
+
+@dataclass
+class Rewards:
+    """What `RewardScorer.rewards` returns, one entry per row; a slice of rows is a `Rewards` too
+    (the server's micro-batcher hands each request its slice)."""
+
+    rewards: np.ndarray  # normalised when the scorer is
+    raw: np.ndarray
+    uncertainty: np.ndarray  # the members' std (0 for a single model), in the units of `rewards`
+    raw_uncertainty: np.ndarray
+    round_rewards: list[np.ndarray] | None  # rounds view only: each row's reward split over its rounds
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    def __getitem__(self, rows: slice) -> "Rewards":
+        shares = None if self.round_rewards is None else self.round_rewards[rows]
+        return Rewards(self.rewards[rows], self.raw[rows], self.uncertainty[rows], self.raw_uncertainty[rows], shares)
 
 
 class RewardScorer:
@@ -142,56 +163,49 @@ class RewardScorer:
 
     def raw(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> np.ndarray:
         """The heads' rewards, never normalised."""
-        return self.raw_with_uncertainty(contexts, module_texts, modules)[0]
+        return self.rewards(contexts, module_texts, modules).raw
 
     def score_with_uncertainty(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(rewards, uncertainty), one of each per row: `score`'s rewards and the members' standard
         deviation (0 for a single model), both normalised when the scorer is."""
-        rewards, uncertainty = self.raw_with_uncertainty(contexts, module_texts, modules)
-        if not self.normalize:
-            return rewards, uncertainty
-        return self.normalized(rewards, modules), self.normalized_uncertainty(uncertainty, modules)
+        scored = self.rewards(contexts, module_texts, modules)
+        return scored.rewards, scored.uncertainty
 
     def raw_with_uncertainty(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """The heads' rewards and the members' standard deviation, never normalised."""
-        contexts, module_texts, modules = list(contexts), list(module_texts), list(modules)
-        self.check(contexts, module_texts, modules)
-        with self._lock:
-            self.calls += 1
-            self.rows += len(modules)
-            members = self._score_texts(contexts, module_texts, modules)[0]
-            return members.mean(axis=0), members.std(axis=0)
-
-    def normalized_uncertainty(self, uncertainty: np.ndarray, modules: Sequence[str]) -> np.ndarray:
-        """The uncertainty in normalised units: divided by the std of the row's module."""
-        normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
-        return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
+        scored = self.rewards(contexts, module_texts, modules)
+        return scored.raw, scored.raw_uncertainty
 
     def round_rewards(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Each row's reward (as `score` gives it) and its share per piece of the module text
         (`View.pieces(module_text, "module")`, in order): attention weight x reward, summing to the
         reward. Only for checkpoints of the `rounds` view; `ScoringError` for others."""
-        rewards, weights = self._rewards_and_weights(contexts, module_texts, modules)
-        return rewards, [(w * r).astype(np.float32) for w, r in zip(weights, rewards)]
-
-    def piece_weights(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> list[np.ndarray]:
-        """Each row's attention weights over its module text's pieces (summing to 1): what
-        `round_rewards` multiplies the reward by, for callers that already hold the rewards."""
-        return self._rewards_and_weights(contexts, module_texts, modules)[1]
-
-    def _rewards_and_weights(self, contexts, module_texts, modules) -> tuple[np.ndarray, list[np.ndarray]]:
         if not self.view.attention:
             raise ScoringError(f"per-round rewards need a checkpoint of the rounds view; {self.folder} reads texts with view {self.view.name!r}")
+        scored = self.rewards(contexts, module_texts, modules)
+        return scored.rewards, scored.round_rewards
+
+    def rewards(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> "Rewards":
+        """Everything the scorer says about each row, from one pass of the heads: the reward
+        (normalised when the scorer is), the raw reward, the members' spread and, for a checkpoint
+        of the rounds view, the reward's share per round of the module text."""
         contexts, module_texts, modules = list(contexts), list(module_texts), list(modules)
         self.check(contexts, module_texts, modules)
         with self._lock:
             self.calls += 1
             self.rows += len(modules)
             members, weights, counts = self._score_texts(contexts, module_texts, modules)
-        rewards = members.mean(axis=0)
+        raw, spread = members.mean(axis=0), members.std(axis=0)
+        rewards, uncertainty = raw, spread
         if self.normalize:
-            rewards = self.normalized(rewards, modules)
-        return rewards, [weights[i, :n] for i, n in enumerate(counts)]
+            rewards, uncertainty = self.normalized(raw, modules), self.normalized_uncertainty(spread, modules)
+        shares = [(weights[i, :n] * r).astype(np.float32) for i, (n, r) in enumerate(zip(counts, rewards))] if self.view.attention else None
+        return Rewards(rewards, raw, uncertainty, spread, shares)
+
+    def normalized_uncertainty(self, uncertainty: np.ndarray, modules: Sequence[str]) -> np.ndarray:
+        """The uncertainty in normalised units: divided by the std of the row's module."""
+        normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
+        return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
 
     @torch.no_grad()
     def _score_texts(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:

@@ -105,8 +105,8 @@ def score_records(scorer: RewardScorer, records: Sequence[dict], batch_size: int
     for start in tqdm(range(0, len(rows), batch_size), desc="scoring", unit="batch", disable=not progress):
         chunk = rows[start : start + batch_size]
         texts = ([r[2] for r in chunk], [r[3] for r in chunk], [r[1] for r in chunk])
-        rewards, spread = scorer.score_with_uncertainty(*texts)
-        shares = scorer.round_rewards(*texts)[1] if per_round else None
+        scored = scorer.rewards(*texts)  # one pass of the heads: rewards, spread and round shares
+        rewards, spread, shares = scored.rewards, scored.uncertainty, scored.round_rewards
         for k, ((i, module, _, _), reward, std) in enumerate(zip(chunk, rewards, spread)):
             scores[i][module] = float(reward)
             uncertainty[i][module] = float(std)

@@ -57,13 +57,12 @@ from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from data.errors import UserError
-from pipeline.rewards import RewardScorer, sigmoid
+from pipeline.rewards import Rewards, RewardScorer, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class MicroBatcher:
     """Collects the rows of requests that arrive together and scores them in one call of `score`
     (run in a worker thread, so the event loop keeps taking requests meanwhile)."""
 
-    def __init__(self, score: Callable[[list, list, list], np.ndarray], max_batch: int, max_wait: float, max_pending: int = 256):
+    def __init__(self, score: Callable[[list, list, list], Rewards], max_batch: int, max_wait: float, max_pending: int = 256):
         self.score_rows = score
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -137,9 +136,9 @@ class MicroBatcher:
             with suppress(asyncio.CancelledError):
                 await self._task
 
-    async def score(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> np.ndarray:
+    async def score(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> Rewards:
         if not modules:
-            return np.zeros(0, np.float32)
+            return self.score_rows([], [], [])
         if len(self._pending) >= self.max_pending:
             # a bounded queue: past it, waiting would only grow memory and every client's latency
             raise RequestError(
@@ -369,8 +368,8 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     """The FastAPI app serving `scorer`; its micro-batcher starts and stops with the app."""
     if settings.module and settings.module not in scorer.modules:
         raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
-    # rows of (reward, uncertainty), so that each request's slice of a batch carries both
-    batcher = MicroBatcher(lambda *rows: np.stack(scorer.raw_with_uncertainty(*rows), axis=1), settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending)
+    # one pass of the heads per batch gives each request its slice of rewards, uncertainty and round shares
+    batcher = MicroBatcher(scorer.rewards, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending)
     counters = {"requests": 0, "rows": 0, "refused": 0}
     warned: set[str] = set()
 
@@ -401,15 +400,12 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
         # a bug of ours, not the client's: JSON like every other answer; the log has the traceback
         return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
-    async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
-        """(rewards, raw rewards, {"uncertainty": [...]} for an ensemble checkpoint, else {})"""
+    async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[Rewards, dict]:
+        """(the rows' `Rewards`, {"uncertainty": [...]} for an ensemble checkpoint, else {})"""
         counters["requests"] += 1
         counters["rows"] += len(modules)
-        raw, uncertainty = (await batcher.score(contexts, module_texts, modules)).reshape(-1, 2).T
-        if scorer.normalize:
-            uncertainty = scorer.normalized_uncertainty(uncertainty, modules)
-        extra = {"uncertainty": uncertainty.tolist()} if scorer.members > 1 else {}
-        return (scorer.normalized(raw, modules) if scorer.normalize else raw), raw, extra
+        scored = await batcher.score(contexts, module_texts, modules)
+        return scored, ({"uncertainty": scored.uncertainty.tolist()} if scorer.members > 1 else {})
 
     @app.get("/health")
     async def health() -> dict:
@@ -436,23 +432,22 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     async def score(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
         contexts, module_texts, modules = read_score_items(body, scorer.modules, settings.max_request_rows)
-        rewards, _, extra = await rewards_for(contexts, module_texts, modules)
-        answer = {"rewards": rewards.tolist(), **extra, "normalized": scorer.normalize}
-        if scorer.view.attention:
-            weights = await asyncio.to_thread(scorer.piece_weights, contexts, module_texts, modules)
-            answer["round_rewards"] = [(w * r).tolist() for w, r in zip(weights, rewards)]
+        scored, extra = await rewards_for(contexts, module_texts, modules)
+        answer = {"rewards": scored.rewards.tolist(), **extra, "normalized": scorer.normalize}
+        if scored.round_rewards is not None:
+            answer["round_rewards"] = [shares.tolist() for shares in scored.round_rewards]
         return answer
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
         contexts, module_texts, modules = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows, warn_once)
-        rewards, raw, extra = await rewards_for(contexts, module_texts, modules)
+        scored, extra = await rewards_for(contexts, module_texts, modules)
         index = {m: i for i, m in enumerate(scorer.modules)}
         return {
-            "rewards": rewards.tolist(),
-            "scores": sigmoid(rewards).tolist(),
-            "extra_logs": {"raw_reward": raw.tolist(), "module_id": [index[m] for m in modules], **extra},
+            "rewards": scored.rewards.tolist(),
+            "scores": sigmoid(scored.rewards).tolist(),
+            "extra_logs": {"raw_reward": scored.raw.tolist(), "module_id": [index[m] for m in modules], **extra},
         }
 
     return app

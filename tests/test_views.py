@@ -263,6 +263,12 @@ def test_round_rewards_sum_to_the_reward_and_the_score_cli_writes_them(rounds_se
 
     records = tmp_path / "records.jsonl"
     records.write_text("".join(json.dumps({"context": c, "modules": {m: t}}) + "\n" for c, t, m in zip(contexts, texts, modules)))
+    from pipeline.score import score_records
+
+    calls = scorer.calls
+    records_scored = score_records(scorer, [json.loads(line) for line in records.read_text().splitlines()], batch_size=4)
+    assert scorer.calls - calls == 2  # 6 rows in batches of 4: one pass of the heads per batch gives rewards and round shares
+    assert [sum(r["round_rewards"][m]) for r, m in zip(records_scored, modules)] == pytest.approx(list(rewards), abs=1e-5)
     result = CliRunner().invoke(main, ["score", str(root / "rounds-ckpt"), str(records), "--out", str(tmp_path / "scored.jsonl"), "--cache", str(root / "cache")])
     assert result.exit_code == 0, result.output
     scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
@@ -285,6 +291,7 @@ def test_served_items_carry_their_round_rewards(rounds_setup):
         call = urllib.request.Request(f"{server.url}/score", data=json.dumps({"items": items}).encode(), headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(call, timeout=60) as response:
             answer = json.loads(response.read())
+    assert scorer.calls == 1  # rewards and round shares came from one pass of the heads
     rewards, shares = scorer.round_rewards(pairs["negative_context"].to_list(), pairs["negative_module_text"].to_list(), pairs["target_module"].to_list())
     np.testing.assert_allclose(answer["rewards"], rewards, atol=1e-5)
     for served, expected in zip(answer["round_rewards"], shares):
