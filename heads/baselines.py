@@ -17,11 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from features.pairs import PairVectors
+from heads.lexical import TfidfModel
 
 
 def length_scores(pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -80,38 +79,5 @@ class LogisticBaseline:
         return positive, negative
 
 
-class TfidfBaseline:
-    """Logistic regression on TF-IDF features of (context, module text), fitted on pair differences.
-
-    One model for all modules: a module indicator would cancel in phi(pos) - phi(neg), and on the
-    demo's synthetic data (200 val + test pairs) the shared model ranked better than one model per
-    module (0.755 vs 0.720 pairwise accuracy) or both blocks side by side (0.735). C=10: the rows
-    are unit-length TF-IDF vectors and C=1 underfits them (0.700 for the shared model).
-    """
-
-    def __init__(self, context: TfidfVectorizer, module_text: TfidfVectorizer, weights: np.ndarray):
-        self.context = context
-        self.module_text = module_text
-        self.weights = weights
-
-    @classmethod
-    def fit(cls, pairs: pl.DataFrame, C: float = 10.0, seed: int = 0) -> "TfidfBaseline":
-        def vectorizer(column: str) -> TfidfVectorizer:
-            texts = pl.concat([pairs[f"positive_{column}"], pairs[f"negative_{column}"]]).to_list()
-            return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=50_000).fit(texts)
-
-        baseline = cls(vectorizer("context"), vectorizer("module_text"), np.zeros(0))
-        difference = baseline._features(pairs, "positive") - baseline._features(pairs, "negative")
-        x = sp.vstack([difference, -difference]).tocsr()
-        y = np.concatenate([np.ones(pairs.height), np.zeros(pairs.height)])
-        baseline.weights = LogisticRegression(C=C, fit_intercept=False, max_iter=2000, random_state=seed).fit(x, y).coef_[0]
-        return baseline
-
-    def _features(self, pairs: pl.DataFrame, side: str) -> sp.csr_matrix:
-        context = self.context.transform(pairs[f"{side}_context"].to_list())
-        module_text = self.module_text.transform(pairs[f"{side}_module_text"].to_list())
-        return sp.hstack([context, module_text]).tocsr()
-
-    def scores(self, pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """w . phi per side."""
-        return self._features(pairs, "positive") @ self.weights, self._features(pairs, "negative") @ self.weights
+# the TF-IDF baseline is the lexical part a checkpoint may carry beside its heads (heads/lexical.py)
+TfidfBaseline = TfidfModel

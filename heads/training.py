@@ -154,15 +154,21 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate_pairs(model: MultiModuleRewardModel, data: PairTensors, margin: float, margin_weight: float, batch_size: int = 4096) -> dict:
-    """Loss and pairwise accuracy (r_pos > r_neg; ties count wrong), overall and per module."""
+def pair_scores(model: MultiModuleRewardModel, data: PairTensors, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_pos, r_neg) of every pair, in eval mode, `batch_size` pairs at a time."""
     model.eval()
     positive, negative = [], []
     for index in torch.arange(len(data), device=data.module_index.device).split(batch_size):
         p, n = data.rows(index).scores(model)
         positive.append(p)
         negative.append(n)
-    positive, negative = torch.cat(positive), torch.cat(negative)
+    return torch.cat(positive), torch.cat(negative)
+
+
+@torch.no_grad()
+def evaluate_pairs(model: MultiModuleRewardModel, data: PairTensors, margin: float, margin_weight: float, batch_size: int = 4096) -> dict:
+    """Loss and pairwise accuracy (r_pos > r_neg; ties count wrong), overall and per module."""
+    positive, negative = pair_scores(model, data, batch_size)
 
     def summary(rows: torch.Tensor) -> dict:
         if not len(rows):  # None, not NaN: the metrics go to JSON

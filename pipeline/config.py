@@ -40,6 +40,10 @@ class ModelConfig:
     # hidden widths of each reward head: "2d,d" is the design's 3d -> 2d -> d -> 1; "256" one hidden
     # layer; "linear" none (heads/model.py)
     head: str = "2d,d"
+    # A TF-IDF logistic regression beside the heads (heads/lexical.py). "auto": train-heads fits it
+    # and blends it with the heads at the weight of highest validation accuracy (0 keeps the heads
+    # alone); "off": heads only.
+    lexical: str = "auto"
 
 
 @dataclass
@@ -294,6 +298,7 @@ def _check_values(config: Config, source: str) -> None:
     require(all(v >= 0 for v in search.weight_decay) and all(0 <= v < 1 for v in search.dropout), "search.weight_decay must be 0 or more, search.dropout in [0, 1)")
     require(config.stage_1.save_every_steps >= 0, "stage_1.save_every_steps must be 0 or more")
     require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
+    require(config.model.lexical in ("auto", "off"), f"model.lexical must be auto or off, got {config.model.lexical!r}")
     require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")
     for name in ("max_batch", "max_request_rows", "max_body_bytes", "max_pending", "read_timeout_s"):
         require(getattr(config.serve, name) > 0, f"serve.{name} must be positive")

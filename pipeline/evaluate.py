@@ -122,7 +122,7 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     modules = scorer.modules
     pairs = load_pairs(files, modules)
     vectors, embedded = scorer.pair_vectors(pairs, progress=progress)
-    member_positive, member_negative = scorer.member_pair_scores(vectors)
+    member_positive, member_negative = scorer.member_pair_scores(vectors, pairs)
     positive, negative = member_positive.mean(axis=0), member_negative.mean(axis=0)
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
 

@@ -61,6 +61,7 @@ import numpy as np
 import polars as pl
 from scipy.special import expit
 import torch
+from safetensors import SafetensorError
 
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNamespace
 from data.errors import UserError
@@ -69,6 +70,7 @@ from features.encoder import ROLES, TextEncoder, pick_device
 from features.pairs import PairVectors, text_key, unique_texts
 from features.views import View, ViewMismatch, cut_texts, piece_features
 from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_piece_scores, member_scores
+from heads.lexical import LEXICAL_FILES, Lexical
 from heads.model import CheckpointError, MultiModuleRewardModel
 from heads.training import PairTensors
 from pipeline.checkpoint import load_checkpoint_encoder
@@ -114,6 +116,7 @@ class RewardScorer:
         device: str = "cpu",
         normalize: bool = False,
         memory_size: int = 20_000,
+        lexical: Lexical | None = None,
     ):
         self.model = model.eval()
         self.config = config
@@ -124,6 +127,7 @@ class RewardScorer:
         self.normalize = normalize
         self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
         self.view = View.from_checkpoint(config)
+        self.lexical = lexical  # the TF-IDF part blended with the heads, when the checkpoint has one
         self.memory = VectorMemory(memory_size)
         self._encoder_name = encoder
         self._encoder: TextEncoder | None = None
@@ -195,6 +199,8 @@ class RewardScorer:
             self.calls += 1
             self.rows += len(modules)
             members, weights, counts = self._score_texts(contexts, module_texts, modules)
+        if self.lexical is not None:
+            members = self.lexical.rewards(members, contexts, module_texts)
         raw, spread = members.mean(axis=0), members.std(axis=0)
         rewards, uncertainty = raw, spread
         if self.normalize:
@@ -290,7 +296,8 @@ class RewardScorer:
     # --- vectors in, rewards out: pair tables, for evaluation ---------------------------------
 
     def score_vectors(self, context: np.ndarray, module_text: np.ndarray, modules: np.ndarray | list[str], batch_size: int = 4096) -> np.ndarray:
-        """One reward per row, each scored by the head of its module (the members' mean)."""
+        """One reward per row, each scored by the head of its module (the members' mean): the heads
+        alone, as a checkpoint's lexical part reads texts, not vectors."""
         return self.member_scores(context, module_text, modules, batch_size).mean(axis=0)
 
     @torch.no_grad()
@@ -323,15 +330,27 @@ class RewardScorer:
         self.namespace.reload()
         return piece_features(self.namespace, pairs, self.view).pair_vectors(), missing.height
 
-    def score_pair_vectors(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
+    def score_pair_vectors(self, vectors: PairVectors, pairs: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(r_pos, r_neg) per pair (the members' mean)."""
-        positive, negative = self.member_pair_scores(vectors)
+        positive, negative = self.member_pair_scores(vectors, pairs)
         return positive.mean(axis=0), negative.mean(axis=0)
 
+    def member_pair_scores(self, vectors: PairVectors, pairs: pl.DataFrame | None = None, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(r_pos, r_neg) per member and pair, each (members, pairs): the heads' scores from the
+        pairs' pieces (when they carry them), blended with the lexical part's scores of the pairs'
+        texts when the checkpoint has one (then `pairs`, the table `vectors` came from, is needed)."""
+        positive, negative = self._head_pair_scores(vectors, batch_size)
+        if self.lexical is None:
+            return positive, negative
+        if pairs is None:
+            raise ScoringError(f"{self.folder} blends its heads with a TF-IDF model, which reads the texts: pass the pair table beside its vectors")
+        return (
+            self.lexical.rewards(positive, pairs["positive_context"], pairs["positive_module_text"]),
+            self.lexical.rewards(negative, pairs["negative_context"], pairs["negative_module_text"]),
+        )
+
     @torch.no_grad()
-    def member_pair_scores(self, vectors: PairVectors, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """(r_pos, r_neg) per member and pair, each (members, pairs); from the pairs' pieces when
-        they carry them."""
+    def _head_pair_scores(self, vectors: PairVectors, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         if vectors.pieces is not None:
             self.model.eval()
             data = PairTensors.from_pieces(vectors.pieces, self.model, self.device)
@@ -383,7 +402,22 @@ def load(
                 f"{cache.describe()}\nLeave the cache out (texts are then encoded in memory), or embed into it first with "
                 f"`pipeline embed FILE... --cache {cache_dir}` and that encoder."
             ) from None
-    return RewardScorer(model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size)
+    lexical = load_lexical(folder, config)
+    return RewardScorer(model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size, lexical=lexical)
+
+
+def load_lexical(folder: Path, config: dict) -> Lexical | None:
+    """The checkpoint's lexical part (heads/lexical.py), or None when its config.json names none."""
+    record = config.get("lexical")
+    if not record:
+        return None
+    try:
+        return Lexical.load(folder, record)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        raise CheckpointError(
+            f"{folder} blends its heads with a TF-IDF model, but its {' and '.join(LEXICAL_FILES)} could not be read "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged'}); copy the checkpoint folder whole, or retrain it"
+        ) from None
 
 
 def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:

@@ -33,6 +33,7 @@ from features.views import View, ViewMismatch, check_same_view, piece_features
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
+from heads.lexical import Lexical, fit_lexical
 from heads.search import SearchResult, grid, search_markdown
 from heads.search import search as search_settings
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps
@@ -176,6 +177,10 @@ def train_heads(
         history = fit.history
     else:
         history = [{"member": k + 1, **record} for k, member in enumerate(fits) for record in member.history]
+    lexical, blends = None, []
+    if config.model.lexical == "auto":
+        lexical, blends = fit_lexical(model, train, val, train_data, val_data, seed=config.training.seed)
+        say(blend_line(lexical, blends))
     epochs_run = sum(len(f.history) for f in fits) if fits else len(history)
     seconds_per_epoch = (time.perf_counter() - started) / max(epochs_run + (sum(r["epochs_run"] for r in searched.rows) if searched else 0), 1)
 
@@ -195,6 +200,10 @@ def train_heads(
         "metrics": {"train_loss": fit.train_loss if fit is not None else None, "val": best},
         "versions": library_versions(),
     }
+    if blends:
+        checkpoint_config["lexical_blend"] = blends  # validation accuracy of every weight tried
+    if lexical is not None:
+        checkpoint_config["lexical"] = lexical.record()
     if searched is not None:
         checkpoint_config["search"] = {"settings": len(searched.rows), "chosen": searched.rows[searched.best], "table": "search.jsonl"}
     if fits:
@@ -203,6 +212,8 @@ def train_heads(
         ]  # fmt: skip
     with atomic_dir(out) as folder:
         model.to("cpu").save(folder, checkpoint_config)
+        if lexical is not None:
+            lexical.save(folder)
         (folder / "metrics.jsonl").write_text("".join(json_text(record) + "\n" for record in history))
         if searched is not None:
             (folder / "search.jsonl").write_text("".join(json_text(row) + "\n" for row in searched.rows))
@@ -211,6 +222,17 @@ def train_heads(
         config.save(folder / "config.yaml")
     scratch.cleanup()
     return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, searched, fits)
+
+
+def blend_line(lexical: Lexical | None, blends: list[dict]) -> str:
+    """What the lexical blend chose, for the terminal."""
+    if not blends:
+        return "lexical part: none (no validation pairs to choose its weight on, or no spread in the scores)"
+    heads_alone = blends[0]["val_pairwise_accuracy"]
+    if lexical is None:
+        return f"lexical part: none (heads alone rank validation pairs best: {heads_alone:.3f})"
+    chosen = next(row for row in blends if row["weight"] == lexical.blend.weight)["val_pairwise_accuracy"]
+    return f"lexical part: TF-IDF blended at weight {lexical.blend.weight:g}, validation accuracy {chosen:.3f} (heads alone {heads_alone:.3f}, TF-IDF alone {blends[-1]['val_pairwise_accuracy']:.3f})"
 
 
 def training_recipe(config: Config, pooling: str = "mean") -> TrainingRecipe:

@@ -34,7 +34,7 @@ def rows(pairs, side: str = "positive") -> tuple[list[str], list[str], list[str]
 def test_scores_equal_the_heads_on_cached_vectors_with_and_without_the_cache(trained, scorer):
     pairs = load_pairs(trained / "val.jsonl")
     reference = load(trained / "checkpoint", trained / "cache", device="cpu")
-    positive, negative = reference.score_pair_vectors(reference.pair_vectors(pairs, embed_missing=False)[0])
+    positive, negative = reference.score_pair_vectors(reference.pair_vectors(pairs, embed_missing=False)[0], pairs)
 
     in_memory = load(trained / "checkpoint", device="cpu", memory_size=0)
     np.testing.assert_allclose(in_memory.score(*rows(pairs)), positive, atol=1e-5)

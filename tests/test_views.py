@@ -405,5 +405,5 @@ def test_an_ensemble_of_the_rounds_view_gives_uncertainty_and_round_rewards(roun
     np.testing.assert_allclose(same, rewards, atol=1e-5)
     np.testing.assert_allclose([s.sum() for s in shares], rewards, atol=1e-5)
     # evaluation scores the pairs' pieces with every member: the mean is what the scorer gives
-    positive, _ = scorer.member_pair_scores(scorer.pair_vectors(pairs)[0])
+    positive, _ = scorer.member_pair_scores(scorer.pair_vectors(pairs)[0], pairs)
     np.testing.assert_allclose(positive.mean(axis=0), rewards, atol=1e-5)
