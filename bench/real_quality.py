@@ -223,7 +223,8 @@ def best_of_n_table(best: dict) -> list[str]:
 def validation_line(report: dict) -> str:
     acc = accuracies(report["overall"])
     parts = [f"heads {cell(*acc['heads'])}"] + [f"{name} {cell(*acc[key])}" for key, name in BASELINES[:2] if key in acc]
-    return f"Validation ({report['overall']['n_pairs']} pairs, {report['overall'].get('n_groups')} tasks; every choice is made here): " + ", ".join(parts) + "."
+    blend = next((note for note in report.get("notes", []) if note.startswith("The reward blends")), "The reward is the heads alone (no TF-IDF part).")
+    return f"Validation ({report['overall']['n_pairs']} pairs, {report['overall'].get('n_groups')} tasks; every choice is made here): " + ", ".join(parts) + ". " + blend
 
 
 def autogpt_tables(folds: list[tuple[str, dict]]) -> tuple[list[str], dict]:

@@ -125,6 +125,11 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     member_positive, member_negative = scorer.member_pair_scores(vectors, pairs)
     positive, negative = member_positive.mean(axis=0), member_negative.mean(axis=0)
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
+    if scorer.lexical is not None:
+        notes.append(
+            f"The reward blends the heads with a TF-IDF part at weight {scorer.lexical.blend.weight:g} (chosen on validation by train-heads); "
+            "the TF-IDF baseline below is that part alone."
+        )
 
     lengths = {
         "module_text": length_scores(pairs),
