@@ -141,6 +141,7 @@ class EmbeddingCache:
                         "shards": [],
                     }
                     write_text_atomic(root / MANIFEST, json_text(manifest, indent=2), durable=True)
+                    fsync_path(root.parent)  # the namespace folder's own entry
         return Namespace(root)
 
 

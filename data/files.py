@@ -16,9 +16,11 @@ from data.errors import UserError
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path` (atomic on
     POSIX), on any error it is removed and `path` is left as it was. `durable` also fsyncs the
-    file before the rename and the folder after it, so that after a power cut or a crash of the
-    file server `path` holds the whole new content: what a file that lists it may rely on."""
+    file before the rename and the folder after it (and the parent of every folder it had to
+    create), so that after a power cut or a crash of the file server `path` holds the whole new
+    content: what a file that lists it may rely on."""
     path = Path(path)
+    created = [folder for folder in path.parents if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -28,7 +30,8 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
             fsync_path(tmp)
         os.replace(tmp, path)
         if durable:
-            fsync_path(path.parent)
+            for folder in [path.parent, *(folder.parent for folder in created)]:
+                fsync_path(folder)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
