@@ -484,16 +484,23 @@ def _read_manifest(root: Path, with_fragments: bool = False) -> dict | tuple[dic
     once, the first entry kept), and with `with_fragments` the fragment files read. Every shard
     is checked to lie inside the `shards/` folder (symlinks resolved): readers query and `gc`
     deletes exactly these paths, so an entry such as `../../x.parquet` must never reach them."""
+    # Fragments before manifest.json: one that `gc` folds in and removes meanwhile is then either
+    # read here or already in the manifest read next, never missed.
+    fragment_way_out = "nothing was read or removed. Delete that file (its shards are then unlisted, and `pipeline cache gc` removes them) and embed again"
+    fragments, fragment_shards = [], []
+    for fragment in sorted((root / FRAGMENTS).glob("*.json")):
+        try:
+            fragment_shards += _read_json(root, f"{FRAGMENTS}/{fragment.name}", _shards_problem, fragment_way_out)["shards"]
+            fragments.append(fragment)
+        except FileNotFoundError:
+            continue
     way_out = f"nothing was read or removed. Delete the folder {root} and embed again with `pipeline embed`"
     manifest = _read_json(root, MANIFEST, _manifest_problem, way_out)
-    fragments = sorted((root / FRAGMENTS).glob("*.json"))
-    fragment_way_out = "nothing was read or removed. Delete that file (its shards are then unlisted, and `pipeline cache gc` removes them) and embed again"
     listed = {shard["file"] for shard in manifest["shards"]}
-    for fragment in fragments:
-        for shard in _read_json(root, f"{FRAGMENTS}/{fragment.name}", _shards_problem, fragment_way_out)["shards"]:
-            if shard["file"] not in listed:
-                listed.add(shard["file"])
-                manifest["shards"].append(shard)
+    for shard in fragment_shards:
+        if shard["file"] not in listed:
+            listed.add(shard["file"])
+            manifest["shards"].append(shard)
     return (manifest, fragments) if with_fragments else manifest
 
 
