@@ -130,6 +130,15 @@ def test_a_shard_listed_in_the_manifest_and_a_fragment_is_read_once(namespace):
     np.testing.assert_array_equal(reader.fetch(keys), vectors)
 
 
+def test_a_fragment_removed_while_it_is_read_is_skipped(namespace):
+    keys, vectors = keys_and_vectors(4)
+    with namespace.writer():
+        namespace.write_shard(keys, vectors)
+    (namespace.root / "manifests" / "rank0of1-gone.json").symlink_to(namespace.root / "manifests" / "folded-meanwhile.json")  # listed, then not there
+    reader = Namespace(namespace.root)
+    assert len(reader) == 4 and reader.missing(keys) == []
+
+
 def test_gc_and_repair_fold_the_fragments_into_one_manifest(namespace):
     keys, vectors = keys_and_vectors(20)
     for i in range(2):
