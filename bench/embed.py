@@ -5,7 +5,9 @@
 2. texts encoded / texts referenced, on synthetic pairs whose contexts repeat across modules;
 3. DuckDB fetch of 100k x 384 cached vectors / `np.load` of the same matrix, as speeds
    (target >= 0.5);
-4. a rerun after adding 1% new pairs encodes only the new pairs' texts.
+4. a rerun after adding 1% new pairs encodes only the new pairs' texts;
+5. writing the cache's shards durably (fsync of each shard, the writer's fragment and their
+   folders) / writing the same shards with `pq.write_table` alone, as times.
 
     .venv/bin/python bench/embed.py [--pairs 400] [--vectors 100000]
 """
@@ -20,6 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the pipeline command sets it; see README "CPU threads"
 
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from cache import EmbeddingCache  # noqa: E402
 from features.pairs import text_key  # noqa: E402
@@ -78,9 +82,19 @@ def main() -> None:
     vectors = rng.standard_normal((args.vectors, 384)).astype(np.float32)
     keys = [text_key("module", str(i)) for i in range(args.vectors)]
     namespace = EmbeddingCache(work / "cache-read").namespace({"encoder": "bench", "dimension": 384}, create=True)
-    with namespace.writer():
+    def write_durably():
+        with namespace.writer():
+            for start in range(0, args.vectors, 4096):
+                namespace.write_shard(keys[start : start + 4096], vectors[start : start + 4096])
+
+    def write_plainly():
         for start in range(0, args.vectors, 4096):
-            namespace.write_shard(keys[start : start + 4096], vectors[start : start + 4096])
+            table = pa.table({"key": keys[start : start + 4096], "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[start : start + 4096].ravel()), 384)})
+            pq.write_table(table, work / f"plain-{start}.parquet", compression="zstd")
+
+    before = timed(write_plainly)[0]
+    durable = timed(write_durably)[0]
+    plain = min(before, timed(write_plainly)[0])  # the plain writes' best of two, around ours
     np.save(work / "vectors.npy", vectors)
     wanted = [keys[i] for i in rng.permutation(args.vectors)]
     fetch = min(timed(lambda: namespace.fetch(wanted))[0] for _ in range(3))
@@ -93,6 +107,9 @@ def main() -> None:
     rerun = embed_pairs([grown], work / "cache-dedup", config, encoder=encoder, progress=False)
     verdict = "only those" if rerun.new == added_texts else "MISMATCH"
     print(f"4. rerun with 1% more pairs: {rerun.new} encoded, {added_texts} new texts ({verdict}), {rerun.reused} reused")
+    shards = -(-args.vectors // 4096)
+    print(f"{shards} shards of 4096 x 384: durable write_shard {durable:6.3f} s;  pq.write_table alone: {plain:6.3f} s")
+    print(f"5. durable / plain write time:  {durable / plain:6.3f}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,27 @@
 """The embedding cache: Parquet shards of (key, vector), one namespace per encoder fingerprint,
 read only through DuckDB.
 
-    CACHE/<namespace>/manifest.json         the encoder fingerprint, dimension, dtype and shard list
-    CACHE/<namespace>/shards/<id>.parquet   key (string), vector (fixed-size list of float32/float16)
+    CACHE/<namespace>/manifest.json          the encoder fingerprint, dimension, dtype and shard list
+    CACHE/<namespace>/manifests/<writer>.json the shards one writer process added (a fragment)
+    CACHE/<namespace>/shards/<id>.parquet    key (string), vector (fixed-size list of float32/float16)
 
 A key is a hash of (role, text), so a text is encoded once however many pairs and modules share it.
-The manifest is the truth: readers see only the shards it lists. A shard is written to a temporary
-file and renamed, then the manifest is rewritten the same way (under a lock), so a run killed at
-any moment leaves a readable cache and at worst an unlisted shard file, which the next writer
-removes. Vectors of two fingerprints never mix: each fingerprint hashes to its own folder.
+The manifests are the truth: readers see only the shards that manifest.json or a fragment lists
+(merged, each shard once). Every file is written to a temporary file, fsynced, renamed and its
+folder fsynced, so a run killed at any moment (or a machine losing power) leaves a readable cache.
+
+Many machines fill one cache without a lock that spans them (flock is not honoured across NFS or
+Lustre clients): each writer process (`Namespace.writer`, one per embed run or torchrun rank) lists
+its shards in a fragment of its own, rewritten after each shard is durable, so no two processes
+ever write the same file. manifest.json is rewritten only by maintenance (`gc`, `repair`), which
+first folds every fragment into it and then removes them; a crash in between leaves shards listed
+twice, which the merge reads once. Maintenance must therefore not run while an embed is running.
+
+A shard file nobody lists is what a killed writer left between rename and listing. Another
+machine's live writer is in that state for a moment too, so embed runs remove only unlisted
+shards older than `UNLISTED_GRACE` (by file time; clocks must agree within minutes), and `gc`
+and `repair`, which run alone, remove them all. Vectors of two fingerprints never mix: each
+fingerprint hashes to its own folder.
 
 A listed shard that is missing, unreadable or of another shape is a `DamagedCache` naming the
 namespace and the shard, from every reader; `Namespace.repair` (`pipeline cache repair`) unlists
@@ -19,6 +32,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,9 +48,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.errors import UserError
-from data.files import atomic_path, json_text, write_text_atomic
+from data.files import atomic_path, fsync_path, json_text, write_text_atomic
 
 MANIFEST = "manifest.json"
+FRAGMENTS = "manifests"
+UNLISTED_GRACE = 3600.0  # seconds an unlisted shard is left alone by embed runs: another machine may be about to list it
 FORMAT_VERSION = 1
 DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
 
@@ -122,7 +140,8 @@ class EmbeddingCache:
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "shards": [],
                     }
-                    write_text_atomic(root / MANIFEST, json_text(manifest, indent=2))
+                    write_text_atomic(root / MANIFEST, json_text(manifest, indent=2), durable=True)
+                    fsync_path(root.parent)  # the namespace folder's own entry
         return Namespace(root)
 
 
@@ -138,6 +157,7 @@ class Namespace:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.manifest = _read_manifest(self.root)
+        self._fragment: dict | None = None  # this process's fragment while it holds `writer`
 
     @property
     def id(self) -> str:
@@ -273,13 +293,28 @@ class Namespace:
 
     @contextmanager
     def writer(self, shard: tuple[int, int] = (0, 1)) -> Iterator["Namespace"]:
-        """Hold the write lock for an embed run. One unsharded run at a time; the ranks of a
-        sharded run (`shard=(i, n)`) share the namespace, each rank's slice exclusive."""
+        """Open this process's fragment for an embed run: `write_shard` lists its shards there.
+        The flocks stop two unsharded runs (or two runs of one rank) on one machine from encoding
+        the same texts twice; a run on many machines is correct without them, since each process
+        writes only its own files."""
         index, count = shard
         with _locked(self.root / ".run.lock", shared=count > 1, blocking=False, busy=self._busy):
             with _locked(self.root / f".run-{index}-of-{count}.lock", blocking=False, busy=self._busy):
-                self._remove_unlisted_shards(sharded=count > 1)
-                yield self
+                self._remove_unlisted_shards(older_than=UNLISTED_GRACE)
+                host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64]
+                self._fragment = {"format": FORMAT_VERSION, "namespace": self.id, "writer": f"rank{index}of{count}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}", "shards": []}
+                try:
+                    yield self
+                finally:
+                    self._fragment = None
+
+    @contextmanager
+    def _maintenance(self) -> Iterator["Namespace"]:
+        """The exclusive lock for `gc` and `repair`, which rewrite manifest.json and remove files
+        and so must run when no embed is (on any machine)."""
+        with _locked(self.root / ".run.lock", blocking=False, busy=self._busy):
+            self.reload()
+            yield self
 
     def _busy(self, lock: Path) -> CacheError:
         return CacheError(
@@ -288,9 +323,15 @@ class Namespace:
         )
 
     def write_shard(self, keys: Sequence[str], vectors: np.ndarray) -> ShardInfo:
-        """Write one shard (temp file + rename) and then list it in the manifest."""
+        """Write one shard durably, then list it in this writer's fragment (rewritten durably), so
+        a fragment never lists a shard a crash could still take back."""
+        if self._fragment is None:
+            raise CacheError(f"write_shard on {self.root} outside `with namespace.writer():`")
         info = self._write_shard_file(keys, vectors)
-        self._update_manifest(add=[info])
+        entry = {"file": info.file, "rows": info.rows}
+        self._fragment["shards"].append(entry)
+        write_text_atomic(self.root / FRAGMENTS / f"{self._fragment['writer']}.json", json_text(self._fragment, indent=1), durable=True)
+        self.manifest["shards"].append(entry)
         return info
 
     def _write_shard_file(self, keys: Sequence[str], vectors: np.ndarray) -> ShardInfo:
@@ -305,27 +346,40 @@ class Namespace:
             }
         )
         name = f"shards/{uuid.uuid4().hex}.parquet"
-        with atomic_path(self.root / name) as tmp:
+        with atomic_path(self.root / name, durable=True) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         return ShardInfo(name, len(keys))
 
     def _update_manifest(self, add: Sequence[ShardInfo] = (), remove: Sequence[str] = ()) -> None:
+        """Rewrite manifest.json (durably) with every fragment folded in, then remove the folded
+        fragments: a crash in between lists their shards twice, which readers merge. Maintenance
+        only, so that no fragment changes between being read and removed."""
         with _locked(self.root / ".manifest.lock"):
-            manifest = _read_manifest(self.root)
+            manifest, fragments = _read_manifest(self.root, with_fragments=True)
             manifest["shards"] = [s for s in manifest["shards"] if s["file"] not in set(remove)]
             manifest["shards"] += [{"file": s.file, "rows": s.rows} for s in add]
-            write_text_atomic(self.root / MANIFEST, json_text(manifest, indent=2))
+            write_text_atomic(self.root / MANIFEST, json_text(manifest, indent=2), durable=True)
+            for fragment in fragments:
+                fragment.unlink()
+            if fragments:
+                fsync_path(fragments[0].parent)
             self.manifest = manifest
 
-    def _remove_unlisted_shards(self, sharded: bool) -> None:
-        """Shards a killed run renamed into place but never listed; sharded ranks leave them for
-        `cache gc`, since another rank's shard may be between rename and manifest update."""
-        if sharded:
-            return
+    def _remove_unlisted_shards(self, older_than: float) -> None:
+        """Remove shard files (and temporary files) that no manifest lists and that were last
+        written more than `older_than` seconds ago: what killed writers left behind."""
         listed = {s.file for s in self.reload().shards}
-        for path in (self.root / "shards").glob("*.parquet"):
-            if f"shards/{path.name}" not in listed:
-                path.unlink()
+        shards, fragments, now = self.root / "shards", self.root / FRAGMENTS, time.time()
+        for path in [*shards.glob("*.parquet"), *shards.glob(".*.tmp"), *fragments.glob(".*.tmp")]:
+            if f"{path.parent.name}/{path.name}" not in listed and now - path.stat().st_mtime >= older_than:
+                path.unlink(missing_ok=True)
+
+    def _consolidate(self) -> None:
+        """Fold every fragment into manifest.json and remove every unlisted file. Maintenance
+        starts here, so that its later updates, which unlist shards, never leave a fragment
+        behind that would list them again."""
+        self._update_manifest()
+        self._remove_unlisted_shards(older_than=0)
 
     # --- maintenance ------------------------------------------------------------------------
 
@@ -357,7 +411,8 @@ class Namespace:
         that the next `pipeline embed` encodes exactly the texts they held, and keep one vector of
         a key stored more than once. Says what it does before each manifest update (atomic, under
         the writer lock). Returns (shards unlisted, duplicate vectors dropped)."""
-        with self.writer():
+        with self._maintenance():
+            self._consolidate()
             found = self.shard_problems(deep=True)
             for shard, problem in found:
                 say(f"{self.id}: unlisting shard {shard.file}, which {problem}; the next `pipeline embed` encodes its {shard.rows} texts again")
@@ -397,8 +452,9 @@ class Namespace:
         Returns the number of vectors dropped. A damaged namespace is refused before anything is
         removed (`DamagedCache`, pointing to `pipeline cache repair`)."""
         dropped = 0
-        with self.writer():
+        with self._maintenance():
             self.check_shards()
+            self._consolidate()
             with _duckdb() as con:
                 con.register("keep", pa.table({"key": pa.array(list(keep), pa.string())}))
                 for shard in self.shards:
@@ -423,38 +479,66 @@ class Namespace:
         return dropped
 
 
-def _read_manifest(root: Path) -> dict:
-    """The namespace's manifest, every shard it lists checked to lie inside its `shards/` folder
-    (symlinks resolved): readers query and `gc` deletes exactly these paths, so an entry such as
-    `../../x.parquet` must never reach them."""
+def _read_manifest(root: Path, with_fragments: bool = False) -> dict | tuple[dict, list[Path]]:
+    """The namespace's manifest with the shards of every fragment merged in (each shard file
+    once, the first entry kept), and with `with_fragments` the fragment files read. Every shard
+    is checked to lie inside the `shards/` folder (symlinks resolved): readers query and `gc`
+    deletes exactly these paths, so an entry such as `../../x.parquet` must never reach them."""
+    # Fragments before manifest.json: one that `gc` folds in and removes meanwhile is then either
+    # read here or already in the manifest read next, never missed.
+    fragment_way_out = "nothing was read or removed. Delete that file (its shards are then unlisted, and `pipeline cache gc` removes them) and embed again"
+    fragments, fragment_shards = [], []
+    for fragment in sorted((root / FRAGMENTS).glob("*.json")):
+        try:
+            fragment_shards += _read_json(root, f"{FRAGMENTS}/{fragment.name}", _shards_problem, fragment_way_out)["shards"]
+            fragments.append(fragment)
+        except FileNotFoundError:
+            continue
     way_out = f"nothing was read or removed. Delete the folder {root} and embed again with `pipeline embed`"
+    manifest = _read_json(root, MANIFEST, _manifest_problem, way_out)
+    listed = {shard["file"] for shard in manifest["shards"]}
+    for shard in fragment_shards:
+        if shard["file"] not in listed:
+            listed.add(shard["file"])
+            manifest["shards"].append(shard)
+    return (manifest, fragments) if with_fragments else manifest
+
+
+def _read_json(root: Path, name: str, problem_of: Callable[[object], str], way_out: str) -> dict:
+    """The manifest or fragment `name` of namespace `root`, parsed and of the right shape; else a
+    `CacheError` naming the namespace and the file."""
     try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        value = json.loads((root / name).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"cache namespace {root.name} is damaged: its {MANIFEST} is not valid JSON ({e}); {way_out}") from None
-    problem = _manifest_problem(manifest)
+        raise CacheError(f"cache namespace {root.name} is damaged: its {name} is not valid JSON ({e}); {way_out}") from None
+    problem = problem_of(value)
     if problem:
-        raise CacheError(f"cache namespace {root.name} is damaged: its {MANIFEST} {problem}; {way_out}")
+        raise CacheError(f"cache namespace {root.name} is damaged: its {name} {problem}; {way_out}")
     shards = (root / "shards").resolve()
-    for shard in manifest["shards"]:
-        path = (root / shard["file"]).resolve()
-        if Path(shard["file"]).is_absolute() or not path.is_relative_to(shards):
-            raise CacheError(
-                f"cache namespace {root.name} is damaged: its {MANIFEST} lists shard {shard['file']!r}, which is not inside "
-                f"{root / 'shards'}; nothing was read or removed. Delete the folder {root} and embed again with `pipeline embed`"
-            )
-    return manifest
+    for shard in value["shards"]:
+        if Path(shard["file"]).is_absolute() or not (root / shard["file"]).resolve().is_relative_to(shards):
+            raise CacheError(f"cache namespace {root.name} is damaged: its {name} lists shard {shard['file']!r}, which is not inside {root / 'shards'}; {way_out}")
+    return value
 
 
 def _manifest_problem(manifest: object) -> str:
     """What is wrong with a parsed manifest's shape ('' when nothing is)."""
     if not isinstance(manifest, dict):
         return f"holds a JSON {type(manifest).__name__}, not an object"
-    for key, kind in (("fingerprint", dict), ("dimension", int), ("dtype", str), ("shards", list)):
+    for key, kind in (("fingerprint", dict), ("dimension", int), ("dtype", str)):
         if not isinstance(manifest.get(key), kind):
             return f"has no {key!r} of type {kind.__name__}"
     if manifest["dtype"] not in DTYPES:
         return f"names an unknown dtype {manifest['dtype']!r}"
+    return _shards_problem(manifest)
+
+
+def _shards_problem(manifest: object) -> str:
+    """What is wrong with the shard list of a parsed manifest or fragment ('' when nothing is)."""
+    if not isinstance(manifest, dict):
+        return f"holds a JSON {type(manifest).__name__}, not an object"
+    if not isinstance(manifest.get("shards"), list):
+        return "has no 'shards' of type list"
     for i, shard in enumerate(manifest["shards"]):
         if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and isinstance(shard.get("rows"), int)):
             return f"lists shard {i} as {json.dumps(shard)[:80]}, not {{\"file\": ..., \"rows\": ...}}"

@@ -13,19 +13,37 @@ from data.errors import UserError
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path` (atomic on
-    POSIX), on any error it is removed and `path` is left as it was."""
+    POSIX), on any error it is removed and `path` is left as it was. `durable` also fsyncs the
+    file before the rename and the folder after it (and the parent of every folder it had to
+    create), so that after a power cut or a crash of the file server `path` holds the whole new
+    content: what a file that lists it may rely on."""
     path = Path(path)
+    created = [folder for folder in path.parents if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
+        if durable:
+            for folder in [path.parent, *(folder.parent for folder in created)]:
+                fsync_path(folder)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file's content, or a folder's entries (the renames and removals made in it)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def json_text(value: object, **dumps) -> str:
@@ -45,8 +63,8 @@ def _finite(value: object) -> object:
     return value
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
+def write_text_atomic(path: str | Path, text: str, durable: bool = False) -> Path:
+    with atomic_path(path, durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 

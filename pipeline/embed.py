@@ -12,7 +12,8 @@ On several processes, each embeds a disjoint slice of the missing texts and writ
     pipeline embed pairs.json --cache embeddings/ --shard 0/2 & pipeline embed ... --shard 1/2
 
 A text belongs to the slice int(key) mod n, whatever else is missing, so ranks that start at
-different times still split the work without overlap.
+different times still split the work without overlap. Each rank lists its shards in a manifest
+fragment of its own (cache/store.py), so ranks on many machines can share one cache folder.
 """
 
 import os

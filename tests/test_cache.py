@@ -2,13 +2,17 @@
 
 import json
 import multiprocessing
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cache import CacheError, EmbeddingCache, MissingVectors
+from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
+from cache.store import UNLISTED_GRACE
+from data.files import write_text_atomic
 from features.pairs import text_key
 from pipeline.cli import main
 
@@ -77,16 +81,100 @@ def test_each_fingerprint_is_its_own_namespace(tmp_path):
         cache.namespace({**FINGERPRINT, "weights": "never embedded"})
 
 
-def test_unlisted_shard_of_a_killed_run_is_ignored_and_cleaned(namespace):
-    keys, vectors = keys_and_vectors(6)
+def test_unlisted_shard_of_a_killed_run_is_ignored_and_cleaned_once_old_or_by_gc(namespace):
+    keys, vectors = keys_and_vectors(9)
     with namespace.writer():
         namespace.write_shard(keys[:3], vectors[:3])
-        namespace._write_shard_file(keys[3:], vectors[3:])  # killed between shard rename and manifest update
-    assert len(list((namespace.root / "shards").glob("*.parquet"))) == 2
+        old = namespace._write_shard_file(keys[3:6], vectors[3:6])  # killed between shard rename and listing
+        young = namespace._write_shard_file(keys[6:], vectors[6:])  # or another machine's, about to be listed
+    an_hour_ago = time.time() - UNLISTED_GRACE - 1
+    os.utime(namespace.root / old.file, (an_hour_ago, an_hour_ago))
     assert namespace.missing(keys) == keys[3:]
-    with namespace.writer():
+    with namespace.writer(shard=(1, 2)):  # embed runs remove only unlisted shards older than the grace period
         pass
-    assert len(list((namespace.root / "shards").glob("*.parquet"))) == 1
+    assert shard_files(namespace) == sorted([*(s.file for s in namespace.shards), young.file])
+    namespace.gc(keys)  # maintenance runs alone: it removes them all
+    assert shard_files(namespace) == sorted(s.file for s in namespace.shards) and len(namespace) == 3
+
+
+def shard_files(namespace) -> list[str]:
+    return sorted(f"shards/{p.name}" for p in (namespace.root / "shards").glob("*.parquet"))
+
+
+def test_each_writer_lists_its_shards_in_its_own_fragment_and_readers_merge_them(namespace):
+    keys, vectors = keys_and_vectors(30)
+    first, second = namespace, Namespace(namespace.root)  # two processes of one sharded run
+    with first.writer(shard=(0, 2)), second.writer(shard=(1, 2)):
+        first.write_shard(keys[:10], vectors[:10])
+        second.write_shard(keys[10:20], vectors[10:20])
+        first.write_shard(keys[20:], vectors[20:])
+    fragments = sorted((namespace.root / "manifests").glob("*.json"))
+    assert [len(json.loads(f.read_text())["shards"]) for f in fragments] in ([2, 1], [1, 2])
+    assert {f.name.split("-")[0] for f in fragments} == {"rank0of2", "rank1of2"}
+    assert json.loads((namespace.root / "manifest.json").read_text())["shards"] == []  # no writer touched it
+    reader = Namespace(namespace.root)
+    assert len(reader) == 30 and reader.missing(keys) == []
+    np.testing.assert_array_equal(reader.fetch(keys), vectors)
+
+
+def test_a_shard_listed_in_the_manifest_and_a_fragment_is_read_once(namespace):
+    keys, vectors = keys_and_vectors(10)
+    with namespace.writer():
+        namespace.write_shard(keys, vectors)
+    (fragment,) = (namespace.root / "manifests").glob("*.json")
+    manifest = json.loads((namespace.root / "manifest.json").read_text())
+    manifest["shards"] = json.loads(fragment.read_text())["shards"]  # maintenance killed between manifest rewrite and fragment removal
+    (namespace.root / "manifest.json").write_text(json.dumps(manifest))
+    reader = Namespace(namespace.root)
+    assert len(reader.shards) == 1 and len(reader) == 10 and reader.verify() == []
+    np.testing.assert_array_equal(reader.fetch(keys), vectors)
+
+
+def test_a_fragment_removed_while_it_is_read_is_skipped(namespace):
+    keys, vectors = keys_and_vectors(4)
+    with namespace.writer():
+        namespace.write_shard(keys, vectors)
+    (namespace.root / "manifests" / "rank0of1-gone.json").symlink_to(namespace.root / "manifests" / "folded-meanwhile.json")  # listed, then not there
+    reader = Namespace(namespace.root)
+    assert len(reader) == 4 and reader.missing(keys) == []
+
+
+def test_gc_and_repair_fold_the_fragments_into_one_manifest(namespace):
+    keys, vectors = keys_and_vectors(20)
+    for i in range(2):
+        with namespace.writer(shard=(i, 2)):
+            namespace.write_shard(keys[10 * i : 10 * i + 10], vectors[10 * i : 10 * i + 10])
+    assert len(list((namespace.root / "manifests").glob("*.json"))) == 2
+    assert namespace.repair(say=lambda line: None) == (0, 0)
+    assert list((namespace.root / "manifests").glob("*.json")) == []
+    assert len(json.loads((namespace.root / "manifest.json").read_text())["shards"]) == 2
+    with namespace.writer():  # and the next run writes a fragment again, beside the folded manifest
+        namespace.write_shard(keys[:1], vectors[:1] + 1)
+    assert namespace.gc(keys[1:]) == 2  # the key 0 of both shards
+    assert list((namespace.root / "manifests").glob("*.json")) == [] and shard_files(namespace) == sorted(s.file for s in namespace.shards)
+    np.testing.assert_array_equal(Namespace(namespace.root).fetch(keys[1:]), vectors[1:])
+
+
+def test_durable_writes_fsync_the_file_and_its_folder(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    write_text_atomic(tmp_path / "plain.json", "{}")
+    assert synced == []
+    write_text_atomic(tmp_path / "sub" / "durable.json", "{}", durable=True)
+    assert synced[0].startswith(str(tmp_path / "sub" / ".durable.json.")) and synced[1:] == [str(tmp_path / "sub"), str(tmp_path)]  # sub/ is new
+    synced.clear()
+    namespace = EmbeddingCache(tmp_path / "cache").namespace(FINGERPRINT, create=True)
+    keys, vectors = keys_and_vectors(3)
+    root = namespace.root
+    assert [Path(path) for path in synced if Path(path).is_dir()] == [root, root.parent]  # manifest.json, the namespace folder
+    synced.clear()
+    with namespace.writer():
+        namespace.write_shard(keys, vectors)  # the shard, then the fragment, each in a folder of its own it creates
+        assert [Path(path) for path in synced if Path(path).is_dir()] == [root / "shards", root, root / "manifests", root]
+        synced.clear()
+        namespace.write_shard(keys, vectors)
+    assert [Path(path).parent.name if Path(path).name.startswith(".") else Path(path).name for path in synced] == ["shards", "shards", "manifests", "manifests"]  # each temp file, then its folder
 
 
 def _hold_writer_lock(root, ready, release):

@@ -108,8 +108,8 @@ def test_killed_run_resumes_to_the_same_cache_as_a_clean_run(tmp_path, pairs_fil
     process = subprocess.Popen(PIPELINE + ["embed", str(pairs_file), "--cache", str(killed), "--config", str(minilm_config)], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        manifests = list(killed.glob("*/manifest.json"))
-        if manifests and len(json.loads(manifests[0].read_text())["shards"]) >= 3:
+        fragments = list(killed.glob("*/manifests/*.json"))  # the run's own list of its shards
+        if fragments and len(json.loads(fragments[0].read_text())["shards"]) >= 3:
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
@@ -136,7 +136,12 @@ def test_two_sharded_processes_fill_the_cache_like_one_run(tmp_path, pairs_file,
     outputs = [rank.communicate(timeout=300) for rank in ranks]
     assert [rank.returncode for rank in ranks] == [0, 0], outputs
     assert all("left to other ranks" in out for out, _ in outputs)
+    (namespace,) = EmbeddingCache(sharded).namespaces()
+    fragments = sorted((namespace.root / "manifests").glob("*.json"))  # each rank listed its shards in its own file
+    assert [f.name.split("-")[0] for f in fragments] == ["rank0of2", "rank1of2"]
+    assert all(json.loads(f.read_text())["shards"] for f in fragments) and json.loads((namespace.root / "manifest.json").read_text())["shards"] == []
     assert_same_cache(single, sharded)
+    assert CliRunner().invoke(main, ["cache", "verify", str(sharded)]).exit_code == 0
 
 
 def test_shard_comes_from_flag_or_torchrun_environment(monkeypatch):

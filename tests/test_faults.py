@@ -337,6 +337,21 @@ def test_an_invalid_manifest_is_one_line_naming_the_namespace_and_the_way_out(wo
         assert len(output.strip().splitlines()) == 1, output
 
 
+@pytest.mark.parametrize(
+    "content, problem",
+    [("{half", "not valid JSON"), ('{"shards": [{"file": "shards/x.parquet"}]}', "lists shard 0"), ('{"shards": [{"file": "../x.parquet", "rows": 1}]}', "not inside")],
+)
+def test_a_damaged_manifest_fragment_is_one_line_naming_the_fragment_and_nothing_is_touched(work, content, problem):
+    (namespace,) = EmbeddingCache(work / "cache").namespaces()
+    (fragment,) = (namespace.root / "manifests").glob("*.json")  # the embed run's list of its shards
+    fragment.write_text(content)
+    before, cache = listing(work / "cache"), work / "cache"
+    for args in (["cache", "verify", cache], ["cache", "info", cache], ["cache", "gc", cache, PAIRS], ["cache", "repair", cache], cache_reader_args("score", work)):
+        output = refused(run(*args), namespace.id, f"manifests/{fragment.name}", problem, "Delete that file")
+        assert len(output.strip().splitlines()) == 1, output
+    assert listing(work / "cache") == before
+
+
 # --- the server --------------------------------------------------------------------------------
 
 
