@@ -360,8 +360,9 @@ def _read_json(file: str, raw: bytes) -> tuple[pl.DataFrame | None, list[Problem
 
 # --- JSON Lines through Arrow ------------------------------------------------------------------
 
-# Arrow's JSON reader recurses and crashes the process near 100,000 levels of nesting, so a line
-# with more opening brackets than this (in strings too: a cheap bound) goes to the Python reader.
+# Arrow's JSON reader recurses and crashes the process somewhere between 10,000 and 20,000 levels
+# of nesting, so a line with more opening brackets than this (in strings too: a cheap bound) goes
+# to the Python reader.
 _ARROW_MAX_BRACKETS = 5_000
 _ARROW_BLOCK = 16 << 20  # bytes; a record longer than a block goes to the Python reader
 _JSON_SCHEMA = pa.schema(list(_RECORD_TYPE))
@@ -377,7 +378,7 @@ def _read_json_lines(file: str, raw: bytes) -> pl.DataFrame | None:
     if raw.startswith(b"\xef\xbb\xbf") or not _is_utf8(raw):
         return None
     starts = _line_starts(raw)
-    if _most_brackets_on_a_line(raw, starts) > _ARROW_MAX_BRACKETS:
+    if _too_deep_for_arrow(raw, starts):
         return None
     try:
         table = pa_json.read_json(
@@ -406,30 +407,20 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-def _positions(raw: bytes, wanted: bytes, chunk: int = 1 << 24) -> np.ndarray:
-    """Offsets of every byte of `raw` that is one of `wanted`, found a chunk at a time so that no
-    array as large as the file is made."""
+def _line_starts(raw: bytes, chunk: int = 1 << 24) -> np.ndarray:
+    """The offset at which each line of `raw` starts (lines end at "\n"), found a chunk at a time
+    so that no array as large as the file is made."""
     data = np.frombuffer(raw, np.uint8)
-    found = []
-    for start in range(0, len(data), chunk):
-        part = data[start : start + chunk]
-        hits = part == wanted[0]
-        for byte in wanted[1:]:
-            hits |= part == byte
-        found.append(np.flatnonzero(hits) + start)
-    return np.concatenate(found) if found else np.zeros(0, np.int64)
+    newlines = [np.flatnonzero(data[start : start + chunk] == ord("\n")) + start for start in range(0, len(data), chunk)]
+    return np.concatenate([np.zeros(1, np.int64), *(n + 1 for n in newlines)])
 
 
-def _line_starts(raw: bytes) -> np.ndarray:
-    """The offset at which each line of `raw` starts (lines end at "\n")."""
-    return np.concatenate([[0], _positions(raw, b"\n") + 1])
-
-
-def _most_brackets_on_a_line(raw: bytes, starts: np.ndarray) -> int:
-    brackets = _positions(raw, b"[{")
-    if not len(brackets):
-        return 0
-    return int(np.bincount(np.searchsorted(starts, brackets, side="right")).max())
+def _too_deep_for_arrow(raw: bytes, starts: np.ndarray) -> bool:
+    """Whether a line has more than `_ARROW_MAX_BRACKETS` opening brackets; only lines at least
+    that long can, so only they are counted."""
+    ends = np.append(starts[1:], len(raw))
+    long = np.flatnonzero(ends - starts > _ARROW_MAX_BRACKETS)
+    return any(raw.count(b"[", a, b) + raw.count(b"{", a, b) > _ARROW_MAX_BRACKETS for a, b in zip(starts[long].tolist(), ends[long].tolist()))
 
 
 def _record_lines(raw: bytes, starts: np.ndarray) -> list[int]:

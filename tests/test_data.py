@@ -278,10 +278,12 @@ def test_what_arrow_reads_differently_goes_to_the_python_reader(tmp_path):
         "deep": BAD_LINE.replace('"@"', "[" * 150 + "]" * 150),
         "two": SAME_MESSAGES["two records on a line"][0],
         "date": json.dumps(pair(1) | {"when": "2020-01-01"}),
+        "brackets Arrow might recurse into": json.dumps(pair(1)).replace("good 1", "{[" * 3000),
     }
     for name, line in differently.items():
         path = jsonl_with_line_4(tmp_path / f"{name}.jsonl", line)
         assert _read_json_lines(str(path), path.read_bytes()) is None, name
+    assert load_pairs(path)["positive_module_text"][1] == "{[" * 3000  # the Python reader takes it
 
 
 def test_json_lines_and_a_json_array_of_the_same_records_load_the_same_table(tmp_path):
