@@ -292,13 +292,12 @@ def _too_deep(text: str, array_of_records: bool) -> JSONProblem:
 def _load_file(path: Path, modules: Sequence[str]) -> tuple[pl.DataFrame | None, list[Problem]]:
     file = str(path)
     try:
-        raw = path.read_bytes()
+        flat, problems = _read_json_lines(path), []
+        if flat is None:  # not JSON Lines, or Arrow declined it: the file is read again
+            raw = path.read_bytes()
+            flat, problems = _read_parquet(path) if raw.startswith(b"PAR1") else _read_json(file, raw)
     except OSError as e:
         return None, [Problem(file, f"cannot read file: {e.strerror or e}")]
-    if raw.startswith(b"PAR1"):
-        flat, problems = _read_parquet(path)
-    else:
-        flat, problems = _read_json(file, raw)
     if flat is None:
         return None, problems
     return flat, problems + _reserved_columns(file, flat) + _check_values(flat, modules)
@@ -315,11 +314,6 @@ def _reserved_columns(file: str, flat: pl.DataFrame) -> list[Problem]:
 
 
 def _read_json(file: str, raw: bytes) -> tuple[pl.DataFrame | None, list[Problem]]:
-    start = re.match(rb"[ \t\r\n]*", raw).end()
-    if raw[start : start + 1] not in (b"[", b""):  # JSON Lines: Arrow first, without decoding to str
-        fast = _read_json_lines(file, raw)
-        if fast is not None:
-            return fast, []
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -369,13 +363,21 @@ _JSON_SCHEMA = pa.schema(list(_RECORD_TYPE))
 _PLAIN_TYPES = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
 
 
-def _read_json_lines(file: str, raw: bytes) -> pl.DataFrame | None:
-    """JSON Lines parsed by Arrow in one call and flattened as `_records_to_frame` does, or None
-    when the Python reader must read the file: whenever Arrow refuses it (syntax, wrong types, lone
-    surrogates, duplicate keys, non-object lines) or might read it differently (NaN and Infinity,
-    which Arrow takes; nesting deeper than `MAX_DEPTH`; two records on one line; a byte-order mark;
-    bytes that are not UTF-8; extra fields Arrow would read as other than plain JSON values)."""
-    if raw.startswith(b"\xef\xbb\xbf") or not _is_utf8(raw):
+def _read_json_lines(path: Path) -> pl.DataFrame | None:
+    """The JSON Lines file at `path` parsed by Arrow in one call and flattened as
+    `_records_to_frame` does, or None when the Python reader must read the file: when it is not
+    JSON Lines, when Arrow refuses it (syntax, wrong types, lone surrogates, duplicate keys,
+    non-object lines) and when Arrow might read it differently (NaN and Infinity, which Arrow takes;
+    nesting deeper than `MAX_DEPTH`; two records on one line; a byte-order mark; bytes that are not
+    UTF-8; extra fields Arrow would read as other than plain JSON values). The file's bytes are let
+    go before the table is converted, so a large file is held at most twice."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    first = head.lstrip(b" \t\r\n")[:1]
+    if head.startswith((b"PAR1", b"\xef\xbb\xbf")) or first in (b"[", b""):
+        return None
+    raw = path.read_bytes()
+    if not _is_utf8(raw):
         return None
     starts = _line_starts(raw)
     if _too_deep_for_arrow(raw, starts):
@@ -389,12 +391,13 @@ def _read_json_lines(file: str, raw: bytes) -> pl.DataFrame | None:
     except (pa.ArrowException, UnicodeDecodeError):
         return None
     lines = _record_lines(raw, starts)
+    del raw
     if len(lines) != table.num_rows or not all(_plain(column, 1) for column in table.columns):
         return None
     flat = _flatten_with_extras(table)
     if flat is None:
         return None
-    return _with_location(flat, file, list(range(table.num_rows)), lines)
+    return _with_location(flat, str(path), list(range(table.num_rows)), lines)
 
 
 def _is_utf8(raw: bytes) -> bool:

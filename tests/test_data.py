@@ -272,7 +272,7 @@ def test_what_arrow_reads_differently_goes_to_the_python_reader(tmp_path):
     from data.load import _read_json_lines
 
     clean = jsonl_with_line_4(tmp_path / "clean.jsonl", json.dumps(pair(1)))
-    assert _read_json_lines(str(clean), clean.read_bytes()) is not None
+    assert _read_json_lines(clean) is not None
     differently = {
         "nan": SAME_MESSAGES["NaN outcome"][0],
         "deep": BAD_LINE.replace('"@"', "[" * 150 + "]" * 150),
@@ -282,7 +282,7 @@ def test_what_arrow_reads_differently_goes_to_the_python_reader(tmp_path):
     }
     for name, line in differently.items():
         path = jsonl_with_line_4(tmp_path / f"{name}.jsonl", line)
-        assert _read_json_lines(str(path), path.read_bytes()) is None, name
+        assert _read_json_lines(path) is None, name
     assert load_pairs(path)["positive_module_text"][1] == "{[" * 3000  # the Python reader takes it
 
 
@@ -302,7 +302,7 @@ def test_json_lines_and_a_json_array_of_the_same_records_load_the_same_table(tmp
     array = write_json(tmp_path / "pairs.json", records)
     lines = tmp_path / "pairs.jsonl"
     lines.write_text("\n\n".join(json.dumps(r) for r in records) + "\n")  # escapes, blank lines between
-    assert _read_json_lines(str(lines), lines.read_bytes()) is not None  # Arrow read it
+    assert _read_json_lines(lines) is not None  # Arrow read it
     from_array, from_lines = load_pairs(array), load_pairs(lines)
     assert from_lines.equals(from_array)
     assert from_lines.columns == from_array.columns
