@@ -323,3 +323,9 @@ def test_an_extra_field_named_like_a_text_key_column_is_refused(tmp_path):
     path.write_text(json.dumps(record) + "\n")
     problem = only_problem(path)
     assert problem.field == "positive.context_key" and "reserved" in problem.message
+
+
+def test_a_duplicate_key_reads_as_python_reads_it_the_last_value_wins(tmp_path):
+    """Arrow refuses an object with a key twice; Python's reader keeps the last, as it always did."""
+    path = jsonl_with_line_4(tmp_path / "pairs.jsonl", json.dumps(pair(1)).replace('"task": "t1"', '"task": "first", "task": "t1"'))
+    assert load_pairs(path)["task"].to_list() == ["t0", "t1"]
