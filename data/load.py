@@ -454,33 +454,20 @@ def _plain(column: pa.ChunkedArray | pa.Array, depth: int) -> bool:
 
 def _flatten_with_extras(table: pa.Table) -> pl.DataFrame | None:
     """Arrow's records -> the frame `_records_to_frame` makes of the same records: the known
-    columns, then the extra fields (top-level ones, then each side's), sorted by name as
-    `_extra_columns` orders them. None when an extra field's column clashes with another's name."""
-    known, extras = {}, {}
-    for name, column in zip(table.column_names, table.columns):
-        if name not in SIDES:
-            (known if name in TOP_FIELDS else extras)[name] = column
-    side_extras = {}
-    for side in SIDES:
-        column = table.column(side)
-        for field, child in zip(column.type, column.flatten()):
-            flat = flat_column(side, field.name)
-            if field.name in SIDE_FIELDS:
-                known[flat] = child
-            elif flat in known or flat in extras or flat in side_extras:
-                return None
-            else:
-                side_extras.setdefault(side, {})[flat] = child
-    if any(name in known for name in extras):
+    columns, which sides are missing, then the extra fields (top-level ones, then each side's),
+    sorted by name as `_extra_columns` orders them. None when two fields would take one column's
+    name (the Python reader lets the later win)."""
+    columns = [(name, column, 0) for name, column in zip(table.column_names, table.columns) if name not in SIDES]
+    for order, side in enumerate(SIDES, start=1):
+        struct = table.column(side)
+        columns += [(flat_column(side, field.name), child, order) for field, child in zip(struct.type, struct.flatten())]
+    named = {name: column for name, column, _ in columns}
+    if len(named) != len(columns):
         return None
-    ordered = {name: known[name] for name in _KNOWN_ORDER}
-    ordered |= {name: extras[name] for name in sorted(extras)}
-    for side in SIDES:
-        ordered |= {name: side_extras.get(side, {})[name] for name in sorted(side_extras.get(side, {}))}
-    flat = pl.from_arrow(pa.table(ordered))
-    return flat.with_columns(pl.Series(f"_{side}_missing", table.column(side).is_null()) for side in SIDES).select(
-        *_KNOWN_ORDER, *(f"_{side}_missing" for side in SIDES), *(name for name in ordered if name not in _KNOWN_ORDER)
-    )
+    extras = sorted((order, name) for name, _, order in columns if name not in _KNOWN_ORDER)
+    flat = pl.from_arrow(pa.table({name: named[name] for name in _KNOWN_ORDER + [name for _, name in extras]}))
+    missing = [pl.Series(f"_{side}_missing", table.column(side).is_null()) for side in SIDES]
+    return flat.select(*_KNOWN_ORDER, *missing, *(name for _, name in extras))
 
 
 _KNOWN_ORDER = list(TOP_FIELDS) + [flat_column(side, field) for side in SIDES for field in SIDE_FIELDS]

@@ -278,6 +278,7 @@ def test_what_arrow_reads_differently_goes_to_the_python_reader(tmp_path):
         "deep": BAD_LINE.replace('"@"', "[" * 150 + "]" * 150),
         "two": SAME_MESSAGES["two records on a line"][0],
         "date": json.dumps(pair(1) | {"when": "2020-01-01"}),
+        "two fields, one column": json.dumps(pair(1, positive_source="a") | {"positive": pair(1)["positive"] | {"source": "b"}}),
         "brackets Arrow might recurse into": json.dumps(pair(1)).replace("good 1", "{[" * 3000),
     }
     for name, line in differently.items():
