@@ -2,8 +2,11 @@
 
 Reading is columnar: a file is parsed once (JSON array, JSON Lines or Parquet, told apart by
 content), converted to Arrow with the expected types in one call, and every value check runs as a
-vectorised expression over the table. Python only walks the records of a file that fails Arrow's
-type conversion, to name the records and fields at fault.
+vectorised expression over the table. JSON Lines go straight through Arrow's JSON reader
+(`_read_json_lines`); a file it refuses, or that holds anything it reads differently from Python's
+strict reader (NaN, deep nesting, two records on a line, ...), is read again record by record in
+Python, so that every problem is named by file, line, pair_id and field exactly as always. Python
+also walks the records of a file that fails Arrow's type conversion, to name the fields at fault.
 
 Every problem found in every file is collected before `DataError` is raised, so one run of
 `pipeline validate` lists them all.
@@ -15,8 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from data.errors import UserError
 from data.files import atomic_path
@@ -29,6 +35,7 @@ from data.schema import (
     PAIR_COLUMNS,
     SIDE_FIELDS,
     SIDES,
+    TEXT_KEY_COLUMNS,
     TOP_FIELDS,
     field_path,
     flat_column,
@@ -96,7 +103,7 @@ def load_pairs(paths: str | Path | Iterable[str | Path], modules: Sequence[str] 
 def pairs_from_records(records: list, modules: Sequence[str] = DEFAULT_MODULES, source: str = "<records>") -> pl.DataFrame:
     """Validate in-memory records in the user's format (as `load_pairs` does files)."""
     flat, problems = _records_to_frame(source, records, None)
-    return _validated([(flat, problems + _check_values(flat, modules))])
+    return _validated([(flat, problems + _reserved_columns(source, flat) + _check_values(flat, modules))])
 
 
 def _validated(loaded: list[tuple[pl.DataFrame | None, list[Problem]]]) -> pl.DataFrame:
@@ -127,7 +134,9 @@ def write_pairs(pairs: pl.DataFrame, path: str | Path) -> Path:
 
 
 def to_nested(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Flat pair table -> records with `positive`/`negative` objects, as users write them."""
+    """Flat pair table -> records with `positive`/`negative` objects, as users write them (without
+    the text key columns, which are ours, not the user's)."""
+    pairs = pairs.drop(TEXT_KEY_COLUMNS, strict=False)
     original = {flat_column(side, field): (side, field) for side in SIDES for field in SIDE_FIELDS}
     side_columns: dict[str, list[pl.Expr]] = {side: [] for side in SIDES}
     top: list[str] = []
@@ -283,16 +292,25 @@ def _too_deep(text: str, array_of_records: bool) -> JSONProblem:
 def _load_file(path: Path, modules: Sequence[str]) -> tuple[pl.DataFrame | None, list[Problem]]:
     file = str(path)
     try:
-        raw = path.read_bytes()
+        flat, problems = _read_json_lines(path), []
+        if flat is None:  # not JSON Lines, or Arrow declined it: the file is read again
+            raw = path.read_bytes()
+            flat, problems = _read_parquet(path) if raw.startswith(b"PAR1") else _read_json(file, raw)
     except OSError as e:
         return None, [Problem(file, f"cannot read file: {e.strerror or e}")]
-    if raw.startswith(b"PAR1"):
-        flat, problems = _read_parquet(path)
-    else:
-        flat, problems = _read_json(file, raw)
     if flat is None:
         return None, problems
-    return flat, problems + _check_values(flat, modules)
+    return flat, problems + _reserved_columns(file, flat) + _check_values(flat, modules)
+
+
+def _reserved_columns(file: str, flat: pl.DataFrame) -> list[Problem]:
+    """An extra field whose column would pass for a text key column, which the stages trust as the
+    texts' cache keys instead of hashing the texts again."""
+    return [
+        Problem(file, "this name is reserved for the key of a text in the loaded table; rename the field", field=field_path(column))
+        for column in TEXT_KEY_COLUMNS
+        if column in flat.columns
+    ]
 
 
 def _read_json(file: str, raw: bytes) -> tuple[pl.DataFrame | None, list[Problem]]:
@@ -314,9 +332,10 @@ def _read_json(file: str, raw: bytes) -> tuple[pl.DataFrame | None, list[Problem
             return None, [Problem(file, f"not valid JSON{hint}: {e.msg} at column {e.colno}", line=e.lineno)]
         except JSONProblem as e:
             return None, [Problem(file, e.message, record=e.record, line=e.line_in(text), field=e.field)]
-    else:  # JSON Lines: one record per non-blank line
+    else:  # JSON Lines: one record per non-blank line; lines end at "\n" only, as Arrow's reader
+        # reads them (a U+2028 inside a string is text, not a line break)
         records, lines, problems = [], [], []
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -331,6 +350,127 @@ def _read_json(file: str, raw: bytes) -> tuple[pl.DataFrame | None, list[Problem
     if not isinstance(records, list):
         return None, [Problem(file, f"expected a JSON array of pair records, got a JSON {type(records).__name__}")]
     return _records_to_frame(file, records, lines)
+
+
+# --- JSON Lines through Arrow ------------------------------------------------------------------
+
+# Arrow's JSON reader recurses and crashes the process somewhere between 10,000 and 20,000 levels
+# of nesting, so a line with more opening brackets than this (in strings too: a cheap bound) goes
+# to the Python reader.
+_ARROW_MAX_BRACKETS = 5_000
+_ARROW_BLOCK = 16 << 20  # bytes; a record longer than a block goes to the Python reader
+_JSON_SCHEMA = pa.schema(list(_RECORD_TYPE))
+_PLAIN_TYPES = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
+
+
+def _read_json_lines(path: Path) -> pl.DataFrame | None:
+    """The JSON Lines file at `path` parsed by Arrow in one call and flattened as
+    `_records_to_frame` does, or None when the Python reader must read the file: when it is not
+    JSON Lines, when Arrow refuses it (syntax, wrong types, lone surrogates, duplicate keys,
+    non-object lines) and when Arrow might read it differently (NaN and Infinity, which Arrow takes;
+    nesting deeper than `MAX_DEPTH`; two records on one line; a byte-order mark; bytes that are not
+    UTF-8; extra fields Arrow would read as other than plain JSON values). The file's bytes are let
+    go before the table is converted, so a large file is held at most twice."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    first = head.lstrip(b" \t\r\n")[:1]
+    if head.startswith((b"PAR1", b"\xef\xbb\xbf")) or first in (b"[", b""):
+        return None
+    raw = path.read_bytes()
+    if not _is_utf8(raw):
+        return None
+    starts = _line_starts(raw)
+    if _too_deep_for_arrow(raw, starts):
+        return None
+    try:
+        table = pa_json.read_json(
+            pa.BufferReader(raw),
+            read_options=pa_json.ReadOptions(block_size=_ARROW_BLOCK),
+            parse_options=pa_json.ParseOptions(explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="infer"),
+        )
+    except (pa.ArrowException, UnicodeDecodeError):
+        return None
+    lines = _record_lines(raw, starts)
+    del raw
+    if len(lines) != table.num_rows or not all(_plain(column, 1) for column in table.columns):
+        return None
+    flat = _flatten_with_extras(table)
+    if flat is None:
+        return None
+    return _with_location(flat, str(path), list(range(table.num_rows)), lines)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    """Arrow's UTF-8 check of all of `raw` (its JSON reader does not check strings)."""
+    offsets = pa.array([0, len(raw)], pa.int64()).buffers()[1]
+    try:
+        pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(raw)]).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _line_starts(raw: bytes, chunk: int = 1 << 24) -> np.ndarray:
+    """The offset at which each line of `raw` starts (lines end at "\n"), found a chunk at a time
+    so that no array as large as the file is made."""
+    data = np.frombuffer(raw, np.uint8)
+    newlines = [np.flatnonzero(data[start : start + chunk] == ord("\n")) + start for start in range(0, len(data), chunk)]
+    return np.concatenate([np.zeros(1, np.int64), *(n + 1 for n in newlines)])
+
+
+def _too_deep_for_arrow(raw: bytes, starts: np.ndarray) -> bool:
+    """Whether a line has more than `_ARROW_MAX_BRACKETS` opening brackets; only lines at least
+    that long can, so only they are counted."""
+    ends = np.append(starts[1:], len(raw))
+    long = np.flatnonzero(ends - starts > _ARROW_MAX_BRACKETS)
+    return any(raw.count(b"[", a, b) + raw.count(b"{", a, b) > _ARROW_MAX_BRACKETS for a, b in zip(starts[long].tolist(), ends[long].tolist()))
+
+
+def _record_lines(raw: bytes, starts: np.ndarray) -> list[int]:
+    """The 1-based line of each record: the lines holding more than JSON whitespace (only the few
+    lines that start with whitespace are looked at one by one)."""
+    ends = np.append(starts[1:] - 1, len(raw))
+    filled = np.flatnonzero(ends > starts)
+    indented = filled[np.frombuffer(raw, np.uint8)[starts[filled]] <= ord(" ")]  # space, tab, CR
+    blank = [i for i in indented.tolist() if not raw[starts[i] : ends[i]].strip(b" \t\r")]
+    return (np.setdiff1d(filled, blank, assume_unique=True) + 1).tolist()
+
+
+def _plain(column: pa.ChunkedArray | pa.Array, depth: int) -> bool:
+    """True when `column` holds only what Python's reader reads the same way: strings, booleans,
+    int64, finite doubles (Arrow takes NaN and Infinity, strict JSON does not), nulls, and lists and
+    objects of them, nested no deeper than `MAX_DEPTH` (not, say, strings Arrow read as timestamps)."""
+    kind = column.type
+    if depth > MAX_DEPTH:
+        return False
+    if pa.types.is_struct(kind):
+        return all(_plain(pc.struct_field(column, [i]), depth + 1) for i in range(kind.num_fields))
+    if pa.types.is_list(kind):
+        return _plain(pc.list_flatten(column), depth + 1)
+    if kind == pa.float64():
+        return pc.all(pc.is_finite(column)).as_py() is not False
+    return kind in _PLAIN_TYPES
+
+
+def _flatten_with_extras(table: pa.Table) -> pl.DataFrame | None:
+    """Arrow's records -> the frame `_records_to_frame` makes of the same records: the known
+    columns, which sides are missing, then the extra fields (top-level ones, then each side's),
+    sorted by name as `_extra_columns` orders them. None when two fields would take one column's
+    name (the Python reader lets the later win)."""
+    columns = [(name, column, 0) for name, column in zip(table.column_names, table.columns) if name not in SIDES]
+    for order, side in enumerate(SIDES, start=1):
+        struct = table.column(side)
+        columns += [(flat_column(side, field.name), child, order) for field, child in zip(struct.type, struct.flatten())]
+    named = {name: column for name, column, _ in columns}
+    if len(named) != len(columns):
+        return None
+    extras = sorted((order, name) for name, _, order in columns if name not in _KNOWN_ORDER)
+    flat = pl.from_arrow(pa.table({name: named[name] for name in _KNOWN_ORDER + [name for _, name in extras]}))
+    missing = [pl.Series(f"_{side}_missing", table.column(side).is_null()) for side in SIDES]
+    return flat.select(*_KNOWN_ORDER, *missing, *(name for _, name in extras))
+
+
+_KNOWN_ORDER = list(TOP_FIELDS) + [flat_column(side, field) for side in SIDES for field in SIDE_FIELDS]
 
 
 def _records_to_frame(file: str, records: list, lines: list[int] | None) -> tuple[pl.DataFrame | None, list[Problem]]:

@@ -35,6 +35,9 @@ PAIR_COLUMNS = ("pair_id", "target_module", "task") + tuple(
     f"{side}_{suffix}" for side in SIDES for suffix in SIDE_FIELDS.values()
 )
 TEXT_COLUMNS = tuple(f"{side}_{suffix}" for side in SIDES for suffix in ("context", "module_text"))
+# The cache key of each text column (`features.pairs.with_text_keys` adds them once per run); a
+# loaded table never has them, and pairs are written without them.
+TEXT_KEY_COLUMNS = tuple(f"{column}_key" for column in TEXT_COLUMNS)
 
 
 def flat_column(side: str, field: str) -> str:

@@ -37,26 +37,38 @@ ROLE_COLUMNS = {
 TEXT_COLUMN_ROLES = {column: role for role, columns in ROLE_COLUMNS.items() for column in columns}
 
 
+def with_text_keys(pairs: pl.DataFrame) -> pl.DataFrame:
+    """`pairs` with the cache key of each of its four texts as columns `<text column>_key`
+    (`data.schema.TEXT_KEY_COLUMNS`), each distinct (role, text) hashed once. Call it once per run
+    after loading: `unique_texts`, `pair_text_keys` and everything built on them read these columns
+    instead of hashing again. A table that has them already comes back as it is."""
+    if all(f"{column}_key" in pairs.columns for column in TEXT_COLUMN_ROLES):
+        return pairs
+    keyed = []
+    for role, columns in ROLE_COLUMNS.items():
+        texts = pl.concat([pairs[c] for c in columns]).unique().alias("text")
+        lookup = pl.DataFrame([texts, pl.Series("key", [text_key(role, text) for text in texts.to_list()], dtype=pl.String)])
+        for column in columns:
+            joined = pairs.select(pl.col(column).alias("text")).join(lookup, on="text", how="left", maintain_order="left")
+            keyed.append(joined["key"].alias(f"{column}_key"))
+    return pairs.with_columns(keyed)
+
+
 def unique_texts(pairs: pl.DataFrame) -> pl.DataFrame:
-    """One row per distinct (role, text) that `pairs` references: columns key, role, text, chars."""
+    """One row per distinct (role, text) that `pairs` references: columns key, role, text, chars
+    (the keys of `with_text_keys`, computed now when `pairs` does not carry them)."""
+    pairs = with_text_keys(pairs)
     frames = [
-        pl.DataFrame({"text": pl.concat([pairs[c] for c in columns]).unique(maintain_order=True)}).with_columns(role=pl.lit(role))
+        pl.concat([pairs.select(key=f"{c}_key", text=c) for c in columns]).unique(subset="key", maintain_order=True).with_columns(role=pl.lit(role))
         for role, columns in ROLE_COLUMNS.items()
     ]
-    texts = pl.concat(frames)
-    keys = [text_key(role, text) for role, text in zip(texts["role"], texts["text"])]
-    return texts.select(key=pl.Series(keys, dtype=pl.String), role="role", text="text", chars=pl.col("text").str.len_chars())
+    return pl.concat(frames).select("key", "role", "text", chars=pl.col("text").str.len_chars())
 
 
 def pair_text_keys(pairs: pl.DataFrame) -> pl.DataFrame:
-    """The cache key of each of a pair's four texts: columns `<text column>_key`, row-aligned."""
-    texts = unique_texts(pairs)  # hash each distinct text once, then join back
-    keys = {}
-    for column, role in TEXT_COLUMN_ROLES.items():
-        lookup = texts.filter(pl.col("role") == role).select("text", "key")
-        joined = pairs.select(pl.col(column).alias("text")).join(lookup, on="text", how="left", maintain_order="left")
-        keys[f"{column}_key"] = joined["key"]
-    return pl.DataFrame(keys)
+    """The cache key of each of a pair's four texts: columns `<text column>_key`, row-aligned
+    (`with_text_keys`: read from `pairs` when it carries them, hashed now otherwise)."""
+    return with_text_keys(pairs).select(f"{column}_key" for column in TEXT_COLUMN_ROLES)
 
 
 @dataclass

@@ -32,7 +32,7 @@ import polars as pl
 
 from data.errors import UserError
 from data.trajectory import ROUND_HEADER
-from features.pairs import PairVectors, VectorSource, pair_text_keys, text_key, unique_texts
+from features.pairs import PairVectors, VectorSource, pair_text_keys, text_key, unique_texts, with_text_keys
 
 VIEWS = ("truncate", "head_tail", "chunks", "rounds")
 ONE_PIECE_VIEWS = ("truncate", "head_tail")
@@ -220,7 +220,9 @@ class PieceFeatures:
 
 def pair_pieces(pairs: pl.DataFrame, view: View) -> tuple[TextPieces, np.ndarray, pl.DataFrame]:
     """The pairs' distinct texts cut into pieces, each pair's four text ids (int32, columns
-    `PAIR_COLUMNS`) and `pair_text_keys(pairs)`."""
+    `PAIR_COLUMNS`) and `pair_text_keys(pairs)`; each distinct text is hashed once (`with_text_keys`),
+    or not at all when `pairs` carries its keys."""
+    pairs = with_text_keys(pairs)
     texts = unique_texts(pairs)
     cut = cut_texts(texts, view)
     keys = pair_text_keys(pairs)

@@ -34,7 +34,7 @@ from data.files import atomic_dir, check_output_folder, json_text, write_text_at
 from data.runs import Run, check_module_fields, load_runs
 from data.splits import carve_validation
 from data.trajectory import render_context, render_module
-from features.pairs import pair_table_hash, pair_text_keys
+from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from heads.baselines import LogisticBaseline, TfidfBaseline, cosine_scores, length_scores
 from heads.ensemble import accuracy_by_uncertainty
 from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
@@ -120,7 +120,7 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     """The report's pair parts (overall, modules, sources, normalization, ...) and each module's
     (r_pos, r_neg) for the plots."""
     modules = scorer.modules
-    pairs = load_pairs(files, modules)
+    pairs = with_text_keys(load_pairs(files, modules))
     vectors, embedded = scorer.pair_vectors(pairs, progress=progress)
     member_positive, member_negative = scorer.member_pair_scores(vectors, pairs)
     positive, negative = member_positive.mean(axis=0), member_negative.mean(axis=0)
@@ -284,7 +284,7 @@ def _training_pairs(scorer: RewardScorer) -> tuple[pl.DataFrame | None, str]:
     absent = [str(f) for f in files if not f.is_file()]
     if not files or absent:
         return None, f"no TF-IDF or logistic-regression baseline: the checkpoint's training files are not readable here ({', '.join(absent) or 'none recorded'})"
-    train = load_pairs(files, scorer.modules)
+    train = with_text_keys(load_pairs(files, scorer.modules))  # for the hash below and both baselines
     if checkpoint.get("val_file") is None:
         data = checkpoint.get("training_config", {}).get("data", {})
         train, _ = carve_validation(train, data.get("val_fraction", 0.1), data.get("split_seed", 0), data.get("group_by", "task"))

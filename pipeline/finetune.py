@@ -43,7 +43,7 @@ from data.errors import UserError
 from data.files import atomic_dir, atomic_path, check_output_folder, json_text, write_text_atomic
 from data.splits import load_training_and_validation
 from features.encoder import pick_device
-from features.pairs import pair_table_hash, pair_text_keys
+from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from features.views import View, encode_piece_features
 from heads.finetuning import (
     EncoderWithHeads,
@@ -104,6 +104,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
     stage, modules = config.stage_1, config.data.modules
     data = config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
+    train, val = with_text_keys(train), with_text_keys(val)  # not hashed again at every validation
 
     device = pick_device(config.training.device)
     precision = resolve_precision(stage.precision, device)

@@ -67,7 +67,7 @@ from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNames
 from data.errors import UserError
 from features.embedding import encode_into
 from features.encoder import ROLES, TextEncoder, pick_device
-from features.pairs import PairVectors, text_key, unique_texts
+from features.pairs import PairVectors, text_key, unique_texts, with_text_keys
 from features.views import View, ViewMismatch, cut_texts, piece_features
 from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_piece_scores, member_scores
 from heads.lexical import LEXICAL_FILES, Lexical
@@ -317,6 +317,7 @@ class RewardScorer:
         embedded into the cache first (with `embed_missing`; else `MissingVectors`)."""
         if self.namespace is None:
             raise CacheError("scoring pair tables needs an embedding cache: load the scorer with cache_dir=")
+        pairs = with_text_keys(pairs)  # hashed once, for the first try, the missing texts and the retry
         try:
             return piece_features(self.namespace, pairs, self.view).pair_vectors(), 0
         except MissingVectors:

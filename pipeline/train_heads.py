@@ -28,7 +28,7 @@ from data.errors import UserError
 from data.files import atomic_dir, check_output_folder, json_text
 from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
-from features.pairs import pair_table_hash
+from features.pairs import pair_table_hash, with_text_keys
 from features.views import View, ViewMismatch, check_same_view, piece_features
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
@@ -73,6 +73,7 @@ def train_heads(
     check_output_folder(out, (CONFIG, WEIGHTS), "checkpoint", overwrite)  # before training, not after
     modules, data = config.data.modules, config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
+    train, val = with_text_keys(train), with_text_keys(val)  # each text hashed once, whatever reads them
 
     view = View.from_config(config.features, config.model)
     previous = MultiModuleRewardModel.load(resume) if resume else None

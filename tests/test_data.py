@@ -211,3 +211,122 @@ def test_large_file_loads_columnar(tmp_path, records):
         many.append(record)
     pairs = load_pairs(write_json(tmp_path / "many.json", many))
     assert pairs.height == 20_000 and pairs["pair_id"].n_unique() == 20_000
+
+
+# --- JSON Lines through Arrow: the same table and the same messages as Python's strict reader ---
+
+
+def pair(i: int, **changes) -> dict:
+    side = {"trajectory_full_context": f"Task: t{i}", "outcome": 1}
+    record = {
+        "pair_id": f"p{i}", "target_module": "planner", "task": f"t{i}",
+        "positive": {**side, "module_k_all_rounds": f"good {i}"},
+        "negative": {**side, "module_k_all_rounds": f"bad {i}", "outcome": 0},
+    }  # fmt: skip
+    return record | changes
+
+
+def jsonl_with_line_4(path: Path, line: str) -> Path:
+    """A good record on line 1, blank and whitespace-only lines 2-3, `line` on line 4 (record 1)."""
+    path.write_text(f"{json.dumps(pair(0))}\n\n   \n{line}\n\n", encoding="utf-8")
+    return path
+
+
+BAD_LINE = json.dumps(pair(1) | {"x": "@"})
+AT = "line 4"
+# each message exactly as the Python reader wrote it before JSON Lines went through Arrow
+SAME_MESSAGES = {
+    "NaN outcome": (json.dumps(pair(1)).replace('"outcome": 1', '"outcome": NaN', 1), f"{AT}, field 'positive.outcome': NaN is not a JSON number (NaN and Infinity are not JSON); write a finite number or null"),
+    "Infinity in an extra field": (BAD_LINE.replace('"@"', "Infinity"), f"{AT}, field 'x': Infinity is not a JSON number (NaN and Infinity are not JSON); write a finite number or null"),
+    "lone high surrogate": (json.dumps(pair(1)).replace("t1", "t\\ud800"), f"{AT}, field 'task': a lone surrogate (an escape such as \\ud800 without its pair) is not text; write valid Unicode"),
+    "lone low surrogate": (json.dumps(pair(1)).replace("good 1", "good \\udc00"), f"{AT}, field 'positive.module_k_all_rounds': a lone surrogate (an escape such as \\ud800 without its pair) is not text; write valid Unicode"),
+    "100,000 levels deep": (BAD_LINE.replace('"@"', "[" * 100_000 + "]" * 100_000), f"{AT}, field 'x': nested more than 100 levels deep; a record is an object of strings, numbers and small objects"),
+    "trailing comma": (BAD_LINE.replace('"x": "@"}', '"x": 1,}'), f"{AT}: not valid JSON: Expecting property name enclosed in double quotes at column 267"),
+    "number for a text": (json.dumps(pair(1)).replace('"good 1"', "5"), f"record 1, {AT}, pair_id 'p1', field 'positive.module_k_all_rounds': expected a string, got a number (5)"),
+    "string for an outcome": (json.dumps(pair(1)).replace('"outcome": 0', '"outcome": "0"'), f"record 1, {AT}, pair_id 'p1', field 'negative.outcome': expected a number (1 or 0), got a string (\"0\")"),
+    "array for a record": ("[1, 2]", f"record 1, {AT}: expected a JSON object, got an array ([1, 2])"),
+    "two records on a line": (json.dumps(pair(1)) + " " + json.dumps(pair(2)), f"{AT}: not valid JSON: Extra data at column 260"),
+    "unknown module": (json.dumps(pair(1, target_module="critic")), f"record 1, {AT}, pair_id 'p1', field 'target_module': unknown module 'critic' (expected one of: reflection, planner, executor, memory)"),
+    "whitespace-only text": (json.dumps(pair(1)).replace('"good 1"', '"  "'), f"record 1, {AT}, pair_id 'p1', field 'positive.module_k_all_rounds': empty or whitespace-only text"),
+    "duplicate pair_id": (json.dumps(pair(0)), f"record 1, {AT}, pair_id 'p0', field 'pair_id': duplicate pair_id, first seen in {{file}} record 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(SAME_MESSAGES))
+def test_a_bad_json_lines_record_gets_the_same_message_as_before(tmp_path, case):
+    line, message = SAME_MESSAGES[case]
+    path = jsonl_with_line_4(tmp_path / "pairs.jsonl", line)
+    problems = problems_of(path)
+    assert [str(p) for p in problems] == [f"{path}, {message.format(file=path)}"]
+
+
+def test_a_byte_order_mark_is_refused_as_before(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(pair(0)).encode() + b"\n")
+    assert str(only_problem(path)) == f"{path}, line 1: not valid JSON: Unexpected UTF-8 BOM (decode using utf-8-sig) at column 1"
+
+
+def test_what_arrow_reads_differently_goes_to_the_python_reader(tmp_path):
+    """Arrow takes NaN, deep nesting and two records on a line, and reads date-like strings as
+    timestamps: such files must not come out of the Arrow path, whose table would differ."""
+    from data.load import _read_json_lines
+
+    clean = jsonl_with_line_4(tmp_path / "clean.jsonl", json.dumps(pair(1)))
+    assert _read_json_lines(clean) is not None
+    differently = {
+        "nan": SAME_MESSAGES["NaN outcome"][0],
+        "deep": BAD_LINE.replace('"@"', "[" * 150 + "]" * 150),
+        "two": SAME_MESSAGES["two records on a line"][0],
+        "date": json.dumps(pair(1) | {"when": "2020-01-01"}),
+        "two fields, one column": json.dumps(pair(1, positive_source="a") | {"positive": pair(1)["positive"] | {"source": "b"}}),
+        "brackets Arrow might recurse into": json.dumps(pair(1)).replace("good 1", "{[" * 3000),
+    }
+    for name, line in differently.items():
+        path = jsonl_with_line_4(tmp_path / f"{name}.jsonl", line)
+        assert _read_json_lines(path) is None, name
+    assert load_pairs(path)["positive_module_text"][1] == "{[" * 3000  # the Python reader takes it
+
+
+def test_json_lines_and_a_json_array_of_the_same_records_load_the_same_table(tmp_path):
+    """Arrow's JSON Lines table equals the Python reader's (which reads JSON arrays), extra fields
+    included: top-level and per side, nested, null-only, mixed ints and floats, and paired
+    surrogate escapes and a U+2028 inside a text (text, not a line break)."""
+    from data.load import _read_json_lines
+
+    records = [
+        pair(i, meta={"b": i, "a": [1.5, i]}, score=i if i % 2 else i + 0.5, nothing=None)
+        | {"positive": pair(i)["positive"] | {"source": f"s{i}", "tokens": i}}
+        for i in range(6)
+    ]
+    records[2]["task"] = "emoji \U0001f600 and a\u2028line separator"
+    records[3]["positive"]["extra_only_here"] = True
+    array = write_json(tmp_path / "pairs.json", records)
+    lines = tmp_path / "pairs.jsonl"
+    lines.write_text("\n\n".join(json.dumps(r) for r in records) + "\n")  # escapes, blank lines between
+    assert _read_json_lines(lines) is not None  # Arrow read it
+    from_array, from_lines = load_pairs(array), load_pairs(lines)
+    assert from_lines.equals(from_array)
+    assert from_lines.columns == from_array.columns
+    assert from_lines["task"][2] == "emoji \U0001f600 and a\u2028line separator"
+
+
+def test_json_lines_with_blank_lines_name_the_right_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(f"\n{json.dumps(pair(0))}\n\n\n{json.dumps(pair(1))}\n\n{json.dumps(pair(2, target_module='critic'))}\n")
+    problem = only_problem(path)
+    assert (problem.record, problem.line, problem.pair_id) == (2, 7, "p2")
+
+
+def test_an_extra_field_named_like_a_text_key_column_is_refused(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    record = pair(0)
+    record["positive"]["context_key"] = "0" * 32
+    path.write_text(json.dumps(record) + "\n")
+    problem = only_problem(path)
+    assert problem.field == "positive.context_key" and "reserved" in problem.message
+
+
+def test_a_duplicate_key_reads_as_python_reads_it_the_last_value_wins(tmp_path):
+    """Arrow refuses an object with a key twice; Python's reader keeps the last, as it always did."""
+    path = jsonl_with_line_4(tmp_path / "pairs.jsonl", json.dumps(pair(1)).replace('"task": "t1"', '"task": "first", "task": "t1"'))
+    assert load_pairs(path)["task"].to_list() == ["t0", "t1"]

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from cache import EmbeddingCache
 from data import ConfigError, load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
-from features.pairs import pair_vectors, unique_texts
+from features.pairs import pair_text_keys, pair_vectors, text_key, unique_texts, with_text_keys
+from features.views import View, pair_pieces
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs, load_encoder, shard_from_environment
@@ -190,3 +191,32 @@ def test_bad_pairs_never_reach_the_encoder(tmp_path):
     result = CliRunner().invoke(main, ["embed", str(bad), "--cache", str(tmp_path / "cache"), "--encoder", "minilm"])
     assert result.exit_code == 1 and "record 0" in result.output
     assert not (tmp_path / "cache").exists()
+
+
+# --- text keys, hashed once per run --------------------------------------------------------------
+
+
+def test_text_keys_are_each_texts_key_and_ride_on_the_table(pairs_file):
+    pairs = load_pairs(pairs_file)
+    keyed = with_text_keys(pairs)
+    for column, role in [("positive_context", "context"), ("negative_context", "context"), ("positive_module_text", "module"), ("negative_module_text", "module")]:
+        assert keyed[f"{column}_key"].to_list() == [text_key(role, text) for text in pairs[column]]
+    assert keyed.drop(pair_text_keys(keyed).columns).equals(pairs)
+    assert pair_text_keys(keyed).equals(pair_text_keys(pairs))
+    assert unique_texts(keyed).equals(unique_texts(pairs))
+    texts = unique_texts(pairs)
+    assert texts.height == texts["key"].n_unique() == pairs["positive_context"].n_unique() + pairs["negative_context"].n_unique() + 2 * pairs.height
+
+
+def test_keys_carried_on_the_table_are_used_not_hashed_again(pairs_file, tmp_path):
+    """A key column altered on purpose comes out of every reader of keys: proof they reuse it."""
+    keyed = with_text_keys(load_pairs(pairs_file))
+    altered = keyed.with_columns(positive_module_text_key=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("altered")).otherwise("positive_module_text_key"))
+    assert with_text_keys(altered)["positive_module_text_key"][0] == "altered"
+    assert pair_text_keys(altered)["positive_module_text_key"][0] == "altered"
+    assert "altered" in unique_texts(altered)["key"].to_list()
+    cut, _, keys = pair_pieces(altered, View())
+    assert keys["positive_module_text_key"][0] == "altered" and "altered" in cut.table["key"].to_list()
+    # the keys are ours, not the user's: pairs are written without them
+    written = write_pairs(keyed, tmp_path / "keyed.jsonl")
+    assert load_pairs(written).equals(load_pairs(pairs_file))
