@@ -27,8 +27,8 @@ the head looked, not a causal decomposition.
 A text's vector comes from, in this order: an in-memory LRU of the vectors of recent texts
 (`memory_size` of them), the embedding cache given as `cache_dir` (read only, unless
 `write_cache=True` as for `pipeline evaluate`; its whole namespace is read once, at `warm_up` or the
-first lookup, into a key -> row index in memory, memory-mapped beside the cache when larger than
-`index_memory_map_above_mb`, so no request scans shards), and the checkpoint's own encoder
+first lookup, into a key -> row index in memory, memory-mapped from a file in the temp folder
+($TMPDIR) when larger than `index_memory_map_above_mb`, so no request scans shards), and the checkpoint's own encoder
 (`<checkpoint>/encoder/` after stage 1, else the one its fingerprint names), loaded on first use.
 Within one call every distinct text is encoded at most once, so a trajectory's context shared by
 all its modules costs one encoder pass. Calls run under no_grad and are serialised by a lock, so
@@ -144,11 +144,12 @@ class RewardScorer:
 
     def index(self) -> VectorIndex:
         """The cache namespace's key -> vector index, read on first use in one pass over its shards;
-        memory-mapped in a scratch folder beside the cache when larger than `index_memory_map_above_mb`."""
+        memory-mapped from the temp folder ($TMPDIR; the cache itself is never written) when larger
+        than `index_memory_map_above_mb`."""
         if self._index is None:
             memory_map = None
             if len(self.namespace) * self.namespace.dimension * 4 > self.index_memory_map_above_mb * 2**20:
-                self._scratch = tempfile.TemporaryDirectory(dir=self.namespace.root.parent, prefix=".serve-index-")
+                self._scratch = tempfile.TemporaryDirectory(prefix="reward-index-")
                 memory_map = Path(self._scratch.name) / "vectors.npy"
             self._index = self.namespace.index(memory_map)
         return self._index
