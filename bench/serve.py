@@ -7,7 +7,7 @@ keep-alive connections, until a fixed list of requests is done; the script print
 p50/p99 latency and errors for two workloads, and checks that both servers return the same rewards.
 
 - cached texts: the rows' vectors are in the embedding cache the server reads (`--cache`), as when
-  re-scoring stored trajectories; a call's cost is mostly fixed (DuckDB lookups, heads), which
+  re-scoring stored trajectories; a call's cost is mostly fixed (the heads; cached vectors come from an index read at start), which
   batching shares out.
 - new texts: texts the server has never seen, as in RL rollouts (contexts shared by the rows of a
   task, as a prompt is shared by its samples); the encoder runs on every module text.

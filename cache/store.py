@@ -55,6 +55,12 @@ FRAGMENTS = "manifests"
 UNLISTED_GRACE = 3600.0  # seconds an unlisted shard is left alone by embed runs: another machine may be about to list it
 FORMAT_VERSION = 1
 DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
+# How new namespaces write their shards, chosen by bench/shard_encoding.py (README "Cache"): float
+# vectors barely compress, so codecs cost decode time for a few percent of disk.
+# Hashed keys and float vectors never repeat, so dictionary encoding only wastes write time.
+SHARD_ENCODING = {"compression": "none", "byte_stream_split": False, "dictionary": False}
+OLD_SHARD_ENCODING = {"compression": "zstd", "byte_stream_split": False, "dictionary": True}  # manifests from before the field
+READ_BATCH_BYTES = 64 * 2**20  # vectors per streamed batch of a read: bounded memory whatever N is
 
 
 class CacheError(UserError):
@@ -138,6 +144,7 @@ class EmbeddingCache:
                         "dtype": dtype,
                         "dimension": fingerprint["dimension"],
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "shard_encoding": SHARD_ENCODING,
                         "shards": [],
                     }
                     write_text_atomic(root / MANIFEST, json_text(manifest, indent=2), durable=True)
@@ -158,6 +165,7 @@ class Namespace:
         self.root = Path(root)
         self.manifest = _read_manifest(self.root)
         self._fragment: dict | None = None  # this process's fragment while it holds `writer`
+        self.reads = 0  # DuckDB queries over the shards so far: tests check that a run reads once
 
     @property
     def id(self) -> str:
@@ -174,6 +182,11 @@ class Namespace:
     @property
     def dtype(self) -> str:
         return self.manifest["dtype"]
+
+    @property
+    def shard_encoding(self) -> dict:
+        """How this namespace writes shards: its manifest's choice, zstd for manifests without one."""
+        return self.manifest.get("shard_encoding", OLD_SHARD_ENCODING)
 
     @property
     def shards(self) -> list[ShardInfo]:
@@ -199,7 +212,8 @@ class Namespace:
     # --- reading, always through DuckDB ---------------------------------------------------------
 
     def missing(self, keys: Sequence[str]) -> list[str]:
-        """The keys among `keys` that have no vector yet, in their given order."""
+        """The keys among `keys` that have no vector yet, in their given order (reads only the key
+        column of the shards)."""
         if not self.shards:
             return list(keys)
         with _duckdb() as con:
@@ -207,39 +221,98 @@ class Namespace:
             found = self._query(con, "SELECT w.key FROM wanted w ANTI JOIN read_parquet($files) s USING (key) ORDER BY w.ord").column("key")
         return [str(k) for k in found.to_pylist()]
 
-    def fetch(self, keys: Sequence[str]) -> np.ndarray:
-        """Vectors for `keys` as float32 (len(keys), dimension), row i for keys[i].
+    def fetch(self, keys: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
+        """Vectors for `keys` as float32 (len(keys), dimension), row i for keys[i], written into
+        `out` when given (a np.memmap for data larger than RAM). One DuckDB query joins the keys
+        against every listed shard, its result streamed into the matrix batch by batch, so N keys
+        cost one pass over the shards and one batch of memory beyond the matrix.
         Raises `MissingVectors` naming the keys that have none."""
         n = len(keys)
+        if out is None:
+            out = np.empty((n, self.dimension), np.float32)
+        elif out.shape != (n, self.dimension):
+            raise ValueError(f"out has shape {out.shape}, expected ({n}, {self.dimension})")
         if n == 0:
-            return np.zeros((0, self.dimension), np.float32)
+            return out
         if not self.shards:
             raise MissingVectors(keys, n)
+        found, rows = np.zeros(n, bool), 0
         with _duckdb() as con:
             con.register("wanted", pa.table({"key": pa.array(keys, pa.string()), "ord": np.arange(n)}))
-            result = self._query(con, "SELECT w.ord, s.vector FROM wanted w JOIN read_parquet($files) s USING (key)")
-        values = result.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        if values.size != result.num_rows * self.dimension:  # a shard of another dimension among the right ones
-            raise self.damaged(f"vectors not of dimension {self.dimension}")
-        if result.num_rows != n:
-            found = np.zeros(n, bool)
-            found[result.column("ord").to_numpy()] = True
-            if result.num_rows > found.sum():
-                raise CacheError(
-                    f"cache namespace {self.id} holds some keys more than once; run `pipeline cache repair {self.root.parent}`, "
-                    "which keeps one vector of each"
-                )
+            for batch in self._stream(con, f"SELECT w.ord, {self._vector_column('s.vector')} FROM wanted w JOIN read_parquet($files) s USING (key)"):
+                order = batch.column(0).to_numpy()
+                out[order] = self._vectors(batch.column(1))
+                found[order] = True
+                rows += len(order)
+        if rows != n or not found.all():
+            if rows > found.sum():
+                raise self._duplicates()
             raise MissingVectors([keys[i] for i in np.flatnonzero(~found)], n)
-        vectors = np.empty((n, self.dimension), np.float32)
-        vectors[result.column("ord").to_numpy()] = values.reshape(-1, self.dimension)
-        return vectors
+        return out
+
+    def index(self, memory_map: Path | None = None) -> "VectorIndex":
+        """Every vector of the namespace, read in one pass, behind a key -> row lookup in memory
+        (the matrix in RAM, or in `memory_map`, a .npy file, memory-mapped): what a server answers
+        from without touching the shards per request."""
+        n, keys = len(self), []
+        if memory_map is None:
+            vectors = np.empty((n, self.dimension), np.float32)
+        else:
+            vectors = np.lib.format.open_memmap(memory_map, mode="w+", dtype=np.float32, shape=(n, self.dimension))
+        if n:
+            with _duckdb() as con:
+                for batch in self._stream(con, f"SELECT key, {self._vector_column('vector')} FROM read_parquet($files)"):
+                    if len(keys) + batch.num_rows > n:
+                        raise self.damaged(f"the shards hold more than the {n} vectors the manifest lists")
+                    vectors[len(keys) : len(keys) + batch.num_rows] = self._vectors(batch.column(1))
+                    keys += batch.column(0).to_pylist()
+        if len(keys) != n:
+            raise self.damaged(f"the shards hold {len(keys)} vectors, the manifest lists {n}")
+        if memory_map is not None:
+            vectors.flush()
+            del vectors
+            vectors = np.load(memory_map, mmap_mode="r")
+        index = VectorIndex(keys, vectors)
+        if len(index) != n:
+            raise self._duplicates()
+        return index
+
+    def _vector_column(self, column: str) -> str:
+        """`column` as a fixed-size FLOAT array in SQL: DuckDB hands those to Arrow a quarter cheaper
+        than variable lists (bench/shard_encoding.py), and a shard of another dimension fails the cast."""
+        return f"{column}::FLOAT[{int(self.dimension)}] AS vector"
+
+    def _vectors(self, column: pa.Array) -> np.ndarray:
+        """A batch's vector column as an (rows, dimension) matrix; a shard of another dimension among
+        the right ones is a `DamagedCache`."""
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        if values.size != len(column) * self.dimension:
+            raise self.damaged(f"vectors not of dimension {self.dimension}")
+        return values.reshape(-1, self.dimension)
+
+    def _duplicates(self) -> CacheError:
+        return CacheError(
+            f"cache namespace {self.id} holds some keys more than once; run `pipeline cache repair {self.root.parent}`, "
+            "which keeps one vector of each"
+        )
 
     def _query(self, con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
         """`sql` over the listed shards (`$files`); a shard DuckDB cannot read is a `DamagedCache`
         naming it, never DuckDB's own error."""
+        self.reads += 1
         try:
             return con.sql(sql, params={"files": self.shard_paths()}).to_arrow_table()
         except duckdb.Error as e:
+            raise self.damaged(str(e).splitlines()[0]) from None
+
+    def _stream(self, con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[pa.RecordBatch]:
+        """`sql` over the listed shards (`$files`), batch by batch of about `READ_BATCH_BYTES`;
+        errors as `_query`."""
+        self.reads += 1
+        rows = max(2048, READ_BATCH_BYTES // (4 * self.dimension))
+        try:
+            yield from con.sql(sql, params={"files": self.shard_paths()}).to_arrow_reader(rows)
+        except (duckdb.Error, pa.ArrowException) as e:
             raise self.damaged(str(e).splitlines()[0]) from None
 
     def damaged(self, symptom: str) -> CacheError:
@@ -346,8 +419,9 @@ class Namespace:
             }
         )
         name = f"shards/{uuid.uuid4().hex}.parquet"
+        encoding = self.shard_encoding
         with atomic_path(self.root / name, durable=True) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
+            write_shard_table(table, tmp, **encoding)
         return ShardInfo(name, len(keys))
 
     def _update_manifest(self, add: Sequence[ShardInfo] = (), remove: Sequence[str] = ()) -> None:
@@ -477,6 +551,31 @@ class Namespace:
                     self._update_manifest(add=replacement, remove=[shard.file])
                     path.unlink()
         return dropped
+
+
+def write_shard_table(table: pa.Table, path: Path, compression: str, byte_stream_split: bool, dictionary: bool) -> None:
+    """A (key, vector) table as a Parquet shard in the given encoding (`SHARD_ENCODING`'s fields);
+    BYTE_STREAM_SPLIT applies to the vector values and needs dictionary encoding off."""
+    split = ["vector.list.element"] if byte_stream_split else False
+    pq.write_table(table, path, compression=compression, use_dictionary=dictionary, use_byte_stream_split=split)
+
+
+class VectorIndex:
+    """A namespace's vectors by key, all in memory (or one memory map): `Namespace.index`."""
+
+    def __init__(self, keys: Sequence[str], vectors: np.ndarray):
+        self.row = {key: i for i, key in enumerate(keys)}
+        self.vectors = vectors
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def get(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(found, vectors): found[i] says whether keys[i] has a vector; `vectors` holds those
+        that do, in order, as float32 (found.sum(), dimension)."""
+        rows = np.fromiter((self.row.get(key, -1) for key in keys), np.int64, len(keys))
+        found = rows >= 0
+        return found, np.asarray(self.vectors[rows[found]], np.float32)
 
 
 def _read_manifest(root: Path, with_fragments: bool = False) -> dict | tuple[dict, list[Path]]:

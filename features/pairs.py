@@ -21,7 +21,7 @@ class VectorSource(Protocol):
 
     dimension: int
 
-    def fetch(self, keys: list[str]) -> np.ndarray: ...
+    def fetch(self, keys: list[str], out: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def text_key(role: str, text: str) -> str:
@@ -85,10 +85,12 @@ class PairVectors:
 
 
 def pair_vectors(source: VectorSource, pairs: pl.DataFrame, memory_map: Path | None = None, chunk: int = 50_000) -> PairVectors:
-    """Each pair with its four cached vectors. The unique texts of every `chunk` pairs are fetched
-    once from `source` and gathered per column; raises what `source.fetch` raises when some texts
-    were never embedded (`cache.MissingVectors` for the cache). With `memory_map` (a folder) the four matrices are written there as .npy files
-    and come back memory-mapped, so data larger than RAM costs only one chunk of memory."""
+    """Each pair with its four cached vectors. The unique texts of all pairs are fetched from
+    `source` in one read (one pass over the cache), then gathered per column `chunk` pairs at a
+    time; raises what `source.fetch` raises when some texts were never embedded
+    (`cache.MissingVectors` for the cache). With `memory_map` (a folder) the unique vectors and the
+    four matrices are written there as .npy files and come back memory-mapped, so data larger than
+    RAM costs only one chunk of memory."""
     keys = pair_text_keys(pairs)
     names = [c.removesuffix("_key") for c in keys.columns]
     shape = (pairs.height, source.dimension)
@@ -97,15 +99,20 @@ def pair_vectors(source: VectorSource, pairs: pl.DataFrame, memory_map: Path | N
         columns = {name: np.lib.format.open_memmap(memory_map / f"{name}.npy", mode="w+", dtype=np.float32, shape=shape) for name in names}
     else:
         columns = {name: np.empty(shape, np.float32) for name in names}
-    for start in range(0, pairs.height, chunk):
-        part = keys.slice(start, chunk)
-        unique, inverse = np.unique(np.concatenate([part[c].to_numpy() for c in part.columns]), return_inverse=True)
+    unique, inverse = np.unique(np.concatenate([keys[c].to_numpy() for c in keys.columns]), return_inverse=True)
+    inverse = inverse.reshape(len(names), pairs.height)
+    if memory_map is None:
         vectors = source.fetch(unique.tolist())
-        for name, index in zip(names, inverse.reshape(len(names), part.height)):
-            columns[name][start : start + part.height] = vectors[index]
+    else:
+        vectors = source.fetch(unique.tolist(), out=np.lib.format.open_memmap(memory_map / "unique.npy", mode="w+", dtype=np.float32, shape=(len(unique), source.dimension)))
+    for start in range(0, pairs.height, chunk):
+        for name, index in zip(names, inverse[:, start : start + chunk]):
+            columns[name][start : start + len(index)] = vectors[index]
     if memory_map is not None:
         for matrix in columns.values():
             matrix.flush()
+        del vectors
+        (memory_map / "unique.npy").unlink()
         columns = {name: np.load(memory_map / f"{name}.npy", mmap_mode="c") for name in names}
     return PairVectors(**columns, target_module=pairs["target_module"].to_numpy(), text_keys=keys)
 

@@ -231,11 +231,11 @@ def pair_pieces(pairs: pl.DataFrame, view: View) -> tuple[TextPieces, np.ndarray
     return cut, np.ascontiguousarray(pair_texts), keys
 
 
-def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory_map: Path | None = None, chunk: int = 100_000) -> PieceFeatures:
-    """The pairs' piece features under `view`, every distinct piece's vector read once from `source`
-    (raising what `source.fetch` raises when some were never embedded: `cache.MissingVectors`).
-    With `memory_map` (a folder) the piece matrix is written there as a .npy file and comes back
-    memory-mapped, so data larger than RAM costs one chunk of memory."""
+def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory_map: Path | None = None) -> PieceFeatures:
+    """The pairs' piece features under `view`, every distinct piece's vector read from `source` in
+    one read (raising what `source.fetch` raises when some were never embedded:
+    `cache.MissingVectors`). With `memory_map` (a folder) the read streams into a .npy file there,
+    which comes back memory-mapped, so data larger than RAM costs one read batch of memory."""
     cut, pair_texts, keys = pair_pieces(pairs, view)
     piece_keys = cut.table["key"].to_list()
     shape = (len(piece_keys), source.dimension)
@@ -244,9 +244,8 @@ def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory
     else:
         memory_map.mkdir(parents=True, exist_ok=True)
         matrix = np.lib.format.open_memmap(memory_map / "pieces.npy", mode="w+", dtype=np.float32, shape=shape)
-        for start in range(0, len(piece_keys), chunk):
-            part = piece_keys[start : start + chunk]
-            matrix[start : start + len(part)] = source.fetch(part)
+        if piece_keys:
+            source.fetch(piece_keys, out=matrix)
         matrix.flush()
         del matrix
         vectors = np.load(memory_map / "pieces.npy", mmap_mode="c")

@@ -27,7 +27,9 @@ the head looked, not a causal decomposition.
 
 A text's vector comes from, in this order: an in-memory LRU of the vectors of recent texts
 (`memory_size` of them), the embedding cache given as `cache_dir` (read only, unless
-`write_cache=True` as for `pipeline evaluate`), and the checkpoint's own encoder
+`write_cache=True` as for `pipeline evaluate`; its whole namespace is read once, at `warm_up` or the
+first lookup, into a key -> row index in memory, memory-mapped from a file in the temp folder
+($TMPDIR) when larger than `index_memory_map_above_mb`, so no request scans shards), and the checkpoint's own encoder
 (`<checkpoint>/encoder/` after stage 1, else the one its fingerprint names), loaded on first use.
 Within one call every distinct text is encoded at most once, so a trajectory's context shared by
 all its modules costs one encoder pass. Calls run under no_grad and are serialised by a lock, so
@@ -51,6 +53,7 @@ its uncertainty is 0. `score` and `raw` return the rewards alone, as they always
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -63,7 +66,7 @@ from scipy.special import expit
 import torch
 from safetensors import SafetensorError
 
-from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNamespace
+from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNamespace, VectorIndex
 from data.errors import UserError
 from features.embedding import encode_into
 from features.encoder import ROLES, TextEncoder, pick_device
@@ -117,6 +120,7 @@ class RewardScorer:
         normalize: bool = False,
         memory_size: int = 20_000,
         lexical: Lexical | None = None,
+        index_memory_map_above_mb: int = 4096,
     ):
         self.model = model.eval()
         self.config = config
@@ -129,6 +133,9 @@ class RewardScorer:
         self.view = View.from_checkpoint(config)
         self.lexical = lexical  # the TF-IDF part blended with the heads, when the checkpoint has one
         self.memory = VectorMemory(memory_size)
+        self.index_memory_map_above_mb = index_memory_map_above_mb
+        self._index: VectorIndex | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None  # holds the index's memory map, if any
         self._encoder_name = encoder
         self._encoder: TextEncoder | None = None
         self._lock = threading.Lock()
@@ -154,8 +161,23 @@ class RewardScorer:
         return self._encoder
 
     def warm_up(self) -> None:
-        """Load the encoder now (servers do, so the first request is not the slow one)."""
+        """Load the encoder and read the cache's index now (servers do, so the first request is not
+        the slow one)."""
         self.encoder()
+        if self.namespace is not None:
+            self.index()
+
+    def index(self) -> VectorIndex:
+        """The cache namespace's key -> vector index, read on first use in one pass over its shards;
+        memory-mapped from the temp folder ($TMPDIR; the cache itself is never written) when larger
+        than `index_memory_map_above_mb`."""
+        if self._index is None:
+            memory_map = None
+            if len(self.namespace) * self.namespace.dimension * 4 > self.index_memory_map_above_mb * 2**20:
+                self._scratch = tempfile.TemporaryDirectory(prefix="reward-index-")
+                memory_map = Path(self._scratch.name) / "vectors.npy"
+            self._index = self.namespace.index(memory_map)
+        return self._index
 
     # --- texts in, rewards out ---------------------------------------------------------------
 
@@ -286,12 +308,8 @@ class RewardScorer:
         return np.stack([found[key] for key in keys])
 
     def _read_cache(self, keys: list[str]) -> dict[str, np.ndarray]:
-        try:
-            return dict(zip(keys, self.namespace.fetch(keys)))
-        except MissingVectors as e:
-            absent = set(e.missing)
-        present = [key for key in keys if key not in absent]
-        return dict(zip(present, self.namespace.fetch(present))) if present else {}
+        found, vectors = self.index().get(keys)
+        return dict(zip((key for key, hit in zip(keys, found) if hit), vectors))
 
     # --- vectors in, rewards out: pair tables, for evaluation ---------------------------------
 
@@ -329,6 +347,7 @@ class RewardScorer:
         with self.namespace.writer():
             encode_into(self.namespace, self.encoder(), missing, 4096, progress)
         self.namespace.reload()
+        self._index = None  # read again, with the new vectors, on the next lookup
         return piece_features(self.namespace, pairs, self.view).pair_vectors(), missing.height
 
     def score_pair_vectors(self, vectors: PairVectors, pairs: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -379,12 +398,14 @@ def load(
     encoder: str | None = None,
     memory_size: int = 20_000,
     write_cache: bool = False,
+    index_memory_map_above_mb: int = 4096,
 ) -> RewardScorer:
     """A `RewardScorer` for the checkpoint folder. `cache_dir`: an embedding cache to read vectors
     from (it must hold the checkpoint's encoder namespace, unless `write_cache`, which creates it
     and lets `pair_vectors` embed what it lacks); `encoder`: a local folder of the checkpoint's
     encoder when the name it recorded does not load here; `memory_size`: how many recent text
-    vectors to keep in memory (0: none)."""
+    vectors to keep in memory (0: none); `index_memory_map_above_mb`: a cache namespace larger than
+    this is indexed through a memory map rather than read into RAM."""
     folder = Path(checkpoint)
     device = pick_device(device)
     model, config = load_heads(folder, device=device)
@@ -403,8 +424,10 @@ def load(
                 f"{cache.describe()}\nLeave the cache out (texts are then encoded in memory), or embed into it first with "
                 f"`pipeline embed FILE... --cache {cache_dir}` and that encoder."
             ) from None
-    lexical = load_lexical(folder, config)
-    return RewardScorer(model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size, lexical=lexical)
+    return RewardScorer(
+        model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size,
+        index_memory_map_above_mb=index_memory_map_above_mb, lexical=load_lexical(folder, config),
+    )  # fmt: skip
 
 
 def load_lexical(folder: Path, config: dict) -> Lexical | None:

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import pyarrow.parquet as pq
+
+import cache.store
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
 from cache.store import UNLISTED_GRACE
 from data.files import write_text_atomic
@@ -45,6 +48,80 @@ def test_fetch_returns_vectors_in_the_order_asked(namespace):
     assert fetched.dtype == np.float32 and fetched.shape == (50, 8)
     np.testing.assert_array_equal(fetched, vectors[order])
     assert namespace.missing(keys + ["unknown"]) == ["unknown"]
+
+
+def test_a_read_is_one_query_streamed_by_batch_into_a_memory_map(namespace, tmp_path, monkeypatch):
+    keys, vectors = keys_and_vectors(5000)
+    with namespace.writer():
+        for start in range(0, 5000, 1800):
+            namespace.write_shard(keys[start : start + 1800], vectors[start : start + 1800])
+    monkeypatch.setattr(cache.store, "READ_BATCH_BYTES", 1)  # DuckDB's smallest batch, 2048 rows: three batches
+    order = np.random.default_rng(2).permutation(5000)
+    wanted = [keys[i] for i in order]
+    out = np.lib.format.open_memmap(tmp_path / "out.npy", mode="w+", dtype=np.float32, shape=(5000, 8))
+    assert namespace.fetch(wanted, out=out) is out and namespace.reads == 1
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), vectors[order])
+    np.testing.assert_array_equal(namespace.fetch(wanted), vectors[order])
+    assert namespace.reads == 2
+
+
+def test_index_reads_once_and_answers_from_memory(namespace, tmp_path):
+    keys, vectors = keys_and_vectors(30)
+    with namespace.writer():
+        namespace.write_shard(keys[:10], vectors[:10])
+        namespace.write_shard(keys[10:], vectors[10:])
+    for memory_map in (None, tmp_path / "index.npy"):
+        reads = namespace.reads
+        index = namespace.index(memory_map)
+        found, got = index.get([keys[29], "unknown", keys[3], keys[3]])
+        assert found.tolist() == [True, False, True, True] and got.dtype == np.float32
+        np.testing.assert_array_equal(got, namespace.fetch([keys[29], keys[3], keys[3]]))
+        assert namespace.reads == reads + 2, "the index read once, the lookups none, the fetch once"
+    assert isinstance(index.vectors, np.memmap) and len(index) == 30
+
+
+def test_index_and_fetch_refuse_keys_stored_twice(namespace):
+    keys, vectors = keys_and_vectors(4)
+    with namespace.writer():
+        namespace.write_shard(keys, vectors)
+        namespace.write_shard(keys[:1], vectors[:1])
+    for read in (namespace.index, lambda: namespace.fetch(keys)):
+        with pytest.raises(CacheError, match="holds some keys more than once; run `pipeline cache repair"):
+            read()
+
+
+def test_shard_encoding_is_recorded_and_old_zstd_caches_stay_readable(namespace):
+    keys, vectors = keys_and_vectors(6)
+    manifest = json.loads((namespace.root / "manifest.json").read_text())
+    assert manifest["shard_encoding"] == cache.store.SHARD_ENCODING
+    with namespace.writer():
+        namespace.write_shard(keys[:3], vectors[:3])
+    codec = cache.store.SHARD_ENCODING["compression"].upper().replace("NONE", "UNCOMPRESSED")
+    assert pq.ParquetFile(namespace.shard_paths()[0]).metadata.row_group(0).column(1).compression == codec
+
+    # a namespace made before the field: its shards are written, and read, as zstd
+    del manifest["shard_encoding"]
+    (namespace.root / "manifest.json").write_text(json.dumps({**manifest, "shards": namespace.manifest["shards"]}))
+    namespace.reload()
+    assert namespace.shard_encoding == cache.store.OLD_SHARD_ENCODING
+    with namespace.writer():
+        namespace.write_shard(keys[3:], vectors[3:])
+    old = pq.ParquetFile(namespace.shard_paths()[1]).metadata.row_group(0).column(1)
+    assert old.compression == "ZSTD" and "RLE_DICTIONARY" in old.encodings
+    np.testing.assert_array_equal(namespace.fetch(keys[::-1]), vectors[::-1])
+    assert namespace.index().get(keys)[0].all() and namespace.verify() == []
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "none"])
+def test_duckdb_reads_byte_stream_split_shards(namespace, codec):
+    keys, vectors = keys_and_vectors(20)
+    manifest = json.loads((namespace.root / "manifest.json").read_text())
+    manifest["shard_encoding"] = {"compression": codec, "byte_stream_split": True, "dictionary": False}
+    (namespace.root / "manifest.json").write_text(json.dumps(manifest))
+    with namespace.reload().writer():
+        namespace.write_shard(keys, vectors)
+    assert "BYTE_STREAM_SPLIT" in pq.ParquetFile(namespace.shard_paths()[0]).metadata.row_group(0).column(1).encodings
+    np.testing.assert_array_equal(namespace.fetch(keys[::-1]), vectors[::-1])
 
 
 def test_fetch_names_missing_keys(namespace):

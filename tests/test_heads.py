@@ -168,13 +168,18 @@ def test_cli_train_heads_prints_per_module_validation(setup, tmp_path):
 def test_memory_mapped_features_train_exactly_like_in_memory_ones(setup, tmp_path):
     root, config, _ = setup
     from features.pairs import pair_vectors
+    from features.views import View, piece_features
 
     pairs = load_pairs(root / "train.jsonl")
     namespace = EmbeddingCache(root / "cache").namespaces()[0]
     mapped = pair_vectors(namespace, pairs, memory_map=tmp_path / "features", chunk=10)
+    assert namespace.reads == 1, "one read of the cache for all pairs, however small the chunk"
     in_memory = pair_vectors(namespace, pairs)
     assert isinstance(mapped.positive_context, np.memmap) and (tmp_path / "features" / "positive_context.npy").exists()
     np.testing.assert_array_equal(mapped.negative_module_text, in_memory.negative_module_text)
+    pieces = piece_features(namespace, pairs, View(), memory_map=tmp_path / "pieces")
+    assert isinstance(pieces.vectors, np.memmap) and namespace.reads == 3
+    np.testing.assert_array_equal(pieces.pair_vectors().negative_module_text, in_memory.negative_module_text)
 
     on_disk = config.override({"stage_0.memory_map_above_mb": 0})
     train_heads([root / "train.jsonl"], root / "cache", tmp_path / "mapped", on_disk, val_file=root / "val.jsonl", progress=False)

@@ -11,6 +11,7 @@ from cache import CacheError, EmbeddingCache
 from data import load_pairs
 from data.synth import generate_pairs
 from data.trajectory import DEFAULT_MODULE_FIELDS, module_texts_from_trajectory, render_context, render_module
+from features.pairs import text_key
 from heads import CheckpointError
 from pipeline.rewards import ScoringError, VectorMemory, load
 from pipeline import verl_reward
@@ -45,6 +46,23 @@ def test_scores_equal_the_heads_on_cached_vectors_with_and_without_the_cache(tra
     np.testing.assert_allclose(cached.score(*rows(pairs)), positive, atol=1e-6)
     assert cached.encoded == 0 and cached.from_cache > 0
     assert cached.score(*rows(pairs)).dtype == np.float32
+
+
+@pytest.mark.parametrize("memory_map_above_mb", [4096, 0])
+def test_a_cached_scorer_reads_the_cache_once_into_an_index(trained, memory_map_above_mb):
+    pairs = load_pairs(trained / "val.jsonl")
+    cached = load(trained / "checkpoint", trained / "cache", device="cpu", memory_size=0, index_memory_map_above_mb=memory_map_above_mb)
+    first = cached.score(*rows(pairs))
+    np.testing.assert_array_equal(cached.score(*rows(pairs)), first)
+    cached.score(*rows(pairs, "negative"))
+    assert cached.namespace.reads == 1 and cached.encoded == 0, "one read at the first call; every later call from the index"
+    assert isinstance(cached.index().vectors, np.memmap) == (memory_map_above_mb == 0)
+    contexts = pairs["positive_context"].to_list()
+    np.testing.assert_array_equal(cached.vectors(contexts, ["context"] * len(contexts)), cached.namespace.fetch([text_key("context", c) for c in contexts]))
+
+    evaluating = load(trained / "checkpoint", trained / "cache", device="cpu")
+    evaluating.pair_vectors(pairs, embed_missing=False)
+    assert evaluating.namespace.reads == 1, "a pair table's pieces in one read"
 
 
 def test_each_distinct_text_is_encoded_once_per_call_and_remembered(trained):
