@@ -199,13 +199,24 @@ class PieceFeatures:
     text_keys: pl.DataFrame  # `pair_text_keys` of the pairs
     view: View
 
-    def pooled(self) -> np.ndarray:
-        """The mean of each text's piece vectors: (texts, d) float32."""
+    def select_pairs(self, rows: slice) -> PieceFeatures:
+        """The features of `rows` of the pairs, sharing this matrix: splits read from the cache
+        together (one read, one matrix) and train and validate on their own pairs."""
+        return PieceFeatures(self.vectors, self.offsets, self.piece_ids, self.pair_texts[rows], self.target_module[rows], self.text_keys[rows], self.view)
+
+    def pooled(self, block: int = 65_536) -> np.ndarray:
+        """The mean of each text's piece vectors: (texts, d) float32. Summed in float64 one block
+        of texts at a time, so the float64 temporaries stay a block's, not twice the whole matrix."""
         counts = np.diff(self.offsets)
-        text_of_piece = np.repeat(np.arange(len(counts)), counts)
-        sums = np.zeros((len(counts), self.vectors.shape[1]), np.float64)
-        np.add.at(sums, text_of_piece, np.asarray(self.vectors[self.piece_ids], np.float64))
-        return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        pooled = np.empty((len(counts), self.vectors.shape[1]), np.float32)
+        for first in range(0, len(counts), block):
+            last = min(first + block, len(counts))
+            start, stop = self.offsets[first], self.offsets[last]
+            text_of_piece = np.repeat(np.arange(last - first), counts[first:last])
+            sums = np.zeros((last - first, self.vectors.shape[1]), np.float64)
+            np.add.at(sums, text_of_piece, np.asarray(self.vectors[self.piece_ids[start:stop]], np.float64))
+            pooled[first:last] = sums / np.maximum(counts[first:last], 1)[:, None]
+        return pooled
 
     def pair_vectors(self) -> PairVectors:
         """The four mean-pooled text vectors of each pair (what baselines read), with these piece
