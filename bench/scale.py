@@ -111,11 +111,11 @@ def write_jsonl(path: Path, n_pairs: int, context_chars: int) -> Path:
     return path
 
 
-def distinct_keys(n_pairs: int) -> list[str]:
-    """The cache keys of the distinct texts of `pair_record(i, 0)` for i < n_pairs."""
+def distinct_keys(n_pairs: int, context_chars: int = 0) -> list[str]:
+    """The cache keys of the distinct texts of `pair_record(i, context_chars)` for i < n_pairs."""
     keys = []
     for i in range(n_pairs):
-        record = pair_record(i, 0)
+        record = pair_record(i, context_chars)
         for side in ("positive", "negative"):
             if i % 4 == 0:  # the task's contexts, once
                 keys.append(text_key("context", record[side]["trajectory_full_context"]))
