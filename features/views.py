@@ -160,15 +160,17 @@ class TextPieces:
 
 def cut_texts(texts: pl.DataFrame, view: View) -> TextPieces:
     """`texts` (key, role, text rows) cut into pieces under `view`, each distinct piece once."""
+    if view.name in ONE_PIECE_VIEWS:  # each text its own piece: no Python loop over millions of texts
+        table = texts.select("key", "role", "text").with_columns(chars=pl.col("text").str.len_chars())
+        return TextPieces(texts, table, np.arange(texts.height + 1, dtype=np.int64), np.arange(texts.height, dtype=np.int32))
     row_of: dict[str, int] = {}
     keys, roles, piece_texts = [], [], []
     counts, ids = np.zeros(texts.height, np.int64), []
-    one_piece = view.name in ONE_PIECE_VIEWS
-    for i, (key, role, text) in enumerate(zip(texts["key"], texts["role"], texts["text"])):
-        found = [text] if one_piece else view.pieces(text, role)
+    for i, (role, text) in enumerate(zip(texts["role"], texts["text"])):
+        found = view.pieces(text, role)
         counts[i] = len(found)
         for piece in found:
-            piece_key = key if one_piece else text_key(role, piece)
+            piece_key = text_key(role, piece)
             row = row_of.get(piece_key)
             if row is None:
                 row = row_of[piece_key] = len(keys)
@@ -199,13 +201,24 @@ class PieceFeatures:
     text_keys: pl.DataFrame  # `pair_text_keys` of the pairs
     view: View
 
-    def pooled(self) -> np.ndarray:
-        """The mean of each text's piece vectors: (texts, d) float32."""
+    def select_pairs(self, rows: slice) -> PieceFeatures:
+        """The features of `rows` of the pairs, sharing this matrix: splits read from the cache
+        together (one read, one matrix) and train and validate on their own pairs."""
+        return PieceFeatures(self.vectors, self.offsets, self.piece_ids, self.pair_texts[rows], self.target_module[rows], self.text_keys[rows], self.view)
+
+    def pooled(self, block: int = 65_536) -> np.ndarray:
+        """The mean of each text's piece vectors: (texts, d) float32. Summed in float64 one block
+        of texts at a time, so the float64 temporaries stay a block's, not twice the whole matrix."""
         counts = np.diff(self.offsets)
-        text_of_piece = np.repeat(np.arange(len(counts)), counts)
-        sums = np.zeros((len(counts), self.vectors.shape[1]), np.float64)
-        np.add.at(sums, text_of_piece, np.asarray(self.vectors[self.piece_ids], np.float64))
-        return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        pooled = np.empty((len(counts), self.vectors.shape[1]), np.float32)
+        for first in range(0, len(counts), block):
+            last = min(first + block, len(counts))
+            start, stop = self.offsets[first], self.offsets[last]
+            text_of_piece = np.repeat(np.arange(last - first), counts[first:last])
+            sums = np.zeros((last - first, self.vectors.shape[1]), np.float64)
+            np.add.at(sums, text_of_piece, np.asarray(self.vectors[self.piece_ids[start:stop]], np.float64))
+            pooled[first:last] = sums / np.maximum(counts[first:last], 1)[:, None]
+        return pooled
 
     def pair_vectors(self) -> PairVectors:
         """The four mean-pooled text vectors of each pair (what baselines read), with these piece
@@ -226,9 +239,9 @@ def pair_pieces(pairs: pl.DataFrame, view: View) -> tuple[TextPieces, np.ndarray
     texts = unique_texts(pairs)
     cut = cut_texts(texts, view)
     keys = pair_text_keys(pairs)
-    row_of = {key: i for i, key in enumerate(texts["key"].to_list())}
-    pair_texts = np.array([[row_of[k] for k in keys[f"{name}_key"]] for name in PAIR_COLUMNS], dtype=np.int32).T.reshape(pairs.height, 4)
-    return cut, np.ascontiguousarray(pair_texts), keys
+    rows = texts.select("key").with_row_index("row")  # a join, not a dict of every key: no Python object per text
+    ids = [keys.select(key=f"{name}_key").join(rows, on="key", how="left", maintain_order="left")["row"].to_numpy() for name in PAIR_COLUMNS]
+    return cut, np.stack(ids, axis=1).astype(np.int32), keys
 
 
 def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory_map: Path | None = None) -> PieceFeatures:

@@ -15,7 +15,7 @@ weight is 0 carries no lexical part.
 
     model = TfidfModel.fit(train_pairs)                      # also evaluate's TF-IDF baseline
     model.score_texts(contexts, module_texts)                # one score per row
-    lexical, tried = fit_lexical(heads, train_pairs, val_pairs, train_tensors, val_tensors)   # or None
+    lexical, tried = fit_lexical(heads, lexical_sample(train_pairs), lexical_sample(val_pairs), train_tensors, val_tensors)   # or None
     lexical.rewards(head_scores, contexts, module_texts)     # the blended reward, per row
     lexical.save(folder); Lexical.load(folder, config["lexical"])
 """
@@ -181,23 +181,35 @@ def choose_lexical(
     return Lexical(model, best[0]), rows
 
 
+@dataclass
+class LexicalSample:
+    """At most `max_pairs` pairs of a table (a seeded sample): their rows and their four texts."""
+
+    rows: np.ndarray
+    pairs: pl.DataFrame
+
+
+def lexical_sample(pairs: pl.DataFrame, seed: int = 0, max_pairs: int = 50_000) -> LexicalSample:
+    """What the lexical part reads of a pair table: a bounded sample, which bounds the time and
+    memory TF-IDF adds at a million pairs (and lets the full table's texts go)."""
+    if pairs.height <= max_pairs:
+        rows = np.arange(pairs.height)
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(pairs.height, max_pairs, replace=False))
+    columns = ["positive_context", "positive_module_text", "negative_context", "negative_module_text"]
+    return LexicalSample(rows, pairs[rows].select(columns))
+
+
 def fit_lexical(
-    heads, train: pl.DataFrame, val: pl.DataFrame, train_data: PairTensors, val_data: PairTensors, seed: int = 0, max_pairs: int = 50_000
+    heads, train: LexicalSample, val: LexicalSample, train_data: PairTensors, val_data: PairTensors, seed: int = 0
 ) -> tuple[Lexical | None, list[dict]]:
-    """The TF-IDF model fitted on the training pairs and blended with `heads` (a trained model or
-    ensemble) at the weight `choose_lexical` picks on the validation pairs. At most `max_pairs` of
-    each (a seeded sample) are read, which bounds the time and memory TF-IDF adds at a million pairs."""
-    if not (train.height and val.height):
+    """The TF-IDF model fitted on the sampled training pairs and blended with `heads` (a trained
+    model or ensemble) at the weight `choose_lexical` picks on the sampled validation pairs;
+    `train_data` and `val_data` are the full pair tensors the samples' rows index."""
+    if not (train.pairs.height and val.pairs.height):
         return None, []
-    train_rows, val_rows = _sample(train.height, max_pairs, seed), _sample(val.height, max_pairs, seed)
-    tfidf = TfidfModel.fit(train[train_rows], seed=seed)
-    heads_train = pair_scores(heads, train_data.rows(torch.from_numpy(train_rows).to(train_data.module_index.device)))
-    heads_val = pair_scores(heads, val_data.rows(torch.from_numpy(val_rows).to(val_data.module_index.device)))
+    tfidf = TfidfModel.fit(train.pairs, seed=seed)
     as_numpy = lambda scores: tuple(s.float().cpu().numpy() for s in scores)  # noqa: E731
-    return choose_lexical(tfidf, as_numpy(heads_train), as_numpy(heads_val), train[train_rows], val[val_rows])
-
-
-def _sample(n: int, at_most: int, seed: int) -> np.ndarray:
-    if n <= at_most:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, at_most, replace=False))
+    heads_train = as_numpy(pair_scores(heads, train_data.rows(torch.from_numpy(train.rows).to(train_data.module_index.device))))
+    heads_val = as_numpy(pair_scores(heads, val_data.rows(torch.from_numpy(val.rows).to(val_data.module_index.device))))
+    return choose_lexical(tfidf, heads_train, heads_val, train.pairs, val.pairs)

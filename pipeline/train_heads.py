@@ -21,19 +21,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
 from tqdm import tqdm
 
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
 from data.errors import UserError
 from data.files import atomic_dir, check_output_folder, json_text
+from data.schema import TEXT_COLUMNS
 from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, with_text_keys
-from features.views import View, ViewMismatch, check_same_view, piece_features
+from features.views import ONE_PIECE_VIEWS, PieceFeatures, View, ViewMismatch, check_same_view, piece_features
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
-from heads.lexical import Lexical, fit_lexical
+from heads.lexical import Lexical, fit_lexical, lexical_sample
 from heads.search import SearchResult, grid, search_markdown
 from heads.search import search as search_settings
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps
@@ -99,21 +101,22 @@ def train_heads(
     # Piece features larger than stage_0.memory_map_above_mb go to .npy files beside the cache and
     # are read memory-mapped; the folder goes when training ends (or when this object is collected).
     scratch = tempfile.TemporaryDirectory(dir=cache_dir, prefix=".pair-features-")
-    vectors = {}
-    for name, pairs in (("train", train), ("val", val)):
-        # a pessimistic guess of the piece matrix's size: every text distinct, max_pieces pieces
-        pieces = 4 * pairs.height * (1 if view.name in ("truncate", "head_tail") else view.max_pieces)
-        large = pieces * namespace.dimension * 4 > config.stage_0.memory_map_above_mb * 2**20
-        memory_map = Path(scratch.name) / name if large else None
-        try:
-            vectors[name] = piece_features(namespace, pairs, view, memory_map)
-        except MissingVectors as missing:
-            if not embed_missing:
-                raise CacheError(_missing_message(missing, cache_dir, namespace, every_file)) from None
-            # the namespace's own encoder and settings, whichever the config names
-            encoder = TextEncoder.load_matching(namespace.fingerprint, device=config.training.device, batch_size=config.model.batch_size)
-            embed_pairs(every_file, cache_dir, config.override({"cache.dtype": namespace.dtype}), encoder=encoder, progress=progress)
-            vectors[name] = piece_features(namespace.reload(), pairs, view, memory_map)
+    try:
+        vectors = read_features(namespace, train, val, view, config.stage_0.memory_map_above_mb, Path(scratch.name))
+    except MissingVectors as missing:
+        if not embed_missing:
+            raise CacheError(_missing_message(missing, cache_dir, namespace, every_file)) from None
+        # the namespace's own encoder and settings, whichever the config names
+        encoder = TextEncoder.load_matching(namespace.fingerprint, device=config.training.device, batch_size=config.model.batch_size)
+        embed_pairs(every_file, cache_dir, config.override({"cache.dtype": namespace.dtype}), encoder=encoder, progress=progress)
+        vectors = read_features(namespace.reload(), train, val, view, config.stage_0.memory_map_above_mb, Path(scratch.name))
+    # the texts are in the matrix now: keep only what the checkpoint and an ensemble still read
+    hashes = {name: pair_table_hash(pairs, vectors[name].text_keys) for name, pairs in (("train", train), ("val", val))}
+    group_by = config.data.group_by if config.data.group_by in train.columns else "task"
+    # the lexical part reads texts: a bounded sample of them outlives the tables
+    texts = {name: lexical_sample(pairs, config.training.seed) for name, pairs in (("train", train), ("val", val))} if config.model.lexical == "auto" else None
+    train = train.select(group_by)
+    del val
 
     device = pick_device(config.training.device)
     members = config.stage_0.ensemble
@@ -153,7 +156,6 @@ def train_heads(
 
     fits = []
     if members > 1:
-        group_by = config.data.group_by if config.data.group_by in train.columns else "task"
         say(f"training {members} members on bootstrap resamples of the {train[group_by].n_unique()} training tasks ({group_by}): {setting.label()}")
         fits = train_ensemble(train_data, val_data, train[group_by].to_numpy(), dimension, modules, setting, recipe, members, device=device, say=say)
         model = RewardEnsemble([fit.model for fit in fits])
@@ -180,7 +182,7 @@ def train_heads(
         history = [{"member": k + 1, **record} for k, member in enumerate(fits) for record in member.history]
     lexical, blends = None, []
     if config.model.lexical == "auto":
-        lexical, blends = fit_lexical(model, train, val, train_data, val_data, seed=config.training.seed)
+        lexical, blends = fit_lexical(model, texts["train"], texts["val"], train_data, val_data, seed=config.training.seed)
         say(blend_line(lexical, blends))
     epochs_run = sum(len(f.history) for f in fits) if fits else len(history)
     seconds_per_epoch = (time.perf_counter() - started) / max(epochs_run + (sum(r["epochs_run"] for r in searched.rows) if searched else 0), 1)
@@ -194,8 +196,8 @@ def train_heads(
         "training_config": config.to_dict(),
         "train_files": [str(f) for f in files],
         "val_file": str(val_file) if val_file else None,
-        "train_data_sha256": pair_table_hash(train, vectors["train"].text_keys),
-        "val_data_sha256": pair_table_hash(val, vectors["val"].text_keys),
+        "train_data_sha256": hashes["train"],
+        "val_data_sha256": hashes["val"],
         "resumed_from": str(resume) if resume else None,
         "best_epoch": fit.best_epoch if fit is not None else None,
         "metrics": {"train_loss": fit.train_loss if fit is not None else None, "val": best},
@@ -234,6 +236,19 @@ def blend_line(lexical: Lexical | None, blends: list[dict]) -> str:
         return f"lexical part: none (heads alone rank validation pairs best: {heads_alone:.3f})"
     chosen = next(row for row in blends if row["weight"] == lexical.blend.weight)["val_pairwise_accuracy"]
     return f"lexical part: TF-IDF blended at weight {lexical.blend.weight:g}, validation accuracy {chosen:.3f} (heads alone {heads_alone:.3f}, TF-IDF alone {blends[-1]['val_pairwise_accuracy']:.3f})"
+
+
+def read_features(source, train: pl.DataFrame, val: pl.DataFrame, view: View, memory_map_above_mb: int, scratch: Path) -> dict[str, PieceFeatures]:
+    """The piece features of the training and the validation pairs, read from `source` (a cache
+    namespace) in one read into one matrix that both share; memory-mapped from a .npy file in
+    `scratch` when a pessimistic guess of the matrix (every text distinct, max_pieces pieces) is
+    larger than `memory_map_above_mb`."""
+    columns = ["target_module", *TEXT_COLUMNS]  # what piece_features reads; the files may differ in others
+    pairs = pl.concat([train.select(columns), val.select(columns)])
+    pieces = 4 * pairs.height * (1 if view.name in ONE_PIECE_VIEWS else view.max_pieces)
+    large = pieces * source.dimension * 4 > memory_map_above_mb * 2**20
+    features = piece_features(source, pairs, view, scratch / "pieces" if large else None)
+    return {"train": features.select_pairs(slice(0, train.height)), "val": features.select_pairs(slice(train.height, None))}
 
 
 def training_recipe(config: Config, pooling: str = "mean") -> TrainingRecipe:

@@ -25,7 +25,7 @@ from pipeline.config import load_config
 from pipeline.embed import embed_pairs, load_encoder
 from pipeline.finetune import finetune
 from pipeline.rewards import ScoringError, load
-from pipeline.train_heads import train_heads
+from pipeline.train_heads import read_features, train_heads
 
 MODULES = ["reflection", "planner", "executor", "memory"]
 ROUNDS = [{"plan": f"step {i}: look at file{i}.txt", "action": f"cat file{i}.txt", "observation": f"line {i} of the file"} for i in range(1, 6)]
@@ -169,6 +169,35 @@ def test_embedding_a_view_stores_each_distinct_piece_once(rounds_setup):
     assert len(namespace) == len(set(cut.table["key"]) | set(unique_texts(pairs)["key"]))
     again = embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", base.override({"features.view": "rounds"}), progress=False)
     assert again.new == 0 and "view rounds" in again.line()
+
+
+def test_pooled_in_blocks_is_each_texts_mean_bit_for_bit(rounds_setup):
+    root, base, _ = rounds_setup
+    pairs = load_pairs(root / "train.jsonl")
+    namespace = EmbeddingCache(root / "cache").namespaces()[0]
+    features = piece_features(namespace, pairs, View.from_config(base.override({"features.view": "rounds"}).features, base.model))
+    whole, blocks = features.pooled(), features.pooled(block=3)
+    assert np.array_equal(whole, blocks)
+    t = int(np.argmax(np.diff(features.offsets)))  # the text of most pieces
+    pieces = features.vectors[features.piece_ids[features.offsets[t] : features.offsets[t + 1]]].astype(np.float64)
+    assert len(pieces) > 1 and np.array_equal(whole[t], pieces.mean(axis=0).astype(np.float32))
+
+
+def test_split_features_share_one_matrix_and_gather_what_separate_reads_do(rounds_setup):
+    root, base, _ = rounds_setup
+    train, val = load_pairs(root / "train.jsonl"), load_pairs(root / "val.jsonl")
+    namespace = EmbeddingCache(root / "cache").namespaces()[0]
+    view = View.from_config(base.override({"features.view": "rounds"}).features, base.model)
+    both = read_features(namespace, train, val, view, memory_map_above_mb=4096, scratch=root)
+    assert both["train"].vectors is both["val"].vectors
+    model = MultiModuleRewardModel(1, MODULES)
+    for name, pairs in (("train", train), ("val", val)):
+        features = piece_features(namespace, pairs, view)
+        assert both[name].text_keys.equals(features.text_keys) and list(both[name].target_module) == list(features.target_module)
+        alone, shared = PairTensors.from_pieces(features, model), PairTensors.from_pieces(both[name], model)
+        assert len(shared) == pairs.height
+        for column in range(4):
+            assert torch.equal(shared.pieces(shared.pair_texts[:, column])[0], alone.pieces(alone.pair_texts[:, column])[0])
 
 
 class _FourMatrices:
