@@ -91,7 +91,7 @@ class TfidfModel:
         """`lexical.json` (each vectorizer's terms in column order) and `lexical.safetensors`
         (their idf and the weights): plain files, no pickles."""
         vocabulary = {name: sorted(v.vocabulary_, key=v.vocabulary_.get) for name, v in (("context", self.context), ("module_text", self.module_text))}
-        (folder / VOCABULARY).write_text(json.dumps({"vectorizer": {**_VECTORIZER, "ngram_range": list(_VECTORIZER["ngram_range"])}, **vocabulary}, ensure_ascii=False))
+        (folder / VOCABULARY).write_text(json.dumps({"vectorizer": {**_VECTORIZER, "ngram_range": list(_VECTORIZER["ngram_range"])}, **vocabulary}, ensure_ascii=False), encoding="utf-8")
         save_file(
             {"context_idf": self.context.idf_, "module_text_idf": self.module_text.idf_, "weights": np.asarray(self.weights, np.float64)},
             str(folder / WEIGHTS),
