@@ -136,9 +136,13 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         "context": (pairs["positive_context"].str.len_chars().to_numpy(), pairs["negative_context"].str.len_chars().to_numpy()),
     }
     baselines = {"length": lengths["module_text"], "cosine": cosine_scores(vectors)}
-    train, note = _training_pairs(scorer)
+    # the baselines fitted on the checkpoint's training pairs (a lexical part is its own TF-IDF model)
+    fitted = [name for name, wanted in (("TF-IDF", scorer.lexical is None), ("logistic-regression", config.evaluation.logistic_baseline)) if wanted]
+    train, note = _training_pairs(scorer, fitted) if fitted else (None, "")
     notes += [note] if note else []
-    if train is not None:
+    if scorer.lexical is not None:  # the checkpoint's own TF-IDF model: no refit, exactly the part the reward blends
+        baselines["tfidf"] = scorer.lexical.model.scores(pairs)
+    elif train is not None:
         baselines["tfidf"] = TfidfBaseline.fit(train, seed=config.training.seed).scores(pairs)
     if not config.evaluation.logistic_baseline:
         notes.append("no logistic-regression baseline: evaluation.logistic_baseline is off in the config")
@@ -275,22 +279,22 @@ def _normalization(positive: np.ndarray, negative: np.ndarray, module_of: np.nda
     return result
 
 
-def _training_pairs(scorer: RewardScorer) -> tuple[pl.DataFrame | None, str]:
+def _training_pairs(scorer: RewardScorer, baselines: list[str]) -> tuple[pl.DataFrame | None, str]:
     """The checkpoint's own training pairs, which its config.json names (the part left for
-    training when validation was carved out of them), for the baselines fitted on them; or None
+    training when validation was carved out of them), for the `baselines` fitted on them; or None
     and why not."""
     checkpoint = scorer.config
     files = [Path(f) for f in checkpoint.get("train_files") or []]
     absent = [str(f) for f in files if not f.is_file()]
     if not files or absent:
-        return None, f"no TF-IDF or logistic-regression baseline: the checkpoint's training files are not readable here ({', '.join(absent) or 'none recorded'})"
+        return None, f"no {' or '.join(baselines)} baseline: the checkpoint's training files are not readable here ({', '.join(absent) or 'none recorded'})"
     train = with_text_keys(load_pairs(files, scorer.modules))  # for the hash below and both baselines
     if checkpoint.get("val_file") is None:
         data = checkpoint.get("training_config", {}).get("data", {})
         train, _ = carve_validation(train, data.get("val_fraction", 0.1), data.get("split_seed", 0), data.get("group_by", "task"))
     note = ""
     if checkpoint.get("train_data_sha256") and pair_table_hash(train, pair_text_keys(train)) != checkpoint["train_data_sha256"]:
-        note = "the TF-IDF and logistic-regression baselines were fitted on training files that changed since the checkpoint was trained"
+        note = f"the {' and '.join(baselines)} baseline{'s were' if len(baselines) > 1 else ' was'} fitted on training files that changed since the checkpoint was trained"
     return train, note
 
 

@@ -87,6 +87,15 @@ def test_train_heads_blends_tfidf_with_heads_that_learned_nothing_and_every_scor
     accuracy = json.loads((report / "report.json").read_text())["overall"]["pairwise_accuracy"]
     assert accuracy == pytest.approx(chosen["val_pairwise_accuracy"])
 
+    # evaluate's TF-IDF baseline is the checkpoint's own lexical part (weight 1), not a refit: it
+    # needs no training files
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**saved, "train_files": [str(tmp_path / "moved.jsonl")]}))
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "ckpt"), str(root / "val.jsonl"), "--cache", str(root / "cache"), "--out", str(tmp_path / "report2")])
+    assert result.exit_code == 0, result.output
+    overall = json.loads((tmp_path / "report2" / "report.json").read_text())["overall"]
+    assert overall["baselines"]["tfidf"]["pairwise_accuracy"] == pytest.approx(saved["lexical_blend"][-1]["val_pairwise_accuracy"])
+    assert "logistic_regression" not in overall["baselines"] and "no logistic-regression baseline" in result.output + (tmp_path / "report2" / "report.md").read_text()
+
 
 def test_lexical_off_trains_heads_alone(reward_checkpoint, tmp_path):
     root = reward_checkpoint
