@@ -13,14 +13,11 @@ The TF-IDF baseline is fitted the same way on words instead of vectors: phi is t
 context beside the TF-IDF of the module text (word 1-2-grams), one model for all modules.
 """
 
-from collections.abc import Sequence
-
 import numpy as np
 import polars as pl
-from sklearn.linear_model import LogisticRegression
 
 from features.pairs import PairVectors
-from heads.lexical import TfidfModel
+from heads.blend import LinearModel, TfidfModel
 
 
 def length_scores(pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -44,40 +41,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
 
 
-def _features(context: np.ndarray, module_text: np.ndarray) -> np.ndarray:
-    return np.concatenate([context, module_text, context * module_text], axis=1, dtype=np.float32)
-
-
-class LogisticBaseline:
-    def __init__(self, weights: dict[str, np.ndarray]):
-        self.weights = weights  # per module, over the 3d features
-
-    @classmethod
-    def fit(cls, vectors: PairVectors, modules: Sequence[str], C: float = 1.0, seed: int = 0) -> "LogisticBaseline":
-        weights = {}
-        for module in modules:
-            rows = vectors.target_module == module
-            if not rows.any():
-                continue
-            difference = _features(vectors.positive_context[rows], vectors.positive_module_text[rows]) - _features(
-                vectors.negative_context[rows], vectors.negative_module_text[rows]
-            )
-            x = np.concatenate([difference, -difference])
-            y = np.concatenate([np.ones(len(difference)), np.zeros(len(difference))])
-            model = LogisticRegression(C=C, fit_intercept=False, max_iter=2000, random_state=seed).fit(x, y)
-            weights[module] = model.coef_[0].astype(np.float32)
-        return cls(weights)
-
-    def scores(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
-        """w . phi per side; NaN for pairs of a module it was never fitted on."""
-        positive = np.full(len(vectors.target_module), np.nan)
-        negative = np.full(len(vectors.target_module), np.nan)
-        for module, w in self.weights.items():
-            rows = vectors.target_module == module
-            positive[rows] = _features(vectors.positive_context[rows], vectors.positive_module_text[rows]) @ w
-            negative[rows] = _features(vectors.negative_context[rows], vectors.negative_module_text[rows]) @ w
-        return positive, negative
-
-
-# the TF-IDF baseline is the lexical part a checkpoint may carry beside its heads (heads/lexical.py)
+# the logistic-regression and TF-IDF baselines are the linear and TF-IDF parts a checkpoint's
+# reward may blend with its heads (heads/blend.py): the same code, fitted the same way
+LogisticBaseline = LinearModel
 TfidfBaseline = TfidfModel

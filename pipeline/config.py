@@ -40,10 +40,11 @@ class ModelConfig:
     # hidden widths of each reward head: "2d,d" is the design's 3d -> 2d -> d -> 1; "256" one hidden
     # layer; "linear" none (heads/model.py)
     head: str = "2d,d"
-    # A TF-IDF logistic regression beside the heads (heads/lexical.py). "auto": train-heads fits it
-    # and blends it with the heads at the weight of highest validation accuracy (0 keeps the heads
-    # alone); "off": heads only.
-    lexical: str = "auto"
+    # The reward as a blend of the heads, a linear part and a TF-IDF part (heads/blend.py). "auto":
+    # train-heads fits both parts and blends them with the heads at the weights of highest accuracy
+    # on held-out pairs (validation, and training pairs out of fold when there are few); "off":
+    # heads only.
+    blend: str = "auto"
 
 
 @dataclass
@@ -123,7 +124,8 @@ class EvaluationConfig:
     confidence: float = 0.95
     calibration_bins: int = 10
     # fit it on the checkpoint's training pairs; for a stage 1 checkpoint that first embeds all of
-    # them with its fine-tuned encoder, minutes on a CPU
+    # them with its fine-tuned encoder, minutes on a CPU (a checkpoint whose blend has a linear
+    # part reports that part alone whatever this says: it costs nothing)
     logistic_baseline: bool = True
 
 
@@ -298,7 +300,7 @@ def _check_values(config: Config, source: str) -> None:
     require(all(v >= 0 for v in search.weight_decay) and all(0 <= v < 1 for v in search.dropout), "search.weight_decay must be 0 or more, search.dropout in [0, 1)")
     require(config.stage_1.save_every_steps >= 0, "stage_1.save_every_steps must be 0 or more")
     require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
-    require(config.model.lexical in ("auto", "off"), f"model.lexical must be auto or off, got {config.model.lexical!r}")
+    require(config.model.blend in ("auto", "off"), f"model.blend must be auto or off, got {config.model.blend!r}")
     require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")
     for name in ("max_batch", "max_request_rows", "max_body_bytes", "max_pending", "read_timeout_s"):
         require(getattr(config.serve, name) > 0, f"serve.{name} must be positive")

@@ -36,6 +36,7 @@ from data.splits import carve_validation
 from data.trajectory import render_context, render_module
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from heads.baselines import LogisticBaseline, TfidfBaseline, cosine_scores, length_scores
+from heads.blend import PARTS
 from heads.ensemble import accuracy_by_uncertainty
 from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
 from heads.model import CheckpointError
@@ -125,10 +126,12 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     member_positive, member_negative = scorer.member_pair_scores(vectors, pairs)
     positive, negative = member_positive.mean(axis=0), member_negative.mean(axis=0)
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
-    if scorer.lexical is not None:
+    blend = scorer.blend
+    if blend is not None:
+        weights = ", ".join(f"{name} {w:g}" for name, w in zip(PARTS, blend.blend.weights))
         notes.append(
-            f"The reward blends the heads with a TF-IDF part at weight {scorer.lexical.blend.weight:g} (chosen on validation by train-heads); "
-            "the TF-IDF baseline below is that part alone."
+            f"The reward blends the heads with their linear and TF-IDF parts at weights {weights} (chosen on held-out pairs by train-heads); "
+            "the logistic-regression and TF-IDF baselines below are those parts alone (when their weight is above 0)."
         )
 
     lengths = {
@@ -136,15 +139,18 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         "context": (pairs["positive_context"].str.len_chars().to_numpy(), pairs["negative_context"].str.len_chars().to_numpy()),
     }
     baselines = {"length": lengths["module_text"], "cosine": cosine_scores(vectors)}
-    # the baselines fitted on the checkpoint's training pairs (a lexical part is its own TF-IDF model)
-    fitted = [name for name, wanted in (("TF-IDF", scorer.lexical is None), ("logistic-regression", config.evaluation.logistic_baseline)) if wanted]
+    # the baselines fitted on the checkpoint's training pairs, unless the blend carries them
+    own_tfidf, own_linear = blend is not None and blend.tfidf is not None, blend is not None and blend.linear is not None
+    fitted = [name for name, wanted in (("TF-IDF", not own_tfidf), ("logistic-regression", config.evaluation.logistic_baseline and not own_linear)) if wanted]
     train, note = _training_pairs(scorer, fitted) if fitted else (None, "")
     notes += [note] if note else []
-    if scorer.lexical is not None:  # the checkpoint's own TF-IDF model: no refit, exactly the part the reward blends
-        baselines["tfidf"] = scorer.lexical.model.scores(pairs)
+    if own_tfidf:  # the checkpoint's own part: no refit, exactly what the reward blends
+        baselines["tfidf"] = blend.tfidf.scores(pairs)
     elif train is not None:
         baselines["tfidf"] = TfidfBaseline.fit(train, seed=config.training.seed).scores(pairs)
-    if not config.evaluation.logistic_baseline:
+    if own_linear:
+        baselines["logistic_regression"] = blend.linear.scores(vectors)
+    elif not config.evaluation.logistic_baseline:
         notes.append("no logistic-regression baseline: evaluation.logistic_baseline is off in the config")
     elif train is not None:
         train_vectors, _ = scorer.pair_vectors(train, progress=progress)

@@ -73,7 +73,8 @@ from features.encoder import ROLES, TextEncoder, pick_device
 from features.pairs import PairVectors, text_key, unique_texts, with_text_keys
 from features.views import View, ViewMismatch, cut_texts, piece_features
 from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_piece_scores, member_scores
-from heads.lexical import LEXICAL_FILES, Lexical
+from heads.blend import Blended
+from heads.model import masked_mean
 from heads.model import CheckpointError, MultiModuleRewardModel
 from heads.training import PairTensors
 from pipeline.checkpoint import load_checkpoint_encoder
@@ -119,7 +120,7 @@ class RewardScorer:
         device: str = "cpu",
         normalize: bool = False,
         memory_size: int = 20_000,
-        lexical: Lexical | None = None,
+        blend: Blended | None = None,
         index_memory_map_above_mb: int = 4096,
     ):
         self.model = model.eval()
@@ -131,7 +132,7 @@ class RewardScorer:
         self.normalize = normalize
         self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
         self.view = View.from_checkpoint(config)
-        self.lexical = lexical  # the TF-IDF part blended with the heads, when the checkpoint has one
+        self.blend = blend  # the linear and TF-IDF parts blended with the heads, when the checkpoint has them
         self.memory = VectorMemory(memory_size)
         self.index_memory_map_above_mb = index_memory_map_above_mb
         self._index: VectorIndex | None = None
@@ -220,9 +221,9 @@ class RewardScorer:
         with self._lock:
             self.calls += 1
             self.rows += len(modules)
-            members, weights, counts = self._score_texts(contexts, module_texts, modules)
-        if self.lexical is not None:
-            members = self.lexical.rewards(members, contexts, module_texts)
+            members, weights, counts, linear = self._score_texts(contexts, module_texts, modules)
+        if self.blend is not None:
+            members = self.blend.rewards(members, linear, contexts, module_texts)
         raw, spread = members.mean(axis=0), members.std(axis=0)
         rewards, uncertainty = raw, spread
         if self.normalize:
@@ -236,12 +237,13 @@ class RewardScorer:
         return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
 
     @torch.no_grad()
-    def _score_texts(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def _score_texts(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray | None]:
         """Raw rewards of every member (members, rows), each module-text piece's weight in its
-        pooling (rows, most pieces; the members' mean), and each module text's number of pieces."""
+        pooling (rows, most pieces; the members' mean), each module text's number of pieces, and
+        the blend's linear part's scores (rows; None without one)."""
         n = len(modules)
         if not n:
-            return np.zeros((self.members, 0), np.float32), np.zeros((0, 1), np.float32), []
+            return np.zeros((self.members, 0), np.float32), np.zeros((0, 1), np.float32), [], np.zeros(0)
         texts, roles = contexts + module_texts, ["context"] * n + ["module"] * n
         cut = [self.view.pieces(text, role) for text, role in zip(texts, roles)]
         flat = [piece for pieces in cut for piece in pieces]
@@ -257,7 +259,15 @@ class RewardScorer:
         else:
             scores, weights = self.model.score_pieces(context, module_text, data.module_index)
             scores = scores.unsqueeze(0)
-        return scores.float().cpu().numpy(), weights.float().cpu().numpy(), counts[n:]
+        return scores.float().cpu().numpy(), weights.float().cpu().numpy(), counts[n:], self._linear(context, module_text, modules)
+
+    def _linear(self, context: tuple[torch.Tensor, torch.Tensor], module_text: tuple[torch.Tensor, torch.Tensor], modules) -> np.ndarray | None:
+        """The blend's linear part's scores of rows given as pieces (padded, mask): it reads each
+        text's mean piece vector."""
+        if self.blend is None or self.blend.linear is None:
+            return None
+        mean = lambda pieces: masked_mean(*pieces).float().cpu().numpy()  # noqa: E731
+        return self.blend.linear_scores(mean(context), mean(module_text), modules)
 
     def normalized(self, rewards: np.ndarray, modules: Sequence[str]) -> np.ndarray:
         """(r - mean) / std per row, with the mean and std of the row's module."""
@@ -315,7 +325,7 @@ class RewardScorer:
 
     def score_vectors(self, context: np.ndarray, module_text: np.ndarray, modules: np.ndarray | list[str], batch_size: int = 4096) -> np.ndarray:
         """One reward per row, each scored by the head of its module (the members' mean): the heads
-        alone, as a checkpoint's lexical part reads texts, not vectors."""
+        alone, without the blend's parts (its TF-IDF part reads texts, not vectors)."""
         return self.member_scores(context, module_text, modules, batch_size).mean(axis=0)
 
     @torch.no_grad()
@@ -357,16 +367,20 @@ class RewardScorer:
 
     def member_pair_scores(self, vectors: PairVectors, pairs: pl.DataFrame | None = None, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(r_pos, r_neg) per member and pair, each (members, pairs): the heads' scores from the
-        pairs' pieces (when they carry them), blended with the lexical part's scores of the pairs'
-        texts when the checkpoint has one (then `pairs`, the table `vectors` came from, is needed)."""
+        pairs' pieces (when they carry them), blended with the blend's parts when the checkpoint has
+        them: the linear part of the pooled vectors, the TF-IDF part of the pairs' texts (then
+        `pairs`, the table `vectors` came from, is needed)."""
         positive, negative = self._head_pair_scores(vectors, batch_size)
-        if self.lexical is None:
+        if self.blend is None:
             return positive, negative
-        if pairs is None:
+        if pairs is None and self.blend.tfidf is not None:
             raise ScoringError(f"{self.folder} blends its heads with a TF-IDF model, which reads the texts: pass the pair table beside its vectors")
+        linear = [self.blend.linear_scores(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
+                  self.blend.linear_scores(vectors.negative_context, vectors.negative_module_text, vectors.target_module)]  # fmt: skip
+        texts = lambda side: (pairs[f"{side}_context"], pairs[f"{side}_module_text"]) if pairs is not None else ([], [])  # noqa: E731
         return (
-            self.lexical.rewards(positive, pairs["positive_context"], pairs["positive_module_text"]),
-            self.lexical.rewards(negative, pairs["negative_context"], pairs["negative_module_text"]),
+            self.blend.rewards(positive, linear[0], *texts("positive")),
+            self.blend.rewards(negative, linear[1], *texts("negative")),
         )
 
     @torch.no_grad()
@@ -426,20 +440,22 @@ def load(
             ) from None
     return RewardScorer(
         model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size,
-        index_memory_map_above_mb=index_memory_map_above_mb, lexical=load_lexical(folder, config),
+        index_memory_map_above_mb=index_memory_map_above_mb, blend=load_blend(folder, config),
     )  # fmt: skip
 
 
-def load_lexical(folder: Path, config: dict) -> Lexical | None:
-    """The checkpoint's lexical part (heads/lexical.py), or None when its config.json names none."""
-    record = config.get("lexical")
+def load_blend(folder: Path, config: dict) -> Blended | None:
+    """The parts the checkpoint's reward blends with its heads (heads/blend.py), or None when its
+    config.json names none (`lexical`: a checkpoint from before the linear part, TF-IDF only)."""
+    record = config.get("blend") or config.get("lexical")
     if not record:
         return None
     try:
-        return Lexical.load(folder, record)
+        return Blended.load(folder, record)
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        files = record.get("files") if isinstance(record, dict) else None
         raise CheckpointError(
-            f"{folder} blends its heads with a TF-IDF model, but its {' and '.join(LEXICAL_FILES)} could not be read "
+            f"{folder} blends its heads with a linear and/or TF-IDF part, but its {' and '.join(map(str, files or ['blend files']))} could not be read "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged'}); copy the checkpoint folder whole, or retrain it"
         ) from None
 

@@ -35,7 +35,7 @@ from features.views import ONE_PIECE_VIEWS, PieceFeatures, View, ViewMismatch, c
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
-from heads.lexical import Lexical, fit_lexical, lexical_sample
+from heads.blend import blend_line, blend_sample, fit_blend
 from heads.search import SearchResult, grid, search_markdown
 from heads.search import search as search_settings
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps
@@ -113,8 +113,8 @@ def train_heads(
     # the texts are in the matrix now: keep only what the checkpoint and an ensemble still read
     hashes = {name: pair_table_hash(pairs, vectors[name].text_keys) for name, pairs in (("train", train), ("val", val))}
     group_by = config.data.group_by if config.data.group_by in train.columns else "task"
-    # the lexical part reads texts: a bounded sample of them outlives the tables
-    texts = {name: lexical_sample(pairs, config.training.seed) for name, pairs in (("train", train), ("val", val))} if config.model.lexical == "auto" else None
+    # the blend's TF-IDF part reads texts: a bounded sample of them outlives the tables
+    texts = {name: blend_sample(pairs, group_by, config.training.seed) for name, pairs in (("train", train), ("val", val))} if config.model.blend == "auto" else None
     train = train.select(group_by)
     del val
 
@@ -180,10 +180,13 @@ def train_heads(
         history = fit.history
     else:
         history = [{"member": k + 1, **record} for k, member in enumerate(fits) for record in member.history]
-    lexical, blends = None, []
-    if config.model.lexical == "auto":
-        lexical, blends = fit_lexical(model, texts["train"], texts["val"], train_data, val_data, seed=config.training.seed)
-        say(blend_line(lexical, blends))
+    blended, blend_summary = None, {}
+    if config.model.blend == "auto":
+        # the same setting on the training pairs of all tasks but a fold's, to score that fold's
+        # pairs as unseen (a resumed model's start cannot be repeated: validation alone then)
+        fit_fold = None if previous is not None else lambda rows: fit_heads(train_data.rows(rows), val_data, dimension, modules, setting, recipe, device=device).model
+        blended, blend_summary = fit_blend(model, texts["train"], texts["val"], train_data, val_data, modules, fit_fold, seed=config.training.seed)
+        say(blend_line(blended, blend_summary))
     epochs_run = sum(len(f.history) for f in fits) if fits else len(history)
     seconds_per_epoch = (time.perf_counter() - started) / max(epochs_run + (sum(r["epochs_run"] for r in searched.rows) if searched else 0), 1)
 
@@ -203,10 +206,10 @@ def train_heads(
         "metrics": {"train_loss": fit.train_loss if fit is not None else None, "val": best},
         "versions": library_versions(),
     }
-    if blends:
-        checkpoint_config["lexical_blend"] = blends  # validation accuracy of every weight tried
-    if lexical is not None:
-        checkpoint_config["lexical"] = lexical.record()
+    if blend_summary:  # the weights chosen and on what; every point of the grid goes to blend.jsonl
+        checkpoint_config["blend_choice"] = {key: value for key, value in blend_summary.items() if key != "table"}
+    if blended is not None:
+        checkpoint_config["blend"] = blended.record()
     if searched is not None:
         checkpoint_config["search"] = {"settings": len(searched.rows), "chosen": searched.rows[searched.best], "table": "search.jsonl"}
     if fits:
@@ -215,8 +218,10 @@ def train_heads(
         ]  # fmt: skip
     with atomic_dir(out) as folder:
         model.to("cpu").save(folder, checkpoint_config)
-        if lexical is not None:
-            lexical.save(folder)
+        if blended is not None:
+            blended.save(folder)
+        if blend_summary:
+            (folder / "blend.jsonl").write_text("".join(json_text(row) + "\n" for row in blend_summary["table"]))
         (folder / "metrics.jsonl").write_text("".join(json_text(record) + "\n" for record in history))
         if searched is not None:
             (folder / "search.jsonl").write_text("".join(json_text(row) + "\n" for row in searched.rows))
@@ -225,17 +230,6 @@ def train_heads(
         config.save(folder / "config.yaml")
     scratch.cleanup()
     return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, searched, fits)
-
-
-def blend_line(lexical: Lexical | None, blends: list[dict]) -> str:
-    """What the lexical blend chose, for the terminal."""
-    if not blends:
-        return "lexical part: none (no validation pairs to choose its weight on, or no spread in the scores)"
-    heads_alone = blends[0]["val_pairwise_accuracy"]
-    if lexical is None:
-        return f"lexical part: none (heads alone rank validation pairs best: {heads_alone:.3f})"
-    chosen = next(row for row in blends if row["weight"] == lexical.blend.weight)["val_pairwise_accuracy"]
-    return f"lexical part: TF-IDF blended at weight {lexical.blend.weight:g}, validation accuracy {chosen:.3f} (heads alone {heads_alone:.3f}, TF-IDF alone {blends[-1]['val_pairwise_accuracy']:.3f})"
 
 
 def read_features(source, train: pl.DataFrame, val: pl.DataFrame, view: View, memory_map_above_mb: int, scratch: Path) -> dict[str, PieceFeatures]:

@@ -125,13 +125,12 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     best = trained["metrics"]["val"]
     assert best["n_pairs"] == 100 and best["pairwise_accuracy"] >= 0.62
 
-    # evaluate: on validation it agrees with training (the heads blended with their TF-IDF part at
-    # the weight train-heads chose there) and stores the normalisation; on test it reports
+    # evaluate: on validation it agrees with training (the heads blended with their linear and
+    # TF-IDF parts at the weights train-heads chose) and stores the normalisation; on test it reports
     val_report = json.loads((tmp_path / "demo" / "report-val" / "report.json").read_text())
-    weight = trained.get("lexical", {}).get("weight", 0)
-    chosen = next(row["val_pairwise_accuracy"] for row in trained["lexical_blend"] if row["weight"] == weight)
-    assert chosen >= best["pairwise_accuracy"] - 1e-6  # the blend is kept only when it does at least as well
-    assert abs(val_report["overall"]["pairwise_accuracy"] - chosen) < 1e-6
+    chosen = trained["blend_choice"]["chosen"]
+    assert chosen["pairwise_accuracy"] >= trained["blend_choice"]["parts_alone"]["heads"]  # on the held-out pairs it was chosen on
+    assert abs(val_report["overall"]["pairwise_accuracy"] - chosen["val_pairwise_accuracy"]) < 1e-6
     assert "normalization" in json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())
     test_report = json.loads((tmp_path / "demo" / "report-test" / "report.json").read_text())
     assert test_report["n_pairs"] == 100 and set(test_report["overall"]["baselines"]) == {"length", "cosine", "tfidf", "logistic_regression"}

@@ -122,8 +122,9 @@ def test_ensemble_checkpoint_holds_members_that_differ_and_the_reward_is_their_m
     members = scorer.member_scores(vectors[: len(texts)], vectors[len(texts) :], modules)
     assert members.shape == (MEMBERS, len(texts))
     assert not np.allclose(members[0], members[1])  # bootstrap resamples and seeds make them differ
-    if scorer.lexical is not None:  # each member's score is blended with the same TF-IDF score
-        members = scorer.lexical.rewards(members, contexts, texts)
+    if scorer.blend is not None:  # each member's score is blended with the same linear and TF-IDF scores
+        linear = scorer.blend.linear_scores(vectors[: len(texts)], vectors[len(texts) :], modules)
+        members = scorer.blend.rewards(members, linear, contexts, texts)
     rewards, uncertainty = scorer.score_with_uncertainty(contexts, texts, modules)
     np.testing.assert_allclose(rewards, members.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(uncertainty, members.std(axis=0), atol=1e-6)  # population std

@@ -186,10 +186,9 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
     assert report == json.loads(json.dumps(result.report))
 
     training = json.loads(checkpoint.joinpath("config.json").read_text())
-    # the reward is the heads blended with their TF-IDF part at the weight train-heads chose on this file
-    chosen = next(row for row in training["lexical_blend"] if row["weight"] == training.get("lexical", {}).get("weight", 0))
-    assert report["overall"]["pairwise_accuracy"] == pytest.approx(chosen["val_pairwise_accuracy"])
-    if "lexical" not in training:
+    # the reward is the heads blended with their parts at the weights train-heads chose (this file among its held-out pairs)
+    assert report["overall"]["pairwise_accuracy"] == pytest.approx(training["blend_choice"]["chosen"]["val_pairwise_accuracy"])
+    if "blend" not in training:
         assert report["overall"]["pairwise_accuracy"] == pytest.approx(training["metrics"]["val"]["pairwise_accuracy"])
     assert report["n_pairs"] == 20 and sum(report["modules"][m]["n_pairs"] for m in MODULES) == 20
     for part in [report["overall"], *report["modules"].values()]:
@@ -311,10 +310,10 @@ def test_logistic_baseline_is_left_out_with_a_note_when_training_files_are_gone(
     checkpoint = fresh_checkpoint(trained, tmp_path)
     saved = json.loads(checkpoint.joinpath("config.json").read_text())
     saved["train_files"] = [str(tmp_path / "gone.jsonl")]
+    saved.pop("blend", None)  # heads alone: a blend carries its own linear and TF-IDF parts (tests/test_blend.py)
     checkpoint.joinpath("config.json").write_text(json.dumps(saved))
     result = evaluate(checkpoint, [root / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
-    # TF-IDF is fitted on them too, unless the checkpoint carries its own (its lexical part)
-    assert set(result.report["overall"]["baselines"]) == {"length", "cosine"} | ({"tfidf"} if "lexical" in saved else set())
+    assert set(result.report["overall"]["baselines"]) == {"length", "cosine"}  # TF-IDF is fitted on them too
     assert any("gone.jsonl" in note for note in result.report["notes"])
 
 
@@ -322,8 +321,12 @@ def test_the_config_can_leave_the_logistic_baseline_out(trained, tmp_path):
     """For a stage 1 checkpoint the baseline first embeds every training text with the fine-tuned
     encoder; the demo leaves it out to stay quick."""
     root, config = trained
+    checkpoint = fresh_checkpoint(trained, tmp_path)
+    saved = json.loads(checkpoint.joinpath("config.json").read_text())
+    saved.pop("blend", None)  # a blend's own linear part is reported whatever the config says: it costs nothing
+    checkpoint.joinpath("config.json").write_text(json.dumps(saved))
     without = config.override({"evaluation.logistic_baseline": False})
-    result = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "report", without, store_normalization=False, progress=False)
+    result = evaluate(checkpoint, [root / "val.jsonl"], root / "cache", tmp_path / "report", without, store_normalization=False, progress=False)
     assert set(result.report["overall"]["baselines"]) == {"length", "cosine", "tfidf"}  # TF-IDF needs no encoder
     assert any("evaluation.logistic_baseline is off" in note for note in result.report["notes"])
     assert "**logistic regression**" not in (tmp_path / "report" / "report.md").read_text()

@@ -81,8 +81,8 @@ def test_checkpoint_is_a_readable_folder_without_pickle(setup, tmp_path):
     result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    lexical = ["lexical.json", "lexical.safetensors"] if "lexical" in saved else []  # a TF-IDF part, when validation chose one
-    assert files == sorted(["config.json", "config.yaml", "heads.safetensors", "metrics.jsonl", *lexical])
+    blend = saved["blend"]["files"] if "blend" in saved else []  # the linear and TF-IDF parts, when held-out pairs chose them
+    assert files == sorted(["config.json", "config.yaml", "heads.safetensors", "metrics.jsonl", "blend.jsonl", *blend])
     assert saved["dimension"] == 384 and saved["modules"] == MODULES
     assert saved["encoder_fingerprint"]["encoder"] == "minilm" and saved["training_config"]["stage_0"]["epochs"] == 2
     assert len(saved["train_data_sha256"]) == 64 and "torch" in saved["versions"]

@@ -1,0 +1,435 @@
+"""The reward as a blend of three parts trained on the same pairs: the heads, a linear part on the
+heads' own features and a TF-IDF part on the words, at weights chosen on held-out pairs.
+
+The MLP heads are built for thousands of pairs: on a few hundred they overfit where a linear model
+on the same features does not (AutoGPT: heads 0.831, linear 0.885 on unseen tasks). Frozen
+sentence vectors also lose lexical detail that decides many real pairs (which command ran, which
+error came back), which a TF-IDF logistic regression keeps; the three err on different pairs. So a
+checkpoint's reward is
+
+    reward = w_heads * z(heads) + w_linear * z(linear) + w_tfidf * z(tfidf),   z(s) = (s - mean) / std
+
+each part standardised by its own scores on the training pairs, the weights a point of the simplex
+grid of step 0.1 (66 points, summing to 1): the one of highest pairwise accuracy (a tied pair counts
+wrong) on held-out pairs. Held out are the validation pairs and, when the training split is small
+(at most `CROSSFIT_MAX_PAIRS`, where a validation split is small too), every training pair scored
+by parts trained without its task (K folds by task: "out of fold"), so that a handful of
+validation pairs does not decide the weights alone. Ties prefer more weight on the heads, then on
+the linear part. Weights (1, 0, 0) keep the heads alone.
+
+    tfidf = TfidfModel.fit(train_pairs); tfidf.score_texts(contexts, module_texts)    # also evaluate's baselines
+    linear = LinearModel.fit(train_vectors, modules); linear.score_vectors(context_vectors, module_vectors, modules)
+    blended, record, table = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)
+    blended.rewards(head_scores, linear_scores, contexts, module_texts)   # the reward, per row
+    blended.save(folder); Blended.load(folder, config["blend"])
+"""
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from safetensors.numpy import load_file, save_file
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from features.pairs import PairVectors
+from heads.metrics import pairwise_accuracy
+from heads.model import masked_mean
+from heads.training import PairTensors, pair_scores
+
+PARTS = ("heads", "linear", "tfidf")
+VOCABULARY = "lexical.json"  # the TF-IDF part's files
+TFIDF_WEIGHTS = "lexical.safetensors"
+LINEAR_WEIGHTS = "linear.safetensors"
+GRID = tuple((a / 10, b / 10, round(1 - a / 10 - b / 10, 1)) for a in range(10, -1, -1) for b in range(10 - a, -1, -1))  # heads-heavy first
+CROSSFIT_MAX_PAIRS = 20_000
+FOLDS = 5
+_VECTORIZER = {"sublinear_tf": True, "ngram_range": (1, 2), "min_df": 2, "max_features": 50_000}
+
+
+class TfidfModel:
+    """Logistic regression on TF-IDF features of (context, module text), fitted on pair differences.
+
+    One model for all modules: a module indicator would cancel in phi(pos) - phi(neg), and on the
+    demo's synthetic data (200 val + test pairs) the shared model ranked better than one model per
+    module (0.755 vs 0.720 pairwise accuracy) or both blocks side by side (0.735). C=10: the rows
+    are unit-length TF-IDF vectors and C=1 underfits them (0.700 for the shared model).
+    """
+
+    def __init__(self, context: TfidfVectorizer, module_text: TfidfVectorizer, weights: np.ndarray):
+        self.context = context
+        self.module_text = module_text
+        self.weights = weights
+
+    @classmethod
+    def fit(cls, pairs: pl.DataFrame, C: float = 10.0, seed: int = 0) -> "TfidfModel":
+        def vectorizer(column: str) -> TfidfVectorizer:
+            texts = pl.concat([pairs[f"positive_{column}"], pairs[f"negative_{column}"]]).to_list()
+            return TfidfVectorizer(**_VECTORIZER).fit(texts)
+
+        model = cls(vectorizer("context"), vectorizer("module_text"), np.zeros(0))
+        difference = model._features(pairs["positive_context"], pairs["positive_module_text"]) - model._features(
+            pairs["negative_context"], pairs["negative_module_text"]
+        )
+        x = sp.vstack([difference, -difference]).tocsr()
+        y = np.concatenate([np.ones(pairs.height), np.zeros(pairs.height)])
+        model.weights = LogisticRegression(C=C, fit_intercept=False, max_iter=2000, random_state=seed).fit(x, y).coef_[0]
+        return model
+
+    def _features(self, contexts, module_texts) -> sp.csr_matrix:
+        return sp.hstack([self.context.transform(list(contexts)), self.module_text.transform(list(module_texts))]).tocsr()
+
+    def score_texts(self, contexts, module_texts) -> np.ndarray:
+        """w . phi per row (float64)."""
+        if not len(contexts):
+            return np.zeros(0)
+        return self._features(contexts, module_texts) @ self.weights
+
+    def scores(self, pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """w . phi per side of each pair."""
+        return (
+            self.score_texts(pairs["positive_context"], pairs["positive_module_text"]),
+            self.score_texts(pairs["negative_context"], pairs["negative_module_text"]),
+        )
+
+    def save(self, folder) -> None:
+        """`lexical.json` (each vectorizer's terms in column order) and `lexical.safetensors`
+        (their idf and the weights): plain files, no pickles."""
+        vocabulary = {name: sorted(v.vocabulary_, key=v.vocabulary_.get) for name, v in (("context", self.context), ("module_text", self.module_text))}
+        (folder / VOCABULARY).write_text(json.dumps({"vectorizer": {**_VECTORIZER, "ngram_range": list(_VECTORIZER["ngram_range"])}, **vocabulary}, ensure_ascii=False), encoding="utf-8")
+        save_file(
+            {"context_idf": self.context.idf_, "module_text_idf": self.module_text.idf_, "weights": np.asarray(self.weights, np.float64)},
+            str(folder / TFIDF_WEIGHTS),
+        )
+
+    @classmethod
+    def load(cls, folder) -> "TfidfModel":
+        saved = json.loads((folder / VOCABULARY).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / TFIDF_WEIGHTS))
+        settings = {**saved["vectorizer"], "ngram_range": tuple(saved["vectorizer"]["ngram_range"])}
+
+        def vectorizer(name: str) -> TfidfVectorizer:
+            v = TfidfVectorizer(**settings)
+            v.vocabulary_ = {term: i for i, term in enumerate(saved[name])}
+            v.idf_ = tensors[f"{name}_idf"]
+            return v
+
+        return cls(vectorizer("context"), vectorizer("module_text"), tensors["weights"])
+
+
+def linear_features(context: np.ndarray, module_text: np.ndarray) -> np.ndarray:
+    """The heads' own input, concat(e_ctx, e_mod, e_ctx * e_mod), of mean-pooled text vectors."""
+    return np.concatenate([context, module_text, context * module_text], axis=1, dtype=np.float32)
+
+
+class LinearModel:
+    """A logistic regression per module on `linear_features`, fitted on pair differences in both
+    orders without intercept, so its score w . phi ranks single responses: a linear head, fitted to
+    convergence (scikit-learn, L2 with C=1) where a linear head trained by SGD for a few epochs is not."""
+
+    def __init__(self, weights: dict[str, np.ndarray]):
+        self.weights = weights  # per module, over the 3d features
+
+    @classmethod
+    def fit(cls, vectors: PairVectors, modules: Sequence[str], C: float = 1.0, seed: int = 0) -> "LinearModel":
+        weights = {}
+        for module in modules:
+            rows = vectors.target_module == module
+            if not rows.any():
+                continue
+            difference = linear_features(vectors.positive_context[rows], vectors.positive_module_text[rows]) - linear_features(
+                vectors.negative_context[rows], vectors.negative_module_text[rows]
+            )
+            x = np.concatenate([difference, -difference])
+            y = np.concatenate([np.ones(len(difference)), np.zeros(len(difference))])
+            model = LogisticRegression(C=C, fit_intercept=False, max_iter=2000, random_state=seed).fit(x, y)
+            weights[module] = model.coef_[0].astype(np.float32)
+        return cls(weights)
+
+    def score_vectors(self, context: np.ndarray, module_text: np.ndarray, modules, unfitted: float = np.nan) -> np.ndarray:
+        """w . phi per row (float64); `unfitted` (NaN: no score) for rows of a module it was never
+        fitted on."""
+        modules = np.asarray(modules)
+        scores = np.full(len(modules), unfitted)
+        for module, w in self.weights.items():
+            rows = modules == module
+            if rows.any():
+                scores[rows] = linear_features(np.asarray(context)[rows], np.asarray(module_text)[rows]) @ w
+        return scores
+
+    def scores(self, vectors: PairVectors) -> tuple[np.ndarray, np.ndarray]:
+        """w . phi per side of each pair."""
+        return (
+            self.score_vectors(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
+            self.score_vectors(vectors.negative_context, vectors.negative_module_text, vectors.target_module),
+        )
+
+    def save(self, folder) -> None:
+        save_file({module: w for module, w in self.weights.items()}, str(folder / LINEAR_WEIGHTS))
+
+    @classmethod
+    def load(cls, folder) -> "LinearModel":
+        return cls(dict(load_file(str(folder / LINEAR_WEIGHTS))))
+
+
+@dataclass(frozen=True)
+class Blend:
+    """How the parts' scores become one reward (the formula above): a weight, mean and std per part
+    (in the order of PARTS)."""
+
+    weights: tuple[float, float, float]
+    means: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    stds: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __call__(self, heads: np.ndarray, linear: np.ndarray | None = None, tfidf: np.ndarray | None = None) -> np.ndarray:
+        """The reward, shaped like `heads` (rows, or members x rows: every member's score blended
+        with the same linear and TF-IDF scores, so the members' spread scales by w_heads / std).
+        A part of weight 0 may be None. A NaN score stays NaN: a damaged vector must not pass for
+        a reward."""
+        reward = np.zeros(np.shape(heads), np.float64)
+        for scores, weight, mean, std in zip((heads, linear, tfidf), self.weights, self.means, self.stds):
+            if weight:
+                reward += weight * (np.asarray(scores, np.float64) - mean) / std
+        return reward.astype(np.float32)
+
+    def record(self) -> dict:
+        return {name: {"weight": w, "mean": m, "std": s} for name, w, m, s in zip(PARTS, self.weights, self.means, self.stds)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Blend":
+        """From `record()`, or the lexical record of checkpoints trained before the linear part
+        (`weight`, `head_mean`, `head_std`, `lexical_mean`, `lexical_std`)."""
+        if "weight" in record:
+            w = float(record["weight"])
+            return cls((1 - w, 0.0, w), (float(record["head_mean"]), 0.0, float(record["lexical_mean"])), (float(record["head_std"]), 1.0, float(record["lexical_std"])))
+        parts = [record[name] for name in PARTS]
+        return cls(*(tuple(float(part[field]) for part in parts) for field in ("weight", "mean", "std")))
+
+
+@dataclass
+class Blended:
+    """A checkpoint's parts beside its heads (those of weight > 0) and how they blend."""
+
+    blend: Blend
+    linear: LinearModel | None = None
+    tfidf: TfidfModel | None = None
+
+    @property
+    def needs_linear(self) -> bool:
+        return self.linear is not None
+
+    def linear_scores(self, context: np.ndarray, module_text: np.ndarray, modules) -> np.ndarray | None:
+        """The linear part's scores of mean-pooled vectors, a module it never saw (no training pair)
+        scoring its mean, so that the other parts rank those rows; None without a linear part."""
+        if self.linear is None:
+            return None
+        return self.linear.score_vectors(context, module_text, modules, unfitted=self.blend.means[1])
+
+    def rewards(self, head_scores: np.ndarray, linear_scores: np.ndarray | None, contexts, module_texts) -> np.ndarray:
+        """The blended rewards, shaped like `head_scores`; `linear_scores` are `linear_scores()` of
+        the rows' mean-pooled vectors (None when it has no linear part)."""
+        tfidf = self.tfidf.score_texts(contexts, module_texts) if self.tfidf is not None else None
+        return self.blend(head_scores, linear_scores, tfidf)
+
+    def files(self) -> list[str]:
+        return ([LINEAR_WEIGHTS] if self.linear is not None else []) + ([VOCABULARY, TFIDF_WEIGHTS] if self.tfidf is not None else [])
+
+    def record(self) -> dict:
+        """What config.json keeps (the files hold the models)."""
+        return {**self.blend.record(), "files": self.files()}
+
+    def save(self, folder) -> None:
+        for part in (self.linear, self.tfidf):
+            if part is not None:
+                part.save(folder)
+
+    @classmethod
+    def load(cls, folder, record: dict) -> "Blended":
+        blend = Blend.from_record(record)
+        return cls(blend, LinearModel.load(folder) if blend.weights[1] else None, TfidfModel.load(folder) if blend.weights[2] else None)
+
+
+# --- choosing the weights ----------------------------------------------------------------------
+
+
+@dataclass
+class BlendSample:
+    """At most `max_pairs` pairs of a table (a seeded sample): their rows, their four texts and
+    their groups (tasks), which the out-of-fold parts are split by."""
+
+    rows: np.ndarray
+    pairs: pl.DataFrame
+    groups: np.ndarray
+
+
+def blend_sample(pairs: pl.DataFrame, group_by: str = "task", seed: int = 0, max_pairs: int = 50_000) -> BlendSample:
+    """What the parts read of a pair table: a bounded sample, which bounds the time and memory they
+    add at a million pairs (and lets the full table's texts go)."""
+    if pairs.height <= max_pairs:
+        rows = np.arange(pairs.height)
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(pairs.height, max_pairs, replace=False))
+    columns = ["positive_context", "positive_module_text", "negative_context", "negative_module_text"]
+    groups = pairs[group_by] if group_by in pairs.columns else pairs["task"]
+    return BlendSample(rows, pairs[rows].select(columns), groups.to_numpy()[rows])
+
+
+def mean_pooled(data: PairTensors, modules: Sequence[str], batch_size: int = 4096) -> PairVectors:
+    """The four mean-pooled text vectors of every pair of `data` (numpy, float32) and its module's
+    name (`modules` in the order of `data.module_index`): what the linear part reads."""
+    sides = [[] for _ in range(4)]
+    for index in torch.arange(len(data), device=data.module_index.device).split(batch_size):
+        batch = data.rows(index)
+        for j in range(4):
+            sides[j].append(masked_mean(*batch.pieces(batch.pair_texts[:, j])).float().cpu().numpy())
+    d = data.vectors.shape[1]
+    sides = [np.concatenate(s) if s else np.zeros((0, d), np.float32) for s in sides]
+    return PairVectors(*sides, target_module=np.asarray(modules)[data.module_index.cpu().numpy()])
+
+
+@dataclass
+class PartScores:
+    """Each part's (positive, negative) scores of some pairs, standardised."""
+
+    heads: tuple[np.ndarray, np.ndarray]
+    linear: tuple[np.ndarray, np.ndarray]
+    tfidf: tuple[np.ndarray, np.ndarray]
+
+    def blended(self, weights) -> tuple[np.ndarray, np.ndarray]:
+        blend = Blend(weights)
+        return blend(self.heads[0], self.linear[0], self.tfidf[0]), blend(self.heads[1], self.linear[1], self.tfidf[1])
+
+    @staticmethod
+    def concat(parts: list["PartScores"]) -> "PartScores":
+        return PartScores(*(tuple(np.concatenate([getattr(p, name)[side] for p in parts]) for side in (0, 1)) for name in PARTS))
+
+
+@dataclass
+class Parts:
+    """The three parts fitted on some training pairs, with the statistics that standardise them."""
+
+    heads: object  # a model or ensemble
+    linear: LinearModel
+    tfidf: TfidfModel
+    means: tuple[float, float, float]
+    stds: tuple[float, float, float]
+
+    @classmethod
+    def fit(cls, heads, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame, modules: Sequence[str], seed: int) -> "Parts":
+        linear, tfidf = LinearModel.fit(vectors, modules, seed=seed), TfidfModel.fit(texts, seed=seed)
+        parts = cls(heads, linear, tfidf, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        raw = parts.raw_scores(data, vectors, texts)
+        training = [np.concatenate(sides) for sides in raw]
+        parts.means = tuple(float(np.nanmean(s)) for s in training)
+        parts.stds = tuple(float(np.nanstd(s)) for s in training)
+        return parts
+
+    def raw_scores(self, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
+        heads = tuple(s.float().cpu().numpy().astype(np.float64) for s in pair_scores(self.heads, data))
+        return [heads, self.linear.scores(vectors), self.tfidf.scores(texts)]
+
+    def scores(self, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame) -> PartScores:
+        z = [tuple(np.nan_to_num((s - m) / sd) if sd > 0 else np.zeros_like(s) for s in sides) for sides, m, sd in zip(self.raw_scores(data, vectors, texts), self.means, self.stds)]
+        return PartScores(*z)
+
+
+def choose_weights(held_out: PartScores, usable: Sequence[bool]) -> tuple[tuple[float, float, float], list[dict]]:
+    """The grid point of highest pairwise accuracy on `held_out` (ties: the first in GRID, which
+    lists more weight on the heads, then on the linear part, first), among those that give no
+    weight to an unusable part; and the accuracy of every point tried."""
+    rows, best = [], None
+    if not any(usable):
+        return (1.0, 0.0, 0.0), rows
+    for weights in GRID:
+        if any(w and not ok for w, ok in zip(weights, usable)):
+            continue
+        accuracy = pairwise_accuracy(*held_out.blended(weights))
+        rows.append({"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": accuracy})
+        if best is None or accuracy > best[1]:
+            best = (weights, accuracy)
+    return best[0], rows
+
+
+def task_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold per pair: the distinct groups shuffled (seeded) and dealt round-robin."""
+    distinct = np.unique(groups)
+    np.random.default_rng(seed).shuffle(distinct)
+    fold_of = dict(zip(distinct.tolist(), np.arange(len(distinct)) % folds))
+    return np.array([fold_of[g] for g in groups.tolist()], dtype=np.int64)
+
+
+def fit_blend(
+    heads,
+    train: BlendSample,
+    val: BlendSample,
+    train_data: PairTensors,
+    val_data: PairTensors,
+    modules: Sequence[str],
+    fit_fold: Callable[[torch.Tensor], object] | None = None,
+    folds: int = FOLDS,
+    seed: int = 0,
+) -> tuple[Blended | None, dict]:
+    """The parts fitted on the sampled training pairs beside `heads` (a trained model or ensemble),
+    blended at the weights `choose_weights` picks on the sampled validation pairs, plus the training
+    pairs out of fold when `fit_fold` (rows of `train_data` -> heads trained on them alone) is given,
+    there are at most CROSSFIT_MAX_PAIRS training pairs and at least 2 groups. Returns None for
+    the heads alone, and what was tried (the table, the held-out pairs, each part's accuracy)."""
+    if not (train.pairs.height and val.pairs.height):
+        return None, {}
+    device = train_data.module_index.device
+    to_rows = lambda rows: torch.from_numpy(np.asarray(rows, np.int64)).to(device)  # noqa: E731
+    train_rows, val_rows = train_data.rows(to_rows(train.rows)), val_data.rows(to_rows(val.rows))
+    train_vectors, val_vectors = mean_pooled(train_rows, modules), mean_pooled(val_rows, modules)
+    final = Parts.fit(heads, train_rows, train_vectors, train.pairs, modules, seed)
+    held_out = [final.scores(val_rows, val_vectors, val.pairs)]
+    out_of_fold = 0
+    n_folds = min(folds, len(np.unique(train.groups)))
+    if fit_fold is not None and train.pairs.height <= CROSSFIT_MAX_PAIRS and n_folds >= 2:
+        fold = task_folds(train.groups, n_folds, seed)
+        for k in range(n_folds):
+            inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            rows_in = to_rows(train.rows[inside])
+            fold_vectors = _select(train_vectors, inside)
+            parts = Parts.fit(fit_fold(rows_in), train_data.rows(rows_in), fold_vectors, train.pairs[inside], modules, seed)
+            held_out.append(parts.scores(train_data.rows(to_rows(train.rows[outside])), _select(train_vectors, outside), train.pairs[outside]))
+        out_of_fold = train.pairs.height
+    pooled = PartScores.concat(held_out)
+    usable = [sd > 0 for sd in final.stds]
+    weights, table = choose_weights(pooled, usable)
+    alone = {name: pairwise_accuracy(*getattr(pooled, name)) for name in PARTS}
+    chosen = next(row["pairwise_accuracy"] for row in table if tuple(row["weights"].values()) == weights)
+    validation = {name: pairwise_accuracy(*getattr(held_out[0], name)) for name in PARTS}
+    summary = {
+        "held_out_pairs": {"validation": val.pairs.height, "out_of_fold": out_of_fold, "folds": n_folds if out_of_fold else 0},
+        "chosen": {"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": chosen, "val_pairwise_accuracy": pairwise_accuracy(*held_out[0].blended(weights))},
+        "parts_alone": alone,
+        "parts_alone_validation": validation,
+        "table": table,
+    }
+    if weights == (1.0, 0.0, 0.0):
+        return None, summary
+    blend = Blend(weights, final.means, final.stds)
+    return Blended(blend, final.linear if weights[1] else None, final.tfidf if weights[2] else None), summary
+
+
+def _select(vectors: PairVectors, rows: np.ndarray) -> PairVectors:
+    return PairVectors(
+        vectors.positive_context[rows], vectors.positive_module_text[rows], vectors.negative_context[rows],
+        vectors.negative_module_text[rows], vectors.target_module[rows],
+    )  # fmt: skip
+
+
+def blend_line(blended: Blended | None, summary: dict) -> str:
+    """What the blend chose, for the terminal."""
+    if not summary:
+        return "blend: heads alone (no validation pairs to choose the weights on)"
+    held = summary["held_out_pairs"]
+    where = f"{held['validation']} validation pairs" + (f" + {held['out_of_fold']} training pairs out of fold ({held['folds']} folds by task)" if held["out_of_fold"] else "")
+    alone = ", ".join(f"{name} alone {accuracy:.3f}" for name, accuracy in summary["parts_alone"].items())
+    weights = summary["chosen"]["weights"]
+    chosen = "heads alone" if blended is None else "weights " + ", ".join(f"{name} {w:g}" for name, w in weights.items())
+    return f"blend: {chosen}, accuracy {summary['chosen']['pairwise_accuracy']:.3f} on {where} ({alone})"

@@ -1,0 +1,180 @@
+"""The reward as a blend (heads/blend.py): the heads, a linear part and a TF-IDF part at weights
+chosen on held-out pairs (validation, and training pairs out of fold), saved in the checkpoint and
+applied by every scoring path."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from reward_checkpoint import checkpoint_config
+
+from data import load_pairs
+from features.pairs import PairVectors
+from heads.blend import GRID, LINEAR_WEIGHTS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, PartScores, TfidfModel, choose_weights, task_folds
+from pipeline.cli import main
+from pipeline.rewards import load
+from pipeline.train_heads import train_heads
+
+BLEND_FILES = (LINEAR_WEIGHTS, VOCABULARY, TFIDF_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def pairs(reward_checkpoint):
+    return load_pairs(reward_checkpoint / "train.jsonl"), load_pairs(reward_checkpoint / "val.jsonl")
+
+
+def random_vectors(n: int, modules: list[str], seed: int = 0) -> PairVectors:
+    rng = np.random.default_rng(seed)
+    return PairVectors(*(rng.normal(size=(n, 8)).astype(np.float32) for _ in range(4)), target_module=np.array(modules * (n // len(modules))))
+
+
+def test_saved_parts_score_exactly_as_the_fitted_ones(pairs, tmp_path):
+    train, val = pairs
+    tfidf = TfidfModel.fit(train)
+    linear = LinearModel.fit(random_vectors(40, ["planner", "executor"]), ["planner", "executor", "memory"])
+    Blended(Blend((0.5, 0.25, 0.25)), linear, tfidf).save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(BLEND_FILES)
+    for fitted, loaded in zip(tfidf.scores(val), TfidfModel.load(tmp_path).scores(val)):
+        np.testing.assert_array_equal(fitted, loaded)
+    test = random_vectors(20, ["planner", "executor", "memory", "reflection"], seed=1)
+    for fitted, loaded in zip(linear.scores(test), LinearModel.load(tmp_path).scores(test)):
+        np.testing.assert_array_equal(fitted, loaded)
+        assert np.isnan(fitted[test.target_module == "reflection"]).all()  # never fitted: NaN, the blend reads it as the part's mean
+        assert np.isnan(fitted[test.target_module == "memory"]).all() and not np.isnan(fitted[test.target_module == "planner"]).any()
+
+
+def test_the_weights_are_the_grid_point_of_highest_held_out_accuracy_and_ties_prefer_the_heads():
+    rng = np.random.default_rng(0)
+    noise = lambda: (rng.normal(size=200), rng.normal(size=200))  # noqa: E731
+    perfect = (np.full(200, 5.0) + rng.normal(0, 0.1, 200), rng.normal(0, 0.1, 200))
+    weights, rows = choose_weights(PartScores(perfect, noise(), noise()), [True, True, True])
+    assert weights == (1.0, 0.0, 0.0) and rows[0]["pairwise_accuracy"] == 1.0 and len(rows) == len(GRID) == 66
+
+    flat = (np.zeros(200), np.zeros(200))  # heads that tell no pair apart (a tie counts wrong)
+    weights, rows = choose_weights(PartScores(flat, noise(), perfect), [True, True, True])
+    best = max(row["pairwise_accuracy"] for row in rows)
+    chosen = next(k for k, row in enumerate(rows) if tuple(row["weights"].values()) == weights)
+    assert rows[chosen]["pairwise_accuracy"] == best == 1.0 and weights[2] > 0
+    assert all(row["pairwise_accuracy"] < best for row in rows[:chosen])  # the first best in GRID order
+    assert list(rows[0]["weights"]) == list(PARTS) and all(abs(sum(row["weights"].values()) - 1) < 1e-9 for row in rows)
+
+    weights, rows = choose_weights(PartScores(flat, noise(), perfect), [True, True, False])  # TF-IDF with no spread
+    assert weights[2] == 0 and all(row["weights"]["tfidf"] == 0 for row in rows)
+
+
+def test_blending_standardises_each_part_and_scales_the_members_spread():
+    blend = Blend((0.5, 0.25, 0.25), means=(1.0, 0.0, -1.0), stds=(2.0, 1.0, 4.0))
+    heads, linear, tfidf = np.array([3.0, 1.0]), np.array([2.0, 0.0]), np.array([3.0, -1.0])
+    np.testing.assert_allclose(blend(heads, linear, tfidf), [0.5 * 1.0 + 0.25 * 2.0 + 0.25 * 1.0, 0.0], atol=1e-6)
+    assert np.isnan(blend(np.array([np.nan]), np.array([0.0]), np.array([0.0]))).all()  # a damaged vector is no reward
+    unseen = Blended(blend, LinearModel({"planner": np.ones(3, np.float32)}))  # a module without training pairs scores the part's mean
+    np.testing.assert_allclose(unseen.linear_scores(np.ones((2, 1)), np.ones((2, 1)), ["planner", "memory"]), [3.0, 0.0])
+    members = np.array([[3.0, 1.0], [5.0, 1.0]])  # (members, rows): the same other parts for each member
+    np.testing.assert_allclose(blend(members, linear, tfidf).std(axis=0), members.std(axis=0) * 0.5 / 2.0, atol=1e-6)
+    # a checkpoint from before the linear part: TF-IDF at weight w beside the heads
+    old = Blend.from_record({"weight": 0.3, "head_mean": 1.0, "head_std": 2.0, "lexical_mean": -1.0, "lexical_std": 4.0, "files": []})
+    assert old == Blend((0.7, 0.0, 0.3), (1.0, 0.0, -1.0), (2.0, 1.0, 4.0))
+    assert Blend.from_record(blend.record()) == blend
+
+
+def test_task_folds_keep_each_task_in_one_fold_and_use_every_fold():
+    groups = np.array([f"task-{k % 13}" for k in range(100)])
+    fold = task_folds(groups, 5, seed=0)
+    assert set(fold.tolist()) == set(range(5))
+    for task in np.unique(groups):
+        assert len(set(fold[groups == task].tolist())) == 1
+    np.testing.assert_array_equal(fold, task_folds(groups, 5, seed=0))
+
+
+def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_scoring_path_applies_it(reward_checkpoint, tmp_path):
+    root = reward_checkpoint
+    # a learning rate that leaves the heads at their random start: the other parts must carry the ranking
+    config = checkpoint_config().override({"stage_0.lr": 1e-9, "stage_0.epochs": 1})
+    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    folder = tmp_path / "ckpt"
+    saved = json.loads((folder / "config.json").read_text())
+    choice = saved["blend_choice"]
+    train, val = load_pairs(root / "train.jsonl"), load_pairs(root / "val.jsonl")
+    # held out: the validation pairs and every training pair, scored by parts fitted without its task
+    assert choice["held_out_pairs"] == {"validation": val.height, "out_of_fold": train.height, "folds": 5}
+    assert saved["blend"]["heads"]["weight"] < 1 and all((folder / name).is_file() for name in saved["blend"]["files"])
+    table = [json.loads(line) for line in (folder / "blend.jsonl").read_text().splitlines()]
+    assert len(table) == 66 and max(row["pairwise_accuracy"] for row in table) == choice["chosen"]["pairwise_accuracy"]
+    assert choice["chosen"]["pairwise_accuracy"] > table[0]["pairwise_accuracy"]  # better than the heads alone
+
+    scorer = load(folder, root / "cache", device="cpu")
+    texts = val["positive_context"].to_list(), val["positive_module_text"].to_list(), val["target_module"].to_list()
+    blended, scorer.blend = scorer.blend, None
+    heads_alone = scorer.score(*texts)
+    scorer.blend = blended
+    linear = blended.linear_scores(scorer.vectors(texts[0], ["context"] * val.height), scorer.vectors(texts[1], ["module"] * val.height), texts[2])
+    tfidf = blended.tfidf.score_texts(texts[0], texts[1]) if blended.tfidf else None
+    expected = blended.blend(heads_alone, linear, tfidf)
+    np.testing.assert_allclose(scorer.score(*texts), expected, atol=1e-5)
+    positive, _ = scorer.score_pair_vectors(scorer.pair_vectors(val)[0], val)  # evaluation's path
+    np.testing.assert_allclose(positive, expected, atol=1e-5)
+
+    report = tmp_path / "report"
+    result = CliRunner().invoke(main, ["evaluate", str(folder), str(root / "val.jsonl"), "--cache", str(root / "cache"), "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    overall = json.loads((report / "report.json").read_text())["overall"]
+    assert overall["pairwise_accuracy"] == pytest.approx(choice["chosen"]["val_pairwise_accuracy"])
+
+    # evaluate's baselines are the checkpoint's own parts, not refits: they need no training files
+    (folder / "config.json").write_text(json.dumps({**saved, "train_files": [str(tmp_path / "moved.jsonl")]}))
+    result = CliRunner().invoke(main, ["evaluate", str(folder), str(root / "val.jsonl"), "--cache", str(root / "cache"), "--out", str(tmp_path / "report2")])
+    assert result.exit_code == 0, result.output
+    baselines = json.loads((tmp_path / "report2" / "report.json").read_text())["overall"]["baselines"]
+    for part, baseline in (("linear", "logistic_regression"), ("tfidf", "tfidf")):
+        if saved["blend"][part]["weight"] > 0:
+            assert baselines[baseline]["pairwise_accuracy"] == pytest.approx(choice["parts_alone_validation"][part])
+
+
+def test_blend_off_trains_heads_alone(reward_checkpoint, tmp_path):
+    root = reward_checkpoint
+    config = checkpoint_config().override({"model.blend": "off"})
+    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert "blend" not in saved and "blend_choice" not in saved
+    assert not any((tmp_path / "ckpt" / name).exists() for name in (*BLEND_FILES, "blend.jsonl"))
+    assert load(tmp_path / "ckpt", device="cpu").blend is None
+
+
+@pytest.mark.parametrize("damaged", [LINEAR_WEIGHTS, TFIDF_WEIGHTS])
+def test_a_damaged_blend_file_is_a_clear_error_naming_the_checkpoint(reward_checkpoint, pairs, tmp_path, damaged):
+    train, val = pairs
+    folder = tmp_path / "ckpt"
+    shutil.copytree(reward_checkpoint / "plain", folder)
+    saved = {key: value for key, value in json.loads((folder / "config.json").read_text()).items() if key not in ("blend", "lexical")}
+    blended = Blended(Blend((0.5, 0.25, 0.25)), LinearModel.fit(random_vectors(40, ["planner", "executor"]), ["planner", "executor"]), TfidfModel.fit(train))
+    blended.save(folder)
+    (folder / "config.json").write_text(json.dumps({**saved, "blend": blended.record()}))
+    assert load(folder, device="cpu").blend is not None
+
+    weights = folder / damaged
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    records = tmp_path / "in.jsonl"
+    records.write_text(json.dumps({"context": val["positive_context"][0], "modules": {val["target_module"][0]: val["positive_module_text"][0]}}) + "\n")
+    result = CliRunner().invoke(main, ["score", str(folder), str(records), "--out", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert str(folder) in result.output and damaged in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_checkpoint_from_before_the_linear_part_scores_with_its_tfidf_part(reward_checkpoint, pairs, tmp_path):
+    train, val = pairs
+    folder = tmp_path / "ckpt"
+    shutil.copytree(reward_checkpoint / "plain", folder)
+    saved = {key: value for key, value in json.loads((folder / "config.json").read_text()).items() if key not in ("blend", "lexical")}
+    tfidf = TfidfModel.fit(train)
+    tfidf.save(folder)
+    record = {"weight": 0.4, "head_mean": 0.0, "head_std": 1.0, "lexical_mean": 0.0, "lexical_std": 2.0, "files": [VOCABULARY, TFIDF_WEIGHTS]}
+    (folder / "config.json").write_text(json.dumps({**saved, "lexical": record}))
+    scorer = load(folder, device="cpu")
+    texts = val["positive_context"].to_list(), val["positive_module_text"].to_list(), val["target_module"].to_list()
+    blended, scorer.blend = scorer.blend, None
+    heads_alone = scorer.score(*texts)
+    scorer.blend = blended
+    np.testing.assert_allclose(scorer.score(*texts), 0.6 * heads_alone + 0.4 * tfidf.score_texts(texts[0], texts[1]) / 2.0, atol=1e-5)
