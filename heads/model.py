@@ -4,6 +4,7 @@ the Bradley–Terry loss they train with, and their checkpoint folder.
     model = MultiModuleRewardModel(dimension=384, modules=["reflection", "planner", "executor", "memory"])
     scores = model(e_ctx, e_mod, module_index)          # one reward per row, each row scored by its own module's head
     loss = bradley_terry_loss(scores_pos, scores_neg)    # BCE(r_pos - r_neg, 1) + alpha * ReLU(margin - (r_pos - r_neg))
+    model, config = MultiModuleRewardModel.load("ckpt/")  # a damaged config.json or heads.safetensors: one CheckpointError naming it
 
 A head reads concat(e_ctx, e_mod, e_ctx * e_mod) (3d) and, by design, goes 3d -> 2d -> d -> 1, each
 hidden layer Linear + GELU + LayerNorm + Dropout. For d = 1024 that is 3072 -> 2048 -> 1024 -> 1
