@@ -271,19 +271,25 @@ VIEW_KEYS = ("window_words", "max_pieces")  # required beside "view"
 
 
 def damaged(path: Path, problem: str) -> CheckpointError:
+    """The one error of a damaged checkpoint file: which file, what is wrong, and the way out."""
     return CheckpointError(f"{path}: {problem}; the checkpoint is damaged: copy its folder whole again, or retrain it")
 
 
-def read_config(folder: Path) -> dict:
+def read_config(folder: str | Path) -> dict:
     """The checkpoint's config.json, checked against `CONFIG_KEYS`: what the heads are built from
     and what the verbs read (encoder fingerprint, view, normalisation). `CheckpointError` naming the
     file and the key when the folder is no checkpoint or the file is not what we wrote."""
+    folder = Path(folder)
     path = folder / CONFIG
     if not (folder / WEIGHTS).is_file() or not path.is_file():
         raise CheckpointError(f"{folder} is not a reward-head checkpoint (it needs {WEIGHTS} and {CONFIG})")
     try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise damaged(path, f"cannot be read ({_first_line(e)})") from None
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise damaged(path, f"not valid JSON ({_first_line(e)})") from None
     if not isinstance(config, dict):
         raise damaged(path, f"holds a JSON {_kind(config)}, not an object")
@@ -306,11 +312,11 @@ def _check_keys(path: Path, record: dict, schema: dict, prefix: str) -> None:
             raise damaged(path, f"{prefix + key!r} should be {what}, not {_shown(record[key])}")
 
 
-def load_weights(model: nn.Module, folder: Path, device: str = "cpu") -> None:
+def load_weights(model: nn.Module, folder: str | Path, device: str = "cpu") -> None:
     """`heads.safetensors` into `model` (built from config.json): `CheckpointError` naming the file
     when it is not safetensors, lacks the weights of a module (or member), holds weights the config
     has no head for, or holds a tensor of another shape than the config's heads."""
-    path = folder / WEIGHTS
+    path = Path(folder) / WEIGHTS
     try:
         tensors = load_file(path, device=device)
     except (OSError, SafetensorError) as e:
@@ -318,9 +324,9 @@ def load_weights(model: nn.Module, folder: Path, device: str = "cpu") -> None:
     expected = model.state_dict()
     missing, unexpected = [k for k in expected if k not in tensors], [k for k in tensors if k not in expected]
     if missing:
-        raise damaged(path, f"it has no weights for {_heads_of(missing)} of the config.json beside it ({len(missing)} tensors missing, e.g. {missing[0]})")
+        raise damaged(path, f"holds no weights for {_heads_of(missing)}, which config.json has ({len(missing)} tensors missing, e.g. {missing[0]})")
     if unexpected:
-        raise damaged(path, f"it holds weights for {_heads_of(unexpected)}, which the config.json beside it has no head for (e.g. {unexpected[0]})")
+        raise damaged(path, f"holds weights for {_heads_of(unexpected)}, which config.json has no head for (e.g. {unexpected[0]})")
     for name, wanted in expected.items():
         if tensors[name].shape != wanted.shape:
             raise damaged(path, f"tensor {name} is {list(tensors[name].shape)}, but config.json's heads (dimension {model.dimension}, head {model.head!r}) need {list(wanted.shape)}")

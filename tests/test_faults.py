@@ -631,7 +631,7 @@ CHECKPOINT_DAMAGE = {
     "weights of a module missing": (False, without_module("planner"), "heads.safetensors", "no weights for module planner"),
     "weights renamed": (False, edited_weights(lambda t: t.update({k.replace("mlp", "layers"): t.pop(k) for k in list(t)})), "heads.safetensors", "no weights for module reflection"),
     "weights of another shape": (False, edited_weights(lambda t: t.update({"heads.memory.mlp.0.bias": torch.zeros(3)})), "heads.safetensors", "heads.memory.mlp.0.bias is [3]"),
-    "weights of a module not in the config": (False, edited_config(lambda c: c["modules"].remove("memory")), "heads.safetensors", "weights for module memory, which the config.json"),
+    "weights of a module not in the config": (False, edited_config(lambda c: c["modules"].remove("memory")), "heads.safetensors", "holds weights for module memory, which config.json has no head for"),
     "ensemble of more members than saved": (True, edited_config(lambda c: c.update(ensemble=3)), "heads.safetensors", "no weights for member 2's module reflection"),
     "ensemble member lacks a module": (True, without_module("executor", "members.1."), "heads.safetensors", "no weights for member 1's module executor"),
     "ensemble size not a number": (True, edited_config(lambda c: c.update(ensemble="2")), "config.json", "'ensemble' should be a positive integer"),
