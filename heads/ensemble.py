@@ -23,18 +23,17 @@ tasks; the reward is the members' mean and its uncertainty their standard deviat
   members disagree on are the ones the ensemble gets wrong.
 """
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from data.files import json_text
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
-from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
+from heads.model import CONFIG, WEIGHTS, MultiModuleRewardModel, load_weights, read_config
 from heads.training import PairTensors
 
 
@@ -106,18 +105,14 @@ def ensemble_size(model: nn.Module) -> int:
 
 def load_heads(folder: str | Path, device: str = "cpu") -> tuple[MultiModuleRewardModel | RewardEnsemble, dict]:
     """The heads saved in `folder` (a single model or an ensemble, as its config.json says) and that
-    config. No pickle: safetensors only."""
+    config, both checked as `heads.model.read_config` and `load_weights` check them. No pickle:
+    safetensors only."""
     folder = Path(folder)
-    if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
-        raise CheckpointError(f"{folder} is not a reward-head checkpoint (it needs {WEIGHTS} and {CONFIG})")
-    config = json.loads((folder / CONFIG).read_text())
-    size = int(config.get("ensemble", 1))
-    if size <= 1:
-        return MultiModuleRewardModel.load(folder, device)
-    args = (config["dimension"], config["modules"], config.get("dropout", 0.1), config.get("head", "2d,d"), config.get("pooling", "mean"))
-    ensemble = RewardEnsemble([MultiModuleRewardModel(*args) for _ in range(size)])
-    ensemble.load_state_dict(load_file(folder / WEIGHTS, device=device))
-    return ensemble.to(device), config
+    config = read_config(folder)
+    size = config.get("ensemble", 1)
+    model = MultiModuleRewardModel.from_config(config) if size == 1 else RewardEnsemble([MultiModuleRewardModel.from_config(config) for _ in range(size)])
+    load_weights(model, folder, device)
+    return model.to(device), config
 
 
 def bootstrap_task_rows(groups: np.ndarray, member: int, seed: int = 0) -> np.ndarray:

@@ -9,12 +9,14 @@ mixed precision, and the resumable training state.
 
 import contextlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DistributedSampler
@@ -22,7 +24,7 @@ from torch.utils.data import DistributedSampler
 from data.files import json_text
 from features.encoder import TextEncoder
 from features.views import View
-from heads.model import MultiModuleRewardModel
+from heads.model import CheckpointError, MultiModuleRewardModel
 from heads.training import gather_pieces
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -190,14 +192,39 @@ def save_state(folder: Path, model: EncoderWithHeads, optimizer, scheduler, scal
     (folder / "progress.json").write_text(json_text(progress, indent=2))
 
 
+PROGRESS_KEYS = ("epoch", "batches_done", "step", "history", "epoch_losses", "best_loss", "best_epoch", "since_best")
+
+
 def load_state(folder: Path, model: EncoderWithHeads, optimizer, scheduler, scaler, device: str) -> dict:
-    """Restore what `save_state` wrote; tensors only (weights_only=True), no pickled code."""
-    model.load_state_dict(load_file(folder / "model.safetensors", device=str(device)))
-    state = torch.load(folder / "training_state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
+    """Restore what `save_state` wrote; tensors only (weights_only=True), no pickled code.
+    `CheckpointError` naming the file when one is damaged or not of this run's model."""
+    try:
+        model.load_state_dict(load_file(folder / "model.safetensors", device=str(device)))
+    except (OSError, SafetensorError, RuntimeError) as e:
+        raise _damaged_state(folder / "model.safetensors", e) from None
+    try:
+        state = torch.load(folder / "training_state.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as e:
+        raise _damaged_state(folder / "training_state.pt", e) from None
+    if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return json.loads((folder / "progress.json").read_text())
+    try:
+        progress = json.loads((folder / "progress.json").read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:
+        raise _damaged_state(folder / "progress.json", e) from None
+    lacking = [key for key in PROGRESS_KEYS if not isinstance(progress, dict) or key not in progress]
+    if lacking:
+        raise _damaged_state(folder / "progress.json", KeyError(f"no {', '.join(lacking)}"))
+    return progress
+
+
+def _damaged_state(path: Path, error: Exception) -> CheckpointError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else "damaged"
+    return CheckpointError(
+        f"{path}: the saved state of the unfinished run in {path.parent.parent} cannot be resumed from ({type(error).__name__}: {reason}); "
+        "start the run over with --overwrite"
+    )

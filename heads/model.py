@@ -4,6 +4,7 @@ the Bradley–Terry loss they train with, and their checkpoint folder.
     model = MultiModuleRewardModel(dimension=384, modules=["reflection", "planner", "executor", "memory"])
     scores = model(e_ctx, e_mod, module_index)          # one reward per row, each row scored by its own module's head
     loss = bradley_terry_loss(scores_pos, scores_neg)    # BCE(r_pos - r_neg, 1) + alpha * ReLU(margin - (r_pos - r_neg))
+    model, config = MultiModuleRewardModel.load("ckpt/")  # a damaged config.json or heads.safetensors: one CheckpointError naming it
 
 A head reads concat(e_ctx, e_mod, e_ctx * e_mod) (3d) and, by design, goes 3d -> 2d -> d -> 1, each
 hidden layer Linear + GELU + LayerNorm + Dropout. For d = 1024 that is 3072 -> 2048 -> 1024 -> 1
@@ -21,16 +22,19 @@ pieces are averaged (one piece: the vector itself) and the head is exactly the o
 """
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from data.errors import ConfigError, UserError
 from data.files import json_text
+from features.views import VIEWS
 
 WEIGHTS = "heads.safetensors"
 CONFIG = "config.json"
@@ -174,20 +178,185 @@ class MultiModuleRewardModel(nn.Module):
         (folder / CONFIG).write_text(json_text(full, indent=2, default=str))
 
     @classmethod
+    def from_config(cls, config: dict) -> "MultiModuleRewardModel":
+        """Untrained heads of the shape a checkpoint's config.json (checked by `read_config`) records."""
+        return cls(config["dimension"], config["modules"], config.get("dropout", 0.1), config.get("head", DESIGN_HEAD), config.get("pooling", "mean"))
+
+    @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> tuple["MultiModuleRewardModel", dict]:
         """The model saved in `folder`, and its config.json. No pickle: safetensors only."""
         folder = Path(folder)
-        if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
-            raise CheckpointError(f"{folder} is not a reward-head checkpoint (it needs {WEIGHTS} and {CONFIG})")
-        config = json.loads((folder / CONFIG).read_text())
+        config = read_config(folder)
         if config.get("ensemble", 1) > 1:
             raise CheckpointError(
                 f"{folder} holds an ensemble of {config['ensemble']} heads, and this needs a single-head checkpoint: stage 1 "
                 "(finetune) and --resume start from one. Train one without --ensemble (heads.ensemble.load_heads reads ensembles)."
             )
-        model = cls(config["dimension"], config["modules"], config.get("dropout", 0.1), config.get("head", DESIGN_HEAD), config.get("pooling", "mean"))
-        model.load_state_dict(load_file(folder / WEIGHTS, device=device))
+        model = cls.from_config(config)
+        load_weights(model, folder, device)
         return model.to(device), config
+
+
+# --- reading a checkpoint folder -----------------------------------------------------------------
+# Every verb that reads a checkpoint (evaluate, score, serve, train-heads --resume, finetune --init,
+# the reward API) loads it through `read_config` and `load_weights`, so a damaged or hand-edited
+# folder is one CheckpointError naming the file and what is wrong, never a KeyError or a
+# safetensors traceback deep inside a verb.
+
+
+def _positive_int(value) -> bool:
+    return type(value) is int and value > 0
+
+
+def _number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _names(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value) and len(set(value)) == len(value)
+
+
+def _head_spec(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        hidden_widths(value, 1)
+    except ConfigError:
+        return False
+    return True
+
+
+def _windows(value) -> bool:
+    return isinstance(value, dict) and all(_positive_int(value.get(role)) for role in ("context", "module"))
+
+
+def _normalization(value) -> bool:
+    """{module: {"mean": x, "std": y, ...}, "data_sha256": ...}, as `pipeline evaluate` stores it
+    (null where a reward was not finite: that module's normalisation is then unusable, not damaged)."""
+    if not isinstance(value, dict):
+        return False
+    entries = [v for k, v in value.items() if k != "data_sha256"]
+    return all(isinstance(v, dict) and all(_number(v.get(k)) or v.get(k) is None for k in ("mean", "std")) for v in entries)
+
+
+# key -> (required, valid, what it should be); keys older checkpoints lack are not required
+CONFIG_KEYS = {
+    "dimension": (True, _positive_int, "a positive integer"),
+    "modules": (True, _names, "a non-empty list of distinct module names"),
+    "dropout": (False, lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "head": (False, _head_spec, 'hidden widths such as "2d,d", "256" or "linear"'),
+    "pooling": (False, lambda v: v in POOLINGS, f"one of {', '.join(POOLINGS)}"),
+    "ensemble": (False, _positive_int, "a positive integer (how many members)"),
+    "encoder_fingerprint": (True, lambda v: isinstance(v, dict), "an object (the encoder the heads read vectors of)"),
+    "cache_dtype": (False, lambda v: isinstance(v, str), "a string"),
+    "view": (False, lambda v: v in VIEWS, f"one of {', '.join(VIEWS)}"),
+    "window_words": (False, _windows, 'an object of positive integers {"context": ..., "module": ...}'),
+    "max_pieces": (False, _positive_int, "a positive integer"),
+    "normalization": (False, _normalization, "an object of {module: {mean, std}} with numbers (or null)"),
+    "lexical": (False, lambda v: isinstance(v, dict), "an object"),
+    "training_config": (False, lambda v: isinstance(v, dict), "an object"),
+    "train_files": (False, lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v), "a list of file names"),
+    "val_file": (False, lambda v: v is None or isinstance(v, str), "a file name or null"),
+}
+FINGERPRINT_KEYS = {
+    "encoder": (True, lambda v: isinstance(v, str) and bool(v.strip()), "a model name or folder"),
+    "max_context_tokens": (True, _positive_int, "a positive integer"),
+    "max_module_tokens": (True, _positive_int, "a positive integer"),
+    "context_prompt": (True, lambda v: isinstance(v, str), "a string"),
+    "truncation_side": (True, lambda v: isinstance(v, str), "a string"),
+    "normalize": (True, lambda v: isinstance(v, bool), "true or false"),
+    "dimension": (True, _positive_int, "a positive integer"),
+}
+VIEW_KEYS = ("window_words", "max_pieces")  # required beside "view"
+
+
+def damaged(path: Path, problem: str) -> CheckpointError:
+    """The one error of a damaged checkpoint file: which file, what is wrong, and the way out."""
+    return CheckpointError(f"{path}: {problem}; the checkpoint is damaged: copy its folder whole again, or retrain it")
+
+
+def read_config(folder: str | Path) -> dict:
+    """The checkpoint's config.json, checked against `CONFIG_KEYS`: what the heads are built from
+    and what the verbs read (encoder fingerprint, view, normalisation). `CheckpointError` naming the
+    file and the key when the folder is no checkpoint or the file is not what we wrote."""
+    folder = Path(folder)
+    path = folder / CONFIG
+    if not (folder / WEIGHTS).is_file() or not path.is_file():
+        raise CheckpointError(f"{folder} is not a reward-head checkpoint (it needs {WEIGHTS} and {CONFIG})")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise damaged(path, f"cannot be read ({_first_line(e)})") from None
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise damaged(path, f"not valid JSON ({_first_line(e)})") from None
+    if not isinstance(config, dict):
+        raise damaged(path, f"holds a JSON {_kind(config)}, not an object")
+    _check_keys(path, config, CONFIG_KEYS, "")
+    _check_keys(path, config["encoder_fingerprint"], FINGERPRINT_KEYS, "encoder_fingerprint.")
+    if config["encoder_fingerprint"]["dimension"] != config["dimension"]:
+        raise damaged(path, f"encoder_fingerprint.dimension {config['encoder_fingerprint']['dimension']} differs from dimension {config['dimension']}")
+    lacking = [key for key in VIEW_KEYS if "view" in config and key not in config]
+    if lacking:
+        raise damaged(path, f"records view {config['view']!r} without {' and '.join(map(repr, lacking))}")
+    return config
+
+
+def _check_keys(path: Path, record: dict, schema: dict, prefix: str) -> None:
+    for key, (required, valid, what) in schema.items():
+        if key not in record:
+            if required:
+                raise damaged(path, f"{prefix + key!r} is missing (it should be {what})")
+        elif not valid(record[key]):
+            raise damaged(path, f"{prefix + key!r} should be {what}, not {_shown(record[key])}")
+
+
+def load_weights(model: nn.Module, folder: str | Path, device: str = "cpu") -> None:
+    """`heads.safetensors` into `model` (built from config.json): `CheckpointError` naming the file
+    when it is not safetensors, lacks the weights of a module (or member), holds weights the config
+    has no head for, or holds a tensor of another shape than the config's heads."""
+    path = Path(folder) / WEIGHTS
+    try:
+        tensors = load_file(path, device=device)
+    except (OSError, SafetensorError) as e:
+        raise damaged(path, f"not a readable safetensors file ({_first_line(e)})") from None
+    expected = model.state_dict()
+    missing, unexpected = [k for k in expected if k not in tensors], [k for k in tensors if k not in expected]
+    if missing:
+        raise damaged(path, f"holds no weights for {_heads_of(missing)}, which config.json has ({len(missing)} tensors missing, e.g. {missing[0]})")
+    if unexpected:
+        raise damaged(path, f"holds weights for {_heads_of(unexpected)}, which config.json has no head for (e.g. {unexpected[0]})")
+    for name, wanted in expected.items():
+        if tensors[name].shape != wanted.shape:
+            raise damaged(path, f"tensor {name} is {list(tensors[name].shape)}, but config.json's heads (dimension {model.dimension}, head {model.head!r}) need {list(wanted.shape)}")
+    model.load_state_dict(tensors)
+
+
+def _heads_of(names: list[str]) -> str:
+    """The heads tensor names belong to: "module planner", "member 2's module planner"."""
+    heads = []
+    for name in names:
+        parts = name.split(".")
+        where = f"module {parts[parts.index('heads') + 1]}" if "heads" in parts[:-1] else name
+        if parts[0] == "members" and len(parts) > 1:
+            where = f"member {parts[1]}'s {where}"
+        heads.append(where)
+    return ", ".join(dict.fromkeys(heads))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _kind(value) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def bradley_terry_loss(positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.1, margin_weight: float = 0.1) -> torch.Tensor:

@@ -469,10 +469,10 @@ def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path)
             f"`pipeline evaluate {folder} VAL.jsonl --cache CACHE --out REPORT` on its validation data, which stores it, "
             "or score without normalisation."
         )
-    lacking = [m for m in modules if not isinstance(stored.get(m), dict) or not stored[m].get("std", 0) > 0]
+    lacking = [m for m in modules if not isinstance(stored.get(m), dict) or None in (stored[m].get("mean"), stored[m].get("std")) or not stored[m]["std"] > 0]
     if lacking:
         raise CheckpointError(
-            f"{folder}'s normalisation has no usable mean/std for module(s) {', '.join(lacking)} (fewer than 2 responses, or zero spread); "
+            f"{folder}'s normalisation has no usable mean/std for module(s) {', '.join(lacking)} (fewer than 2 responses, zero spread, or rewards that were not finite); "
             f"rerun `pipeline evaluate {folder} ... --store-normalization` on data that holds them, or score without normalisation."
         )
     return {m: (float(stored[m]["mean"]), float(stored[m]["std"])) for m in modules}

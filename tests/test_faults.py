@@ -5,6 +5,7 @@ never a traceback; nothing half-written; the server answers the request at fault
 
 The kill -9 tests (every verb that writes, killed at a random moment, then rerun) are slow."""
 
+import copy
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
 from reward_checkpoint import checkpoint_config
 
@@ -32,6 +34,7 @@ from cache import CacheError, EmbeddingCache
 from data import load_pairs
 from data.files import json_text
 from features.pairs import unique_texts
+from heads.model import CheckpointError
 from pipeline.cli import main
 from pipeline.embed import embed_pairs, load_encoder
 from pipeline.rewards import load
@@ -553,6 +556,158 @@ def test_a_relative_encoder_folder_the_checkpoint_lacks_is_refused_even_when_the
     output = refused(run("score", checkpoint, "records.jsonl", "--out", "scored.jsonl", "--device", "cpu"), "'models/encoder'", "not inside", "--encoder")
     assert output.strip().splitlines()[-1].startswith("Error: ") and not (tmp_path / "scored.jsonl").exists()
 
+
+def replaced(path: Path, content: bytes) -> None:
+    """`path` written anew (unlinked first: the damaged copies share their other files by hard links)."""
+    path.unlink()
+    path.write_bytes(content)
+
+
+def written(name: str, content: bytes):
+    return lambda folder: replaced(folder / name, content)
+
+
+def edited_config(edit):
+    """A damage of config.json: `edit` changes the parsed config in place."""
+
+    def write(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        edit(config)
+        replaced(folder / "config.json", json.dumps(config).encode())
+
+    return write
+
+
+def edited_weights(edit):
+    """A damage of heads.safetensors: `edit` changes the dict of tensors in place."""
+    from safetensors.torch import load_file, save
+
+    def write(folder: Path) -> None:
+        tensors = load_file(folder / "heads.safetensors")
+        edit(tensors)
+        replaced(folder / "heads.safetensors", save(tensors))
+
+    return write
+
+
+def cut_in_half(name: str):
+    return lambda folder: replaced(folder / name, (folder / name).read_bytes()[: (folder / name).stat().st_size // 2])
+
+
+def without_module(module: str, prefix: str = ""):
+    return edited_weights(lambda t: [t.pop(k) for k in list(t) if k.startswith(f"{prefix}heads.{module}.")])
+
+
+def as_ensemble(folder: Path) -> None:
+    """The stage 0 checkpoint in `folder` made a two-member ensemble (its heads twice), saved as
+    `pipeline train-heads --ensemble 2` saves one."""
+    from heads.ensemble import RewardEnsemble
+    from heads.model import MultiModuleRewardModel
+
+    model, config = MultiModuleRewardModel.load(folder)
+    RewardEnsemble([model, copy.deepcopy(model)]).save(folder, config)
+
+
+# case -> (ensemble?, damage, the file named ("": the folder), the problem named)
+CHECKPOINT_DAMAGE = {
+    "config not JSON": (False, written("config.json", b'{"dimension": 384, "modules'), "config.json", "not valid JSON"),
+    "config empty": (False, written("config.json", b""), "config.json", "not valid JSON"),
+    "config binary": (False, written("config.json", bytes(range(256))), "config.json", "not valid JSON"),
+    "config a list": (False, written("config.json", b"[384]"), "config.json", "holds a JSON list, not an object"),
+    "no modules": (False, edited_config(lambda c: c.pop("modules")), "config.json", "'modules' is missing"),
+    "no dimension": (False, edited_config(lambda c: c.pop("dimension")), "config.json", "'dimension' is missing"),
+    "no encoder fingerprint": (False, edited_config(lambda c: c.pop("encoder_fingerprint")), "config.json", "'encoder_fingerprint' is missing"),
+    "no view windows": (False, edited_config(lambda c: c.pop("window_words")), "config.json", "without 'window_words'"),
+    "dimension a string": (False, edited_config(lambda c: c.update(dimension="384")), "config.json", "'dimension' should be a positive integer, not \"384\""),
+    "modules a string": (False, edited_config(lambda c: c.update(modules="planner")), "config.json", "'modules' should be a non-empty list"),
+    "unknown head": (False, edited_config(lambda c: c.update(head="wide")), "config.json", "'head' should be"),
+    "unknown view": (False, edited_config(lambda c: c.update(view="sideways")), "config.json", "'view' should be one of"),
+    "fingerprint lacks a key": (False, edited_config(lambda c: c["encoder_fingerprint"].pop("max_context_tokens")), "config.json", "'encoder_fingerprint.max_context_tokens' is missing"),
+    "normalization not numbers": (False, edited_config(lambda c: c.update(normalization={"planner": {"mean": "0", "std": 1}})), "config.json", "'normalization' should be"),
+    "dimension unlike the weights": (False, edited_config(lambda c: c.update(dimension=128) or c["encoder_fingerprint"].update(dimension=128)), "heads.safetensors", "heads.reflection.mlp.0.weight is [768, 1152], but config.json's heads (dimension 128, head '2d,d') need [256, 384]"),
+    "a module the weights lack": (False, edited_config(lambda c: c["modules"].append("critic")), "heads.safetensors", "no weights for module critic"),
+    "weights truncated": (False, cut_in_half("heads.safetensors"), "heads.safetensors", "not a readable safetensors file"),
+    "weights not safetensors": (False, written("heads.safetensors", b"just some text"), "heads.safetensors", "not a readable safetensors file"),
+    "weights of a module missing": (False, without_module("planner"), "heads.safetensors", "no weights for module planner"),
+    "weights renamed": (False, edited_weights(lambda t: t.update({k.replace("mlp", "layers"): t.pop(k) for k in list(t)})), "heads.safetensors", "no weights for module reflection"),
+    "weights of another shape": (False, edited_weights(lambda t: t.update({"heads.memory.mlp.0.bias": torch.zeros(3)})), "heads.safetensors", "heads.memory.mlp.0.bias is [3]"),
+    "weights of a module not in the config": (False, edited_config(lambda c: c["modules"].remove("memory")), "heads.safetensors", "holds weights for module memory, which config.json has no head for"),
+    "ensemble of more members than saved": (True, edited_config(lambda c: c.update(ensemble=3)), "heads.safetensors", "no weights for member 2's module reflection"),
+    "ensemble member lacks a module": (True, without_module("executor", "members.1."), "heads.safetensors", "no weights for member 1's module executor"),
+    "ensemble size not a number": (True, edited_config(lambda c: c.update(ensemble="2")), "config.json", "'ensemble' should be a positive integer"),
+    # the TF-IDF part (pipeline/rewards.py load_lexical), read by the verbs that score; "" names the folder
+    "lexical vocabulary not JSON": (False, written("lexical.json", b'{"vectorizer": '), "", "lexical.json and lexical.safetensors could not be read"),
+    "lexical weights truncated": (False, cut_in_half("lexical.safetensors"), "", "lexical.json and lexical.safetensors could not be read"),
+}
+STARTS_FROM_ONE_MODEL = ("train-heads --resume", "finetune --init")  # they read neither an ensemble nor the lexical part
+
+
+@pytest.fixture(scope="module")
+def damaged_checkpoints(trained, tmp_path_factory) -> Path:
+    """One folder per CHECKPOINT_DAMAGE case: a copy of the stage 0 checkpoint (as an ensemble of
+    two, for the ensemble cases) with that damage. Files a case leaves alone are hard links."""
+    root = tmp_path_factory.mktemp("damaged-checkpoints")
+    (root / "records.jsonl").write_text(json.dumps(score_record(0)) + "\n")
+    ensemble = root / "ensemble"
+    shutil.copytree(trained / "plain", ensemble)
+    as_ensemble(ensemble)
+    for case, (of_ensemble, damage, _, _) in CHECKPOINT_DAMAGE.items():
+        source, folder = ensemble if of_ensemble else trained / "plain", root / case
+        folder.mkdir()
+        for file in source.iterdir():
+            os.link(file, folder / file.name)
+        damage(folder)
+    return root
+
+
+def checkpoint_reader_args(verb: str, checkpoint: Path, trained: Path, out: Path) -> list:
+    records = checkpoint.parent / "records.jsonl"
+    data = [trained / "train.jsonl", "--val", trained / "val.jsonl"]
+    return {
+        "evaluate": ["evaluate", checkpoint, trained / "val.jsonl", "--cache", trained / "cache", "--out", out, "--device", "cpu"],
+        "score": ["score", checkpoint, records, "--out", out, "--device", "cpu"],
+        # --module of no checkpoint: a server that did start would stop at once, not serve forever
+        "serve": ["serve", checkpoint, "--device", "cpu", "--module", "no-such-module"],
+        "train-heads --resume": ["train-heads", *data, "--cache", trained / "cache", "--resume", checkpoint, "--out", out, "--device", "cpu"],
+        "finetune --init": ["finetune", *data, "--init", checkpoint, "--out", out, "--max-steps", "1", "--device", "cpu"],
+    }[verb]
+
+
+CHECKPOINT_READERS = ["evaluate", "score", "serve", "train-heads --resume", "finetune --init", "rewards.load"]
+
+
+@pytest.mark.parametrize(
+    "case, verb", [(case, verb) for case in CHECKPOINT_DAMAGE for verb in CHECKPOINT_READERS if not (case.startswith("lexical") and verb in STARTS_FROM_ONE_MODEL)]
+)
+def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_what_is_wrong(damaged_checkpoints, trained, tmp_path, case, verb):
+    of_ensemble, _, file, problem = CHECKPOINT_DAMAGE[case]
+    checkpoint = damaged_checkpoints / case
+    if of_ensemble and verb in STARTS_FROM_ONE_MODEL and file == "heads.safetensors":
+        file, problem = "", "holds an ensemble of"  # the folder is refused before its weights are read
+    if verb == "rewards.load":
+        with pytest.raises(CheckpointError) as error:
+            load(checkpoint, device="cpu")
+        message = str(error.value)
+    else:
+        result = run(*checkpoint_reader_args(verb, checkpoint, trained, tmp_path / "out"))
+        refused(result)
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == "", result.output
+        message = result.stderr
+    assert "\n" not in message.strip() and problem in message, message
+    assert str(checkpoint / file) in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_normalisation_of_non_finite_rewards_is_unusable_not_damage(trained, tmp_path):
+    """`pipeline evaluate` writes a NaN mean or std as null: such a checkpoint scores raw rewards,
+    and refuses to normalise them naming the module."""
+    shutil.copytree(trained / "checkpoint", tmp_path / "ckpt")
+    edited_config(lambda c: c["normalization"].update(planner={"mean": None, "std": None, "n_responses": 10}))(tmp_path / "ckpt")
+    vectors = np.random.default_rng(0).standard_normal((2, 3, 384)).astype(np.float32)
+    raw = [load(folder, device="cpu").score_vectors(*vectors, ["planner"] * 3) for folder in (tmp_path / "ckpt", trained / "checkpoint")]
+    np.testing.assert_array_equal(*raw)
+    with pytest.raises(CheckpointError, match="no usable mean/std for module.s. planner "):
+        load(tmp_path / "ckpt", device="cpu", normalize=True)
 
 # --- kill -9 of every verb that writes ---------------------------------------------------------
 

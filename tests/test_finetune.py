@@ -22,7 +22,7 @@ from data import load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
 from features.encoder import TextEncoder
 from heads.finetuning import PairColumns, TextBatch, epoch_batches
-from heads.model import MultiModuleRewardModel
+from heads.model import CheckpointError, MultiModuleRewardModel
 from heads.training import PairTensors, evaluate_pairs
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -194,6 +194,27 @@ def test_a_killed_run_resumes_to_the_same_result(qwen, tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
 
+
+RESUME_DAMAGE = {
+    "model.safetensors": lambda path: path.write_bytes(path.read_bytes()[:100]),
+    "training_state.pt": lambda path: path.write_bytes(b"not a torch file"),
+    "progress.json": lambda path: path.write_text('{"epoch": 1, "step": 1}'),
+}
+
+
+@pytest.mark.slow
+def test_a_damaged_resume_state_is_one_error_naming_its_file(qwen, tmp_path):
+    killed = tmp_path / "killed"
+    assert _run_and_kill(qwen, killed, ["--precision", "fp32", "--save-every", "1"], after_step=1)
+    config = stage1_config(**{"stage_1.save_every_steps": 1})
+    for name, damage in RESUME_DAMAGE.items():
+        out = tmp_path / name.replace(".", "-")
+        shutil.copytree(killed, out)
+        damage(out / "resume" / name)
+        with pytest.raises(CheckpointError) as error:
+            finetune([qwen / "train.jsonl"], qwen / "stage0", out, config, val_file=qwen / "val.jsonl", resume=True, progress=False)
+        message = str(error.value)
+        assert message.startswith(f"{out / 'resume' / name}: ") and "--overwrite" in message and "\n" not in message, message
 
 def test_resume_without_a_saved_state_says_so(qwen, tmp_path):
     with pytest.raises(UserError, match="nothing to resume"):
