@@ -253,7 +253,8 @@ CONFIG_KEYS = {
     "window_words": (False, _windows, 'an object of positive integers {"context": ..., "module": ...}'),
     "max_pieces": (False, _positive_int, "a positive integer"),
     "normalization": (False, _normalization, "an object of {module: {mean, std}} with numbers (or null)"),
-    "lexical": (False, lambda v: isinstance(v, dict), "an object"),
+    "blend": (False, lambda v: isinstance(v, dict), "an object"),
+    "lexical": (False, lambda v: isinstance(v, dict), "an object"),  # the blend of checkpoints from before its linear part
     "training_config": (False, lambda v: isinstance(v, dict), "an object"),
     "train_files": (False, lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v), "a list of file names"),
     "val_file": (False, lambda v: v is None or isinstance(v, str), "a file name or null"),

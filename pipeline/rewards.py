@@ -73,9 +73,8 @@ from features.encoder import ROLES, TextEncoder, pick_device
 from features.pairs import PairVectors, text_key, unique_texts, with_text_keys
 from features.views import View, ViewMismatch, cut_texts, piece_features
 from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_piece_scores, member_scores
-from heads.blend import Blended
-from heads.model import masked_mean
-from heads.model import CheckpointError, MultiModuleRewardModel
+from heads.blend import LINEAR_WEIGHTS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, TfidfModel
+from heads.model import CONFIG, CheckpointError, MultiModuleRewardModel, damaged, masked_mean
 from heads.training import PairTensors
 from pipeline.checkpoint import load_checkpoint_encoder
 
@@ -446,18 +445,26 @@ def load(
 
 def load_blend(folder: Path, config: dict) -> Blended | None:
     """The parts the checkpoint's reward blends with its heads (heads/blend.py), or None when its
-    config.json names none (`lexical`: a checkpoint from before the linear part, TF-IDF only)."""
+    config.json names none (`lexical`: a checkpoint from before the linear part, TF-IDF only).
+    A part that cannot be read is one `CheckpointError` naming its files."""
     record = config.get("blend") or config.get("lexical")
     if not record:
         return None
     try:
-        return Blended.load(folder, record)
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
-        files = record.get("files") if isinstance(record, dict) else None
-        raise CheckpointError(
-            f"{folder} blends its heads with a linear and/or TF-IDF part, but its {' and '.join(map(str, files or ['blend files']))} could not be read "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged'}); copy the checkpoint folder whole, or retrain it"
-        ) from None
+        blend = Blend.from_record(record)
+    except (KeyError, TypeError, ValueError) as e:
+        raise damaged(folder / CONFIG, f"its blend is not what train-heads writes ({type(e).__name__}: {e})") from None
+    parts = {}
+    for name, what, files, part in (("linear", "linear", [LINEAR_WEIGHTS], LinearModel), ("tfidf", "TF-IDF", [VOCABULARY, TFIDF_WEIGHTS], TfidfModel)):
+        if blend.weights[PARTS.index(name)]:
+            try:
+                parts[name] = part.load(folder)
+            except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+                raise CheckpointError(
+                    f"{folder} blends its heads with a {what} part, but its {' and '.join(files)} could not be read "
+                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged'}); copy the checkpoint folder whole, or retrain it"
+                ) from None
+    return Blended(blend, parts.get("linear"), parts.get("tfidf"))
 
 
 def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:

@@ -635,11 +635,13 @@ CHECKPOINT_DAMAGE = {
     "ensemble of more members than saved": (True, edited_config(lambda c: c.update(ensemble=3)), "heads.safetensors", "no weights for member 2's module reflection"),
     "ensemble member lacks a module": (True, without_module("executor", "members.1."), "heads.safetensors", "no weights for member 1's module executor"),
     "ensemble size not a number": (True, edited_config(lambda c: c.update(ensemble="2")), "config.json", "'ensemble' should be a positive integer"),
-    # the TF-IDF part (pipeline/rewards.py load_lexical), read by the verbs that score; "" names the folder
-    "lexical vocabulary not JSON": (False, written("lexical.json", b'{"vectorizer": '), "", "lexical.json and lexical.safetensors could not be read"),
-    "lexical weights truncated": (False, cut_in_half("lexical.safetensors"), "", "lexical.json and lexical.safetensors could not be read"),
+    # the blend's parts (pipeline/rewards.py load_blend), read by the verbs that score; "" names the folder
+    "blend vocabulary not JSON": (False, written("lexical.json", b'{"vectorizer": '), "", "TF-IDF part, but its lexical.json and lexical.safetensors could not be read"),
+    "blend TF-IDF weights truncated": (False, cut_in_half("lexical.safetensors"), "", "TF-IDF part, but its lexical.json and lexical.safetensors could not be read"),
+    "blend linear weights truncated": (False, cut_in_half("linear.safetensors"), "", "linear part, but its linear.safetensors could not be read"),
+    "blend record damaged": (False, edited_config(lambda c: c["blend"].pop("heads")), "config.json", "its blend is not what train-heads writes"),
 }
-STARTS_FROM_ONE_MODEL = ("train-heads --resume", "finetune --init")  # they read neither an ensemble nor the lexical part
+STARTS_FROM_ONE_MODEL = ("train-heads --resume", "finetune --init")  # they read neither an ensemble nor the blend's parts
 
 
 @pytest.fixture(scope="module")
@@ -677,7 +679,7 @@ CHECKPOINT_READERS = ["evaluate", "score", "serve", "train-heads --resume", "fin
 
 
 @pytest.mark.parametrize(
-    "case, verb", [(case, verb) for case in CHECKPOINT_DAMAGE for verb in CHECKPOINT_READERS if not (case.startswith("lexical") and verb in STARTS_FROM_ONE_MODEL)]
+    "case, verb", [(case, verb) for case in CHECKPOINT_DAMAGE for verb in CHECKPOINT_READERS if not (case.startswith("blend") and verb in STARTS_FROM_ONE_MODEL)]
 )
 def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_what_is_wrong(damaged_checkpoints, trained, tmp_path, case, verb):
     of_ensemble, _, file, problem = CHECKPOINT_DAMAGE[case]
