@@ -67,18 +67,25 @@ class TfidfModel:
 
     @classmethod
     def fit(cls, pairs: pl.DataFrame, C: float = 10.0, seed: int = 0) -> "TfidfModel":
-        def vectorizer(column: str) -> TfidfVectorizer:
-            texts = pl.concat([pairs[f"positive_{column}"], pairs[f"negative_{column}"]]).to_list()
-            return TfidfVectorizer(**_VECTORIZER).fit(texts)
+        return cls.fit_scored(pairs, C, seed)[0]
 
-        model = cls(vectorizer("context"), vectorizer("module_text"), np.zeros(0))
-        difference = model._features(pairs["positive_context"], pairs["positive_module_text"]) - model._features(
-            pairs["negative_context"], pairs["negative_module_text"]
-        )
+    @classmethod
+    def fit_scored(cls, pairs: pl.DataFrame, C: float = 10.0, seed: int = 0) -> tuple["TfidfModel", tuple[np.ndarray, np.ndarray]]:
+        """The fitted model and its scores of the training pairs' two sides. Each training text is
+        tokenised once (tokenising is most of TF-IDF's time): the vectorizers' fit_transform gives the
+        features the regression is fitted on and the training scores are read from."""
+        n, vectorizers, blocks = pairs.height, [], []
+        for column in ("context", "module_text"):
+            vectorizer = TfidfVectorizer(**_VECTORIZER)
+            blocks.append(vectorizer.fit_transform(pl.concat([pairs[f"positive_{column}"], pairs[f"negative_{column}"]]).to_list()))
+            vectorizers.append(vectorizer)
+        features = sp.hstack(blocks).tocsr()  # rows: the positive sides, then the negative sides
+        difference = features[:n] - features[n:]
         x = sp.vstack([difference, -difference]).tocsr()
-        y = np.concatenate([np.ones(pairs.height), np.zeros(pairs.height)])
-        model.weights = LogisticRegression(C=C, fit_intercept=False, max_iter=2000, random_state=seed).fit(x, y).coef_[0]
-        return model
+        y = np.concatenate([np.ones(n), np.zeros(n)])
+        weights = LogisticRegression(C=C, fit_intercept=False, max_iter=2000, random_state=seed).fit(x, y).coef_[0]
+        scores = features @ weights
+        return cls(*vectorizers, weights), (scores[:n], scores[n:])
 
     def _features(self, contexts, module_texts) -> sp.csr_matrix:
         return sp.hstack([self.context.transform(list(contexts)), self.module_text.transform(list(module_texts))]).tocsr()
@@ -320,21 +327,22 @@ class Parts:
 
     @classmethod
     def fit(cls, heads, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame, modules: Sequence[str], seed: int) -> "Parts":
-        linear, tfidf = LinearModel.fit(vectors, modules, seed=seed), TfidfModel.fit(texts, seed=seed)
-        parts = cls(heads, linear, tfidf, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-        raw = parts.raw_scores(data, vectors, texts)
-        training = [np.concatenate(sides) for sides in raw]
-        parts.means = tuple(float(np.nanmean(s)) for s in training)
-        parts.stds = tuple(float(np.nanstd(s)) for s in training)
-        return parts
+        linear = LinearModel.fit(vectors, modules, seed=seed)
+        tfidf, tfidf_scores = TfidfModel.fit_scored(texts, seed=seed)
+        training = [np.concatenate(sides) for sides in (_head_scores(heads, data), linear.scores(vectors), tfidf_scores)]
+        means = tuple(float(np.nanmean(s)) for s in training)
+        return cls(heads, linear, tfidf, means, tuple(float(np.nanstd(s)) for s in training))
 
     def raw_scores(self, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
-        heads = tuple(s.float().cpu().numpy().astype(np.float64) for s in pair_scores(self.heads, data))
-        return [heads, self.linear.scores(vectors), self.tfidf.scores(texts)]
+        return [_head_scores(self.heads, data), self.linear.scores(vectors), self.tfidf.scores(texts)]
 
     def scores(self, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame) -> PartScores:
         z = [tuple(np.nan_to_num((s - m) / sd) if sd > 0 else np.zeros_like(s) for s in sides) for sides, m, sd in zip(self.raw_scores(data, vectors, texts), self.means, self.stds)]
         return PartScores(*z)
+
+
+def _head_scores(heads, data: PairTensors) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(s.float().cpu().numpy().astype(np.float64) for s in pair_scores(heads, data))
 
 
 def choose_weights(held_out: PartScores, usable: Sequence[bool]) -> tuple[tuple[float, float, float], list[dict]]:

@@ -180,6 +180,8 @@ def train_heads(
         history = fit.history
     else:
         history = [{"member": k + 1, **record} for k, member in enumerate(fits) for record in member.history]
+    epochs_run = sum(len(f.history) for f in fits) if fits else len(history)
+    seconds_per_epoch = (time.perf_counter() - started) / max(epochs_run + (sum(r["epochs_run"] for r in searched.rows) if searched else 0), 1)
     blended, blend_summary = None, {}
     if config.model.blend == "auto":
         # the same setting on the training pairs of all tasks but a fold's, to score that fold's
@@ -187,8 +189,6 @@ def train_heads(
         fit_fold = None if previous is not None else lambda rows: fit_heads(train_data.rows(rows), val_data, dimension, modules, setting, recipe, device=device).model
         blended, blend_summary = fit_blend(model, texts["train"], texts["val"], train_data, val_data, modules, fit_fold, seed=config.training.seed)
         say(blend_line(blended, blend_summary))
-    epochs_run = sum(len(f.history) for f in fits) if fits else len(history)
-    seconds_per_epoch = (time.perf_counter() - started) / max(epochs_run + (sum(r["epochs_run"] for r in searched.rows) if searched else 0), 1)
 
     checkpoint_config = {
         "stage": 0,
