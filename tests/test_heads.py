@@ -33,11 +33,15 @@ def setup(tmp_path_factory):
         overrides={
             "model.encoder": "minilm", "model.max_context_tokens": 32, "model.max_module_tokens": 32,
             "stage_0.epochs": 2, "stage_0.batch_size": 16, "training.device": "cpu",
+            "model.blend": "off",  # the heads' training alone; the tests that save, repeat or resume a run turn it on
         }
     )  # fmt: skip
     encoder = load_encoder(config)
     embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", config, encoder=encoder, progress=False)
     return root, config, encoder
+
+
+BLEND = {"model.blend": "auto"}  # the default (tests/test_blend.py tests the blend itself)
 
 
 def test_head_for_1024_dimensions_is_3072_2048_1024_1():
@@ -78,7 +82,7 @@ def test_a_head_stays_unchanged_when_only_other_modules_pairs_train(setup):
 
 def test_checkpoint_is_a_readable_folder_without_pickle(setup, tmp_path):
     root, config, _ = setup
-    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config.override(BLEND), val_file=root / "val.jsonl", progress=False)
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     blend = saved["blend"]["files"] if "blend" in saved else []  # the linear and TF-IDF parts, when held-out pairs chose them
@@ -98,9 +102,13 @@ def test_checkpoint_is_a_readable_folder_without_pickle(setup, tmp_path):
 def test_training_is_deterministic_on_cpu(setup, tmp_path):
     root, config, _ = setup
     for name in ("a", "b"):
-        train_heads([root / "train.jsonl"], root / "cache", tmp_path / name, config, val_file=root / "val.jsonl", progress=False)
+        train_heads([root / "train.jsonl"], root / "cache", tmp_path / name, config.override(BLEND), val_file=root / "val.jsonl", progress=False)
     a, b = load_file(tmp_path / "a" / "heads.safetensors"), load_file(tmp_path / "b" / "heads.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the blend too: its out-of-fold heads, folds and weights
+    assert (tmp_path / "a" / "blend.jsonl").read_text() == (tmp_path / "b" / "blend.jsonl").read_text()
+    saved = [json.loads((tmp_path / name / "config.json").read_text()) for name in ("a", "b")]
+    assert saved[0]["blend_choice"] == saved[1]["blend_choice"] and saved[0].get("blend") == saved[1].get("blend")
 
 
 def test_resume_starts_from_the_checkpoint_and_learns_new_pairs(setup, tmp_path):
@@ -113,9 +121,11 @@ def test_resume_starts_from_the_checkpoint_and_learns_new_pairs(setup, tmp_path)
     first, same = load_file(tmp_path / "first" / "heads.safetensors"), load_file(tmp_path / "same" / "heads.safetensors")
     assert all(torch.equal(first[k], same[k]) for k in first), "with lr 0 a resumed run must keep the checkpoint's weights"
 
-    train_heads([root / "train.jsonl", root / "more.jsonl"], root / "cache", tmp_path / "second", config, val_file=root / "val.jsonl", resume=tmp_path / "first", progress=False)
+    train_heads([root / "train.jsonl", root / "more.jsonl"], root / "cache", tmp_path / "second", config.override(BLEND), val_file=root / "val.jsonl", resume=tmp_path / "first", progress=False)
     second = json.loads((tmp_path / "second" / "config.json").read_text())
     assert second["resumed_from"] == str(tmp_path / "first")
+    # a resumed model's start cannot be repeated per fold: its blend is chosen on validation alone
+    assert second["blend_choice"]["held_out_pairs"] == {"validation": 16, "out_of_fold": 0, "folds": 0}
     assert second["train_data_sha256"] != json.loads((tmp_path / "first" / "config.json").read_text())["train_data_sha256"]
 
 
