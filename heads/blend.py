@@ -12,10 +12,12 @@ checkpoint's reward is
 each part standardised by its own scores on the training pairs, the weights a point of the simplex
 grid of step 0.1 (66 points, summing to 1): the one of highest pairwise accuracy (a tied pair counts
 wrong) on held-out pairs. Held out are the validation pairs and, when the training split is small
-(at most `CROSSFIT_MAX_PAIRS`, where a validation split is small too), every training pair scored
+(at most `MAX_PAIRS`, where a validation split is small too), every training pair scored
 by parts trained without its task (K folds by task: "out of fold"), so that a handful of
 validation pairs does not decide the weights alone. Ties prefer more weight on the heads, then on
-the linear part. Weights (1, 0, 0) keep the heads alone.
+the linear part. Weights (1, 0, 0) keep the heads alone. The parts are fitted on at most
+`MAX_PAIRS` training pairs (a seeded sample above it), which bounds their time and memory
+at a million pairs, where the heads have the data they are built for.
 
     tfidf = TfidfModel.fit(train_pairs); tfidf.score_texts(contexts, module_texts)    # also evaluate's baselines
     linear = LinearModel.fit(train_vectors, modules); linear.score_vectors(context_vectors, module_vectors, modules)
@@ -46,7 +48,7 @@ VOCABULARY = "lexical.json"  # the TF-IDF part's files
 TFIDF_WEIGHTS = "lexical.safetensors"
 LINEAR_WEIGHTS = "linear.safetensors"
 GRID = tuple((a / 10, b / 10, round(1 - a / 10 - b / 10, 1)) for a in range(10, -1, -1) for b in range(10 - a, -1, -1))  # heads-heavy first
-CROSSFIT_MAX_PAIRS = 20_000
+MAX_PAIRS = 20_000
 FOLDS = 5
 _VECTORIZER = {"sublinear_tf": True, "ngram_range": (1, 2), "min_df": 2, "max_features": 50_000}
 
@@ -271,9 +273,10 @@ class BlendSample:
     rows: np.ndarray
     pairs: pl.DataFrame
     groups: np.ndarray
+    total: int  # pairs in the table sampled
 
 
-def blend_sample(pairs: pl.DataFrame, group_by: str = "task", seed: int = 0, max_pairs: int = 50_000) -> BlendSample:
+def blend_sample(pairs: pl.DataFrame, group_by: str = "task", seed: int = 0, max_pairs: int = MAX_PAIRS) -> BlendSample:
     """What the parts read of a pair table: a bounded sample, which bounds the time and memory they
     add at a million pairs (and lets the full table's texts go)."""
     if pairs.height <= max_pairs:
@@ -282,7 +285,7 @@ def blend_sample(pairs: pl.DataFrame, group_by: str = "task", seed: int = 0, max
         rows = np.sort(np.random.default_rng(seed).choice(pairs.height, max_pairs, replace=False))
     columns = ["positive_context", "positive_module_text", "negative_context", "negative_module_text"]
     groups = pairs[group_by] if group_by in pairs.columns else pairs["task"]
-    return BlendSample(rows, pairs[rows].select(columns), groups.to_numpy()[rows])
+    return BlendSample(rows, pairs[rows].select(columns), groups.to_numpy()[rows], pairs.height)
 
 
 def mean_pooled(data: PairTensors, modules: Sequence[str], batch_size: int = 4096) -> PairVectors:
@@ -384,7 +387,7 @@ def fit_blend(
     """The parts fitted on the sampled training pairs beside `heads` (a trained model or ensemble),
     blended at the weights `choose_weights` picks on the sampled validation pairs, plus the training
     pairs out of fold when `fit_fold` (rows of `train_data` -> heads trained on them alone) is given,
-    there are at most CROSSFIT_MAX_PAIRS training pairs and at least 2 groups. Returns None for
+    there are at most MAX_PAIRS training pairs and at least 2 groups. Returns None for
     the heads alone, and what was tried (the table, the held-out pairs, each part's accuracy)."""
     if not (train.pairs.height and val.pairs.height):
         return None, {}
@@ -396,7 +399,7 @@ def fit_blend(
     held_out = [final.scores(val_rows, val_vectors, val.pairs)]
     out_of_fold = 0
     n_folds = min(folds, len(np.unique(train.groups)))
-    if fit_fold is not None and train.pairs.height <= CROSSFIT_MAX_PAIRS and n_folds >= 2:
+    if fit_fold is not None and train.total <= MAX_PAIRS and n_folds >= 2:  # the sample is the whole split
         fold = task_folds(train.groups, n_folds, seed)
         for k in range(n_folds):
             inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)

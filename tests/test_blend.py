@@ -12,7 +12,7 @@ from reward_checkpoint import checkpoint_config
 
 from data import load_pairs
 from features.pairs import PairVectors
-from heads.blend import GRID, LINEAR_WEIGHTS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, PartScores, TfidfModel, choose_weights, task_folds
+from heads.blend import GRID, LINEAR_WEIGHTS, MAX_PAIRS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, PartScores, TfidfModel, blend_sample, choose_weights, task_folds
 from pipeline.cli import main
 from pipeline.rewards import load
 from pipeline.train_heads import train_heads
@@ -178,3 +178,14 @@ def test_a_checkpoint_from_before_the_linear_part_scores_with_its_tfidf_part(rew
     heads_alone = scorer.score(*texts)
     scorer.blend = blended
     np.testing.assert_allclose(scorer.score(*texts), 0.6 * heads_alone + 0.4 * tfidf.score_texts(texts[0], texts[1]) / 2.0, atol=1e-5)
+
+
+def test_the_parts_read_a_seeded_sample_of_a_large_split_and_know_its_size(pairs):
+    train, _ = pairs
+    sample = blend_sample(train, seed=3, max_pairs=10)
+    assert len(sample.rows) == sample.pairs.height == 10 and sample.total == train.height  # above the cap: validation alone chooses
+    assert (np.diff(sample.rows) > 0).all() and sample.groups.tolist() == train["task"].to_numpy()[sample.rows].tolist()
+    assert sample.pairs["positive_context"].to_list() == train["positive_context"].to_numpy()[sample.rows].tolist()
+    np.testing.assert_array_equal(sample.rows, blend_sample(train, seed=3, max_pairs=10).rows)
+    whole = blend_sample(train)
+    assert whole.total == whole.pairs.height == train.height and whole.total <= MAX_PAIRS  # out of fold when fit_blend gets fit_fold
