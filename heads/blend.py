@@ -351,12 +351,11 @@ def _head_scores(heads, data: PairTensors) -> tuple[np.ndarray, np.ndarray]:
 def choose_weights(held_out: PartScores, usable: Sequence[bool]) -> tuple[tuple[float, float, float], list[dict]]:
     """The grid point of highest pairwise accuracy on `held_out` (ties: the first in GRID, which
     lists more weight on the heads, then on the linear part, first), among those that give no
-    weight to an unusable part; and the accuracy of every point tried."""
+    weight to an unusable linear or TF-IDF part (the heads alone are always tried); and the
+    accuracy of every point tried."""
     rows, best = [], None
-    if not any(usable):
-        return (1.0, 0.0, 0.0), rows
     for weights in GRID:
-        if any(w and not ok for w, ok in zip(weights, usable)):
+        if any(w and not ok for w, ok in zip(weights[1:], usable[1:])):
             continue
         accuracy = pairwise_accuracy(*held_out.blended(weights))
         rows.append({"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": accuracy})

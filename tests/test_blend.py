@@ -62,6 +62,8 @@ def test_the_weights_are_the_grid_point_of_highest_held_out_accuracy_and_ties_pr
 
     weights, rows = choose_weights(PartScores(flat, noise(), perfect), [True, True, False])  # TF-IDF with no spread
     assert weights[2] == 0 and all(row["weights"]["tfidf"] == 0 for row in rows)
+    weights, rows = choose_weights(PartScores(flat, flat, flat), [False, False, False])  # nothing to blend: the heads alone
+    assert weights == (1.0, 0.0, 0.0) and len(rows) == 1
 
 
 def test_blending_standardises_each_part_and_scales_the_members_spread():
