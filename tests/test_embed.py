@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from cache import EmbeddingCache
+from cache import EmbeddingCache, MissingVectors
 from data import ConfigError, load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
 from features.pairs import pair_text_keys, pair_vectors, text_key, unique_texts, with_text_keys
@@ -21,6 +21,7 @@ from features.views import View, pair_pieces
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs, load_encoder, shard_from_environment
+from pipeline.train_heads import read_features
 
 PIPELINE = [sys.executable, "-m", "pipeline.cli"]
 
@@ -217,6 +218,11 @@ def test_keys_carried_on_the_table_are_used_not_hashed_again(pairs_file, tmp_pat
     assert "altered" in unique_texts(altered)["key"].to_list()
     cut, _, keys = pair_pieces(altered, View())
     assert keys["positive_module_text_key"][0] == "altered" and "altered" in cut.table["key"].to_list()
+    # train-heads' read of train and val together asks the cache for the carried key
+    empty = EmbeddingCache(tmp_path / "cache").namespace({"encoder": "none", "dimension": 4}, create=True)
+    with pytest.raises(MissingVectors) as caught:
+        read_features(empty, altered[:3], altered[3:], View(), 4096, tmp_path)
+    assert "altered" in caught.value.missing
     # the keys are ours, not the user's: pairs are written without them
     written = write_pairs(keyed, tmp_path / "keyed.jsonl")
     assert load_pairs(written).equals(load_pairs(pairs_file))
