@@ -174,9 +174,9 @@ class CountingSource:
     def __init__(self, namespace: Namespace):
         self.namespace, self.dimension, self.reads = namespace, namespace.dimension, 0
 
-    def fetch(self, keys: list[str]) -> np.ndarray:
+    def fetch(self, keys, out: np.ndarray | None = None) -> np.ndarray:
         self.reads += 1
-        return self.namespace.fetch(keys)
+        return self.namespace.fetch(keys, out)
 
 
 def cache_read(namespace: Namespace, pairs_file: Path, scratch: Path) -> tuple[float, float, int, object]:

@@ -17,11 +17,12 @@ import polars as pl
 
 class VectorSource(Protocol):
     """What `pair_vectors` reads from: the embedding cache's `cache.Namespace`, or anything else that
-    returns the float32 vectors of text keys in order (raising when some have none)."""
+    returns the float32 vectors of text keys in order (raising when some have none); the keys come
+    as a list of str or an Arrow string array."""
 
     dimension: int
 
-    def fetch(self, keys: list[str], out: np.ndarray | None = None) -> np.ndarray: ...
+    def fetch(self, keys, out: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def text_key(role: str, text: str) -> str:

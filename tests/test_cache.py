@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import cache.store
@@ -128,9 +129,11 @@ def test_fetch_names_missing_keys(namespace):
     keys, vectors = keys_and_vectors(10)
     with namespace.writer():
         namespace.write_shard(keys[:7], vectors[:7])
-    with pytest.raises(MissingVectors) as caught:
-        namespace.fetch(keys)
-    assert caught.value.missing == keys[7:] and "3 of 10 texts" in str(caught.value)
+    for asked in (keys, pa.array(keys)):  # a list of str, or an Arrow array as train-heads passes them
+        with pytest.raises(MissingVectors) as caught:
+            namespace.fetch(asked)
+        assert caught.value.missing == keys[7:] and "3 of 10 texts" in str(caught.value)
+    np.testing.assert_array_equal(namespace.fetch(pa.array(keys[6::-1])), vectors[6::-1])
 
 
 def test_float16_storage_reads_back_as_float32(tmp_path):
