@@ -312,12 +312,13 @@ class Namespace:
 
     def _stream(self, con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[pa.RecordBatch]:
         """`sql` over the listed shards (`$files`), batch by batch of about `READ_BATCH_BYTES`;
-        errors as `_query`."""
+        errors as `_query`. DuckDB's error reaches Python as its own exception, or, once a batch is
+        out, as a bare OSError from Arrow's stream (a shard of another dimension did both)."""
         self.reads += 1
         rows = max(2048, READ_BATCH_BYTES // (4 * self.dimension))
         try:
             yield from con.sql(sql, params={"files": self.shard_paths()}).to_arrow_reader(rows)
-        except (duckdb.Error, pa.ArrowException) as e:
+        except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self.damaged(str(e).splitlines()[0]) from None
 
     def damaged(self, symptom: str) -> CacheError:
