@@ -60,9 +60,8 @@ DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.floa
 # Hashed keys and float vectors never repeat, so dictionary encoding only wastes write time.
 SHARD_ENCODING = {"compression": "none", "byte_stream_split": False, "dictionary": False}
 OLD_SHARD_ENCODING = {"compression": "zstd", "byte_stream_split": False, "dictionary": True}  # manifests from before the field
-# Vectors per streamed batch of a read: bounded memory whatever N is. DuckDB runs ahead of the
-# reader by a few batches, so 64 MiB batches cost ~0.2 GiB beside the matrix (train-heads at 100k
-# pairs, bench/scale.py); 8 MiB batches about half that, read as fast.
+# Vectors per streamed batch of a read: bounded memory whatever N is. 64 MiB batches peaked ~0.1
+# GiB higher than 8 MiB ones in train-heads at 100k pairs (bench/scale.py's data) and read slower.
 READ_BATCH_BYTES = 8 * 2**20
 
 
