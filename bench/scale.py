@@ -24,7 +24,8 @@ file of the load measurement has ~1 KB contexts, as real trajectories do.
 
     .venv/bin/python bench/scale.py [--pairs 100000,300000,1000000] [--dims 384,1024] [--quick]
 
-Compare ratios, not seconds: the machine is shared and noisy. d = 1024 at 1M pairs needs ~25 GB.
+Compare ratios, not seconds: the machine is shared and noisy. d = 1024 at 1M pairs peaked at 11 GB
+of RAM and needs ~30 GB of disk (shards, train-heads' and the read measurement's memory maps).
 """
 
 import argparse
