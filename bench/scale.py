@@ -24,7 +24,8 @@ file of the load measurement has ~1 KB contexts, as real trajectories do.
 
     .venv/bin/python bench/scale.py [--pairs 100000,300000,1000000] [--dims 384,1024] [--quick]
 
-Compare ratios, not seconds: the machine is shared and noisy. d = 1024 at 1M pairs needs ~25 GB.
+Compare ratios, not seconds: the machine is shared and noisy. d = 1024 at 1M pairs peaked at 11 GB
+of RAM and needs ~30 GB of disk (shards, train-heads' and the read measurement's memory maps).
 """
 
 import argparse
@@ -154,12 +155,28 @@ def train_heads_peak_rss(pairs_file: Path, cache_dir: Path, out: Path, dimension
     config.write_text(f"model:\n  head: '{HEAD}'\ntraining:\n  device: cpu\n")
     script = shutil.which("pipeline", path=str(Path(sys.executable).parent))
     command = [script, "train-heads", str(pairs_file), "--cache", str(cache_dir), "--out", str(out), "--encoder", f"synthetic-{dimension}", "--epochs", "1", "--config", str(config), "--overwrite"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
-    output = process.stdout.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, not every child's so far
-    if status != 0:
+    log = out.parent / f"{out.name}.log"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, high_water_mark(process.pid))
+            time.sleep(0.05)
+    output = log.read_text()
+    if process.returncode != 0:
         raise RuntimeError(f"train-heads failed:\n{output}")
-    return usage.ru_maxrss * 1024, output  # Linux reports kilobytes
+    return peak, output
+
+
+def high_water_mark(pid: int) -> int:
+    """Peak resident bytes of process `pid` so far (VmHWM), 0 once it is gone. Not the child's
+    ru_maxrss: Linux carries the RSS of the process it was forked from across exec, so a child of
+    this (by then large) process would report at least this process's size."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")), 0)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
 
 
 def training_bytes(n_vectors: int, dimension: int) -> tuple[int, int]:
@@ -174,9 +191,9 @@ class CountingSource:
     def __init__(self, namespace: Namespace):
         self.namespace, self.dimension, self.reads = namespace, namespace.dimension, 0
 
-    def fetch(self, keys: list[str]) -> np.ndarray:
+    def fetch(self, keys, out: np.ndarray | None = None) -> np.ndarray:
         self.reads += 1
-        return self.namespace.fetch(keys)
+        return self.namespace.fetch(keys, out)
 
 
 def cache_read(namespace: Namespace, pairs_file: Path, scratch: Path) -> tuple[float, float, int, object]:

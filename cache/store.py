@@ -60,7 +60,9 @@ DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.floa
 # Hashed keys and float vectors never repeat, so dictionary encoding only wastes write time.
 SHARD_ENCODING = {"compression": "none", "byte_stream_split": False, "dictionary": False}
 OLD_SHARD_ENCODING = {"compression": "zstd", "byte_stream_split": False, "dictionary": True}  # manifests from before the field
-READ_BATCH_BYTES = 64 * 2**20  # vectors per streamed batch of a read: bounded memory whatever N is
+# Vectors per streamed batch of a read: bounded memory whatever N is. 64 MiB batches peaked ~0.1
+# GiB higher than 8 MiB ones in train-heads at 100k pairs (bench/scale.py's data) and read slower.
+READ_BATCH_BYTES = 8 * 2**20
 
 
 class CacheError(UserError):
@@ -221,12 +223,14 @@ class Namespace:
             found = self._query(con, "SELECT w.key FROM wanted w ANTI JOIN read_parquet($files) s USING (key) ORDER BY w.ord").column("key")
         return [str(k) for k in found.to_pylist()]
 
-    def fetch(self, keys: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
+    def fetch(self, keys: Sequence[str] | pa.Array, out: np.ndarray | None = None) -> np.ndarray:
         """Vectors for `keys` as float32 (len(keys), dimension), row i for keys[i], written into
         `out` when given (a np.memmap for data larger than RAM). One DuckDB query joins the keys
         against every listed shard, its result streamed into the matrix batch by batch, so N keys
-        cost one pass over the shards and one batch of memory beyond the matrix.
+        cost one pass over the shards and one batch of memory beyond the matrix. `keys` may be an
+        Arrow string array, which spares a million keys a Python object each.
         Raises `MissingVectors` naming the keys that have none."""
+        keys = keys if isinstance(keys, pa.Array) else pa.array(keys, pa.string())
         n = len(keys)
         if out is None:
             out = np.empty((n, self.dimension), np.float32)
@@ -235,10 +239,10 @@ class Namespace:
         if n == 0:
             return out
         if not self.shards:
-            raise MissingVectors(keys, n)
+            raise MissingVectors(keys.to_pylist(), n)
         found, rows = np.zeros(n, bool), 0
         with _duckdb() as con:
-            con.register("wanted", pa.table({"key": pa.array(keys, pa.string()), "ord": np.arange(n)}))
+            con.register("wanted", pa.table({"key": keys, "ord": np.arange(n)}))
             for batch in self._stream(con, f"SELECT w.ord, {self._vector_column('s.vector')} FROM wanted w JOIN read_parquet($files) s USING (key)"):
                 order = batch.column(0).to_numpy()
                 out[order] = self._vectors(batch.column(1))
@@ -247,7 +251,7 @@ class Namespace:
         if rows != n or not found.all():
             if rows > found.sum():
                 raise self._duplicates()
-            raise MissingVectors([keys[i] for i in np.flatnonzero(~found)], n)
+            raise MissingVectors(keys.take(np.flatnonzero(~found)).to_pylist(), n)
         return out
 
     def index(self, memory_map: Path | None = None) -> "VectorIndex":
@@ -307,12 +311,13 @@ class Namespace:
 
     def _stream(self, con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[pa.RecordBatch]:
         """`sql` over the listed shards (`$files`), batch by batch of about `READ_BATCH_BYTES`;
-        errors as `_query`."""
+        errors as `_query`. DuckDB's error reaches Python as its own exception, or, once a batch is
+        out, as a bare OSError from Arrow's stream (a shard of another dimension did both)."""
         self.reads += 1
         rows = max(2048, READ_BATCH_BYTES // (4 * self.dimension))
         try:
             yield from con.sql(sql, params={"files": self.shard_paths()}).to_arrow_reader(rows)
-        except (duckdb.Error, pa.ArrowException) as e:
+        except (duckdb.Error, pa.ArrowException, OSError) as e:
             raise self.damaged(str(e).splitlines()[0]) from None
 
     def damaged(self, symptom: str) -> CacheError:

@@ -250,14 +250,14 @@ def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory
     `cache.MissingVectors`). With `memory_map` (a folder) the read streams into a .npy file there,
     which comes back memory-mapped, so data larger than RAM costs one read batch of memory."""
     cut, pair_texts, keys = pair_pieces(pairs, view)
-    piece_keys = cut.table["key"].to_list()
+    piece_keys = cut.table["key"].to_arrow()  # not a Python string per key: 2.5M of them at 1M pairs
     shape = (len(piece_keys), source.dimension)
     if memory_map is None:
-        vectors = source.fetch(piece_keys) if piece_keys else np.zeros(shape, np.float32)
+        vectors = source.fetch(piece_keys) if len(piece_keys) else np.zeros(shape, np.float32)
     else:
         memory_map.mkdir(parents=True, exist_ok=True)
         matrix = np.lib.format.open_memmap(memory_map / "pieces.npy", mode="w+", dtype=np.float32, shape=shape)
-        if piece_keys:
+        if len(piece_keys):
             source.fetch(piece_keys, out=matrix)
         matrix.flush()
         del matrix

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
 from data.errors import UserError
 from data.files import atomic_dir, check_output_folder, json_text
-from data.schema import TEXT_COLUMNS
+from data.schema import TEXT_COLUMNS, TEXT_KEY_COLUMNS
 from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, with_text_keys
@@ -237,7 +237,8 @@ def read_features(source, train: pl.DataFrame, val: pl.DataFrame, view: View, me
     namespace) in one read into one matrix that both share; memory-mapped from a .npy file in
     `scratch` when a pessimistic guess of the matrix (every text distinct, max_pieces pieces) is
     larger than `memory_map_above_mb`."""
-    columns = ["target_module", *TEXT_COLUMNS]  # what piece_features reads; the files may differ in others
+    # what piece_features reads (the texts' keys too, when carried: not hashed again); the files may differ in others
+    columns = ["target_module", *TEXT_COLUMNS, *(c for c in TEXT_KEY_COLUMNS if c in train.columns and c in val.columns)]
     pairs = pl.concat([train.select(columns), val.select(columns)])
     pieces = 4 * pairs.height * (1 if view.name in ONE_PIECE_VIEWS else view.max_pieces)
     large = pieces * source.dimension * 4 > memory_map_above_mb * 2**20

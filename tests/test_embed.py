@@ -13,14 +13,16 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from cache import EmbeddingCache
+from cache import EmbeddingCache, MissingVectors
 from data import ConfigError, load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
-from features.pairs import pair_text_keys, pair_vectors, text_key, unique_texts, with_text_keys
+from data.schema import TEXT_COLUMNS
+from features.pairs import pair_text_keys, pair_vectors, text_key, text_keys, unique_texts, with_text_keys
 from features.views import View, pair_pieces
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs, load_encoder, shard_from_environment
+from pipeline.train_heads import read_features
 
 PIPELINE = [sys.executable, "-m", "pipeline.cli"]
 
@@ -208,6 +210,22 @@ def test_text_keys_are_each_texts_key_and_ride_on_the_table(pairs_file):
     assert texts.height == texts["key"].n_unique() == pairs["positive_context"].n_unique() + pairs["negative_context"].n_unique() + 2 * pairs.height
 
 
+def test_keys_hashed_from_arrow_bytes_equal_text_key_on_any_text():
+    """The columnar hashing must never change a key: caches hold vectors under the old ones."""
+    texts = ["", "plain", "café über naïve", "中文 テキスト 한국어", "emoji 🙂🚀 and a combining é", "nul \0 inside\nand newline",
+             "x" * 2047, "y" * 2048, "long " * 40_000, "\u2028 line separator", "🙂" * 1000]  # fmt: skip
+    for role in ("context", "module"):
+        expected = [text_key(role, text) for text in texts]
+        assert text_keys(role, pl.Series(texts)) == expected
+        assert text_keys(role, pl.Series(texts), chunk=3) == expected  # chunk edges
+        assert text_keys(role, pl.Series(["skip", *texts]).slice(1)) == expected  # a slice: Arrow offsets not at 0
+    repeated = pl.DataFrame({column: [texts[(i + j) % 5] for i in range(12)] for j, column in enumerate(TEXT_COLUMNS)})
+    keyed = with_text_keys(repeated)
+    for column in TEXT_COLUMNS:
+        role = "context" if column.endswith("context") else "module"
+        assert keyed[f"{column}_key"].to_list() == [text_key(role, text) for text in repeated[column]]
+
+
 def test_keys_carried_on_the_table_are_used_not_hashed_again(pairs_file, tmp_path):
     """A key column altered on purpose comes out of every reader of keys: proof they reuse it."""
     keyed = with_text_keys(load_pairs(pairs_file))
@@ -217,6 +235,11 @@ def test_keys_carried_on_the_table_are_used_not_hashed_again(pairs_file, tmp_pat
     assert "altered" in unique_texts(altered)["key"].to_list()
     cut, _, keys = pair_pieces(altered, View())
     assert keys["positive_module_text_key"][0] == "altered" and "altered" in cut.table["key"].to_list()
+    # train-heads' read of train and val together asks the cache for the carried key
+    empty = EmbeddingCache(tmp_path / "cache").namespace({"encoder": "none", "dimension": 4}, create=True)
+    with pytest.raises(MissingVectors) as caught:
+        read_features(empty, altered[:3], altered[3:], View(), 4096, tmp_path)
+    assert "altered" in caught.value.missing
     # the keys are ours, not the user's: pairs are written without them
     written = write_pairs(keyed, tmp_path / "keyed.jsonl")
     assert load_pairs(written).equals(load_pairs(pairs_file))
