@@ -260,6 +260,7 @@ def test_the_reliability_plot_counts_the_scores_in_each_bin():
     assert [line.get_label() for line in curves.lines] == [*MODULES, "perfect"]
 
 
+@pytest.mark.slow  # a subprocess or several trainings: the full suite runs it, the fast lane stays quick
 def test_writing_plots_neither_imports_pyplot_nor_switches_the_backend(tmp_path):
     """A program that imports heads.report (a notebook, a server) keeps its own matplotlib backend."""
     script = f"""
@@ -295,6 +296,7 @@ def test_other_data_leaves_the_checkpoint_alone_unless_asked(trained, tmp_path):
     assert result.normalization_stored and "normalization" in json.loads(checkpoint.joinpath("config.json").read_text())
 
 
+@pytest.mark.slow  # it runs the encoder or several trainings: the full suite runs it, the fast lane stays quick
 def test_texts_missing_from_the_cache_are_embedded_and_reported(trained, tmp_path):
     root, config = trained
     shutil.copytree(root / "cache", tmp_path / "cache")

@@ -192,6 +192,7 @@ def out_args(verb: str, trained: Path) -> list:
     }[verb]
 
 
+@pytest.mark.slow  # a subprocess or several trainings: the full suite runs it, the fast lane stays quick
 @pytest.mark.parametrize("verb", ["split", "demo", "train-heads", "evaluate"])
 def test_out_over_a_folder_not_of_ours_is_refused_untouched_and_replaced_only_with_overwrite(trained, tmp_path, verb):
     out = tmp_path / "keep"
@@ -501,6 +502,7 @@ def test_a_label_that_looks_like_a_mistyped_module_is_refused_without_module_and
     assert len(warnings) == 1 and "looks like a module name" in warnings[0] and "--module" in warnings[0], warnings
 
 
+@pytest.mark.slow  # a subprocess or several trainings: the full suite runs it, the fast lane stays quick
 def test_verl_through_a_full_server_waits_as_retry_after_says_and_gets_every_reward(scorer, trained, monkeypatch):
     from pipeline import verl_reward
 

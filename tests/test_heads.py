@@ -206,6 +206,7 @@ def test_use_wandb_without_wandb_installed_says_how_to_get_it(setup, tmp_path, m
         train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", use_wandb=True, progress=False)
 
 
+@pytest.mark.slow  # a subprocess or several trainings: the full suite runs it, the fast lane stays quick
 def test_without_encoder_train_heads_reads_the_caches_only_encoder_and_lists_several(setup, tmp_path, tiny_qwen3_path):
     root, config, _ = setup
     shutil.copytree(root / "cache", tmp_path / "cache")
@@ -227,6 +228,7 @@ def test_without_encoder_train_heads_reads_the_caches_only_encoder_and_lists_sev
     assert named.exit_code == 0 and "the only vectors" not in named.output, named.output
 
 
+@pytest.mark.slow  # it runs the encoder or several trainings: the full suite runs it, the fast lane stays quick
 def test_embed_missing_uses_the_namespaces_own_encoder_whatever_the_config_names(setup, tmp_path):
     root, _, _ = setup
     shutil.copytree(root / "cache", tmp_path / "cache")

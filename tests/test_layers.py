@@ -62,6 +62,7 @@ def test_every_package_has_modules_to_check(package):
     assert list((ROOT / package).rglob("*.py")), package
 
 
+@pytest.mark.slow  # a subprocess or several trainings: the full suite runs it, the fast lane stays quick
 def test_importing_the_library_leaves_the_openmp_policy_alone():
     """Only running the `pipeline` command sets OMP_WAIT_POLICY; a library user's process keeps its
     own (torch and scikit-learn set variables of their own at import, which is theirs)."""

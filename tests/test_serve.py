@@ -209,6 +209,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a subprocess or several trainings: the full suite runs it, the fast lane stays quick
 def test_pipeline_serve_runs_until_terminated(trained):
     script = shutil.which("pipeline", path=str(Path(sys.executable).parent))
     port = free_port()

@@ -405,6 +405,7 @@ def test_a_rounds_view_finetune_runs_and_keeps_its_view(which, tiny_qwen3_path, 
         finetune([tmp_path / "train.jsonl"], tmp_path / "stage0", tmp_path / "other", config.override({"features.view": "chunks"}), max_steps=1, progress=False)
 
 
+@pytest.mark.slow  # it runs the encoder or several trainings: the full suite runs it, the fast lane stays quick
 def test_train_heads_picks_the_namespace_of_its_view(rounds_setup, tmp_path):
     root, base, _ = rounds_setup
     cache = tmp_path / "cache"
