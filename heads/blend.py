@@ -227,10 +227,6 @@ class Blended:
     linear: LinearModel | None = None
     tfidf: TfidfModel | None = None
 
-    @property
-    def needs_linear(self) -> bool:
-        return self.linear is not None
-
     def linear_scores(self, context: np.ndarray, module_text: np.ndarray, modules) -> np.ndarray | None:
         """The linear part's scores of mean-pooled vectors, a module it never saw (no training pair)
         scoring its mean, so that the other parts rank those rows; None without a linear part."""
@@ -323,21 +319,26 @@ class Parts:
     """The three parts fitted on some training pairs, with the statistics that standardise them."""
 
     heads: object  # a model or ensemble
-    linear: LinearModel
+    linear: LinearModel | None  # None above MAX_PAIRS training pairs: then it gets no weight
     tfidf: TfidfModel
     means: tuple[float, float, float]
     stds: tuple[float, float, float]
 
     @classmethod
-    def fit(cls, heads, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame, modules: Sequence[str], seed: int) -> "Parts":
-        linear = LinearModel.fit(vectors, modules, seed=seed)
+    def fit(cls, heads, data: PairTensors, vectors: PairVectors | None, texts: pl.DataFrame, modules: Sequence[str], seed: int) -> "Parts":
+        linear = LinearModel.fit(vectors, modules, seed=seed) if vectors is not None else None
         tfidf, tfidf_scores = TfidfModel.fit_scored(texts, seed=seed)
-        training = [np.concatenate(sides) for sides in (_head_scores(heads, data), linear.scores(vectors), tfidf_scores)]
-        means = tuple(float(np.nanmean(s)) for s in training)
-        return cls(heads, linear, tfidf, means, tuple(float(np.nanstd(s)) for s in training))
+        parts = cls(heads, linear, tfidf, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        training = [np.concatenate(sides) for sides in (_head_scores(heads, data), parts._linear_scores(vectors, texts.height), tfidf_scores)]
+        parts.means = tuple(float(np.nanmean(s)) for s in training)
+        parts.stds = tuple(float(np.nanstd(s)) for s in training)  # 0 without a linear part: it gets no weight
+        return parts
 
-    def raw_scores(self, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [_head_scores(self.heads, data), self.linear.scores(vectors), self.tfidf.scores(texts)]
+    def raw_scores(self, data: PairTensors, vectors: PairVectors | None, texts: pl.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [_head_scores(self.heads, data), self._linear_scores(vectors, texts.height), self.tfidf.scores(texts)]
+
+    def _linear_scores(self, vectors: PairVectors | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.linear.scores(vectors) if self.linear is not None else (np.zeros(n), np.zeros(n))
 
     def scores(self, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame) -> PartScores:
         z = [tuple(np.nan_to_num((s - m) / sd) if sd > 0 else np.zeros_like(s) for s in sides) for sides, m, sd in zip(self.raw_scores(data, vectors, texts), self.means, self.stds)]
@@ -393,7 +394,10 @@ def fit_blend(
     device = train_data.module_index.device
     to_rows = lambda rows: torch.from_numpy(np.asarray(rows, np.int64)).to(device)  # noqa: E731
     train_rows, val_rows = train_data.rows(to_rows(train.rows)), val_data.rows(to_rows(val.rows))
-    train_vectors, val_vectors = mean_pooled(train_rows, modules), mean_pooled(val_rows, modules)
+    # the linear part is for few pairs, where the heads overfit; above MAX_PAIRS the heads have the
+    # data, and its pooled vectors and features would weigh more than the matrix at 100k pairs
+    small = train.total <= MAX_PAIRS
+    train_vectors, val_vectors = (mean_pooled(train_rows, modules), mean_pooled(val_rows, modules)) if small else (None, None)
     final = Parts.fit(heads, train_rows, train_vectors, train.pairs, modules, seed)
     held_out = [final.scores(val_rows, val_vectors, val.pairs)]
     out_of_fold = 0

@@ -191,3 +191,31 @@ def test_the_parts_read_a_seeded_sample_of_a_large_split_and_know_its_size(pairs
     np.testing.assert_array_equal(sample.rows, blend_sample(train, seed=3, max_pairs=10).rows)
     whole = blend_sample(train)
     assert whole.total == whole.pairs.height == train.height and whole.total <= MAX_PAIRS  # out of fold when fit_blend gets fit_fold
+
+
+def test_above_max_pairs_the_blend_has_no_linear_part_and_no_out_of_fold_pairs(reward_checkpoint, tmp_path):
+    """A split larger than the parts' sample: the heads have the data they are built for, so the
+    weights are chosen on validation alone and the linear part (pooled vectors and features of
+    the sample, more memory than the matrix at 100k pairs) is left out."""
+    from dataclasses import replace
+
+    from cache import EmbeddingCache
+    from features.pairs import with_text_keys
+    from features.views import View
+    from heads.blend import fit_blend
+    from heads.model import MultiModuleRewardModel
+    from heads.training import PairTensors
+    from pipeline.train_heads import read_features
+
+    config = checkpoint_config()
+    train, val = (with_text_keys(load_pairs(reward_checkpoint / f"{name}.jsonl")) for name in ("train", "val"))
+    namespace = EmbeddingCache(reward_checkpoint / "cache").select("minilm")
+    features = read_features(namespace, train, val, View.from_config(config.features, config.model), 4096, tmp_path)
+    heads = MultiModuleRewardModel(namespace.dimension, config.data.modules)
+    data = {name: PairTensors.from_pieces(features[name], heads) for name in ("train", "val")}
+    large = replace(blend_sample(train), total=MAX_PAIRS + 1)
+    folds_fitted = []
+    blended, summary = fit_blend(heads, large, blend_sample(val), data["train"], data["val"], config.data.modules, lambda rows: folds_fitted.append(rows) or heads)
+    assert folds_fitted == [] and summary["held_out_pairs"] == {"validation": val.height, "out_of_fold": 0, "folds": 0}
+    assert all(row["weights"]["linear"] == 0 for row in summary["table"]) and len(summary["table"]) == 11
+    assert blended is None or blended.linear is None
