@@ -21,7 +21,7 @@ at a million pairs, where the heads have the data they are built for.
 
     tfidf = TfidfModel.fit(train_pairs); tfidf.score_texts(contexts, module_texts)    # also evaluate's baselines
     linear = LinearModel.fit(train_vectors, modules); linear.score_vectors(context_vectors, module_vectors, modules)
-    blended, record, table = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)
+    blended, summary = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)   # or None: heads alone
     blended.rewards(head_scores, linear_scores, contexts, module_texts)   # the reward, per row
     blended.save(folder); Blended.load(folder, config["blend"])
 """
