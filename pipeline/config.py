@@ -226,6 +226,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 _SECTIONS = {f.name: f.type for f in fields(Config)}
 _CHOICES = {
     "model.truncation_side": ("left", "right"),
+    "model.blend": ("auto", "off"),
     "features.view": ("truncate", "head_tail", "chunks", "rounds"),
     "cache.dtype": ("float32", "float16"),
     "stage_1.precision": ("auto", "bf16", "fp16", "fp32"),
@@ -300,7 +301,6 @@ def _check_values(config: Config, source: str) -> None:
     require(all(v >= 0 for v in search.weight_decay) and all(0 <= v < 1 for v in search.dropout), "search.weight_decay must be 0 or more, search.dropout in [0, 1)")
     require(config.stage_1.save_every_steps >= 0, "stage_1.save_every_steps must be 0 or more")
     require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
-    require(config.model.blend in ("auto", "off"), f"model.blend must be auto or off, got {config.model.blend!r}")
     require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")
     for name in ("max_batch", "max_request_rows", "max_body_bytes", "max_pending", "read_timeout_s"):
         require(getattr(config.serve, name) > 0, f"serve.{name} must be positive")

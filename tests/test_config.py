@@ -38,6 +38,8 @@ def test_file_values_are_read_and_the_rest_keep_defaults(tmp_path):
         ("stage_0:\n  epochs: three\n", "stage_0.epochs must be int"),
         ("model:\n  normalize: 1\n", "model.normalize must be bool"),
         ("stage_1:\n  precision: fp8\n", "stage_1.precision must be one of"),
+        ("model:\n  blend: maybe\n", "model.blend must be one of auto, off"),
+        ("model:\n  lexical: auto\n", "unknown key 'model.lexical' (known in model: "),
         ("data:\n  val_fraction: 0.6\n  test_fraction: 0.5\n", "must leave pairs for training"),
         ("- just\n- a list\n", "expected a mapping of sections"),
         ("model: [\n", "not valid YAML"),
