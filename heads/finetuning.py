@@ -24,7 +24,7 @@ from torch.utils.data import DistributedSampler
 from data.files import json_text
 from features.encoder import TextEncoder
 from features.views import View
-from heads.model import CheckpointError, MultiModuleRewardModel
+from heads.model import CheckpointError, MultiModuleRewardModel, error_line
 from heads.training import gather_pieces
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -223,8 +223,7 @@ def load_state(folder: Path, model: EncoderWithHeads, optimizer, scheduler, scal
 
 
 def _damaged_state(path: Path, error: Exception) -> CheckpointError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else "damaged"
     return CheckpointError(
-        f"{path}: the saved state of the unfinished run in {path.parent.parent} cannot be resumed from ({type(error).__name__}: {reason}); "
+        f"{path}: the saved state of the unfinished run in {path.parent.parent} cannot be resumed from ({error_line(error)}); "
         "start the run over with --overwrite"
     )

@@ -287,11 +287,11 @@ def read_config(folder: str | Path) -> dict:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise damaged(path, f"cannot be read ({_first_line(e)})") from None
+        raise damaged(path, f"cannot be read ({error_line(e)})") from None
     try:
         config = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise damaged(path, f"not valid JSON ({_first_line(e)})") from None
+        raise damaged(path, f"not valid JSON ({error_line(e)})") from None
     if not isinstance(config, dict):
         raise damaged(path, f"holds a JSON {_kind(config)}, not an object")
     _check_keys(path, config, CONFIG_KEYS, "")
@@ -321,7 +321,7 @@ def load_weights(model: nn.Module, folder: str | Path, device: str = "cpu") -> N
     try:
         tensors = load_file(path, device=device)
     except (OSError, SafetensorError) as e:
-        raise damaged(path, f"not a readable safetensors file ({_first_line(e)})") from None
+        raise damaged(path, f"not a readable safetensors file ({error_line(e)})") from None
     expected = model.state_dict()
     missing, unexpected = [k for k in expected if k not in tensors], [k for k in tensors if k not in expected]
     if missing:
@@ -346,7 +346,8 @@ def _heads_of(names: list[str]) -> str:
     return ", ".join(dict.fromkeys(heads))
 
 
-def _first_line(error: Exception) -> str:
+def error_line(error: Exception) -> str:
+    """An exception as one line for a user: its type and the first line of its text."""
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 

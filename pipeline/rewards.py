@@ -74,7 +74,7 @@ from features.pairs import PairVectors, text_key, unique_texts, with_text_keys
 from features.views import View, ViewMismatch, cut_texts, piece_features
 from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_piece_scores, member_scores
 from heads.blend import LINEAR_WEIGHTS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, TfidfModel
-from heads.model import CONFIG, CheckpointError, MultiModuleRewardModel, damaged, masked_mean
+from heads.model import CONFIG, CheckpointError, MultiModuleRewardModel, damaged, error_line, masked_mean
 from heads.training import PairTensors
 from pipeline.checkpoint import load_checkpoint_encoder
 
@@ -462,7 +462,7 @@ def load_blend(folder: Path, config: dict) -> Blended | None:
             except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
                 raise CheckpointError(
                     f"{folder} blends its heads with a {what} part, but its {' and '.join(files)} could not be read "
-                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged'}); copy the checkpoint folder whole, or retrain it"
+                    f"({error_line(e)}); copy the checkpoint folder whole, or retrain it"
                 ) from None
     return Blended(blend, parts.get("linear"), parts.get("tfidf"))
 
