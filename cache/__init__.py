@@ -6,6 +6,6 @@
     found, vectors = namespace.index().get(keys)   # every vector read once, then looked up in memory (servers)
 """
 
-from cache.store import CacheError, DamagedCache, EmbeddingCache, MissingVectors, Namespace, NoNamespace, VectorIndex, namespace_id
+from cache.store import CacheError, DamagedCache, EmbeddingCache, MissingVectors, Namespace, NoNamespace, VectorIndex, memory_map_above, namespace_id
 
-__all__ = ["CacheError", "DamagedCache", "EmbeddingCache", "MissingVectors", "Namespace", "NoNamespace", "VectorIndex", "namespace_id"]
+__all__ = ["CacheError", "DamagedCache", "EmbeddingCache", "MissingVectors", "Namespace", "NoNamespace", "VectorIndex", "memory_map_above", "namespace_id"]

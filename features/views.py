@@ -244,15 +244,16 @@ def pair_pieces(pairs: pl.DataFrame, view: View) -> tuple[TextPieces, np.ndarray
     return cut, np.stack(ids, axis=1).astype(np.int32), keys
 
 
-def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory_map: Path | None = None) -> PieceFeatures:
+def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory_map: Path | None = None, memory_map_above: int = 0) -> PieceFeatures:
     """The pairs' piece features under `view`, every distinct piece's vector read from `source` in
     one read (raising what `source.fetch` raises when some were never embedded:
-    `cache.MissingVectors`). With `memory_map` (a folder) the read streams into a .npy file there,
-    which comes back memory-mapped, so data larger than RAM costs one read batch of memory."""
+    `cache.MissingVectors`). With `memory_map` (a folder), a matrix of more than `memory_map_above`
+    bytes streams into a .npy file there, which comes back memory-mapped, so data larger than RAM
+    costs one read batch of memory."""
     cut, pair_texts, keys = pair_pieces(pairs, view)
     piece_keys = cut.table["key"].to_arrow()  # not a Python string per key: 2.5M of them at 1M pairs
     shape = (len(piece_keys), source.dimension)
-    if memory_map is None:
+    if memory_map is None or shape[0] * shape[1] * 4 <= memory_map_above:
         vectors = source.fetch(piece_keys) if len(piece_keys) else np.zeros(shape, np.float32)
     else:
         memory_map.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ resolved config (`config.yaml`) next to its output.
 """
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -84,7 +85,9 @@ class Stage0Config:
     epochs: int = 5
     batch_size: int = 64
     patience: int = 2
-    memory_map_above_mb: int = 4096  # pair features larger than this stay on disk, memory-mapped
+    # piece vectors larger than this (MiB) stay on disk, memory-mapped; "auto": larger than half the
+    # memory available when the run starts (cache.memory_map_above)
+    memory_map_above_mb: int | str = "auto"
     # members of an ensemble trained on bootstrap resamples of the training tasks (heads/ensemble.py); 1: one model
     ensemble: int = 1
 
@@ -261,15 +264,22 @@ def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {key} must be a list of {inner.__name__} values, got {value!r}")
         return [_check_type(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    ok = {
+    if isinstance(hint, types.UnionType):  # `int | str`: a value of either type, checked in _check_values
+        if not any(_fits_type(value, member) for member in typing.get_args(hint)):
+            raise ConfigError(f"{source}: {key} must be {' or '.join(t.__name__ for t in typing.get_args(hint))}, got {value!r}")
+        return value
+    if not _fits_type(value, hint):
+        raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def _fits_type(value: Any, hint: type) -> bool:
+    return {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
         float: isinstance(value, (int, float)) and not isinstance(value, bool),
         str: isinstance(value, str),
     }[hint]
-    if not ok:
-        raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
-    return float(value) if hint is float else value
 
 
 def _check_values(config: Config, source: str) -> None:
@@ -289,7 +299,8 @@ def _check_values(config: Config, source: str) -> None:
     require(config.features.max_pieces > 0, "features.max_pieces must be positive")
     require(config.features.window_words >= 0, "features.window_words must be 0 (auto) or more")
     require(config.cache.shard_size > 0, "cache.shard_size must be positive")
-    require(config.stage_0.memory_map_above_mb >= 0, "stage_0.memory_map_above_mb must be 0 or more")
+    above = config.stage_0.memory_map_above_mb
+    require(above == "auto" or (isinstance(above, int) and above >= 0), f"stage_0.memory_map_above_mb must be auto or 0 or more, got {above!r}")
     for stage in ("stage_0", "stage_1"):
         for name in ("epochs", "grad_accumulation", "batch_size", "patience"):
             require(getattr(getattr(config, stage), name) > 0, f"{stage}.{name} must be positive")

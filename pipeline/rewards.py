@@ -29,7 +29,8 @@ A text's vector comes from, in this order: an in-memory LRU of the vectors of re
 (`memory_size` of them), the embedding cache given as `cache_dir` (read only, unless
 `write_cache=True` as for `pipeline evaluate`; its whole namespace is read once, at `warm_up` or the
 first lookup, into a key -> row index in memory, memory-mapped from a file in the temp folder
-($TMPDIR) when larger than `index_memory_map_above_mb`, so no request scans shards), and the checkpoint's own encoder
+($TMPDIR) when larger than `index_memory_map_above_mb` (by default half the memory available), so
+no request scans shards), and the checkpoint's own encoder
 (`<checkpoint>/encoder/` after stage 1, else the one its fingerprint names), loaded on first use.
 Within one call every distinct text is encoded at most once, so a trajectory's context shared by
 all its modules costs one encoder pass. Calls run under no_grad and are serialised by a lock, so
@@ -66,7 +67,7 @@ from scipy.special import expit
 import torch
 from safetensors import SafetensorError
 
-from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNamespace, VectorIndex
+from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNamespace, VectorIndex, memory_map_above
 from data.errors import UserError
 from features.embedding import encode_into
 from features.encoder import ROLES, TextEncoder, pick_device
@@ -120,7 +121,7 @@ class RewardScorer:
         normalize: bool = False,
         memory_size: int = 20_000,
         blend: Blended | None = None,
-        index_memory_map_above_mb: int = 4096,
+        index_memory_map_above_mb: int | str = "auto",
     ):
         self.model = model.eval()
         self.config = config
@@ -170,10 +171,10 @@ class RewardScorer:
     def index(self) -> VectorIndex:
         """The cache namespace's key -> vector index, read on first use in one pass over its shards;
         memory-mapped from the temp folder ($TMPDIR; the cache itself is never written) when larger
-        than `index_memory_map_above_mb`."""
+        than `index_memory_map_above_mb` (MiB, or "auto": `cache.memory_map_above`)."""
         if self._index is None:
             memory_map = None
-            if len(self.namespace) * self.namespace.dimension * 4 > self.index_memory_map_above_mb * 2**20:
+            if len(self.namespace) * self.namespace.dimension * 4 > memory_map_above(self.index_memory_map_above_mb):
                 self._scratch = tempfile.TemporaryDirectory(prefix="reward-index-")
                 memory_map = Path(self._scratch.name) / "vectors.npy"
             self._index = self.namespace.index(memory_map)
@@ -411,14 +412,15 @@ def load(
     encoder: str | None = None,
     memory_size: int = 20_000,
     write_cache: bool = False,
-    index_memory_map_above_mb: int = 4096,
+    index_memory_map_above_mb: int | str = "auto",
 ) -> RewardScorer:
     """A `RewardScorer` for the checkpoint folder. `cache_dir`: an embedding cache to read vectors
     from (it must hold the checkpoint's encoder namespace, unless `write_cache`, which creates it
     and lets `pair_vectors` embed what it lacks); `encoder`: a local folder of the checkpoint's
     encoder when the name it recorded does not load here; `memory_size`: how many recent text
     vectors to keep in memory (0: none); `index_memory_map_above_mb`: a cache namespace larger than
-    this is indexed through a memory map rather than read into RAM."""
+    this (MiB; "auto": half the memory available) is indexed through a memory map rather than read
+    into RAM."""
     folder = Path(checkpoint)
     device = pick_device(device)
     model, config = load_heads(folder, device=device)

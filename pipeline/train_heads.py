@@ -24,14 +24,14 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from cache import CacheError, EmbeddingCache, MissingVectors, Namespace
+from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, memory_map_above
 from data.errors import UserError
 from data.files import atomic_dir, check_output_folder, json_text
 from data.schema import TEXT_COLUMNS, TEXT_KEY_COLUMNS
 from data.splits import load_training_and_validation
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, with_text_keys
-from features.views import ONE_PIECE_VIEWS, PieceFeatures, View, ViewMismatch, check_same_view, piece_features
+from features.views import PieceFeatures, View, ViewMismatch, check_same_view, piece_features
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
@@ -232,17 +232,15 @@ def train_heads(
     return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, searched, fits)
 
 
-def read_features(source, train: pl.DataFrame, val: pl.DataFrame, view: View, memory_map_above_mb: int, scratch: Path) -> dict[str, PieceFeatures]:
+def read_features(source, train: pl.DataFrame, val: pl.DataFrame, view: View, memory_map_above_mb: int | str, scratch: Path) -> dict[str, PieceFeatures]:
     """The piece features of the training and the validation pairs, read from `source` (a cache
     namespace) in one read into one matrix that both share; memory-mapped from a .npy file in
-    `scratch` when a pessimistic guess of the matrix (every text distinct, max_pieces pieces) is
-    larger than `memory_map_above_mb`."""
+    `scratch` when the matrix of their distinct pieces is larger than `memory_map_above_mb`
+    (`cache.memory_map_above`: MiB, or "auto")."""
     # what piece_features reads (the texts' keys too, when carried: not hashed again); the files may differ in others
     columns = ["target_module", *TEXT_COLUMNS, *(c for c in TEXT_KEY_COLUMNS if c in train.columns and c in val.columns)]
     pairs = pl.concat([train.select(columns), val.select(columns)])
-    pieces = 4 * pairs.height * (1 if view.name in ONE_PIECE_VIEWS else view.max_pieces)
-    large = pieces * source.dimension * 4 > memory_map_above_mb * 2**20
-    features = piece_features(source, pairs, view, scratch / "pieces" if large else None)
+    features = piece_features(source, pairs, view, scratch / "pieces", memory_map_above(memory_map_above_mb))
     return {"train": features.select_pairs(slice(0, train.height)), "val": features.select_pairs(slice(train.height, None))}
 
 

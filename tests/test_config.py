@@ -1,5 +1,6 @@
 """The YAML config: defaults, strictness, and flags over file."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,9 @@ def test_file_values_are_read_and_the_rest_keep_defaults(tmp_path):
         ("- just\n- a list\n", "expected a mapping of sections"),
         ("model: [\n", "not valid YAML"),
         ("stage_0:\n  patience: 0\n", "stage_0.patience must be positive"),
-        ("stage_0:\n  memory_map_above_mb: -1\n", "stage_0.memory_map_above_mb must be 0 or more"),
+        ("stage_0:\n  memory_map_above_mb: -1\n", "stage_0.memory_map_above_mb must be auto or 0 or more, got -1"),
+        ("stage_0:\n  memory_map_above_mb: lots\n", "stage_0.memory_map_above_mb must be auto or 0 or more, got 'lots'"),
+        ("stage_0:\n  memory_map_above_mb: 1.5\n", "stage_0.memory_map_above_mb must be int or str, got 1.5"),
     ],
 )
 def test_bad_config_is_refused_naming_file_and_key(tmp_path, text, message):
@@ -79,3 +82,14 @@ def test_a_verb_given_a_bad_config_exits_1_with_the_message(tmp_path):
     result = CliRunner().invoke(main, ["validate", str(FIXTURE), "--config", str(config)])
     assert result.exit_code == 1
     assert "unknown key 'loss.alpha'" in result.output
+
+
+def test_memory_map_threshold_is_mib_or_half_the_available_memory(tmp_path):
+    from cache import memory_map_above
+
+    path = tmp_path / "config.yaml"
+    path.write_text("stage_0:\n  memory_map_above_mb: 512\n")
+    assert memory_map_above(load_config(path).stage_0.memory_map_above_mb) == 512 * 2**20
+    assert load_config().stage_0.memory_map_above_mb == "auto"
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 < memory_map_above("auto") <= physical // 2

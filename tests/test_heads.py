@@ -190,6 +190,11 @@ def test_memory_mapped_features_train_exactly_like_in_memory_ones(setup, tmp_pat
     pieces = piece_features(namespace, pairs, View(), memory_map=tmp_path / "pieces")
     assert isinstance(pieces.vectors, np.memmap) and namespace.reads == 3
     np.testing.assert_array_equal(pieces.pair_vectors().negative_module_text, in_memory.negative_module_text)
+    # the distinct pieces decide, not a guess from the pair count: mapped only above the threshold
+    size = pieces.vectors.nbytes
+    assert size < 4 * pairs.height * namespace.dimension * 4, "texts are shared, so fewer vectors than references"
+    assert not isinstance(piece_features(namespace, pairs, View(), tmp_path / "fits", memory_map_above=size).vectors, np.memmap)
+    assert isinstance(piece_features(namespace, pairs, View(), tmp_path / "over", memory_map_above=size - 1).vectors, np.memmap)
 
     on_disk = config.override({"stage_0.memory_map_above_mb": 0})
     train_heads([root / "train.jsonl"], root / "cache", tmp_path / "mapped", on_disk, val_file=root / "val.jsonl", progress=False)
