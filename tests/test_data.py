@@ -310,6 +310,18 @@ def test_json_lines_and_a_json_array_of_the_same_records_load_the_same_table(tmp
     assert from_lines["task"][2] == "emoji \U0001f600 and a\u2028line separator"
 
 
+def test_a_record_longer_than_arrows_block_still_loads_through_arrow(tmp_path):
+    """Arrow needs each record inside one parse block: the block grows to the longest line, so a
+    long trajectory does not send the whole file to the slow Python reader."""
+    from data.load import _ARROW_BLOCK, _read_json_lines
+
+    long = pair(1) | {"positive": pair(1)["positive"] | {"trajectory_full_context": "x" * (3 * _ARROW_BLOCK)}}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(pair(0)) + "\n" + json.dumps(long) + "\n")
+    table = _read_json_lines(path)
+    assert table is not None and len(table["positive_context"][1]) == 3 * _ARROW_BLOCK
+
+
 def test_json_lines_with_blank_lines_name_the_right_line(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text(f"\n{json.dumps(pair(0))}\n\n\n{json.dumps(pair(1))}\n\n{json.dumps(pair(2, target_module='critic'))}\n")
