@@ -239,9 +239,12 @@ def pair_pieces(pairs: pl.DataFrame, view: View) -> tuple[TextPieces, np.ndarray
     texts = unique_texts(pairs)
     cut = cut_texts(texts, view)
     keys = pair_text_keys(pairs)
-    rows = texts.select("key").with_row_index("row")  # a join, not a dict of every key: no Python object per text
-    ids = [keys.select(key=f"{name}_key").join(rows, on="key", how="left", maintain_order="left")["row"].to_numpy() for name in PAIR_COLUMNS]
-    return cut, np.stack(ids, axis=1).astype(np.int32), keys
+    # one join of the four columns stacked, not a dict of every key (no Python object per text) nor
+    # a join per column: 4.1 -> 2.1 s at 1M pairs; unordered, then sorted back by position
+    rows = texts.select("key").with_row_index("row")
+    stacked = pl.concat([keys.select(key=f"{name}_key") for name in PAIR_COLUMNS]).with_row_index("at")
+    ids = stacked.join(rows, on="key", how="left").sort("at")["row"].to_numpy()
+    return cut, np.ascontiguousarray(ids.reshape(len(PAIR_COLUMNS), -1).T, dtype=np.int32), keys
 
 
 def piece_features(source: VectorSource, pairs: pl.DataFrame, view: View, memory_map: Path | None = None, memory_map_above: int = 0) -> PieceFeatures:
