@@ -1,28 +1,18 @@
 """bench/scale.py at a tiny size: its synthetic pairs share texts as it says, its namespace holds
 exactly their vectors, and a run prints the table with every target."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
+from bench_script import load_bench
 from cache import EmbeddingCache
 from data import load_pairs
 from features.pairs import unique_texts
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_synthetic_pairs_share_contexts_and_their_keys_are_the_namespace(tmp_path):
-    scale = load_bench()
+    scale = load_bench("scale")
     pairs = load_pairs(scale.write_jsonl(tmp_path / "pairs.jsonl", 40, 0))
     texts = unique_texts(pairs)
     assert texts.height == 100  # 2 contexts per task of 4 pairs, 2 module texts per pair: 2.5 per pair
@@ -38,7 +28,7 @@ def test_synthetic_pairs_share_contexts_and_their_keys_are_the_namespace(tmp_pat
 
 @pytest.mark.slow
 def test_a_tiny_run_prints_every_target(tmp_path, capsys):
-    scale = load_bench()
+    scale = load_bench("scale")
     scale.print_table(scale.run(tmp_path, [200, 400], [16], 200))
     table = capsys.readouterr().out
     for measure in (

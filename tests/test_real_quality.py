@@ -1,22 +1,13 @@
 """bench/real_quality.py's InterCode training pairs: mined again at more pairs per task, only of the
 training split's tasks, so that validation and test stay the pairs of the split."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import polars as pl
 
+from bench_script import load_bench
 from data import load_pairs
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_real_quality", ROOT / "bench" / "real_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_runs(path: Path, tasks: int = 12) -> None:
@@ -30,7 +21,7 @@ def write_runs(path: Path, tasks: int = 12) -> None:
 
 
 def test_more_training_pairs_come_from_the_training_tasks_only(tmp_path):
-    bench = load_bench()
+    bench = load_bench("real_quality")
     write_runs(tmp_path / "runs.jsonl")
     config = bench.write_config(tmp_path / "config.yaml", {})
     bench.pipeline("pairs", tmp_path / "runs.jsonl", "--out", tmp_path / "pairs.json", "--max-pairs-per-task", bench.SPLIT_PAIRS_PER_TASK, "--config", config)
