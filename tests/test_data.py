@@ -170,6 +170,22 @@ def test_positive_identical_to_negative(tmp_path, records):
     assert "identical" in problem.message
 
 
+def test_whitespace_checks_are_unicode_and_exact_at_the_edges(tmp_path, records):
+    """The checks look at a text's edges only, so the edge cases are checked: Unicode whitespace
+    (an em space, a no-break space) counts, and texts that end in whitespace but differ inside
+    are no problem; the same text with other whitespace around it is one."""
+    records[0]["positive"]["trajectory_full_context"] = "\u2003\u00a0\n"
+    records[1]["negative"]["module_k_all_rounds"] = "\u2003" + records[1]["positive"]["module_k_all_rounds"].strip() + "\t"
+    records[2]["positive"]["module_k_all_rounds"] = "plan A \n"
+    records[2]["negative"]["module_k_all_rounds"] = " plan B"
+    records[3]["task"] = "\u200b"  # a zero-width space is a character, not whitespace
+    problems = problems_of(write_json(tmp_path / "pairs.json", records))
+    assert [(p.record, p.field, p.message.split(",")[0]) for p in problems] == [
+        (0, "positive.trajectory_full_context", "empty or whitespace-only text"),
+        (1, "negative.module_k_all_rounds", "identical to positive.module_k_all_rounds"),
+    ]
+
+
 def test_outcomes_that_contradict_the_pair(tmp_path, records):
     records[0]["positive"]["outcome"] = 0
     records[1]["negative"]["outcome"] = 1
