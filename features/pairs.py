@@ -7,6 +7,7 @@ under `text_key(role, text)`.
 """
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,17 +48,24 @@ def with_text_keys(pairs: pl.DataFrame) -> pl.DataFrame:
     if all(f"{column}_key" in pairs.columns for column in TEXT_COLUMN_ROLES):
         return pairs
     keyed = []
-    for role, columns in ROLE_COLUMNS.items():
-        # one pass groups the role's texts: the distinct ones, and the rows holding each
-        rows = pl.concat([pairs[c] for c in columns]).alias("text").to_frame().with_row_index("row")
-        groups = rows.group_by("text").agg("row")
-        keys = pl.Series("key", text_keys(role, groups["text"]), dtype=pl.String)
-        group_of_row = np.empty(rows.height, np.int64)
-        members = groups.select(group=pl.int_range(pl.len(), dtype=pl.Int64), row="row").explode("row")
-        group_of_row[members["row"].to_numpy()] = members["group"].to_numpy()
-        row_keys = keys.gather(group_of_row)
-        keyed += [row_keys.slice(i * pairs.height, pairs.height).alias(f"{column}_key") for i, column in enumerate(columns)]
+    # polars groups the next role's texts in a thread (without the GIL) while Python hashes these
+    with ThreadPoolExecutor(1) as pool:
+        grouped = [pool.submit(_group_texts, pairs, columns) for columns in ROLE_COLUMNS.values()]
+        for (role, columns), groups in zip(ROLE_COLUMNS.items(), grouped):
+            group_of_row, texts = groups.result()
+            row_keys = pl.Series("key", text_keys(role, texts), dtype=pl.String).gather(group_of_row)
+            keyed += [row_keys.slice(i * pairs.height, pairs.height).alias(f"{column}_key") for i, column in enumerate(columns)]
     return pairs.with_columns(keyed)
+
+
+def _group_texts(pairs: pl.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, pl.Series]:
+    """The distinct texts of `columns` stacked, and the index into them of each stacked row."""
+    rows = pl.concat([pairs[c] for c in columns]).alias("text").to_frame().with_row_index("row")
+    groups = rows.group_by("text").agg("row")
+    group_of_row = np.empty(rows.height, np.int64)
+    members = groups.select(group=pl.int_range(pl.len(), dtype=pl.Int64), row="row").explode("row")
+    group_of_row[members["row"].to_numpy()] = members["group"].to_numpy()
+    return group_of_row, groups["text"]
 
 
 def text_keys(role: str, texts: pl.Series, chunk: int = 4096) -> list[str]:
