@@ -292,13 +292,13 @@ def measure_size(work: Path, n_pairs: int, dimension: int, baseline_rss: int | N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default="100000,300000,1000000", help="comma-separated pair counts")
-    parser.add_argument("--dims", default="384,1024", help="comma-separated vector dimensions")
+    parser.add_argument("--dims", default="384,1024", help="comma-separated vector dimensions (empty: the load measurement only)")
     parser.add_argument("--context-chars", type=int, default=1000, help="context size in the file of the load measurement")
     parser.add_argument("--quick", action="store_true", help="20k and 60k pairs at d=384: a smoke test of about a minute")
     parser.add_argument("--work", type=Path, help="folder for the data (default: a temporary one, removed at the end)")
     args = parser.parse_args()
     sizes = [20_000, 60_000] if args.quick else [int(n) for n in args.pairs.split(",")]
-    dims = [384] if args.quick else [int(d) for d in args.dims.split(",")]
+    dims = [384] if args.quick else [int(d) for d in args.dims.split(",") if d]
     work = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.work))
     print(f"{os.cpu_count()} CPUs, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB RAM, CUDA {torch.cuda.is_available()}; data in {work}", flush=True)
     try:
