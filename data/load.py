@@ -433,10 +433,8 @@ def _too_deep_for_arrow(raw: pa.Buffer, starts: np.ndarray) -> bool:
     ends = np.append(starts[1:], len(raw))
     long = np.flatnonzero(ends - starts > _ARROW_MAX_BRACKETS)
     data = np.frombuffer(raw, np.uint8)
-    return any(np.isin(data[a:b], _OPENING).sum() > _ARROW_MAX_BRACKETS for a, b in zip(starts[long].tolist(), ends[long].tolist()))
-
-
-_OPENING = np.frombuffer(b"[{", np.uint8)
+    lines = (data[a:b] for a, b in zip(starts[long].tolist(), ends[long].tolist()))
+    return any(np.count_nonzero(line == ord("[")) + np.count_nonzero(line == ord("{")) > _ARROW_MAX_BRACKETS for line in lines)
 
 
 def _record_lines(raw: pa.Buffer, starts: np.ndarray) -> list[int]:
