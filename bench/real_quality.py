@@ -54,7 +54,11 @@ from pipeline.cli import main  # noqa: E402
 
 BASE_CONFIG = {"model": {"encoder": "minilm", "max_context_tokens": 256, "max_module_tokens": 256}}
 # the columns of every pair table, as (key in report.json's baselines, name)
-BASELINES = [("logistic_regression", "linear probe"), ("tfidf", "TF-IDF"), ("shorter", "shorter wins"), ("length", "longer wins"), ("cosine", "cosine")]
+# "source prior": who wrote the run (pairs mined from runs carry each side's source), not what it says
+BASELINES = [
+    ("logistic_regression", "linear probe"), ("tfidf", "TF-IDF"), ("shorter", "shorter wins"), ("length", "longer wins"), ("cosine", "cosine"),
+    ("source", "source prior"),
+]  # fmt: skip
 SPLIT_PAIRS_PER_TASK = 2  # InterCode's split (by task) is of these pairs; its training split may take more
 PICKS = [("heads", "heads (highest reward)"), ("random", "random run"), ("shortest", "shortest run"), ("longest", "longest run"), ("oracle", "oracle")]
 
@@ -213,9 +217,11 @@ def accuracies(part: dict) -> dict[str, tuple[float | None, list[float] | None]]
 
 def pair_table(report: dict) -> list[str]:
     names = ["heads", *(name for _, name in BASELINES)]
+    debiased_names = ["heads, length-debiased (module text)", "heads, length-debiased (context)"]
+    debiased_names += ["heads, source-debiased"] if "source_debiased" in report["overall"] else []
     lines = [
-        "| module | pairs | tasks | " + " | ".join(names) + " | heads, length-debiased (module text) | heads, length-debiased (context) |",
-        "|---|---:|---:|" + "---|" * (len(names) + 2),
+        "| module | pairs | tasks | " + " | ".join(names + debiased_names) + " |",
+        "|---|---:|---:|" + "---|" * (len(names) + len(debiased_names)),
     ]
     for name, part in [("overall", report["overall"]), *report["modules"].items()]:
         if not part["n_pairs"]:
@@ -223,6 +229,7 @@ def pair_table(report: dict) -> list[str]:
         acc = accuracies(part)
         cells = [cell(*acc["heads"], bold=True)] + [cell(*acc.get(key, (None, None))) for key, _ in BASELINES]
         debiased = [cell(part["length_debiased"][kind]["accuracy"], part["length_debiased"][kind]["ci"]) for kind in ("module_text", "context")]
+        debiased += [cell(part["source_debiased"]["accuracy"], part["source_debiased"]["ci"])] if "source_debiased" in part else []
         lines.append(f"| {name} | {part['n_pairs']} | {part.get('n_groups', '–')} | " + " | ".join(cells + debiased) + " |")
     leads = []
     for key, name in BASELINES:

@@ -4,6 +4,7 @@
     cosine_scores(vectors)                       # cosine(e_ctx, e_mod)
     LogisticBaseline.fit(train_vectors).scores(vectors)   # scikit-learn, one model per module
     TfidfBaseline.fit(train_pairs).scores(pairs)          # text only: no encoder, no vectors
+    SourcePrior.fit(train_pairs).scores(pairs)            # who wrote the run, not what it says
 
 The logistic regression reads the heads' own input features, concat(e_ctx, e_mod, e_ctx*e_mod),
 and is fitted on pair differences phi(pos) - phi(neg) in both orders, without intercept, so its
@@ -12,6 +13,8 @@ linear score w . phi ranks single responses: a linear head trained on the same d
 The TF-IDF baseline is fitted the same way on words instead of vectors: phi is the TF-IDF of the
 context beside the TF-IDF of the module text (word 1-2-grams), one model for all modules.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -45,3 +48,36 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # reward may blend with its heads (heads/blend.py): the same code, fitted the same way
 LogisticBaseline = LinearModel
 TfidfBaseline = TfidfModel
+
+
+SIDE_SOURCES = ("positive_source", "negative_source")
+
+
+@dataclass
+class SourcePrior:
+    """Each response scored by how often its source won in the training pairs: the share of the
+    training pairs holding that source on a side in which it was the positive side, smoothed as
+    (won + 1) / (pairs + 2), so a source never seen scores 0.5. Pairs mined from runs (`pipeline
+    pairs`) carry each side's source (the model and strategy that wrote the run, on InterCode):
+    this is what a scorer gets by recognising who wrote a run instead of judging it, and an RL
+    policy is one author, so a reward should be judged beside it and with it taken out."""
+
+    rates: dict[str, float]
+
+    @staticmethod
+    def applies(pairs: pl.DataFrame) -> bool:
+        return all(column in pairs.columns for column in SIDE_SOURCES)
+
+    @classmethod
+    def fit(cls, pairs: pl.DataFrame) -> "SourcePrior":
+        sides = pl.concat(
+            [pairs.select(source=pl.col(column).cast(pl.String), won=pl.lit(won)) for column, won in zip(SIDE_SOURCES, (1, 0))]
+        ).drop_nulls("source")
+        counts = sides.group_by("source").agg(won=pl.col("won").sum(), pairs=pl.len())
+        return cls({row["source"]: (row["won"] + 1) / (row["pairs"] + 2) for row in counts.iter_rows(named=True)})
+
+    def scores(self, pairs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        positive, negative = (
+            np.array([self.rates.get(source, 0.5) for source in pairs[column].cast(pl.String).to_list()], np.float64) for column in SIDE_SOURCES
+        )
+        return positive, negative

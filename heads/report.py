@@ -20,6 +20,7 @@ CHANCE = 0.5  # pairwise accuracy and AUC of a scorer that ignores the text
 PLOTS = ("score_distributions.png", "roc.png", "reliability.png")
 BASELINE_NAMES = {
     "length": "length (longer wins)", "cosine": "cosine(ctx, module)", "tfidf": "TF-IDF", "logistic_regression": "logistic regression",
+    "source": "source prior",
 }  # fmt: skip
 BASELINE_DEFINITIONS = {
     "length": "the response whose module text is longer wins.",
@@ -27,6 +28,9 @@ BASELINE_DEFINITIONS = {
     "tfidf": "a linear model on the TF-IDF of the context and of the module text (word 1-2-grams), one for all modules, fitted "
     "like the heads on the checkpoint's training pairs (each pair's difference, in both orders); text only, no encoder.",
     "logistic_regression": "a logistic regression per module on the heads' own features, fitted on the checkpoint's training pairs.",
+    "source": "each response scores the share of the checkpoint's training pairs its source (the model and strategy that "
+    "wrote the run) won; a source never seen scores 0.5, and a pair of two sources with the same prior counts as wrong, as "
+    "equal lengths do for the length rule. It reads no text: it recognises who wrote a run.",
 }
 LENGTHS = {"module_text": "module text", "context": "context"}
 PICK_NAMES = {
@@ -183,6 +187,8 @@ def _pair_sections(report: dict, confidence: int, settings: dict) -> list[str]:
     lines += ["", "The baselines score the same pairs without the heads:", ""]
     lines += [f"- **{BASELINE_NAMES[b]}**: {BASELINE_DEFINITIONS[b]}" for b in baselines]
     lines += _length_debiased_section(report, baselines, confidence)
+    if "source_debiased" in overall:
+        lines += _source_debiased_section(report, confidence)
     if report.get("sources"):
         lines += _sources_section(report["sources"], confidence)
     return lines
@@ -218,6 +224,31 @@ def _length_debiased_section(report: dict, baselines: list[str], confidence: int
         for kind, label in LENGTHS.items():
             why = m["length_debiased"][kind]["why_none"]
             lines += ["", f"– {name}, by {label} length: {why}."] if why else []
+    return lines
+
+
+def _source_debiased_section(report: dict, confidence: int) -> list[str]:
+    overall = report["overall"]["source_debiased"]
+    lines = [
+        "",
+        f"## Source-debiased accuracy ({confidence}% CI)",
+        "",
+        "Each side of these pairs comes from a run with a source (the model and strategy that wrote it), and some sources "
+        "win far more often than others, so recognising who wrote a run scores well without judging it (the source prior "
+        "above). An RL policy is a single author. The source-debiased accuracy is the mean of two pairwise accuracies: on "
+        "the pairs where the positive side's source won more of the training pairs than the negative side's, and on the "
+        f"pairs where it won fewer; equal priors are left out. The source prior scores exactly {CHANCE} on it. "
+        f"Overall: the favoured source won {overall['favoured_won']['n_pairs']} pairs and lost {overall['favoured_lost']['n_pairs']}; "
+        f"{overall['equal_prior_pairs']} were left out.",
+        "",
+        "| | source-debiased | where the favoured source won | where it lost |",
+        "|---|---|---:|---:|",
+    ]
+    for name, m in _rows(report):
+        result = m["source_debiased"]
+        lines.append(
+            f"| {name} | {_debiased_cell(result)} | {_f(result['favoured_won']['pairwise_accuracy'])} | {_f(result['favoured_lost']['pairwise_accuracy'])} |"
+        )
     return lines
 
 

@@ -7,7 +7,10 @@ pick on runs, as a report folder.
 Pairs: scores every pair with the checkpoint's heads on its encoder's cached vectors (embedding the
 texts the cache lacks first, and saying so), computes heads/metrics per module and overall, the
 length-debiased accuracy and, when the pairs carry a source, the accuracy per source; scores the
-same pairs with the baselines; writes report.json, report.md and PNG plots atomically.
+same pairs with the baselines; writes report.json, report.md and PNG plots atomically. When both
+sides of each pair carry their run's source (pairs mined from runs), the source prior is one more
+baseline and the source-debiased accuracy takes it out, as the length-debiased accuracy takes out
+length.
 
 For an ensemble checkpoint (`train-heads --ensemble K`) the report adds the pairwise accuracy by
 quartile of pair uncertainty (the members' std of r_pos - r_neg; heads/ensemble.py), overall and
@@ -35,7 +38,7 @@ from data.runs import Run, check_module_fields, load_runs
 from data.splits import carve_validation
 from data.trajectory import render_context, render_module
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
-from heads.baselines import LogisticBaseline, TfidfBaseline, cosine_scores, length_scores
+from heads.baselines import LogisticBaseline, SourcePrior, TfidfBaseline, cosine_scores, length_scores
 from heads.blend import PARTS
 from heads.ensemble import accuracy_by_uncertainty
 from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
@@ -142,6 +145,7 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     # the baselines fitted on the checkpoint's training pairs, unless the blend carries them
     own_tfidf, own_linear = blend is not None and blend.tfidf is not None, blend is not None and blend.linear is not None
     fitted = [name for name, wanted in (("TF-IDF", not own_tfidf), ("logistic-regression", config.evaluation.logistic_baseline and not own_linear)) if wanted]
+    fitted += ["source-prior"] if SourcePrior.applies(pairs) else []
     train, note = _training_pairs(scorer, fitted) if fitted else (None, "")
     notes += [note] if note else []
     if own_tfidf:  # the checkpoint's own part: no refit, exactly what the reward blends
@@ -155,6 +159,11 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     elif train is not None:
         train_vectors, _ = scorer.pair_vectors(train, progress=progress)
         baselines["logistic_regression"] = LogisticBaseline.fit(train_vectors, modules, seed=config.training.seed).scores(vectors)
+    if SourcePrior.applies(pairs) and train is not None:
+        if SourcePrior.applies(train):
+            baselines["source"] = SourcePrior.fit(train).scores(pairs)
+        else:
+            notes.append("no source-prior baseline: the checkpoint's training pairs carry no positive_source and negative_source")
 
     settings = config.evaluation
     group_by = config.data.group_by
@@ -170,12 +179,29 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
             for kind, (long_p, long_n) in lengths.items()
         }
 
+    def source_debiased(rows: np.ndarray, seed: int) -> dict:
+        """The length-debiased accuracy's mean of two halves, with the source prior for length:
+        the pairs whose positive side has the source that won more often in training, and the
+        pairs whose negative side has it (equal priors left out)."""
+        prior_p, prior_n = baselines["source"]
+        result = length_debiased_accuracy(
+            positive[rows], negative[rows], prior_p[rows], prior_n[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
+            confidence=settings.confidence, seed=seed,
+        )  # fmt: skip
+        why = result["why_none"] and result["why_none"].replace("the longer", "the favoured source's").replace("the shorter", "the other source's")
+        return {
+            "accuracy": result["accuracy"], "ci": result["ci"], "favoured_won": result["longer_won"],
+            "favoured_lost": result["shorter_won"], "equal_prior_pairs": result["equal_length_pairs"], "why_none": why,
+        }  # fmt: skip
+
     def summary(rows: np.ndarray, seed: int) -> dict:
         metrics = pair_metrics(
             positive[rows], negative[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
             confidence=settings.confidence, calibration_bins=settings.calibration_bins, seed=seed,
         )  # fmt: skip
         metrics["length_debiased"] = debiased(positive, negative, rows, seed)
+        if "source" in baselines:
+            metrics["source_debiased"] = source_debiased(rows, seed)
         metrics["baselines"], metrics["above_baselines"] = {}, {}
         for name, (p, n) in baselines.items():
             usable = rows & ~np.isnan(p)

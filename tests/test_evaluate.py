@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from data import load_pairs, write_pairs
 from data.autogpt import import_reports
 from data.runs import load_runs, write_runs
-from heads.baselines import TfidfBaseline, length_scores
+from heads.baselines import SourcePrior, TfidfBaseline, length_scores
 from heads.metrics import (
     accuracy_difference_ci,
     bootstrap_ci,
@@ -395,6 +395,59 @@ def test_accuracy_per_source_when_pairs_carry_one(trained, tmp_path):
     assert "## By source" in (tmp_path / "report" / "report.md").read_text()
     plain = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "plain", config, store_normalization=False, progress=False)
     assert plain.report["sources"] is None  # synthetic pairs carry no source
+    # the training pairs carry no sources: no source prior to fit, and the report says so
+    assert "source" not in result.report["overall"]["baselines"] and "source_debiased" not in result.report["overall"]
+    assert any("no source-prior baseline" in note for note in result.report["notes"])
+
+
+def test_source_prior_is_each_sources_smoothed_share_of_training_wins():
+    train = pl.DataFrame({"positive_source": ["gpt", "gpt", "gpt", "llama"], "negative_source": ["llama", "llama", "vicuna", "gpt"]})
+    prior = SourcePrior.fit(train)
+    assert prior.rates == {"gpt": (3 + 1) / (4 + 2), "llama": (1 + 1) / (3 + 2), "vicuna": (0 + 1) / (1 + 2)}
+    positive, negative = prior.scores(pl.DataFrame({"positive_source": ["vicuna", "unseen"], "negative_source": ["gpt", "gpt"]}))
+    assert positive.tolist() == [1 / 3, 0.5] and negative.tolist() == [4 / 6, 4 / 6]
+    assert SourcePrior.applies(train) and not SourcePrior.applies(train.drop("negative_source"))
+
+
+def sourced(pairs: pl.DataFrame, favoured_wins: list[bool]) -> pl.DataFrame:
+    """`pairs` with a source on each side: "strong" on the positive side where favoured_wins[i],
+    on the negative side elsewhere, and "weak" on the other."""
+    strong_positive = pl.Series(favoured_wins)
+    return pairs.with_columns(
+        positive_source=pl.when(strong_positive).then(pl.lit("strong")).otherwise(pl.lit("weak")),
+        negative_source=pl.when(strong_positive).then(pl.lit("weak")).otherwise(pl.lit("strong")),
+    )
+
+
+def test_source_prior_baseline_and_source_debiased_accuracy(trained, tmp_path):
+    """Pairs mined from runs carry each side's source; the prior fitted on the checkpoint's
+    training pairs is a baseline, and the heads' accuracy with it taken out is reported."""
+    root, config = trained
+    checkpoint = fresh_checkpoint(trained, tmp_path)
+    train = load_pairs([root / "train.jsonl"])
+    write_pairs(sourced(train, [i % 5 != 0 for i in range(train.height)]), tmp_path / "train.jsonl")  # "strong" wins 4 of 5
+    saved = json.loads(checkpoint.joinpath("config.json").read_text())
+    saved["train_files"] = [str(tmp_path / "train.jsonl")]
+    checkpoint.joinpath("config.json").write_text(json.dumps(saved))
+    val = load_pairs([root / "val.jsonl"])
+    favoured_wins = [i % 3 != 0 for i in range(val.height)]
+    write_pairs(sourced(val, favoured_wins), tmp_path / "val.jsonl")
+
+    result = evaluate(checkpoint, [tmp_path / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
+    overall = result.report["overall"]
+    assert overall["baselines"]["source"]["pairwise_accuracy"] == pytest.approx(np.mean(favoured_wins))
+    debiased = overall["source_debiased"]
+    assert (debiased["favoured_won"]["n_pairs"], debiased["favoured_lost"]["n_pairs"], debiased["equal_prior_pairs"]) == (sum(favoured_wins), val.height - sum(favoured_wins), 0)
+    # by hand: the heads' accuracy on each half, averaged
+    plain = evaluate(checkpoint, [root / "val.jsonl"], root / "cache", tmp_path / "plain", config, store_normalization=False, progress=False)
+    assert plain.report["overall"]["pairwise_accuracy"] == overall["pairwise_accuracy"]
+    halves = [debiased["favoured_won"]["pairwise_accuracy"], debiased["favoured_lost"]["pairwise_accuracy"]]
+    assert debiased["accuracy"] == pytest.approx(sum(halves) / 2) and debiased["ci"][0] <= debiased["accuracy"] <= debiased["ci"][1]
+    for module, part in result.report["modules"].items():
+        if part["n_pairs"]:
+            assert part["source_debiased"]["favoured_won"]["n_pairs"] + part["source_debiased"]["favoured_lost"]["n_pairs"] == part["n_pairs"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Source-debiased accuracy" in text and "**source prior**" in text and "vs source" in result.table
 
 
 @pytest.fixture
