@@ -26,7 +26,8 @@ are reused: runs, pairs and splits are kept (so reruns measure the same tasks), 
 what its cache lacks, a finished stage 1 run is not redone; heads and reports are rebuilt each run.
 
 Each section prints markdown tables: pairwise accuracy of the heads and each baseline with a 95%
-bootstrap interval over tasks, the heads' length-debiased accuracy, the heads' lead over each
+bootstrap interval over tasks, the heads' length-debiased accuracy (and source-debiased accuracy
+where the pairs carry each side's source), the heads' lead over each
 baseline with a paired interval, validation accuracy (every choice is made there, never on test),
 and best-of-N on InterCode. Then each target of the issue as met or missed, with its numbers. All
 of it also goes to WORK/real_quality.md.
