@@ -423,7 +423,8 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
     Per module and overall: pairwise accuracy, AUC over single responses, score separation,
     calibration, length-debiased accuracy, bootstrap CIs over tasks, accuracy per source; the same
     for a length heuristic, cosine(ctx, module), TF-IDF and a logistic regression on the heads'
-    features. With --runs: the success rate of the run the heads pick per task, beside a random,
+    features; on pairs mined from runs, the source prior (who wrote each run) and the accuracy with
+    it taken out. With --runs: the success rate of the run the heads pick per task, beside a random,
     the shortest and the longest run and the oracle. Needs FILES, --runs or both. Writes
     OUT/report.json, report.md and PNG plots.
     """
