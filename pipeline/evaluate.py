@@ -1,4 +1,4 @@
-"""Evaluation recipe: a checkpoint's metrics on pair files beside four baselines, and its best-of-N
+"""Evaluation recipe: a checkpoint's metrics on pair files beside cheap baselines, and its best-of-N
 pick on runs, as a report folder.
 
     pipeline evaluate ckpt/ splits/test.jsonl --cache embeddings/ --out report/
