@@ -609,11 +609,11 @@ def _with_location(flat: pl.DataFrame, file: str, index: list[int], lines: list[
 
 
 def _check_values(flat: pl.DataFrame, modules: Sequence[str]) -> list[Problem]:
-    """Every problem of every record, vectorised. Each check is (condition, field, message[, a
-    cheap condition that holds wherever the exact one does]): the cheap conditions pick the rows
-    that may have a problem, and only those rows are checked exactly and turned into messages, so
-    a million clean records never strip or format a text."""
-    checks: list[tuple] = [(pl.col(f"_{side}_missing"), side, "missing (or null)") for side in SIDES]
+    """Every problem of every record, vectorised. Each check is (condition, field, message); the
+    `suspect` conditions, cheap and true wherever a check's condition is, pick the rows that may
+    have a problem, and only those rows are checked and turned into messages, so a million clean
+    records never strip or format a text."""
+    checks: list[tuple[pl.Expr, str, str | pl.Expr]] = [(pl.col(f"_{side}_missing"), side, "missing (or null)") for side in SIDES]
     for column in PAIR_COLUMNS:
         side = column.split("_")[0]
         missing = pl.col(column).is_null()
@@ -644,18 +644,18 @@ def _check_values(flat: pl.DataFrame, modules: Sequence[str]) -> list[Problem]:
                 pl.format(f"outcome {{}} contradicts the pair: the {side} side must have outcome {expected}", _number_text(pl.col(column))),
             )
         )
+    suspect = [condition for condition, _, _ in checks]  # cheap enough to run on every row
     positive, negative = pl.col("positive_module_text"), pl.col("negative_module_text")
     same = positive.str.strip_chars() == negative.str.strip_chars()
-    # texts that differ and neither starts nor ends with whitespace differ once stripped too
-    maybe_same = (positive == negative) | _edge_whitespace(positive) | _edge_whitespace(negative)
-    checks.append((same, "negative.module_k_all_rounds", "identical to positive.module_k_all_rounds, so the pair states no preference", maybe_same))
+    checks.append((same, "negative.module_k_all_rounds", "identical to positive.module_k_all_rounds, so the pair states no preference"))
+    # stripping is not: texts that differ and neither starts nor ends with whitespace differ once stripped too
+    suspect.append((positive == negative) | _edge_whitespace(positive) | _edge_whitespace(negative))
 
-    suspect = pl.any_horizontal([(check[3] if len(check) > 3 else check[0]).fill_null(False) for check in checks])
     found = (
-        flat.filter(suspect)
+        flat.filter(pl.any_horizontal([condition.fill_null(False) for condition in suspect]))
         .select(
             pl.concat_list(
-                [pl.when(condition.fill_null(False)).then(pl.struct(field=pl.lit(field), message=pl.lit(message) if isinstance(message, str) else message)) for condition, field, message, *_ in checks]
+                [pl.when(condition.fill_null(False)).then(pl.struct(field=pl.lit(field), message=pl.lit(message) if isinstance(message, str) else message)) for condition, field, message in checks]
             )
             .list.drop_nulls()
             .alias("issues"),

@@ -149,10 +149,12 @@ def length_debiased_accuracy(
     bootstrap_samples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    sides: tuple[str, str] = ("the longer", "the shorter"),
 ) -> dict:
     """Mean of the pairwise accuracy where the longer side is the positive one and where it is the
     negative one; equal lengths left out. None, with the reason, when either half has no pair.
-    The interval resamples groups; resamples that draw no pair of one half are left out."""
+    The interval resamples groups; resamples that draw no pair of one half are left out. Any
+    per-side quantity can stand for length; `sides` names its two sides in that reason."""
     positive, negative = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
     groups = np.arange(len(positive)) if groups is None else np.asarray(groups)
     longer_won = np.asarray(positive_length) > np.asarray(negative_length)
@@ -166,7 +168,7 @@ def length_debiased_accuracy(
         "equal_length_pairs": int(len(positive) - longer_won.sum() - shorter_won.sum()),
         "why_none": None,
     }
-    empty = [name for name, rows in (("the longer", longer_won), ("the shorter", shorter_won)) if not rows.any()]
+    empty = [name for name, rows in zip(sides, (longer_won, shorter_won)) if not rows.any()]
     if empty:
         result["why_none"] = f"no pair where {' or '.join(empty)} side is the positive one: one half of the mean is undefined"
         return result

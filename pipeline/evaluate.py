@@ -186,12 +186,11 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         prior_p, prior_n = baselines["source"]
         result = length_debiased_accuracy(
             positive[rows], negative[rows], prior_p[rows], prior_n[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
-            confidence=settings.confidence, seed=seed,
+            confidence=settings.confidence, seed=seed, sides=("the favoured source's", "the other source's"),
         )  # fmt: skip
-        why = result["why_none"] and result["why_none"].replace("the longer", "the favoured source's").replace("the shorter", "the other source's")
         return {
             "accuracy": result["accuracy"], "ci": result["ci"], "favoured_won": result["longer_won"],
-            "favoured_lost": result["shorter_won"], "equal_prior_pairs": result["equal_length_pairs"], "why_none": why,
+            "favoured_lost": result["shorter_won"], "equal_prior_pairs": result["equal_length_pairs"], "why_none": result["why_none"],
         }  # fmt: skip
 
     def summary(rows: np.ndarray, seed: int) -> dict:
