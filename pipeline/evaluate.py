@@ -39,7 +39,7 @@ from data.splits import carve_validation
 from data.trajectory import render_context, render_module
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from heads.baselines import LogisticBaseline, SourcePrior, TfidfBaseline, cosine_scores, length_scores
-from heads.blend import PARTS
+from heads.blend import PARTS, TFIDF_BLOCKS
 from heads.ensemble import accuracy_by_uncertainty
 from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
 from heads.model import CheckpointError
@@ -132,9 +132,15 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     blend = scorer.blend
     if blend is not None:
         weights = ", ".join(f"{name} {w:g}" for name, w in zip(PARTS, blend.blend.weights))
+        plain = blend.tfidf is None or blend.tfidf.blocks == TFIDF_BLOCKS
         notes.append(
             f"The reward blends the heads with their linear and TF-IDF parts at weights {weights} (chosen on held-out pairs by train-heads); "
-            "the logistic-regression and TF-IDF baselines below are those parts alone (when their weight is above 0)."
+            + (
+                "the logistic-regression and TF-IDF baselines below are those parts alone (when their weight is above 0)."
+                if plain
+                else "the logistic-regression baseline below is the linear part alone (when its weight is above 0); the TF-IDF part also reads "
+                "the context's last round, so the TF-IDF baseline is a plain one of the context and module text, fitted on the training pairs."
+            )
         )
 
     lengths = {
@@ -143,7 +149,8 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     }
     baselines = {"length": lengths["module_text"], "cosine": cosine_scores(vectors)}
     # the baselines fitted on the checkpoint's training pairs, unless the blend carries them
-    own_tfidf, own_linear = blend is not None and blend.tfidf is not None, blend is not None and blend.linear is not None
+    own_tfidf = blend is not None and blend.tfidf is not None and blend.tfidf.blocks == TFIDF_BLOCKS
+    own_linear = blend is not None and blend.linear is not None
     fitted = [name for name, wanted in (("TF-IDF", not own_tfidf), ("logistic-regression", config.evaluation.logistic_baseline and not own_linear)) if wanted]
     fitted += ["source-prior"] if SourcePrior.applies(pairs) else []
     train, note = _training_pairs(scorer, fitted) if fitted else (None, "")

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from reward_checkpoint import checkpoint_config
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from data import load_pairs
 from features.pairs import PairVectors
-from heads.blend import GRID, LINEAR_WEIGHTS, MAX_PAIRS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, PartScores, TfidfModel, blend_sample, choose_weights, task_folds
+from heads.baselines import TfidfBaseline
+from heads.blend import (
+    _VECTORIZER, GRID, LINEAR_WEIGHTS, MAX_PAIRS, ENDED_BLOCKS, PARTS, TFIDF_BLOCKS, TFIDF_WEIGHTS, VOCABULARY, Z_CLEAR, Blend, Blended, LinearModel, PartScores, TfidfModel,
+    _clustered_z, blend_sample, choose_weights, episode_end, task_folds,
+)  # fmt: skip
 from pipeline.cli import main
 from pipeline.rewards import load
 from pipeline.train_heads import train_heads
@@ -32,17 +37,47 @@ def random_vectors(n: int, modules: list[str], seed: int = 0) -> PairVectors:
 
 def test_saved_parts_score_exactly_as_the_fitted_ones(pairs, tmp_path):
     train, val = pairs
-    tfidf = TfidfModel.fit(train)
+    tfidf = TfidfModel.fit(train, blocks=ENDED_BLOCKS)
     linear = LinearModel.fit(random_vectors(40, ["planner", "executor"]), ["planner", "executor", "memory"])
     Blended(Blend((0.5, 0.25, 0.25)), linear, tfidf).save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(BLEND_FILES)
-    for fitted, loaded in zip(tfidf.scores(val), TfidfModel.load(tmp_path).scores(val)):
+    loaded_tfidf = TfidfModel.load(tmp_path)
+    assert loaded_tfidf.blocks == ENDED_BLOCKS and len(tfidf.weights) == sum(len(v.vocabulary_) for v in tfidf.vectorizers.values())
+    for fitted, loaded in zip(tfidf.scores(val), loaded_tfidf.scores(val)):
         np.testing.assert_array_equal(fitted, loaded)
     test = random_vectors(20, ["planner", "executor", "memory", "reflection"], seed=1)
     for fitted, loaded in zip(linear.scores(test), LinearModel.load(tmp_path).scores(test)):
         np.testing.assert_array_equal(fitted, loaded)
         assert np.isnan(fitted[test.target_module == "reflection"]).all()  # never fitted: NaN, the blend reads it as the part's mean
         assert np.isnan(fitted[test.target_module == "memory"]).all() and not np.isnan(fitted[test.target_module == "planner"]).any()
+
+
+def test_episode_end_is_the_last_round_without_its_header():
+    text = "Task: t\n[Round 1]\n<action>ls</action>\n[Round 2]\n<action>cat [Round 3]\n</action>\n<tool results>Error</tool results>"
+    assert episode_end(text) == "<action>cat [Round 3]\n</action>\n<tool results>Error</tool results>"  # a header starts a line
+    assert episode_end("no rounds here") == "no rounds here"
+    assert episode_end("[Round 12]\n") == ""
+
+
+def test_the_tfidf_part_reads_the_episode_end_and_the_baseline_does_not(pairs):
+    train, val = pairs
+    plain, part = TfidfModel.fit(train), TfidfModel.fit(train, blocks=ENDED_BLOCKS)
+    assert plain.blocks == TFIDF_BLOCKS and part.blocks == TFIDF_BLOCKS + ("context_end",)
+    endings = [episode_end(text) for text in (*train["positive_context"], *train["negative_context"])]
+    assert part.vectorizers["context_end"].vocabulary_ == TfidfVectorizer(**_VECTORIZER).fit(endings).vocabulary_
+    assert endings != list(train["positive_context"]) + list(train["negative_context"])  # the fixture's contexts have rounds
+    # a new last round moves the part's score through its ending too, not only through the whole text
+    longer = val.with_columns(positive_context=val["positive_context"] + "\n[Round 99]\n" + val["negative_module_text"])
+    ending_moved = part.scores(longer)[0] - part.scores(val)[0]
+    plain_moved = plain.scores(longer)[0] - plain.scores(val)[0]
+    assert not np.allclose(ending_moved, plain_moved)
+
+
+def test_a_difference_is_clear_by_tasks_not_by_pairs():
+    assert _clustered_z(np.ones(4), np.array(["a"] * 4)) == 1.0  # one task four times: one observation
+    assert _clustered_z(np.ones(4), np.array(["a", "b", "c", "d"])) == 2.0 > Z_CLEAR  # four tasks
+    assert _clustered_z(np.array([1, -1, 0, 0]), np.array(["a", "a", "b", "b"])) == 0.0
+    assert _clustered_z(np.array([1, 1, -1]), np.array(["a", "b", "c"])) == pytest.approx(1 / np.sqrt(3))
 
 
 def test_the_weights_are_the_grid_point_of_highest_held_out_accuracy_and_ties_prefer_the_heads():
@@ -103,7 +138,11 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
     assert choice["held_out_pairs"] == {"validation": val.height, "out_of_fold": train.height, "folds": 5}
     assert saved["blend"]["heads"]["weight"] < 1 and all((folder / name).is_file() for name in saved["blend"]["files"])
     table = [json.loads(line) for line in (folder / "blend.jsonl").read_text().splitlines()]
-    assert len(table) == 66 and max(row["pairwise_accuracy"] for row in table) == choice["chosen"]["pairwise_accuracy"]
+    # every grid point with each TF-IDF choice; the ended one is kept only when clearly better
+    assert len(table) == 2 * 66 and [c["blocks"] for c in choice["tfidf_choices"]] == [list(TFIDF_BLOCKS), list(ENDED_BLOCKS)]
+    kept = ENDED_BLOCKS if choice["tfidf_z"] > Z_CLEAR else TFIDF_BLOCKS
+    assert choice["tfidf_blocks"] == list(kept) and TfidfModel.load(folder).blocks == kept
+    assert choice["chosen"]["pairwise_accuracy"] == max(row["pairwise_accuracy"] for row in table if row["tfidf_blocks"] == list(kept))
     assert choice["chosen"]["pairwise_accuracy"] > table[0]["pairwise_accuracy"]  # better than the heads alone
 
     scorer = load(folder, root / "cache", device="cpu")
@@ -124,14 +163,23 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
     overall = json.loads((report / "report.json").read_text())["overall"]
     assert overall["pairwise_accuracy"] == pytest.approx(choice["chosen"]["val_pairwise_accuracy"])
 
-    # evaluate's baselines are the checkpoint's own parts, not refits: they need no training files
+    # the TF-IDF baseline is a plain TF-IDF: the part alone when it is one, else fitted on the training pairs
+    assert saved["blend"]["tfidf"]["weight"] > 0
+    plain = TfidfBaseline.fit(train).scores(val)
+    assert overall["baselines"]["tfidf"]["pairwise_accuracy"] == pytest.approx(float(np.mean(plain[0] > plain[1])))
+
+    # the linear baseline is the checkpoint's own part, not a refit: it needs no training files
     (folder / "config.json").write_text(json.dumps({**saved, "train_files": [str(tmp_path / "moved.jsonl")]}))
     result = CliRunner().invoke(main, ["evaluate", str(folder), str(root / "val.jsonl"), "--cache", str(root / "cache"), "--out", str(tmp_path / "report2")])
     assert result.exit_code == 0, result.output
-    baselines = json.loads((tmp_path / "report2" / "report.json").read_text())["overall"]["baselines"]
-    for part, baseline in (("linear", "logistic_regression"), ("tfidf", "tfidf")):
-        if saved["blend"][part]["weight"] > 0:
-            assert baselines[baseline]["pairwise_accuracy"] == pytest.approx(choice["parts_alone_validation"][part])
+    report2 = json.loads((tmp_path / "report2" / "report.json").read_text())
+    baselines = report2["overall"]["baselines"]
+    if saved["blend"]["linear"]["weight"] > 0:
+        assert baselines["logistic_regression"]["pairwise_accuracy"] == pytest.approx(choice["parts_alone_validation"]["linear"])
+    if kept == ENDED_BLOCKS:
+        assert "tfidf" not in baselines and "no TF-IDF baseline: the checkpoint's training files are not readable here" in " ".join(report2["notes"])
+    else:
+        assert baselines["tfidf"]["pairwise_accuracy"] == pytest.approx(choice["parts_alone_validation"]["tfidf"])
 
 
 def test_blend_off_trains_heads_alone(reward_checkpoint, tmp_path):
@@ -142,6 +190,24 @@ def test_blend_off_trains_heads_alone(reward_checkpoint, tmp_path):
     assert "blend" not in saved and "blend_choice" not in saved
     assert not any((tmp_path / "ckpt" / name).exists() for name in (*BLEND_FILES, "blend.jsonl"))
     assert load(tmp_path / "ckpt", device="cpu").blend is None
+
+
+def test_with_an_ended_tfidf_part_evaluate_fits_a_plain_tfidf_baseline(reward_checkpoint, pairs, tmp_path):
+    root, (train, val) = reward_checkpoint, pairs
+    folder = tmp_path / "ckpt"
+    shutil.copytree(root / "plain", folder)
+    saved = {key: value for key, value in json.loads((folder / "config.json").read_text()).items() if key not in ("blend", "lexical")}
+    part = TfidfModel.fit(train, blocks=ENDED_BLOCKS)
+    blended = Blended(Blend((0.5, 0.0, 0.5), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), None, part)
+    blended.save(folder)
+    (folder / "config.json").write_text(json.dumps({**saved, "blend": blended.record()}))
+    result = CliRunner().invoke(main, ["evaluate", str(folder), str(root / "val.jsonl"), "--cache", str(root / "cache"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    plain, ended = TfidfBaseline.fit(train).scores(val), part.scores(val)
+    assert report["overall"]["baselines"]["tfidf"]["pairwise_accuracy"] == pytest.approx(float(np.mean(plain[0] > plain[1])))
+    assert float(np.mean(plain[0] > plain[1])) != float(np.mean(ended[0] > ended[1]))  # so the line above tells them apart
+    assert any("the TF-IDF baseline is a plain one" in note for note in report["notes"])
 
 
 @pytest.mark.parametrize("damaged", [LINEAR_WEIGHTS, TFIDF_WEIGHTS])
@@ -172,6 +238,9 @@ def test_a_checkpoint_from_before_the_linear_part_scores_with_its_tfidf_part(rew
     saved = {key: value for key, value in json.loads((folder / "config.json").read_text()).items() if key not in ("blend", "lexical")}
     tfidf = TfidfModel.fit(train)
     tfidf.save(folder)
+    vocabulary = json.loads((folder / VOCABULARY).read_text())
+    del vocabulary["blocks"]  # as saved before the blocks were recorded
+    (folder / VOCABULARY).write_text(json.dumps(vocabulary))
     record = {"weight": 0.4, "head_mean": 0.0, "head_std": 1.0, "lexical_mean": 0.0, "lexical_std": 2.0, "files": [VOCABULARY, TFIDF_WEIGHTS]}
     (folder / "config.json").write_text(json.dumps({**saved, "lexical": record}))
     scorer = load(folder, device="cpu")
@@ -217,5 +286,5 @@ def test_above_max_pairs_the_blend_has_no_linear_part_and_no_out_of_fold_pairs(r
     folds_fitted = []
     blended, summary = fit_blend(heads, large, blend_sample(val), data["train"], data["val"], config.data.modules, lambda rows: folds_fitted.append(rows) or heads)
     assert folds_fitted == [] and summary["held_out_pairs"] == {"validation": val.height, "out_of_fold": 0, "folds": 0}
-    assert all(row["weights"]["linear"] == 0 for row in summary["table"]) and len(summary["table"]) == 11
+    assert all(row["weights"]["linear"] == 0 for row in summary["table"]) and len(summary["table"]) == 2 * 11  # per TF-IDF choice
     assert blended is None or blended.linear is None
