@@ -125,6 +125,7 @@ def test_task_folds_keep_each_task_in_one_fold_and_use_every_fold():
     np.testing.assert_array_equal(fold, task_folds(groups, 5, seed=0))
 
 
+@pytest.mark.slow  # train-heads or evaluate end to end
 def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_scoring_path_applies_it(reward_checkpoint, tmp_path):
     root = reward_checkpoint
     # a learning rate that leaves the heads at their random start: the other parts must carry the ranking
@@ -192,6 +193,7 @@ def test_blend_off_trains_heads_alone(reward_checkpoint, tmp_path):
     assert load(tmp_path / "ckpt", device="cpu").blend is None
 
 
+@pytest.mark.slow  # train-heads or evaluate end to end
 def test_with_an_ended_tfidf_part_evaluate_fits_a_plain_tfidf_baseline(reward_checkpoint, pairs, tmp_path):
     root, (train, val) = reward_checkpoint, pairs
     folder = tmp_path / "ckpt"
