@@ -376,7 +376,7 @@ class Parts:
     def fit(cls, heads, data: PairTensors, vectors: PairVectors | None, texts: pl.DataFrame, modules: Sequence[str], seed: int) -> list["Parts"]:
         """The parts with each TF-IDF of TFIDF_CHOICES, in that order (the heads and linear part shared)."""
         linear = LinearModel.fit(vectors, modules, seed=seed) if vectors is not None else None
-        heads_and_linear = [_head_scores(heads, data), linear.scores(vectors) if linear is not None else (np.zeros(texts.height),) * 2]
+        heads_and_linear = [_head_scores(heads, data), _linear_scores(linear, vectors, texts.height)]
         choices = []
         for tfidf, tfidf_scores in TfidfModel.fit_each(texts, TFIDF_CHOICES, seed=seed).values():
             training = [np.concatenate(sides) for sides in (*heads_and_linear, tfidf_scores)]
@@ -385,13 +385,19 @@ class Parts:
             choices.append(cls(heads, linear, tfidf, means, stds))
         return choices
 
-    def raw_scores(self, data: PairTensors, vectors: PairVectors | None, texts: pl.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
-        linear = self.linear.scores(vectors) if self.linear is not None else (np.zeros(texts.height),) * 2
-        return [_head_scores(self.heads, data), linear, self.tfidf.scores(texts)]
+    @staticmethod
+    def score_each(choices: list["Parts"], data: PairTensors, vectors: PairVectors | None, texts: pl.DataFrame) -> list[PartScores]:
+        """Each choice's standardised scores of some pairs; the heads and linear part they share are
+        scored once."""
+        shared = [_head_scores(choices[0].heads, data), _linear_scores(choices[0].linear, vectors, texts.height)]
+        return [choice._standardised([*shared, choice.tfidf.scores(texts)]) for choice in choices]
 
-    def scores(self, data: PairTensors, vectors: PairVectors, texts: pl.DataFrame) -> PartScores:
-        z = [tuple(np.nan_to_num((s - m) / sd) if sd > 0 else np.zeros_like(s) for s in sides) for sides, m, sd in zip(self.raw_scores(data, vectors, texts), self.means, self.stds)]
-        return PartScores(*z)
+    def _standardised(self, raw: list[tuple[np.ndarray, np.ndarray]]) -> PartScores:
+        return PartScores(*(tuple(np.nan_to_num((s - m) / sd) if sd > 0 else np.zeros_like(s) for s in sides) for sides, m, sd in zip(raw, self.means, self.stds)))
+
+
+def _linear_scores(linear: LinearModel | None, vectors: PairVectors | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return linear.scores(vectors) if linear is not None else (np.zeros(n), np.zeros(n))
 
 
 def _head_scores(heads, data: PairTensors) -> tuple[np.ndarray, np.ndarray]:
@@ -448,7 +454,7 @@ def fit_blend(
     small = train.total <= MAX_PAIRS
     train_vectors, val_vectors = (mean_pooled(train_rows, modules), mean_pooled(val_rows, modules)) if small else (None, None)
     finals = Parts.fit(heads, train_rows, train_vectors, train.pairs, modules, seed)  # one per TF-IDF choice
-    held_out = [[final.scores(val_rows, val_vectors, val.pairs)] for final in finals]
+    held_out = [[scores] for scores in Parts.score_each(finals, val_rows, val_vectors, val.pairs)]
     held_out_groups = [val.groups]
     out_of_fold = 0
     n_folds = min(folds, len(np.unique(train.groups)))
@@ -459,35 +465,48 @@ def fit_blend(
             rows_in, rows_out = to_rows(train.rows[inside]), to_rows(train.rows[outside])
             fold_vectors, out_vectors = _select(train_vectors, inside), _select(train_vectors, outside)
             held_out_groups.append(train.groups[outside])
-            for scores, parts in zip(held_out, Parts.fit(fit_fold(rows_in), train_data.rows(rows_in), fold_vectors, train.pairs[inside], modules, seed)):
-                scores.append(parts.scores(train_data.rows(rows_out), out_vectors, train.pairs[outside]))
+            fold_parts = Parts.fit(fit_fold(rows_in), train_data.rows(rows_in), fold_vectors, train.pairs[inside], modules, seed)
+            for scores, fold_scores in zip(held_out, Parts.score_each(fold_parts, train_data.rows(rows_out), out_vectors, train.pairs[outside])):
+                scores.append(fold_scores)
         out_of_fold = train.pairs.height
-    choices = []  # per TF-IDF choice: (weights, accuracy, table, pooled held-out scores)
-    for final, scores in zip(finals, held_out):
-        pooled = PartScores.concat(scores)
-        weights, table = choose_weights(pooled, [sd > 0 for sd in final.stds])
-        accuracy = next(row["pairwise_accuracy"] for row in table if tuple(row["weights"].values()) == weights)
-        choices.append((weights, accuracy, table, pooled))
+    choices = [_Choice.best(final, PartScores.concat(scores)) for final, scores in zip(finals, held_out)]
     # the ended TF-IDF replaces the plain one only when its blend is clearly better on the held-out
     # pairs, not by a pair or two: z of the per-task difference in pairs right above Z_CLEAR
-    right = [_right(*c[3].blended(c[0])) for c in choices]
-    z = _clustered_z(right[1].astype(np.int64) - right[0], np.concatenate(held_out_groups))
+    plain, ended = (_right(*c.pooled.blended(c.weights)) for c in choices)
+    z = _clustered_z(ended.astype(np.int64) - plain, np.concatenate(held_out_groups))
     best = 1 if z > Z_CLEAR else 0
-    (weights, chosen, _, pooled), final, validation_scores = choices[best], finals[best], held_out[best][0]
+    choice, final, validation_scores = choices[best], finals[best], held_out[best][0]
+    weights = choice.weights
     summary = {
         "held_out_pairs": {"validation": val.pairs.height, "out_of_fold": out_of_fold, "folds": n_folds if out_of_fold else 0},
-        "chosen": {"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": chosen, "val_pairwise_accuracy": pairwise_accuracy(*validation_scores.blended(weights))},
+        "chosen": {"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": choice.accuracy, "val_pairwise_accuracy": pairwise_accuracy(*validation_scores.blended(weights))},
         "tfidf_blocks": list(final.tfidf.blocks),
-        "tfidf_choices": [{"blocks": list(f.tfidf.blocks), "pairwise_accuracy": c[1], "alone": pairwise_accuracy(*c[3].tfidf)} for f, c in zip(finals, choices)],
+        "tfidf_choices": [{"blocks": list(f.tfidf.blocks), "pairwise_accuracy": c.accuracy, "alone": pairwise_accuracy(*c.pooled.tfidf)} for f, c in zip(finals, choices)],
         "tfidf_z": z,
-        "parts_alone": {name: pairwise_accuracy(*getattr(pooled, name)) for name in PARTS},
+        "parts_alone": {name: pairwise_accuracy(*getattr(choice.pooled, name)) for name in PARTS},
         "parts_alone_validation": {name: pairwise_accuracy(*getattr(validation_scores, name)) for name in PARTS},
-        "table": [{**row, "tfidf_blocks": list(f.tfidf.blocks)} for f, c in zip(finals, choices) for row in c[2]],
+        "table": [{**row, "tfidf_blocks": list(f.tfidf.blocks)} for f, c in zip(finals, choices) for row in c.table],
     }
     if weights == (1.0, 0.0, 0.0):
         return None, summary
     blend = Blend(weights, final.means, final.stds)
     return Blended(blend, final.linear if weights[1] else None, final.tfidf if weights[2] else None), summary
+
+
+@dataclass
+class _Choice:
+    """One TF-IDF choice's best grid point on the pooled held-out pairs."""
+
+    weights: tuple[float, float, float]
+    accuracy: float
+    table: list[dict]  # every grid point tried
+    pooled: PartScores
+
+    @classmethod
+    def best(cls, parts: Parts, pooled: PartScores) -> "_Choice":
+        weights, table = choose_weights(pooled, [sd > 0 for sd in parts.stds])
+        accuracy = next(row["pairwise_accuracy"] for row in table if tuple(row["weights"].values()) == weights)
+        return cls(weights, accuracy, table, pooled)
 
 
 def _right(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:

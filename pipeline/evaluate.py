@@ -130,14 +130,15 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     positive, negative = member_positive.mean(axis=0), member_negative.mean(axis=0)
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
     blend = scorer.blend
+    # a TF-IDF part that reads more than evaluate's plain TF-IDF is not that baseline: it is refitted
+    ended_tfidf = blend is not None and blend.tfidf is not None and blend.tfidf.blocks != TFIDF_BLOCKS
     if blend is not None:
         weights = ", ".join(f"{name} {w:g}" for name, w in zip(PARTS, blend.blend.weights))
-        plain = blend.tfidf is None or blend.tfidf.blocks == TFIDF_BLOCKS
         notes.append(
             f"The reward blends the heads with their linear and TF-IDF parts at weights {weights} (chosen on held-out pairs by train-heads); "
             + (
                 "the logistic-regression and TF-IDF baselines below are those parts alone (when their weight is above 0)."
-                if plain
+                if not ended_tfidf
                 else "the logistic-regression baseline below is the linear part alone (when its weight is above 0); the TF-IDF part also reads "
                 "the context's last round, so the TF-IDF baseline is a plain one of the context and module text, fitted on the training pairs."
             )
@@ -149,7 +150,7 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     }
     baselines = {"length": lengths["module_text"], "cosine": cosine_scores(vectors)}
     # the baselines fitted on the checkpoint's training pairs, unless the blend carries them
-    own_tfidf = blend is not None and blend.tfidf is not None and blend.tfidf.blocks == TFIDF_BLOCKS
+    own_tfidf = blend is not None and blend.tfidf is not None and not ended_tfidf
     own_linear = blend is not None and blend.linear is not None
     fitted = [name for name, wanted in (("TF-IDF", not own_tfidf), ("logistic-regression", config.evaluation.logistic_baseline and not own_linear)) if wanted]
     fitted += ["source-prior"] if SourcePrior.applies(pairs) else []
