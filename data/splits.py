@@ -90,6 +90,15 @@ def load_training_and_validation(
     return train, val
 
 
+def module_pairs(train: pl.DataFrame, val: pl.DataFrame, modules: Sequence[str]) -> dict[str, dict[str, int]]:
+    """{module: {"train": n, "val": n}}: how many training and validation pairs each module has (0
+    for a module with none). Checkpoints record it, so that a head that saw no pairs is never
+    served as if it were trained."""
+    count = lambda table: Counter(table["target_module"].to_list())  # noqa: E731
+    trained, validated = count(train), count(val)
+    return {m: {"train": trained.get(m, 0), "val": validated.get(m, 0)} for m in modules}
+
+
 def split_summary(parts: dict[str, pl.DataFrame], modules: Sequence[str], group_by: str = "task") -> dict:
     """Per split: pairs, groups (tasks) and pairs per module; their totals; and how many groups
     more than one split holds (0 unless the split went wrong)."""

@@ -240,6 +240,11 @@ def _normalization(value) -> bool:
 
 
 # key -> (required, valid, what it should be); keys older checkpoints lack are not required
+def _module_pairs(value) -> bool:
+    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    return isinstance(value, dict) and all(isinstance(c, dict) and count(c.get("train")) and count(c.get("val", 0)) for c in value.values())
+
+
 CONFIG_KEYS = {
     "dimension": (True, _positive_int, "a positive integer"),
     "modules": (True, _names, "a non-empty list of distinct module names"),
@@ -258,6 +263,7 @@ CONFIG_KEYS = {
     "training_config": (False, lambda v: isinstance(v, dict), "an object"),
     "train_files": (False, lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v), "a list of file names"),
     "val_file": (False, lambda v: v is None or isinstance(v, str), "a file name or null"),
+    "module_pairs": (False, lambda v: v is None or _module_pairs(v), 'an object of {module: {"train": n, "val": n}} with counts, or null'),
 }
 FINGERPRINT_KEYS = {
     "encoder": (True, lambda v: isinstance(v, str) and bool(v.strip()), "a model name or folder"),

@@ -447,10 +447,11 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
 @click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Embedding cache to read vectors from (never written).")
 @click.option("--normalize", is_flag=True, default=None, help="(r - mean) / std per module, as `pipeline evaluate` stored them [serve.normalize].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="(record, module) rows per scorer call.")
+@click.option("--allow-untrained", is_flag=True, default=None, help="Also score modules whose head saw no training pairs (their scores mean nothing) [serve.allow_untrained].")
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, device, config_path) -> None:
+def score(checkpoint, records, out, cache_dir, normalize, batch_size, allow_untrained, encoder, device, config_path) -> None:
     """Score a JSONL file of contexts and module texts.
 
     Each line: {"context": "...", "modules": {"planner": "...", ...}, ...}; other fields pass through.
@@ -460,10 +461,15 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, d
     from pipeline.rewards import load
     from pipeline.score import score_file
 
-    config = load_config(config_path, {"serve.normalize": normalize, "training.device": device})
-    scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+    config = load_config(config_path, {"serve.normalize": normalize, "serve.allow_untrained": allow_untrained, "training.device": device})
+    scorer = load(
+        checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder,
+        memory_size=config.serve.memory_size, allow_untrained=config.serve.allow_untrained,
+    )  # fmt: skip
     if scorer.namespace is not None:
         scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
+    if scorer.scorable_modules != scorer.modules or scorer.trained_modules != scorer.modules:
+        click.echo(scorer.coverage())
     result = score_file(scorer, records, out, batch_size, progress=True)
     config.save(out.with_name(f"{out.stem}.config.yaml"))
     kind = "normalised rewards" if config.serve.normalize else "rewards"
@@ -484,10 +490,11 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, encoder, d
 @click.option("--max-pending", type=click.IntRange(min=1), help="Requests waiting to be scored; past it 503 with Retry-After [serve.max_pending: 256].")
 @click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds a request's headers and body may take to arrive [serve.read_timeout_s: 30].")
 @click.option("--docs", is_flag=True, default=None, help="Serve /docs and /openapi.json [serve.docs: off].")
+@click.option("--allow-untrained", is_flag=True, default=None, help="Also score modules whose head saw no training pairs (their scores mean nothing) [serve.allow_untrained].")
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_pending, read_timeout_s, docs, encoder, device, config_path) -> None:
+def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_pending, read_timeout_s, docs, allow_untrained, encoder, device, config_path) -> None:
     """Serve rewards over HTTP (OpenRLHF, verl).
 
     POST /score, POST /get_reward (OpenRLHF's remote reward model), GET /health; requests that
@@ -499,20 +506,26 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
     overrides = {
         "serve.normalize": normalize, "serve.module": module, "serve.max_batch": max_batch, "serve.max_wait_ms": max_wait_ms,
         "serve.max_request_rows": max_request_rows, "serve.max_body_bytes": max_body_bytes, "serve.max_pending": max_pending,
-        "serve.read_timeout_s": read_timeout_s, "serve.docs": docs, "training.device": device,
+        "serve.read_timeout_s": read_timeout_s, "serve.docs": docs, "serve.allow_untrained": allow_untrained, "training.device": device,
     }  # fmt: skip
     config = load_config(config_path, overrides)
     settings = ServeSettings.from_config(config.serve)
-    scorer = load(checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder, memory_size=config.serve.memory_size)
+    scorer = load(
+        checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder,
+        memory_size=config.serve.memory_size, allow_untrained=config.serve.allow_untrained,
+    )  # fmt: skip
     if scorer.namespace is not None:
         scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
     if settings.module and settings.module not in scorer.modules:
         raise click.BadParameter(f"{settings.module!r} is not a module of {checkpoint} (it has: {', '.join(scorer.modules)})", param_hint="--module")
+    if settings.module and scorer.refusal(settings.module):
+        raise click.BadParameter(scorer.refusal(settings.module), param_hint="--module")
     scorer.warm_up()
     batching = f"micro-batches of up to {settings.max_batch} rows within {settings.max_wait_ms:g} ms" if settings.max_batch > 1 else "no micro-batching"
     if scorer.namespace is not None:
         click.echo(f"reading vectors of the checkpoint's encoder from {cache_dir}: {scorer.namespace.describe()} (namespace {scorer.namespace.id})")
-    click.echo(f"serving {checkpoint} ({', '.join(scorer.modules)}; {'normalised' if scorer.normalize else 'raw'} rewards; {batching}) on http://{host}:{port}")
+    click.echo(scorer.coverage())
+    click.echo(f"serving {checkpoint} ({', '.join(scorer.scorable_modules)}; {'normalised' if scorer.normalize else 'raw'} rewards; {batching}) on http://{host}:{port}")
     run(scorer, settings, host, port)
 
 

@@ -144,6 +144,7 @@ class ServeConfig:
     max_pending: int = 256  # requests waiting to be scored; past it a request gets 503 with Retry-After
     read_timeout_s: float = 30.0  # a request's headers and body must arrive within this of its first byte; else the connection is closed
     docs: bool = False  # serve /docs and /openapi.json
+    allow_untrained: bool = False  # also score modules whose head saw no training pairs (their scores mean nothing); refused by default
 
 
 @dataclass

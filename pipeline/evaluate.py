@@ -45,7 +45,7 @@ from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_
 from heads.model import CheckpointError
 from heads.report import markdown, terminal_table, write_plots
 from pipeline.config import Config
-from pipeline.rewards import RewardScorer, load
+from pipeline.rewards import RewardScorer, checkpoint_normalization, load
 
 PICKS = ("heads", "random", "shortest", "longest", "oracle")
 
@@ -366,15 +366,19 @@ def best_of_n(scorer: RewardScorer, runs: Sequence[Run], config: Config) -> dict
         )
     used = [run for task_runs in tasks for run in task_runs]
     contexts = [render_context(run.task, run.rounds) for run in used]
-    rows = [(i, m, render_module(run.rounds, module_fields[m])) for i, run in enumerate(used) for m in modules]
+    # only modules whose heads were trained: an untrained head's score would only add noise to the run's
+    rows = [(i, m, render_module(run.rounds, module_fields[m])) for i, run in enumerate(used) for m in scorer.trained_modules]
     rows = [row for row in rows if row[2]]
     encoded_before = scorer.encoded
     rewards = scorer.raw([contexts[i] for i, _, _ in rows], [text for _, _, text in rows], [m for _, m, _ in rows])
     try:
+        normalization = checkpoint_normalization(scorer.config, scorer.modules, scorer.folder)
+        if any(m not in normalization for _, m, _ in rows):
+            raise CheckpointError("some modules have no mean/std")
         rewards = scorer.normalized(rewards, [m for _, m, _ in rows])
-        aggregate = "mean over the modules a run wrote text for of the module's normalised reward (r - mean) / std"
+        aggregate = "mean over the trained modules a run wrote text for of the module's normalised reward (r - mean) / std"
     except CheckpointError:
-        aggregate = "mean over the modules a run wrote text for of the module's raw reward (the checkpoint stores no normalisation)"
+        aggregate = "mean over the trained modules a run wrote text for of the module's raw reward (the checkpoint stores no normalisation for every one of them)"
     run_of_row = np.array([i for i, _, _ in rows], dtype=np.int64)
     counts = np.bincount(run_of_row, minlength=len(used))
     with np.errstate(invalid="ignore", divide="ignore"):

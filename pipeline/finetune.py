@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from data.errors import UserError
 from data.files import atomic_dir, atomic_path, check_output_folder, json_text, write_text_atomic
-from data.splits import load_training_and_validation
+from data.splits import load_training_and_validation, module_pairs
 from features.encoder import pick_device
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from features.views import View, encode_piece_features
@@ -148,7 +148,7 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
         "cache_namespace": None, "cache_dtype": init_config.get("cache_dtype", "float32"), **view.record(),
         "training_config": config.to_dict(), "train_files": [str(f) for f in files], "val_file": str(val_file) if val_file else None,
         "train_data_sha256": pair_table_hash(train, pair_text_keys(train)), "val_data_sha256": pair_table_hash(val, pair_text_keys(val)),
-        "precision": precision, "world_size": world_size,
+        "precision": precision, "world_size": world_size, "module_pairs": _module_pairs(train, val, modules, init_config),
     }  # fmt: skip
     bar = tqdm(total=total_steps, initial=state["step"], desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
@@ -215,6 +215,19 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
     _barrier(world_size)
     best = state["history"][state["best_epoch"] - 1]["val"] if state["best_epoch"] else {}
     return FinetuneResult(state["best_epoch"], len(state["history"]), best, state["history"], precision)
+
+
+def _module_pairs(train, val, modules, init_config: dict) -> dict[str, dict[str, int]] | None:
+    """Each module's pairs in stage 1, its training pairs counted over both stages (a head trained in
+    stage 0 stays trained when stage 1 has no pairs of its module). None, like its init, when the
+    init checkpoint predates the record: what its heads were trained on is not known."""
+    before = init_config.get("module_pairs")
+    if before is None:
+        return None
+    counts = module_pairs(train, val, modules)
+    for m in modules:
+        counts[m]["train"] += int(before.get(m, {}).get("train", 0))
+    return counts
 
 
 def _save_best(out: Path, encoder, heads: MultiModuleRewardModel, config: Config, checkpoint_config: dict) -> None:

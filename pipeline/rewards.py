@@ -87,6 +87,15 @@ class ScoringError(UserError):
     unequal length."""
 
 
+class UntrainedModule(ScoringError):
+    """A row names a module whose head saw no training pairs (or, normalised, a module the
+    checkpoint has no mean/std for): its score would be a number that means nothing."""
+
+    def __init__(self, message: str, row: int, module: str):
+        super().__init__(message)
+        self.row, self.module = row, module
+
+
 @dataclass
 class Rewards:
     """What `RewardScorer.rewards` returns, one entry per row; a slice of rows is a `Rewards` too
@@ -122,6 +131,7 @@ class RewardScorer:
         memory_size: int = 20_000,
         blend: Blended | None = None,
         index_memory_map_above_mb: int | str = "auto",
+        allow_untrained: bool = False,
     ):
         self.model = model.eval()
         self.config = config
@@ -131,6 +141,9 @@ class RewardScorer:
         self.modules = list(model.modules_order)
         self.normalize = normalize
         self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
+        # {module: {"train": n, "val": n}} as training recorded it; None for checkpoints from before the record
+        self.module_pairs = module_pair_counts(config, self.modules)
+        self.allow_untrained = allow_untrained
         self.view = View.from_checkpoint(config)
         self.blend = blend  # the linear and TF-IDF parts blended with the heads, when the checkpoint has them
         self.memory = VectorMemory(memory_size)
@@ -150,6 +163,61 @@ class RewardScorer:
     def members(self) -> int:
         """How many members the checkpoint's ensemble has; 1 for a single model."""
         return ensemble_size(self.model)
+
+    @property
+    def trained_modules(self) -> list[str]:
+        """The modules whose head saw training pairs (every module of a checkpoint from before
+        training recorded its counts), in the checkpoint's order."""
+        if self.module_pairs is None:
+            return list(self.modules)
+        return [m for m in self.modules if self.module_pairs[m]["train"] > 0]
+
+    @property
+    def scorable_modules(self) -> list[str]:
+        """The modules this scorer answers for: the trained ones (every one with `allow_untrained`),
+        and with `normalize` only those the checkpoint has a usable mean and std for."""
+        modules = self.modules if self.allow_untrained else self.trained_modules
+        return [m for m in modules if not self.normalize or m in self.normalization]
+
+    def training_summary(self) -> str:
+        """What each module's head was trained on, in words: 'executor 40 training / 12 validation
+        pairs, planner none'."""
+        if self.module_pairs is None:
+            return f"{', '.join(self.modules)} (this checkpoint predates the per-module record of training pairs)"
+        counts = self.module_pairs
+        return ", ".join(f"{m} {counts[m]['train']} training / {counts[m]['val']} validation pairs" if counts[m]["train"] else f"{m} none" for m in self.modules)
+
+    def coverage(self) -> str:
+        """One line for the verbs that load a scorer: what the heads were trained on and which
+        modules are not scored, and why."""
+        line = f"heads trained on: {self.training_summary()}"
+        untrained = [m for m in self.modules if m not in self.trained_modules]
+        if untrained:
+            line += f"; {', '.join(untrained)} " + ("scored anyway (allow_untrained: their scores mean nothing)" if self.allow_untrained else "refused (untrained heads)")
+        if self.normalize:
+            lacking = [m for m in self.modules if m not in self.normalization and (self.allow_untrained or m in self.trained_modules)]
+            if lacking:
+                line += f"; {', '.join(lacking)} refused with --normalize (no stored mean/std)"
+        return line
+
+    def refusal(self, module: str) -> str | None:
+        """Why a row of `module` is not scored (one line, naming the module and what the checkpoint
+        was trained on, and how to ask for it anyway), or None when it is."""
+        if module not in self.modules:
+            return f"unknown module {module!r} (this checkpoint has: {', '.join(self.modules)})"
+        if not self.allow_untrained and module not in self.trained_modules:
+            return (
+                f"module {module!r} had no training pairs, so its head is untrained and its score means nothing "
+                f"(this checkpoint was trained on: {self.training_summary()}); score a trained module, or allow untrained "
+                "modules explicitly (--allow-untrained, serve.allow_untrained: true, REWARD_ALLOW_UNTRAINED=1)"
+            )
+        if self.normalize and module not in self.normalization:
+            return (
+                f"module {module!r} has no normalisation (mean/std) in {self.folder}: the data `pipeline evaluate` stored it from "
+                f"held no usable pairs of it; score {module!r} without normalisation, or store one with `pipeline evaluate "
+                f"{self.folder} VAL.jsonl --cache CACHE --out REPORT` on data that holds {module!r} pairs"
+            )
+        return None
 
     @property
     def fingerprint(self) -> dict:
@@ -294,6 +362,10 @@ class RewardScorer:
         unknown = sorted(set(modules) - set(self.modules))
         if unknown:
             raise ScoringError(f"no head for module(s) {', '.join(map(repr, unknown))}; this checkpoint has {', '.join(self.modules)}")
+        scorable = set(self.scorable_modules)
+        refused = next((i for i, m in enumerate(modules) if m not in scorable), None)
+        if refused is not None:
+            raise UntrainedModule(self.refusal(modules[refused]), refused, modules[refused])
 
     def vectors(self, texts: Sequence[str], roles: Sequence[str]) -> np.ndarray:
         """(len(texts), dimension) float32, row i the vector of `texts[i]` in role `roles[i]`: from
@@ -413,6 +485,7 @@ def load(
     memory_size: int = 20_000,
     write_cache: bool = False,
     index_memory_map_above_mb: int | str = "auto",
+    allow_untrained: bool = False,
 ) -> RewardScorer:
     """A `RewardScorer` for the checkpoint folder. `cache_dir`: an embedding cache to read vectors
     from (it must hold the checkpoint's encoder namespace, unless `write_cache`, which creates it
@@ -420,7 +493,8 @@ def load(
     encoder when the name it recorded does not load here; `memory_size`: how many recent text
     vectors to keep in memory (0: none); `index_memory_map_above_mb`: a cache namespace larger than
     this (MiB; "auto": half the memory available) is indexed through a memory map rather than read
-    into RAM."""
+    into RAM; `allow_untrained`: score modules whose head saw no training pairs too (refused by
+    default, `UntrainedModule`)."""
     folder = Path(checkpoint)
     device = pick_device(device)
     model, config = load_heads(folder, device=device)
@@ -441,7 +515,7 @@ def load(
             ) from None
     return RewardScorer(
         model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size,
-        index_memory_map_above_mb=index_memory_map_above_mb, blend=load_blend(folder, config),
+        index_memory_map_above_mb=index_memory_map_above_mb, blend=load_blend(folder, config), allow_untrained=allow_untrained,
     )  # fmt: skip
 
 
@@ -470,7 +544,10 @@ def load_blend(folder: Path, config: dict) -> Blended | None:
 
 
 def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:
-    """{module: (mean, std)} from a checkpoint's config.json; `CheckpointError` when it has none."""
+    """{module: (mean, std)} from a checkpoint's config.json, for the modules it has a usable mean
+    and std for (a module evaluate saw fewer than 2 responses of, with zero spread or rewards that
+    were not finite has none: only rows of that module are refused, by `RewardScorer.check`);
+    `CheckpointError` when it has no normalisation at all."""
     stored = config.get("normalization")
     if not stored:
         raise CheckpointError(
@@ -478,13 +555,17 @@ def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path)
             f"`pipeline evaluate {folder} VAL.jsonl --cache CACHE --out REPORT` on its validation data, which stores it, "
             "or score without normalisation."
         )
-    lacking = [m for m in modules if not isinstance(stored.get(m), dict) or None in (stored[m].get("mean"), stored[m].get("std")) or not stored[m]["std"] > 0]
-    if lacking:
-        raise CheckpointError(
-            f"{folder}'s normalisation has no usable mean/std for module(s) {', '.join(lacking)} (fewer than 2 responses, zero spread, or rewards that were not finite); "
-            f"rerun `pipeline evaluate {folder} ... --store-normalization` on data that holds them, or score without normalisation."
-        )
-    return {m: (float(stored[m]["mean"]), float(stored[m]["std"])) for m in modules}
+    usable = lambda m: isinstance(stored.get(m), dict) and None not in (stored[m].get("mean"), stored[m].get("std")) and stored[m]["std"] > 0  # noqa: E731
+    return {m: (float(stored[m]["mean"]), float(stored[m]["std"])) for m in modules if usable(m)}
+
+
+def module_pair_counts(config: dict, modules: Sequence[str]) -> dict[str, dict[str, int]] | None:
+    """{module: {"train": n, "val": n}}: how many training and validation pairs each module's head
+    saw, as train-heads and finetune record it (`module_pairs`); None for a checkpoint from before."""
+    recorded = config.get("module_pairs")
+    if recorded is None:
+        return None
+    return {m: {"train": int(recorded.get(m, {}).get("train", 0)), "val": int(recorded.get(m, {}).get("val", 0))} for m in modules}
 
 
 def sigmoid(rewards: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ file, line and field, and nothing is written. The output is written to a tempora
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +46,10 @@ class ScoredFile:
     from_cache: int  # texts read from the embedding cache
 
 
-def read_records(path: Path, modules: Sequence[str]) -> list[dict]:
-    """The records of a JSON Lines file; `DataError` listing every problem (file, line, field)."""
+def read_records(path: Path, modules: Sequence[str], refusal: Callable[[str], str | None] | None = None) -> list[dict]:
+    """The records of a JSON Lines file; `DataError` listing every problem (file, line, field).
+    `refusal(module)`: why a module is not scored (`RewardScorer.refusal`: an untrained head, no
+    normalisation), a problem of each record that names it."""
     file = str(path)
     text = read_utf8(path)
     records, problems = [], []
@@ -62,7 +64,7 @@ def read_records(path: Path, modules: Sequence[str]) -> list[dict]:
         except JSONProblem as e:  # NaN or Infinity would pass through into the output, which is then not JSON
             problems.append(Problem(file, e.message, line=number, field=e.field))
             continue
-        found = _record_problems(record, modules)
+        found = _record_problems(record, modules, refusal)
         problems += [Problem(file, message, line=number, field=field) for field, message in found]
         records.append(record)
     if problems:
@@ -72,7 +74,7 @@ def read_records(path: Path, modules: Sequence[str]) -> list[dict]:
     return records
 
 
-def _record_problems(record: object, modules: Sequence[str]) -> list[tuple[str | None, str]]:
+def _record_problems(record: object, modules: Sequence[str], refusal: Callable[[str], str | None] | None = None) -> list[tuple[str | None, str]]:
     if not isinstance(record, dict):
         return [(None, f'expected a JSON object {{"context": ..., "modules": {{...}}}}, got {type(record).__name__}')]
     problems = []
@@ -91,6 +93,8 @@ def _record_problems(record: object, modules: Sequence[str]) -> list[tuple[str |
                 problems.append((f"modules.{name}", f"unknown module {name!r} (this checkpoint has: {', '.join(modules)})"))
             elif not isinstance(text, str):
                 problems.append((f"modules.{name}", f"must be a string, got {type(text).__name__}"))
+            elif refusal is not None and (why := refusal(name)):
+                problems.append((f"modules.{name}", why))
     return problems
 
 
@@ -131,7 +135,7 @@ def _refuse_non_finite(scored: Sequence[dict], records_path: Path) -> None:
 
 
 def score_file(scorer: RewardScorer, records_path: Path, out: Path, batch_size: int = 256, progress: bool = False) -> ScoredFile:
-    records = read_records(records_path, scorer.modules)
+    records = read_records(records_path, scorer.modules, scorer.refusal)
     encoded, from_cache = scorer.encoded, scorer.from_cache
     scored = score_records(scorer, records, batch_size, progress)
     _refuse_non_finite(scored, records_path)

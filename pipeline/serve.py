@@ -400,8 +400,14 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
         # a bug of ours, not the client's: JSON like every other answer; the log has the traceback
         return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
-    async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[Rewards, dict]:
-        """(the rows' `Rewards`, {"uncertainty": [...]} for an ensemble checkpoint, else {})"""
+    async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str], where: str) -> tuple[Rewards, dict]:
+        """(the rows' `Rewards`, {"uncertainty": [...]} for an ensemble checkpoint, else {}); a row of
+        a module the scorer does not answer for (untrained head, no normalisation) is refused with
+        422 before anything is queued, naming `where.format(row)`."""
+        scorable = set(scorer.scorable_modules)
+        refused = next((i for i, m in enumerate(modules) if m not in scorable), None)
+        if refused is not None:
+            raise RequestError(422, f"{where.format(refused)}: {scorer.refusal(modules[refused])}")
         counters["requests"] += 1
         counters["rows"] += len(modules)
         scored = await batcher.score(contexts, module_texts, modules)
@@ -413,6 +419,10 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
             "status": "ok",
             "checkpoint": str(scorer.folder),
             "modules": scorer.modules,
+            "trained_modules": scorer.trained_modules,  # the others are refused (422) unless allow_untrained
+            "module_pairs": scorer.module_pairs,  # {module: {"train": n, "val": n}}; null for checkpoints from before the record
+            "scorable_modules": scorer.scorable_modules,
+            "allow_untrained": scorer.allow_untrained,
             "normalized": scorer.normalize,
             "ensemble": scorer.members,
             "encoder": scorer.fingerprint.get("encoder"),
@@ -432,7 +442,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     async def score(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
         contexts, module_texts, modules = read_score_items(body, scorer.modules, settings.max_request_rows)
-        scored, extra = await rewards_for(contexts, module_texts, modules)
+        scored, extra = await rewards_for(contexts, module_texts, modules, "items[{}].module")
         answer = {"rewards": scored.rewards.tolist(), **extra, "normalized": scorer.normalize}
         if scored.round_rewards is not None:
             answer["round_rewards"] = [shares.tolist() for shares in scored.round_rewards]
@@ -442,7 +452,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     async def get_reward(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
         contexts, module_texts, modules = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows, warn_once)
-        scored, extra = await rewards_for(contexts, module_texts, modules)
+        scored, extra = await rewards_for(contexts, module_texts, modules, "query[{}]")
         index = {m: i for i, m in enumerate(scorer.modules)}
         return {
             "rewards": scored.rewards.tolist(),

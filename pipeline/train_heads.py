@@ -28,7 +28,7 @@ from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, memory_
 from data.errors import UserError
 from data.files import atomic_dir, check_output_folder, json_text
 from data.schema import TEXT_COLUMNS, TEXT_KEY_COLUMNS
-from data.splits import load_training_and_validation
+from data.splits import load_training_and_validation, module_pairs
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, with_text_keys
 from features.views import PieceFeatures, View, ViewMismatch, check_same_view, piece_features
@@ -112,6 +112,7 @@ def train_heads(
         vectors = read_features(namespace.reload(), train, val, view, config.stage_0.memory_map_above_mb, Path(scratch.name))
     # the texts are in the matrix now: keep only what the checkpoint and an ensemble still read
     hashes = {name: pair_table_hash(pairs, vectors[name].text_keys) for name, pairs in (("train", train), ("val", val))}
+    counts = module_pairs(train, val, modules)
     group_by = config.data.group_by if config.data.group_by in train.columns else "task"
     # the blend's TF-IDF part reads texts: a bounded sample of them outlives the tables
     texts = {name: blend_sample(pairs, group_by, config.training.seed) for name, pairs in (("train", train), ("val", val))} if config.model.blend == "auto" else None
@@ -201,6 +202,7 @@ def train_heads(
         "val_file": str(val_file) if val_file else None,
         "train_data_sha256": hashes["train"],
         "val_data_sha256": hashes["val"],
+        "module_pairs": counts,  # a module with no training pairs is refused when scored (pipeline/rewards.py)
         "resumed_from": str(resume) if resume else None,
         "best_epoch": fit.best_epoch if fit is not None else None,
         "metrics": {"train_loss": fit.train_loss if fit is not None else None, "val": best},

@@ -65,13 +65,17 @@ def compute_score_batch(
     """verl's batch reward function (`reward_model.reward_manager=batch`): one dict per sample, all
     rows scored in one call."""
     extra_infos = list(extra_infos) if extra_infos is not None else [None] * len(solution_strs)
-    modules = _modules()
+    modules, scorable = _modules()
     rows: list[tuple[int, str, str, str]] = []  # (sample, module, context, module text)
     for i, (solution, extra) in enumerate(zip(solution_strs, extra_infos)):
-        rows += _rows(i, solution, extra or {}, modules)
+        rows += _rows(i, solution, extra or {}, modules, scorable)
     rewards, uncertainty = _score([r[2] for r in rows], [r[3] for r in rows], [r[1] for r in rows]) if rows else ([], [])
     ensemble = _members() > 1
-    results = [{"score": 0.0, **{f"{m}_score": 0.0 for m in modules}, **({"uncertainty": 0.0} if ensemble else {})} for _ in solution_strs]
+    left_out = ",".join(m for m in modules if m not in scorable)
+    results = [
+        {"score": 0.0, **{f"{m}_score": 0.0 for m in scorable}, **({"uncertainty": 0.0} if ensemble else {}), **({"modules_left_out": left_out} if left_out else {})}
+        for _ in solution_strs
+    ]  # fmt: skip
     scored: list[list[float]] = [[] for _ in solution_strs]
     spread: list[list[float]] = [[] for _ in solution_strs]
     for (i, module, _, _), reward, std in zip(rows, rewards, uncertainty or [0.0] * len(rows)):
@@ -86,7 +90,7 @@ def compute_score_batch(
     return results
 
 
-def _rows(i: int, solution: str, extra: Mapping, modules: Sequence[str]) -> list[tuple[int, str, str, str]]:
+def _rows(i: int, solution: str, extra: Mapping, modules: Sequence[str], scorable: Sequence[str]) -> list[tuple[int, str, str, str]]:
     from data.trajectory import module_texts_from_trajectory
 
     if not isinstance(solution, str):
@@ -95,6 +99,8 @@ def _rows(i: int, solution: str, extra: Mapping, modules: Sequence[str]) -> list
     if module:
         if module not in modules:
             raise ValueError(f"sample {i}: unknown module {module!r} (the checkpoint has: {', '.join(modules)})")
+        if module not in scorable:
+            raise ValueError(f"sample {i}: {_refusal(module)}")
         context = extra.get("context")
         if not isinstance(context, str):
             raise ValueError(f"sample {i}: module {module!r} is named, so extra_info['context'] must hold the trajectory it is judged in")
@@ -102,13 +108,25 @@ def _rows(i: int, solution: str, extra: Mapping, modules: Sequence[str]) -> list
     task = extra.get("task")
     context = f"Task: {task}\n{solution}" if isinstance(task, str) and task else solution
     texts = module_texts_from_trajectory(solution)
-    return [(i, m, context, texts[m]) for m in modules if m in texts]
+    # only the modules whose heads were trained (and, normalised, have a mean/std): the others are
+    # named in `modules_left_out`, never averaged in
+    return [(i, m, context, texts[m]) for m in scorable if m in texts]
 
 
-def _modules() -> list[str]:
+def _modules() -> tuple[list[str], list[str]]:
+    """(the checkpoint's modules, the ones it scores: trained heads, with a mean/std when normalised)."""
     if os.environ.get("REWARD_URL"):
-        return list(_server()["modules"])
-    return _local_scorer().modules
+        info = _server()
+        return list(info["modules"]), list(info.get("scorable_modules", info["modules"]))
+    scorer = _local_scorer()
+    return scorer.modules, scorer.scorable_modules
+
+
+def _refusal(module: str) -> str:
+    if os.environ.get("REWARD_URL"):
+        info = _server()
+        return f"module {module!r} is not scored by the server at {os.environ['REWARD_URL']} (it scores: {', '.join(info.get('scorable_modules', []))}; trained on {info.get('module_pairs')})"
+    return _local_scorer().refusal(module)
 
 
 def _members() -> int:
@@ -160,11 +178,16 @@ def _local_scorer():
             _scorer = load(
                 checkpoint,
                 os.environ.get("REWARD_CACHE") or None,
-                normalize=os.environ.get("REWARD_NORMALIZE", "").strip().lower() in {"1", "true", "yes", "on"},
+                normalize=_flag("REWARD_NORMALIZE"),
                 device=os.environ.get("REWARD_DEVICE", "auto"),
                 encoder=os.environ.get("REWARD_ENCODER") or None,
+                allow_untrained=_flag("REWARD_ALLOW_UNTRAINED"),
             )
         return _scorer
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _server() -> dict:

@@ -37,7 +37,7 @@ from features.pairs import unique_texts
 from heads.model import CheckpointError
 from pipeline.cli import main
 from pipeline.embed import embed_pairs, load_encoder
-from pipeline.rewards import load
+from pipeline.rewards import UntrainedModule, load
 from pipeline.serve import BackgroundServer, ServeSettings, create_app
 
 PAIRS = Path(__file__).parent / "fixtures" / "pairs_original.json"
@@ -704,14 +704,17 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_what_is_wrong(dama
 
 def test_a_normalisation_of_non_finite_rewards_is_unusable_not_damage(trained, tmp_path):
     """`pipeline evaluate` writes a NaN mean or std as null: such a checkpoint scores raw rewards,
-    and refuses to normalise them naming the module."""
+    normalises the other modules, and refuses to normalise that module's rows, naming it."""
     shutil.copytree(trained / "checkpoint", tmp_path / "ckpt")
     edited_config(lambda c: c["normalization"].update(planner={"mean": None, "std": None, "n_responses": 10}))(tmp_path / "ckpt")
     vectors = np.random.default_rng(0).standard_normal((2, 3, 384)).astype(np.float32)
     raw = [load(folder, device="cpu").score_vectors(*vectors, ["planner"] * 3) for folder in (tmp_path / "ckpt", trained / "checkpoint")]
     np.testing.assert_array_equal(*raw)
-    with pytest.raises(CheckpointError, match="no usable mean/std for module.s. planner "):
-        load(tmp_path / "ckpt", device="cpu", normalize=True)
+    scorer = load(tmp_path / "ckpt", device="cpu", normalize=True)
+    assert "planner" not in scorer.scorable_modules and "executor" in scorer.scorable_modules
+    assert np.isfinite(scorer.score(["ctx"], ["[Round 1]\n<action>ls</action>"], ["executor"])).all()
+    with pytest.raises(UntrainedModule, match="module 'planner' has no normalisation"):
+        scorer.score(["ctx"], ["[Round 1]\n<plan>go</plan>"], ["planner"])
 
 # --- kill -9 of every verb that writes ---------------------------------------------------------
 
