@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates ./.venv and installs the project into it (editable), with the test tools when given --dev.
+# Creates ./.venv and installs the project into it (editable), with the test tools when given --dev
+# (which also makes .venv-rl, the released RL clients the integration tests drive: tests/rl_clients/).
 #
 # PyTorch: torch is not pinned. With an NVIDIA GPU (nvidia-smi lists one) pip installs the default
 # CUDA build. Without one, this script installs the newest CPU-only build (+cpu) that the
@@ -42,6 +43,8 @@ fi
 
 if [ "${1:-}" = "--dev" ]; then
     "${pip[@]}" install -e ".[dev]"
+    # the released verl and OpenRLHF clients the integration tests drive, in .venv-rl (their own pins)
+    bash tests/rl_clients/make_env.sh
 else
     "${pip[@]}" install -e .
 fi
