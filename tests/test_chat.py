@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from data import ConfigError, DataError
+from data import ConfigError, DataError, load_pairs
 from data.chat import format_import_summary, import_files, render_call
-from data.runs import mine_pairs, runs_from_records
+from data.runs import load_runs, mine_pairs, runs_from_records
+from pipeline.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat"
 TAU = FIXTURES / "tau_airline.json"
@@ -43,6 +45,10 @@ def import_one(folder: Path, record: dict, **options) -> dict:
 
 def rounds_of(folder: Path, *messages, **options) -> list[dict]:
     return import_one(folder, chat(*messages), **options)["rounds"]
+
+
+def cli(*args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -337,3 +343,48 @@ def test_bad_files_and_options_name_the_file_or_option(tmp_path):
         import_files([OPENAI], opening_message="first")
     with pytest.raises(ConfigError, match="task field 'info.'"):
         import_files([OPENAI], task_field="info.")
+
+
+# --- the verb ------------------------------------------------------------------------------------
+
+
+def test_import_chat_writes_runs_that_load_and_pair(tmp_path):
+    runs_file, pairs_file = tmp_path / "runs.jsonl", tmp_path / "pairs.json"
+    result = cli("import", "chat", OPENAI, OPENAI_GZ, "--out", runs_file, "--reflection-pattern", r"^Reflection:\s*(.*)", "--memory-pattern", r"^Memory:\s*(.*)")
+    assert result.exit_code == 0, result.output
+    assert "total                                          6         3      3     6     14          8" in result.output
+    assert "patterns: 3 paragraphs to reflection, 1 to memory_store" in result.output
+    assert "2 tasks (task_id); 2 have both a succeeded and a failed run" in result.output
+    assert "wrote 6 runs" in result.output
+    assert len(load_runs(runs_file)) == 6
+
+    result = cli("pairs", runs_file, "--out", pairs_file)
+    assert result.exit_code == 0, result.output
+    assert "6 runs (3 succeeded, 3 failed) over 2 tasks; 2 tasks have both outcomes" in result.output
+    pairs = load_pairs(pairs_file)
+    by_module = {module: set(pairs.filter(pairs["target_module"] == module)["task_id"]) for module in ("reflection", "planner", "executor", "memory")}
+    assert by_module == {"reflection": {"csv-sum"}, "planner": {"csv-sum", "weather-report"}, "executor": {"csv-sum", "weather-report"}, "memory": set()}
+
+
+def test_import_chat_of_tau_bench_trajectories_pairs_with_the_opening_as_a_round(tmp_path):
+    runs_file, pairs_file = tmp_path / "runs.jsonl", tmp_path / "pairs.json"
+    result = cli("import", "chat", TAU, "--out", runs_file, "--task-field", "task_id", "--outcome-field", "reward",
+                 "--messages-field", "traj", "--success-threshold", "1", "--opening-message", "round", "--task-prefix", "airline/")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "7 opening user messages (as a first round)" in result.output and "wrote 7 runs" in result.output
+    result = cli("pairs", runs_file, "--out", pairs_file)
+    assert result.exit_code == 0, result.output
+    pairs = load_pairs(pairs_file)
+    assert sorted(pairs["target_module"].to_list()) == ["executor"] * 3 + ["planner"] * 3
+    assert set(pairs["task_id"]) == {"airline/0", "airline/1"}
+
+
+def test_import_chat_of_bad_input_exits_1_and_writes_nothing(tmp_path):
+    out = tmp_path / "runs.jsonl"
+    result = cli("import", "chat", OPENAI, "--out", out, "--outcome-field", "reward")
+    assert result.exit_code == 1
+    assert f"{OPENAI}, record 0, line 1, field 'reward': outcome 0.97 is neither 1 (succeeded) nor 0 (failed)" in result.output
+    assert f"{OPENAI}, record 2, line 3, field 'reward': missing (or null)" in result.output
+    result = cli("import", "chat", OPENAI, "--out", out, "--reflection-pattern", "[")
+    assert result.exit_code == 1 and "reflection pattern '[' is not a valid regular expression" in result.output
+    assert list(tmp_path.iterdir()) == []
