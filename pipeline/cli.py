@@ -614,5 +614,45 @@ def import_intercode(files: tuple[Path, ...], out: Path, config_path: Path | Non
     click.echo(f"wrote {len(runs)} runs to {out}")
 
 
+@import_group.command("chat")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output runs (.jsonl).")
+@click.option("--task-field", default="task_id", show_default=True, help="Field naming the task (a string or an integer); a dotted path reads nested objects.")
+@click.option("--outcome-field", default="outcome", show_default=True, help="Field with the outcome: 1/0 or true/false, or a reward with --success-threshold.")
+@click.option("--messages-field", default="messages", show_default=True, help="Field with the transcript, a list of chat messages.")
+@click.option("--success-threshold", type=float, help="Read outcomes as rewards: succeeded when reward >= this (default: outcomes must be 1/0 or true/false).")
+@click.option("--opening-message", type=click.Choice(["task", "round"]), default="task", show_default=True,
+              help="The user messages before the first assistant message: the run's task, or a first round of their own (the task then being '<task field> <value>', so runs of a task pair even when their openings differ, as in tau-bench).")  # fmt: skip
+@click.option("--task-prefix", default="", help="Put before every task id (e.g. airline/), so that tasks of benchmarks that number theirs alike stay apart in `pipeline pairs`.")
+@click.option("--reflection-pattern", metavar="REGEX", help="Paragraphs of assistant text where this matches go to reflection (its first group if it has one), not plan.")
+@click.option("--memory-pattern", metavar="REGEX", help="Paragraphs of assistant text where this matches go to memory_store (its first group if it has one), not plan.")
+@config_option
+def import_chat(
+    files: tuple[Path, ...], out: Path, task_field: str, outcome_field: str, messages_field: str, success_threshold: float | None,
+    opening_message: str, task_prefix: str, reflection_pattern: str | None, memory_pattern: str | None, config_path: Path | None,
+) -> None:  # fmt: skip
+    """Chat transcripts (OpenAI-style messages; JSON array or JSON Lines, .gz or not) to runs.
+
+    Each record is a run; only the task, outcome and messages fields are read, nothing else of a
+    record. The system prompt is left out; the opening user message is the task; each assistant
+    message is a round: its text as plan, its tool calls as action, the tool results and the user's
+    replies as observation. See data/chat.py. The config is read and checked like every verb's, but
+    no setting applies here.
+    """
+    from data.chat import format_import_summary, import_files
+    from data.runs import write_runs
+
+    load_config(config_path)
+    runs, summary = import_files(
+        list(files), task_field=task_field, outcome_field=outcome_field, messages_field=messages_field, success_threshold=success_threshold,
+        opening_message=opening_message, task_prefix=task_prefix, reflection_pattern=reflection_pattern, memory_pattern=memory_pattern,
+    )  # fmt: skip
+    click.echo(format_import_summary(summary, runs))
+    if not runs:
+        raise click.ClickException("no records in the files; nothing written")
+    write_runs(runs, out)
+    click.echo(f"wrote {len(runs)} runs to {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -33,7 +33,7 @@ def test_installed_console_script_lists_every_verb_with_help():
     assert __version__ in version.stdout
 
 
-@pytest.mark.parametrize("verb", [v for v in VERBS if v not in ("cache", "import")] + ["cache gc", "import autogpt", "import intercode"])
+@pytest.mark.parametrize("verb", [v for v in VERBS if v not in ("cache", "import")] + ["cache gc", "import autogpt", "import intercode", "import chat"])
 def test_every_verb_takes_a_config_file(verb):
     result = run(*verb.split(), "--help")
     assert result.exit_code == 0 and "--config" in result.output

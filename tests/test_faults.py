@@ -756,6 +756,7 @@ def writer_args(verb: str, work: Path) -> list:
         "pairs": ["pairs", work / "runs.jsonl", "--out", work / "mined.json"],
         "import autogpt": ["import", "autogpt", *sorted((FIXTURES / "autogpt").glob("*.report.md")), "--out", work / "imported.jsonl"],
         "import intercode": ["import", "intercode", *sorted((FIXTURES / "intercode").glob("*.json")), "--out", work / "imported.jsonl"],
+        "import chat": ["import", "chat", *sorted((FIXTURES / "chat").glob("openai_runs*")), "--out", work / "imported.jsonl"],
         "embed": ["embed", work / "val.jsonl", "--cache", work / "new-cache", *small],
         "train-heads": ["train-heads", work / "train.jsonl", "--val", work / "val.jsonl", "--cache", work / "cache", "--out", work / "ckpt", *small],
         "finetune": ["finetune", work / "train.jsonl", "--val", work / "val.jsonl", "--init", work / "plain", "--out", work / "ft", "--max-steps", "2", *small],
@@ -812,7 +813,7 @@ def pipeline_command(args: list) -> list[str]:
 
 
 PIPELINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-WRITERS = ["synth", "split", "pairs", "import autogpt", "import intercode", "embed", "train-heads", "finetune", "evaluate", "score", "cache gc", "cache repair"]
+WRITERS = ["synth", "split", "pairs", "import autogpt", "import intercode", "import chat", "embed", "train-heads", "finetune", "evaluate", "score", "cache gc", "cache repair"]
 
 
 @pytest.mark.slow
