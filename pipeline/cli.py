@@ -338,7 +338,8 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
     Reads the cache only: seconds, not minutes. Validates per module every epoch, stops early,
     keeps the best epoch in OUT (heads.safetensors, config.json, metrics.jsonl). --search first
     tries the config's grid of head size, lr, weight decay, dropout and epochs; --ensemble K trains
-    K members whose spread is the reward's uncertainty.
+    K members whose spread is the reward's uncertainty. The last line says what the checkpoint's
+    reward is made of: the heads alone, or a blend of them with a linear and a TF-IDF part.
     """
     from pipeline.train_heads import train_heads as run
 
@@ -355,13 +356,14 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
             f"ensemble of {len(result.members)} (members' best epochs {', '.join(str(f.best_epoch) for f in result.members)}): "
             f"val loss {validation['loss']:.4f}, val pairwise accuracy {validation['pairwise_accuracy']:.3f} of the members' mean; checkpoint in {out}"
         )
-        return
-    if result.search is None:
-        click.echo(_epoch_table(result.history, config.data.modules))
-    click.echo(
-        f"best epoch {result.best_epoch} of {len(result.history)}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}, "
-        f"{result.seconds_per_epoch:.2f} s/epoch; checkpoint in {out}"
-    )
+    else:
+        if result.search is None:
+            click.echo(_epoch_table(result.history, config.data.modules))
+        click.echo(
+            f"best epoch {result.best_epoch} of {len(result.history)}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f} (the heads), "
+            f"{result.seconds_per_epoch:.2f} s/epoch; checkpoint in {out}"
+        )
+    click.echo(result.reward)  # last: what the checkpoint scores with, which may not be the heads above
 
 
 @main.command()

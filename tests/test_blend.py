@@ -172,13 +172,16 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
     root = reward_checkpoint
     # a learning rate that leaves the heads at their random start: the other parts must carry the ranking
     config = checkpoint_config().override({"stage_0.lr": 1e-9, "stage_0.epochs": 1})
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
     folder = tmp_path / "ckpt"
     saved = json.loads((folder / "config.json").read_text())
     choice = saved["blend_choice"]
     train, val = load_pairs(root / "train.jsonl"), load_pairs(root / "val.jsonl")
     # held out: the validation pairs and every training pair, scored by parts fitted without its task
     assert choice["held_out_pairs"] == {"validation": val.height, "out_of_fold": train.height, "folds": 5} and choice["training_pairs"] == train.height
+    # what train-heads says the reward is: the weights it chose, each part's held-out accuracy beside the reward's
+    assert result.reward == describe_reward(saved) and result.reward.startswith(f"reward = {reward_formula(saved)}")
+    assert f"heads alone {choice['parts_alone']['heads']:.3f}" in result.reward and f"reward {choice['chosen']['pairwise_accuracy']:.3f}" in result.reward
     assert saved["blend"]["heads"]["weight"] < 1 and all((folder / name).is_file() for name in saved["blend"]["files"])
     table = [json.loads(line) for line in (folder / "blend.jsonl").read_text().splitlines()]
     # every grid point with each TF-IDF choice; the ended one is kept only when clearly better
@@ -228,7 +231,8 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
 def test_blend_off_trains_heads_alone(reward_checkpoint, tmp_path):
     root = reward_checkpoint
     config = checkpoint_config().override({"model.blend": "off"})
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    assert result.reward == "reward = the heads alone (no blend: model.blend is off)"
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert "blend" not in saved and "blend_choice" not in saved
     assert not any((tmp_path / "ckpt" / name).exists() for name in (*BLEND_FILES, "blend.jsonl"))
