@@ -8,6 +8,7 @@
 Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags override the file.
 """
 
+import json
 import logging
 import os
 import time
@@ -181,7 +182,7 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
          {"files": (train,), "val_file": val, "cache_dir": cache, "out": out / "checkpoint", "overwrite": overwrite}),
         ("evaluate", "on validation (stores the reward normalisation)", evaluate,
          {"checkpoint": out / "checkpoint", "files": (val,), "cache_dir": cache, "out": out / "report-val", "overwrite": overwrite}),
-        ("evaluate", "on test (unseen tasks): heads vs baselines", evaluate,
+        ("evaluate", "on test (unseen tasks): the reward against its parts and the baselines", evaluate,
          {"checkpoint": out / "checkpoint", "files": (test,), "cache_dir": cache, "out": out / "report-test", "overwrite": overwrite}),
         ("finetune", f"encoder and heads together for {finetune_steps} optimiser steps (stage 1)", finetune,
          {"files": (train,), "val_file": val, "init": out / "checkpoint", "out": out / "finetuned", "max_steps": finetune_steps, "overwrite": overwrite}),
@@ -195,7 +196,16 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
         ctx.invoke(command, **{"config_path": demo_config, **arguments})
         click.echo(f"({time.perf_counter() - step_started:.0f} s)")
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.0f} s: outputs in {out}", bold=True)
-    click.secho(f"open {out / 'report-test' / 'report.md'} first: heads vs baselines on unseen tasks", bold=True)
+    checkpoint_config = json.loads((out / "checkpoint" / "config.json").read_text(encoding="utf-8"))
+    click.secho(open_first_line(out / "report-test" / "report.md", checkpoint_config), bold=True)
+
+
+def open_first_line(report: Path, checkpoint_config: dict) -> str:
+    """The demo's last line: which report to open first, and what the reward it reports is made of."""
+    from heads.blend import blend_weights, reward_formula
+
+    against = "its parts and the baselines" if blend_weights(checkpoint_config) else "the baselines"
+    return f"open {report} first: the reward ({reward_formula(checkpoint_config)}) against {against} on unseen tasks"
 
 
 def _epoch_table(history: list[dict], modules: list[str]) -> str:
