@@ -432,9 +432,10 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
 def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, encoder, bootstrap_samples, store_normalization, device, overwrite, config_path) -> None:
     """Report a checkpoint's metrics, baselines and plots on pair FILES, and its best-of-N on runs.
 
-    Per module and overall: pairwise accuracy, AUC over single responses, score separation,
-    calibration, length-debiased accuracy, bootstrap CIs over tasks, accuracy per source; the same
-    for a length heuristic, cosine(ctx, module), TF-IDF and a logistic regression on the heads'
+    Says first what the checkpoint's reward is made of. Per module and overall: pairwise accuracy,
+    AUC over single responses, score separation, calibration, length-debiased accuracy, bootstrap
+    CIs over tasks, accuracy per source; the accuracy of each part of a blended reward alone; the
+    same for a length heuristic, cosine(ctx, module), TF-IDF and a logistic regression on the heads'
     features; on pairs mined from runs, the source prior (who wrote each run) and the accuracy with
     it taken out. With --runs: the success rate of the run the heads pick per task, beside a random,
     the shortest and the longest run and the oracle. Needs FILES, --runs or both. Writes
