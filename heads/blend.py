@@ -28,6 +28,7 @@ at a million pairs, where the heads have the data they are built for.
     blended, summary = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)   # or None: heads alone
     blended.rewards(head_scores, linear_scores, contexts, module_texts)   # the reward, per row
     blended.save(folder); Blended.load(folder, config["blend"])
+    describe_reward(config)     # the checkpoint's reward in words: "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: ..."
 """
 
 import json
@@ -478,6 +479,7 @@ def fit_blend(
     choice, final, validation_scores = choices[best], finals[best], held_out[best][0]
     weights = choice.weights
     summary = {
+        "training_pairs": train.total,
         "held_out_pairs": {"validation": val.pairs.height, "out_of_fold": out_of_fold, "folds": n_folds if out_of_fold else 0},
         "chosen": {"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": choice.accuracy, "val_pairwise_accuracy": pairwise_accuracy(*validation_scores.blended(weights))},
         "tfidf_blocks": list(final.tfidf.blocks),
@@ -542,3 +544,69 @@ def blend_line(blended: Blended | None, summary: dict) -> str:
     plain, ended = summary["tfidf_choices"]
     tfidf = f"; with the TF-IDF of the episode's end too {ended['pairwise_accuracy']:.3f}, without {plain['pairwise_accuracy']:.3f}, z {summary['tfidf_z']:.2f}: {'kept' if summary['tfidf_blocks'] == list(ENDED_BLOCKS) else 'not kept'}"
     return f"blend: {chosen}, accuracy {summary['chosen']['pairwise_accuracy']:.3f} on {where} ({alone}{tfidf})"
+
+
+# --- the reward in words -----------------------------------------------------------------------
+
+PART_NAMES = {"heads": "heads", "linear": "linear", "tfidf": "TF-IDF"}
+
+
+def blend_weights(checkpoint_config: dict) -> dict[str, float] | None:
+    """A checkpoint's blend weights by part (`PARTS`), read from its config.json (`blend`, or the
+    `lexical` record of checkpoints from before the linear part); None when its reward is the heads
+    alone."""
+    record = checkpoint_config.get("blend") or checkpoint_config.get("lexical")
+    return dict(zip(PARTS, Blend.from_record(record).weights)) if record else None
+
+
+def reward_formula(checkpoint_config: dict) -> str:
+    """What a checkpoint's reward is made of, short: "0.5 × linear + 0.5 × TF-IDF", "the heads alone"."""
+    weights = blend_weights(checkpoint_config)
+    if weights is None:
+        return "the heads alone"
+    return " + ".join(f"{w:g} × {PART_NAMES[name]}" for name, w in weights.items() if w)
+
+
+def describe_reward(checkpoint_config: dict) -> str:
+    """What a checkpoint's reward is made of, in words, from its config.json: the parts and their
+    weights, why a part weighs 0, and each part's accuracy alone beside the reward's on the
+    held-out pairs the weights were chosen on (`blend_choice`, when the checkpoint recorded it).
+    The one sentence train-heads, evaluate's report, the demo and /health say:
+
+        reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: trained on 800 pairs, every blend that
+        gave them weight did worse on held-out pairs; on the 900 held-out pairs the weights were chosen
+        on: heads alone 0.660, linear alone 0.620, TF-IDF alone 0.770, reward 0.780
+    """
+    weights = blend_weights(checkpoint_config)
+    choice = checkpoint_config.get("blend_choice")
+    if weights is None and not choice:
+        if checkpoint_config.get("stage") == 1:
+            why = "a stage 1 checkpoint: its encoder changed the heads' scale, so no blend"
+        elif (checkpoint_config.get("training_config") or {}).get("model", {}).get("blend") == "off":
+            why = "no blend: model.blend is off"
+        else:
+            why = "no blend"
+        return f"reward = the heads alone ({why})"
+    training_pairs = (choice or {}).get("training_pairs")
+    linear_fitted = training_pairs is None or training_pairs <= MAX_PAIRS
+    if weights is None:
+        others = "the linear or TF-IDF part" if linear_fitted else "the TF-IDF part"
+        line = f"reward = the heads alone: no blend with {others} did better on held-out pairs"
+    else:
+        line = f"reward = {reward_formula(checkpoint_config)}"
+        if weights["tfidf"] and (choice or {}).get("tfidf_blocks") == list(ENDED_BLOCKS):
+            line += " (TF-IDF reads the episode's end too)"
+        if not weights["heads"]:
+            trained = f"trained on {training_pairs} pairs, " if training_pairs else ""
+            line += f"; the heads weigh 0: {trained}every blend that gave them weight did worse on held-out pairs"
+        if not checkpoint_config.get("blend"):  # the `lexical` record: TF-IDF was the only part then
+            line += "; no linear part (a checkpoint from before it)"
+        elif not weights["linear"]:
+            line += "; the linear part weighs 0" + ("" if linear_fitted else f" (not fitted above {MAX_PAIRS:,} training pairs)")
+        if not weights["tfidf"]:
+            line += "; the TF-IDF part weighs 0"
+    if choice:
+        held = choice["held_out_pairs"]
+        alone = [f"{PART_NAMES[name]} alone {accuracy:.3f}" for name, accuracy in choice["parts_alone"].items() if name != "linear" or linear_fitted]
+        line += f"; on the {held['validation'] + held['out_of_fold']} held-out pairs the weights were chosen on: {', '.join(alone)}, reward {choice['chosen']['pairwise_accuracy']:.3f}"
+    return line

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from data.text_table import aligned_table
+from heads.blend import PART_NAMES
 from heads.metrics import calibration, response_roc
 
 CHANCE = 0.5  # pairwise accuracy and AUC of a scorer that ignores the text
@@ -34,7 +35,7 @@ BASELINE_DEFINITIONS = {
 }
 LENGTHS = {"module_text": "module text", "context": "context"}
 PICK_NAMES = {
-    "heads": "heads (highest reward)", "random": "random run (base rate)", "shortest": "shortest run",
+    "heads": "highest reward", "random": "random run (base rate)", "shortest": "shortest run",
     "longest": "longest run", "oracle": "oracle (any success)",
 }  # fmt: skip
 
@@ -133,6 +134,8 @@ def markdown(report: dict) -> str:
     settings = report["settings"]
     confidence = int(round(100 * settings["confidence"]))
     lines = [f"# Evaluation of `{report['checkpoint']}`", ""]
+    if report.get("reward"):
+        lines += [f"**The reward**: {report['reward']}.", ""]
     if "overall" in report:
         lines += _pair_sections(report, confidence, settings)
     if report.get("uncertainty"):
@@ -155,11 +158,11 @@ def _pair_sections(report: dict, confidence: int, settings: dict) -> list[str]:
         "",
         _headline(overall, confidence),
         "",
-        "## Reward heads",
+        "## The reward",
         "",
         f"Chance is {CHANCE} for pairwise accuracy and AUC: a scorer that ignores the text gets it on average. Each "
         f"interval says where it lies: *above chance* (all of it above {CHANCE}), *includes chance* (it contains {CHANCE}: "
-        f"these pairs cannot tell the heads from a coin) or *below chance* (all of it below {CHANCE}).",
+        f"these pairs cannot tell the reward from a coin) or *below chance* (all of it below {CHANCE}).",
         "",
         f"| | pairs | accuracy | {confidence}% CI | AUC | {confidence}% CI | mean r+ − r− | Cohen's d | ECE |",
         "|---|---:|---:|---|---:|---|---:|---:|---:|",
@@ -171,10 +174,20 @@ def _pair_sections(report: dict, confidence: int, settings: dict) -> list[str]:
             f"{_f(m['auc'])} | {_ci_against_chance(m['ci'], 'auc')} | {_f(s.get('mean_difference'))} | {_f(s.get('cohens_d'), 2)} | "
             f"{_f((m['calibration'] or {}).get('ece'))} |"
         )
+        if name == "overall":
+            lines += [_part_row(part, p) for part, p in m.get("parts", {}).items() if p]
+    if overall.get("parts"):
+        lines += [
+            "",
+            "The rows *overall: … alone* score the same pairs with one part of the reward by itself (in parentheses its weight in "
+            "the reward, the weighted sum of the standardised parts): where one ranks these pairs better than the reward, that part "
+            "alone would have done better here. Their scores are on scales of their own, so their mean r+ − r−, Cohen's d and ECE "
+            "are left out (–).",
+        ]
     lines += ["", "What the columns mean:", ""] + _column_definitions(confidence, settings)
     baselines = list(overall["baselines"])
-    lines += ["", "## Baselines (pairwise accuracy / AUC; heads minus baseline in brackets)", ""]
-    lines += ["| | heads | " + " | ".join(BASELINE_NAMES[b] for b in baselines) + " |", "|---|---|" + "---|" * len(baselines)]
+    lines += ["", "## Baselines (pairwise accuracy / AUC; reward minus baseline in brackets)", ""]
+    lines += ["| | reward | " + " | ".join(BASELINE_NAMES[b] for b in baselines) + " |", "|---|---|" + "---|" * len(baselines)]
     for name, m in _rows(report):
         cells = [f"{_f(m['pairwise_accuracy'])} / {_f(m['auc'])}"]
         for b in baselines:
@@ -184,7 +197,7 @@ def _pair_sections(report: dict, confidence: int, settings: dict) -> list[str]:
                 f"({_signed(gap.get('pairwise_accuracy'))} / {_signed(gap.get('auc'))})"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "The baselines score the same pairs without the heads:", ""]
+    lines += ["", "The baselines score the same pairs without the reward:", ""]
     lines += [f"- **{BASELINE_NAMES[b]}**: {BASELINE_DEFINITIONS[b]}" for b in baselines]
     lines += _length_debiased_section(report, baselines, confidence)
     if "source_debiased" in overall:
@@ -192,6 +205,14 @@ def _pair_sections(report: dict, confidence: int, settings: dict) -> list[str]:
     if report.get("sources"):
         lines += _sources_section(report["sources"], confidence)
     return lines
+
+
+def _part_row(part: str, m: dict) -> str:
+    """A row of the main table for one part of the reward alone (accuracy and AUC only)."""
+    return (
+        f"| overall: {PART_NAMES[part]} alone (weight {m['weight']:g}) | {m['n_pairs']} | {_f(m['pairwise_accuracy'])} | "
+        f"{_ci_against_chance(m['ci'], 'pairwise_accuracy')} | {_f(m['auc'])} | {_ci_against_chance(m['ci'], 'auc')} | – | – | – |"
+    )
 
 
 def _length_debiased_section(report: dict, baselines: list[str], confidence: int) -> list[str]:
@@ -213,7 +234,7 @@ def _length_debiased_section(report: dict, baselines: list[str], confidence: int
             f"By {label} length (overall: positive longer in {halves['longer_won']['n_pairs']} pairs, shorter in "
             f"{halves['shorter_won']['n_pairs']}, equal in {halves['equal_length_pairs']}, left out):",
             "",
-            "| | heads | " + " | ".join(BASELINE_NAMES[b] for b in baselines) + " |",
+            "| | reward | " + " | ".join(BASELINE_NAMES[b] for b in baselines) + " |",
             "|---|---|" + "---|" * len(baselines),
         ]
         for name, m in _rows(report):
@@ -263,7 +284,7 @@ def _sources_section(sources: dict, confidence: int) -> list[str]:
         "",
         f"## By source (`{sources['column']}`)",
         "",
-        "Pairwise accuracy of the heads on the pairs of each source; a pair whose two sides come from different sources is "
+        "Pairwise accuracy of the reward on the pairs of each source; a pair whose two sides come from different sources is "
         "`<positive source> vs <negative source>`.",
         "",
         f"| source | pairs | accuracy | {confidence}% CI |",
@@ -327,7 +348,7 @@ def _best_of_n_section(best: dict, files: list[str], confidence: int) -> list[st
     lines += [
         "",
         "- **random run (base rate)**: the mean, over tasks, of each task's share of successful runs: what picking blindly "
-        "gets, the line the heads must clear.",
+        "gets, the line the reward must clear.",
         "- **shortest / longest run**: the run with the fewest / most characters; the length rule of the pair baselines is "
         "\"longer wins\", and on agent runs a short run (it stopped early) and a long one (it looped) can both mean failure, "
         "so both are shown.",
@@ -376,9 +397,20 @@ def _signed(value) -> str:
     return "–" if value is None else f"{value:+.3f}"
 
 
+def _parts_line(overall: dict, interval: str) -> str:
+    """The reward's overall pairwise accuracy beside each of its parts' alone, as a line under the
+    terminal table; "" when the reward is the heads alone."""
+    parts = [f"{PART_NAMES[name]} alone (weight {m['weight']:g}) {_f(m['pairwise_accuracy'])} {_ci(m['ci'], 'pairwise_accuracy')}" for name, m in overall.get("parts", {}).items() if m]
+    if not parts:
+        return ""
+    reward = f"reward {_f(overall['pairwise_accuracy'])} {_ci(overall['ci'], 'pairwise_accuracy')}"
+    return f"\noverall pairwise accuracy ({interval}) of the reward and of each part alone: {reward}; " + "; ".join(parts)
+
+
 def terminal_table(report: dict) -> str:
-    """Per module and overall: the heads' metrics, their module-text length-debiased accuracy, then
-    how far their pairwise accuracy is above each baseline's; then the best-of-N picks on runs."""
+    """Per module and overall: the reward's metrics, its module-text length-debiased accuracy, then
+    how far its pairwise accuracy is above each baseline's, and under them the overall accuracy of
+    each part of a blended reward alone; then the best-of-N picks on runs."""
     tables = []
     if "overall" in report:
         baselines = list(report["overall"]["baselines"])
@@ -392,7 +424,7 @@ def terminal_table(report: dict) -> str:
                 _f(m["length_debiased"]["module_text"]["accuracy"]),
             ]  # fmt: skip
             rows.append(row + [_signed((m["above_baselines"].get(b) or {}).get("pairwise_accuracy")) for b in baselines])
-        tables.append(aligned_table(header, rows))
+        tables.append(aligned_table(header, rows) + _parts_line(report["overall"], interval))
     if report.get("uncertainty"):
         overall = report["uncertainty"]["overall"]
         interval = f"{round(100 * report['settings']['confidence'])}% CI"

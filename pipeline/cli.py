@@ -8,6 +8,7 @@
 Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags override the file.
 """
 
+import json
 import logging
 import os
 import time
@@ -181,7 +182,7 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
          {"files": (train,), "val_file": val, "cache_dir": cache, "out": out / "checkpoint", "overwrite": overwrite}),
         ("evaluate", "on validation (stores the reward normalisation)", evaluate,
          {"checkpoint": out / "checkpoint", "files": (val,), "cache_dir": cache, "out": out / "report-val", "overwrite": overwrite}),
-        ("evaluate", "on test (unseen tasks): heads vs baselines", evaluate,
+        ("evaluate", "on test (unseen tasks): the reward against its parts and the baselines", evaluate,
          {"checkpoint": out / "checkpoint", "files": (test,), "cache_dir": cache, "out": out / "report-test", "overwrite": overwrite}),
         ("finetune", f"encoder and heads together for {finetune_steps} optimiser steps (stage 1)", finetune,
          {"files": (train,), "val_file": val, "init": out / "checkpoint", "out": out / "finetuned", "max_steps": finetune_steps, "overwrite": overwrite}),
@@ -195,7 +196,16 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
         ctx.invoke(command, **{"config_path": demo_config, **arguments})
         click.echo(f"({time.perf_counter() - step_started:.0f} s)")
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.0f} s: outputs in {out}", bold=True)
-    click.secho(f"open {out / 'report-test' / 'report.md'} first: heads vs baselines on unseen tasks", bold=True)
+    checkpoint_config = json.loads((out / "checkpoint" / "config.json").read_text(encoding="utf-8"))
+    click.secho(open_first_line(out / "report-test" / "report.md", checkpoint_config), bold=True)
+
+
+def open_first_line(report: Path, checkpoint_config: dict) -> str:
+    """The demo's last line: which report to open first, and what the reward it reports is made of."""
+    from heads.blend import blend_weights, reward_formula
+
+    against = "its parts and the baselines" if blend_weights(checkpoint_config) else "the baselines"
+    return f"open {report} first: the reward ({reward_formula(checkpoint_config)}) against {against} on unseen tasks"
 
 
 def _epoch_table(history: list[dict], modules: list[str]) -> str:
@@ -338,7 +348,8 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
     Reads the cache only: seconds, not minutes. Validates per module every epoch, stops early,
     keeps the best epoch in OUT (heads.safetensors, config.json, metrics.jsonl). --search first
     tries the config's grid of head size, lr, weight decay, dropout and epochs; --ensemble K trains
-    K members whose spread is the reward's uncertainty.
+    K members whose spread is the reward's uncertainty. The last line says what the checkpoint's
+    reward is made of: the heads alone, or a blend of them with a linear and a TF-IDF part.
     """
     from pipeline.train_heads import train_heads as run
 
@@ -355,13 +366,14 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
             f"ensemble of {len(result.members)} (members' best epochs {', '.join(str(f.best_epoch) for f in result.members)}): "
             f"val loss {validation['loss']:.4f}, val pairwise accuracy {validation['pairwise_accuracy']:.3f} of the members' mean; checkpoint in {out}"
         )
-        return
-    if result.search is None:
-        click.echo(_epoch_table(result.history, config.data.modules))
-    click.echo(
-        f"best epoch {result.best_epoch} of {len(result.history)}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f}, "
-        f"{result.seconds_per_epoch:.2f} s/epoch; checkpoint in {out}"
-    )
+    else:
+        if result.search is None:
+            click.echo(_epoch_table(result.history, config.data.modules))
+        click.echo(
+            f"best epoch {result.best_epoch} of {len(result.history)}: val pairwise accuracy {result.validation['pairwise_accuracy']:.3f} (the heads), "
+            f"{result.seconds_per_epoch:.2f} s/epoch; checkpoint in {out}"
+        )
+    click.echo(result.reward)  # last: what the checkpoint scores with, which may not be the heads above
 
 
 @main.command()
@@ -420,9 +432,10 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
 def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, encoder, bootstrap_samples, store_normalization, device, overwrite, config_path) -> None:
     """Report a checkpoint's metrics, baselines and plots on pair FILES, and its best-of-N on runs.
 
-    Per module and overall: pairwise accuracy, AUC over single responses, score separation,
-    calibration, length-debiased accuracy, bootstrap CIs over tasks, accuracy per source; the same
-    for a length heuristic, cosine(ctx, module), TF-IDF and a logistic regression on the heads'
+    Says first what the checkpoint's reward is made of. Per module and overall: pairwise accuracy,
+    AUC over single responses, score separation, calibration, length-debiased accuracy, bootstrap
+    CIs over tasks, accuracy per source; the accuracy of each part of a blended reward alone; the
+    same for a length heuristic, cosine(ctx, module), TF-IDF and a logistic regression on the heads'
     features; on pairs mined from runs, the source prior (who wrote each run) and the accuracy with
     it taken out. With --runs: the success rate of the run the heads pick per task, beside a random,
     the shortest and the longest run and the oracle. Needs FILES, --runs or both. Writes

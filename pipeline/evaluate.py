@@ -4,10 +4,12 @@ pick on runs, as a report folder.
     pipeline evaluate ckpt/ splits/test.jsonl --cache embeddings/ --out report/
     pipeline evaluate ckpt/ --runs runs.jsonl --cache embeddings/ --out report/      # runs only
 
-Pairs: scores every pair with the checkpoint's heads on its encoder's cached vectors (embedding the
-texts the cache lacks first, and saying so), computes heads/metrics per module and overall, the
-length-debiased accuracy and, when the pairs carry a source, the accuracy per source; scores the
-same pairs with the baselines; writes report.json, report.md and PNG plots atomically. When both
+Pairs: scores every pair with the checkpoint's reward (its heads on its encoder's cached vectors,
+blended with its linear and TF-IDF parts when it has them; embedding the texts the cache lacks
+first, and saying so), computes heads/metrics per module and overall, the length-debiased accuracy
+and, when the pairs carry a source, the accuracy per source; scores the same pairs with each part
+of a blended reward alone and with the baselines; writes report.json, report.md and PNG plots
+atomically. The report says what the reward is made of (`describe_reward`) first. When both
 sides of each pair carry their run's source (pairs mined from runs), the source prior is one more
 baseline and the source-debiased accuracy takes it out, as the length-debiased accuracy takes out
 length.
@@ -39,7 +41,7 @@ from data.splits import carve_validation
 from data.trajectory import render_context, render_module
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from heads.baselines import LogisticBaseline, SourcePrior, TfidfBaseline, cosine_scores, length_scores
-from heads.blend import PARTS, TFIDF_BLOCKS
+from heads.blend import PARTS, TFIDF_BLOCKS, blend_weights, describe_reward
 from heads.ensemble import accuracy_by_uncertainty
 from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
 from heads.model import CheckpointError
@@ -90,6 +92,8 @@ def evaluate(
         "runs_files": [str(f) for f in runs_files],
         "encoder": scorer.fingerprint.get("encoder"),
         "cache_namespace": scorer.namespace.id,
+        "reward": describe_reward(scorer.config),  # what the scores below are made of, in words
+        "blend": blend_weights(scorer.config),  # its weights by part; None: the heads alone
         "settings": {
             "bootstrap_samples": settings.bootstrap_samples, "confidence": settings.confidence,
             "calibration_bins": settings.calibration_bins, "group_by": config.data.group_by, "seed": config.training.seed,
@@ -130,6 +134,7 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     positive, negative = member_positive.mean(axis=0), member_negative.mean(axis=0)
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
     blend = scorer.blend
+    parts = _parts_alone(scorer, vectors, pairs)
     # a TF-IDF part that reads more than evaluate's plain TF-IDF is not that baseline: it is refitted
     ended_tfidf = blend is not None and blend.tfidf is not None and blend.tfidf.blocks != TFIDF_BLOCKS
     if blend is not None:
@@ -157,11 +162,11 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     train, note = _training_pairs(scorer, fitted) if fitted else (None, "")
     notes += [note] if note else []
     if own_tfidf:  # the checkpoint's own part: no refit, exactly what the reward blends
-        baselines["tfidf"] = blend.tfidf.scores(pairs)
+        baselines["tfidf"] = parts["tfidf"]
     elif train is not None:
         baselines["tfidf"] = TfidfBaseline.fit(train, seed=config.training.seed).scores(pairs)
     if own_linear:
-        baselines["logistic_regression"] = blend.linear.scores(vectors)
+        baselines["logistic_regression"] = parts["linear"]
     elif not config.evaluation.logistic_baseline:
         notes.append("no logistic-regression baseline: evaluation.logistic_baseline is off in the config")
     elif train is not None:
@@ -201,6 +206,20 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
             "favoured_lost": result["shorter_won"], "equal_prior_pairs": result["equal_length_pairs"], "why_none": result["why_none"],
         }  # fmt: skip
 
+    def alone(p: np.ndarray, n: np.ndarray, rows: np.ndarray, seed: int) -> tuple[dict | None, np.ndarray]:
+        """Other scores of the same pairs (a baseline, a part of the reward): their accuracy and AUC
+        with intervals on the `rows` they score (NaN: no score), and those rows; None when they
+        score none of them."""
+        usable = rows & ~np.isnan(p)
+        if not usable.any():
+            return None, usable
+        base = pair_metrics(
+            p[usable], n[usable], groups[usable], bootstrap_samples=settings.bootstrap_samples, confidence=settings.confidence, seed=seed
+        )  # fmt: skip
+        return {k: base[k] for k in ("pairwise_accuracy", "auc", "n_pairs", "ci")}, usable
+
+    part_weights = dict(zip(PARTS, blend.blend.weights)) if blend is not None else {}
+
     def summary(rows: np.ndarray, seed: int) -> dict:
         metrics = pair_metrics(
             positive[rows], negative[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
@@ -209,23 +228,23 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         metrics["length_debiased"] = debiased(positive, negative, rows, seed)
         if "source" in baselines:
             metrics["source_debiased"] = source_debiased(rows, seed)
+        metrics["parts"] = {}  # each part of a blended reward alone, with its weight in the reward
+        for name, (p, n) in parts.items():
+            part, _ = alone(p, n, rows, seed)
+            metrics["parts"][name] = None if part is None else {"weight": part_weights[name], **part}
         metrics["baselines"], metrics["above_baselines"] = {}, {}
         for name, (p, n) in baselines.items():
-            usable = rows & ~np.isnan(p)
-            if not usable.any():
+            base, usable = alone(p, n, rows, seed)
+            if base is None:
                 metrics["baselines"][name] = metrics["above_baselines"][name] = None
                 continue
-            base = pair_metrics(
-                p[usable], n[usable], groups[usable], bootstrap_samples=settings.bootstrap_samples, confidence=settings.confidence, seed=seed
-            )  # fmt: skip
-            metrics["baselines"][name] = {k: base[k] for k in ("pairwise_accuracy", "auc", "n_pairs", "ci")}
-            metrics["baselines"][name]["length_debiased"] = debiased(p, n, usable, seed)
+            metrics["baselines"][name] = {**base, "length_debiased": debiased(p, n, usable, seed)}
             metrics["above_baselines"][name] = (
                 None
                 if metrics["n_pairs"] == 0
                 else {
                     **{k: metrics[k] - base[k] for k in ("pairwise_accuracy", "auc")},
-                    # on the baseline's pairs: the lead's interval, the heads and the baseline resampled together
+                    # on the baseline's pairs: the lead's interval, the reward and the baseline resampled together
                     "pairwise_accuracy_ci": accuracy_difference_ci(
                         positive[usable], negative[usable], p[usable], n[usable], groups[usable], settings.bootstrap_samples, settings.confidence, seed
                     ),
@@ -247,6 +266,21 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     if scorer.members > 1:
         report["uncertainty"] = _uncertainty(member_positive - member_negative, positive, negative, groups, module_of, modules, config)
     return report, {m: (positive[module_of == m], negative[module_of == m]) for m in modules}
+
+
+def _parts_alone(scorer: RewardScorer, vectors, pairs: pl.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each part of a blended reward alone, (r_pos, r_neg) per pair: the heads (the members' mean)
+    and the linear and TF-IDF parts the checkpoint holds (those of weight above 0); {} when the
+    reward is the heads alone."""
+    blend = scorer.blend
+    if blend is None:
+        return {}
+    parts = {"heads": tuple(side.mean(axis=0) for side in scorer.head_pair_scores(vectors))}
+    if blend.linear is not None:
+        parts["linear"] = blend.linear.scores(vectors)
+    if blend.tfidf is not None:
+        parts["tfidf"] = blend.tfidf.scores(pairs)
+    return parts
 
 
 def _uncertainty(differences: np.ndarray, positive: np.ndarray, negative: np.ndarray, groups: np.ndarray, module_of: np.ndarray, modules: Sequence[str], config: Config) -> dict:

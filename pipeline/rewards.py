@@ -442,7 +442,7 @@ class RewardScorer:
         pairs' pieces (when they carry them), blended with the blend's parts when the checkpoint has
         them: the linear part of the pooled vectors, the TF-IDF part of the pairs' texts (then
         `pairs`, the table `vectors` came from, is needed)."""
-        positive, negative = self._head_pair_scores(vectors, batch_size)
+        positive, negative = self.head_pair_scores(vectors, batch_size)
         if self.blend is None:
             return positive, negative
         if pairs is None and self.blend.tfidf is not None:
@@ -456,7 +456,8 @@ class RewardScorer:
         )
 
     @torch.no_grad()
-    def _head_pair_scores(self, vectors: PairVectors, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def head_pair_scores(self, vectors: PairVectors, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(r_pos, r_neg) per member and pair of the heads alone, without the blend's parts."""
         if vectors.pieces is not None:
             self.model.eval()
             data = PairTensors.from_pieces(vectors.pieces, self.model, self.device)

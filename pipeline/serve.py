@@ -7,7 +7,8 @@ JSON client.
     curl -s localhost:8000/get_reward -d '{"query": ["<prompt><response>"], "prompts": ["<prompt>"], "labels": ["planner"]}'
 
 Endpoints:
-  GET  /health      {"status": "ok", "modules": [...], "normalized": ..., limits, and counters: requests, rows, scorer_calls}
+  GET  /health      {"status": "ok", "modules": [...], "normalized": ..., "reward": what it is made of, in words,
+                    "blend": its weights by part (null: the heads alone), limits, and counters: requests, rows, scorer_calls}
   POST /score       {"items": [{"context", "module", "module_text"}, ...]} -> {"rewards": [...], "normalized": bool};
                     the rewards are exactly what `pipeline.rewards.RewardScorer.score` returns for the same rows;
                     a checkpoint of the rounds view adds "round_rewards": per item, its reward split over
@@ -62,6 +63,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from data.errors import UserError
+from heads.blend import blend_weights, describe_reward
 from pipeline.rewards import Rewards, RewardScorer, sigmoid
 
 logger = logging.getLogger(__name__)
@@ -426,6 +428,8 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
             "normalized": scorer.normalize,
             "ensemble": scorer.members,
             "encoder": scorer.fingerprint.get("encoder"),
+            "reward": describe_reward(scorer.config),  # what the rewards are made of, in words
+            "blend": blend_weights(scorer.config),  # {"heads": w, "linear": w, "tfidf": w}; null: the heads alone
             "max_batch": settings.max_batch,
             "max_wait_ms": settings.max_wait_ms,
             "max_request_rows": settings.max_request_rows,

@@ -35,7 +35,7 @@ from features.views import PieceFeatures, View, ViewMismatch, check_same_view, p
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
-from heads.blend import blend_line, blend_sample, fit_blend
+from heads.blend import blend_line, blend_sample, describe_reward, fit_blend
 from heads.search import SearchResult, grid, search_markdown
 from heads.search import search as search_settings
 from heads.training import PairTensors, evaluate_pairs, optimizer_steps
@@ -51,6 +51,7 @@ class TrainResult:
     validation: dict  # evaluate_pairs of the best epoch (of the members' mean, for an ensemble)
     seconds_per_epoch: float
     history: list[dict]  # per epoch: train_loss, lr, val (and member, for an ensemble)
+    reward: str  # what the checkpoint's reward is made of, in words (heads/blend.py describe_reward)
     search: SearchResult | None = None  # with --search: every setting tried
     members: list[Fit] = field(default_factory=list)  # with --ensemble K > 1
 
@@ -231,7 +232,7 @@ def train_heads(
             (folder / "search.md").write_text(search_markdown(searched.rows, searched.best, validation))
         config.save(folder / "config.yaml")
     scratch.cleanup()
-    return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, searched, fits)
+    return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, describe_reward(checkpoint_config), searched, fits)
 
 
 def read_features(source, train: pl.DataFrame, val: pl.DataFrame, view: View, memory_map_above_mb: int | str, scratch: Path) -> dict[str, PieceFeatures]:

@@ -16,7 +16,7 @@ from features.pairs import PairVectors
 from heads.baselines import TfidfBaseline
 from heads.blend import (
     _VECTORIZER, GRID, LINEAR_WEIGHTS, MAX_PAIRS, ENDED_BLOCKS, PARTS, TFIDF_BLOCKS, TFIDF_WEIGHTS, VOCABULARY, Z_CLEAR, Blend, Blended, LinearModel, PartScores, TfidfModel,
-    _clustered_z, blend_sample, choose_weights, episode_end, task_folds,
+    _clustered_z, blend_sample, blend_weights, choose_weights, describe_reward, episode_end, reward_formula, task_folds,
 )  # fmt: skip
 from pipeline.cli import main
 from pipeline.rewards import load
@@ -125,18 +125,63 @@ def test_task_folds_keep_each_task_in_one_fold_and_use_every_fold():
     np.testing.assert_array_equal(fold, task_folds(groups, 5, seed=0))
 
 
+def choice_record(weights, tfidf_blocks=TFIDF_BLOCKS, training_pairs=800) -> dict:
+    """A `blend_choice` as train-heads records it (the keys the description reads)."""
+    return {
+        "training_pairs": training_pairs, "held_out_pairs": {"validation": 100, "out_of_fold": 800, "folds": 5},
+        "chosen": {"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": 0.78, "val_pairwise_accuracy": 0.76},
+        "tfidf_blocks": list(tfidf_blocks), "parts_alone": {"heads": 0.66, "linear": 0.62, "tfidf": 0.77},
+    }  # fmt: skip
+
+
+def test_the_reward_is_described_in_words_for_every_kind_of_checkpoint():
+    held_out = "on the 900 held-out pairs the weights were chosen on: heads alone 0.660, linear alone 0.620, TF-IDF alone 0.770, reward 0.780"
+    # the heads left out: why, and every part's held-out accuracy beside the reward's
+    config = {"blend": Blend((0.0, 0.5, 0.5)).record(), "blend_choice": choice_record((0.0, 0.5, 0.5))}
+    assert describe_reward(config) == (
+        "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: trained on 800 pairs, every blend that gave them weight did "
+        f"worse on held-out pairs; {held_out}"
+    )
+    assert reward_formula(config) == "0.5 × linear + 0.5 × TF-IDF" and blend_weights(config) == {"heads": 0.0, "linear": 0.5, "tfidf": 0.5}
+    # all three parts, the TF-IDF part reading the episode's end
+    config = {"blend": Blend((0.4, 0.3, 0.3)).record(), "blend_choice": choice_record((0.4, 0.3, 0.3), ENDED_BLOCKS)}
+    assert describe_reward(config) == f"reward = 0.4 × heads + 0.3 × linear + 0.3 × TF-IDF (TF-IDF reads the episode's end too); {held_out}"
+    # a part of weight 0; above MAX_PAIRS the linear part is not fitted, so its accuracy alone means nothing
+    config = {"blend": Blend((0.6, 0.0, 0.4)).record(), "blend_choice": choice_record((0.6, 0.0, 0.4), training_pairs=MAX_PAIRS + 1)}
+    assert describe_reward(config) == (
+        "reward = 0.6 × heads + 0.4 × TF-IDF; the linear part weighs 0 (not fitted above 20,000 training pairs); "
+        "on the 900 held-out pairs the weights were chosen on: heads alone 0.660, TF-IDF alone 0.770, reward 0.780"
+    )
+    # the heads alone won on the held-out pairs: no blend record, but the choice says why
+    config = {"blend_choice": choice_record((1.0, 0.0, 0.0))}
+    assert describe_reward(config) == f"reward = the heads alone: no blend with the linear or TF-IDF part did better on held-out pairs; {held_out}"
+    assert reward_formula(config) == "the heads alone" and blend_weights(config) is None
+    # no blend at all, and why when the checkpoint says
+    assert describe_reward({}) == "reward = the heads alone (no blend)"
+    assert describe_reward({"training_config": {"model": {"blend": "off"}}}) == "reward = the heads alone (no blend: model.blend is off)"
+    assert describe_reward({"stage": 1}) == "reward = the heads alone (a stage 1 checkpoint: its encoder changed the heads' scale, so no blend)"
+    # a blend without its choice (made by hand), and the `lexical` record of checkpoints from before the linear part
+    assert describe_reward({"blend": Blend((0.5, 0.0, 0.5)).record()}) == "reward = 0.5 × heads + 0.5 × TF-IDF; the linear part weighs 0"
+    old = {"lexical": {"weight": 0.3, "head_mean": 1.0, "head_std": 2.0, "lexical_mean": -1.0, "lexical_std": 4.0, "files": []}}
+    assert describe_reward(old) == "reward = 0.7 × heads + 0.3 × TF-IDF; no linear part (a checkpoint from before it)"
+    assert blend_weights(old) == {"heads": 0.7, "linear": 0.0, "tfidf": 0.3}
+
+
 @pytest.mark.slow  # train-heads or evaluate end to end
 def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_scoring_path_applies_it(reward_checkpoint, tmp_path):
     root = reward_checkpoint
     # a learning rate that leaves the heads at their random start: the other parts must carry the ranking
     config = checkpoint_config().override({"stage_0.lr": 1e-9, "stage_0.epochs": 1})
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
     folder = tmp_path / "ckpt"
     saved = json.loads((folder / "config.json").read_text())
     choice = saved["blend_choice"]
     train, val = load_pairs(root / "train.jsonl"), load_pairs(root / "val.jsonl")
     # held out: the validation pairs and every training pair, scored by parts fitted without its task
-    assert choice["held_out_pairs"] == {"validation": val.height, "out_of_fold": train.height, "folds": 5}
+    assert choice["held_out_pairs"] == {"validation": val.height, "out_of_fold": train.height, "folds": 5} and choice["training_pairs"] == train.height
+    # what train-heads says the reward is: the weights it chose, each part's held-out accuracy beside the reward's
+    assert result.reward == describe_reward(saved) and result.reward.startswith(f"reward = {reward_formula(saved)}")
+    assert f"heads alone {choice['parts_alone']['heads']:.3f}" in result.reward and f"reward {choice['chosen']['pairwise_accuracy']:.3f}" in result.reward
     assert saved["blend"]["heads"]["weight"] < 1 and all((folder / name).is_file() for name in saved["blend"]["files"])
     table = [json.loads(line) for line in (folder / "blend.jsonl").read_text().splitlines()]
     # every grid point with each TF-IDF choice; the ended one is kept only when clearly better
@@ -186,7 +231,8 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
 def test_blend_off_trains_heads_alone(reward_checkpoint, tmp_path):
     root = reward_checkpoint
     config = checkpoint_config().override({"model.blend": "off"})
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    assert result.reward == "reward = the heads alone (no blend: model.blend is off)"
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert "blend" not in saved and "blend_choice" not in saved
     assert not any((tmp_path / "ckpt" / name).exists() for name in (*BLEND_FILES, "blend.jsonl"))

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cache import EmbeddingCache
 from data import load_pairs
 from pipeline import __version__
-from pipeline.cli import main
+from pipeline.cli import main, open_first_line
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pairs_original.json"
 VERBS = ["cache", "demo", "embed", "evaluate", "finetune", "import", "pairs", "score", "serve", "split", "synth", "train-heads", "validate"]
@@ -114,14 +114,15 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     assert "[6/9] pipeline evaluate — on validation (stores the reward normalisation)" in result.output
     assert "[7/9] pipeline evaluate — on test (unseen tasks)" in result.output
     assert "[9/9] pipeline evaluate — the fine-tuned checkpoint on test" in result.output
-    assert result.stdout.splitlines()[-1] == f"open {tmp_path / 'demo' / 'report-test' / 'report.md'} first: heads vs baselines on unseen tasks"
+    trained = json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())
+    formula = " + ".join(f"{trained['blend'][part]['weight']:g} × {name}" for part, name in (("heads", "heads"), ("linear", "linear"), ("tfidf", "TF-IDF")) if trained["blend"][part]["weight"])
+    assert result.stdout.splitlines()[-1] == f"open {tmp_path / 'demo' / 'report-test' / 'report.md'} first: the reward ({formula}) against its parts and the baselines on unseen tasks"
     namespaces = EmbeddingCache(tmp_path / "demo" / "cache").namespaces()
     (minilm,) = [n for n in namespaces if n.fingerprint["encoder"] == "minilm"]
     assert len(namespaces) == 2 and minilm.verify() == []  # MiniLM's, and the fine-tuned encoder's from the last step
 
     history = [json.loads(line) for line in (tmp_path / "demo" / "checkpoint" / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
-    trained = json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())
     best = trained["metrics"]["val"]
     assert best["n_pairs"] == 100 and best["pairwise_accuracy"] >= 0.62
 
@@ -145,6 +146,14 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     stage_1_report = json.loads((tmp_path / "demo" / "report-finetuned-test" / "report.json").read_text())
     assert stage_1_report["n_pairs"] == 100 and stage_1_report["cache_namespace"] != test_report["cache_namespace"]
     assert stage_1_report["embedded_texts"] > 0 and set(stage_1_report["overall"]["baselines"]) == {"length", "cosine", "tfidf"}
+
+
+def test_the_demos_last_line_names_the_report_and_what_its_reward_is_made_of():
+    blended = {"blend": {"heads": {"weight": 0.0, "mean": 0.0, "std": 1.0}, "linear": {"weight": 0.5, "mean": 0.0, "std": 1.0},
+                         "tfidf": {"weight": 0.5, "mean": 0.0, "std": 1.0}, "files": []}}  # fmt: skip
+    report = Path("demo-run/report-test/report.md")
+    assert open_first_line(report, blended) == "open demo-run/report-test/report.md first: the reward (0.5 × linear + 0.5 × TF-IDF) against its parts and the baselines on unseen tasks"
+    assert open_first_line(report, {}) == "open demo-run/report-test/report.md first: the reward (the heads alone) against the baselines on unseen tasks"
 
 
 def test_split_writes_into_a_folder_of_other_files_only_with_overwrite_and_reruns_over_its_own(tmp_path):

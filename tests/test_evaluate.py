@@ -31,6 +31,7 @@ from heads.metrics import (
     task_mean,
     weighted_auc,
 )
+from heads.blend import PART_NAMES, blend_weights, describe_reward
 from heads.report import chance_verdict, reliability_figure
 from pipeline.cli import main
 from pipeline.evaluate import EvaluationError, evaluate
@@ -203,6 +204,19 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
             low, high = part["above_baselines"][name]["pairwise_accuracy_ci"]
             assert low <= part["above_baselines"][name]["pairwise_accuracy"] <= high, name
 
+    # what the reward is made of, and each of its parts alone on the same pairs, with its interval: on
+    # the checkpoint's validation pairs each scores as it did when train-heads chose the weights
+    assert report["reward"] == describe_reward(training) and report["blend"] == blend_weights(training)
+    assert set(report["overall"]["parts"]) == {name for name, w in report["blend"].items() if w} | {"heads"}
+    for name, part in report["overall"]["parts"].items():
+        assert part["weight"] == report["blend"][name] and part["n_pairs"] == 20
+        assert part["pairwise_accuracy"] == pytest.approx(training["blend_choice"]["parts_alone_validation"][name]), name
+        low, high = part["ci"]["pairwise_accuracy"]
+        assert low <= part["pairwise_accuracy"] <= high
+    assert all(set(m["parts"]) == set(report["overall"]["parts"]) for m in report["modules"].values())
+    if "linear" in report["overall"]["parts"]:  # the checkpoint's own linear part is the logistic-regression baseline
+        assert report["overall"]["parts"]["linear"]["pairwise_accuracy"] == report["overall"]["baselines"]["logistic_regression"]["pairwise_accuracy"]
+
     assert result.normalization_stored  # the val file is the checkpoint's validation data
     stored = training["normalization"]
     assert set(stored) == {*MODULES, "data_sha256"} and stored["data_sha256"] == report["data_sha256"]
@@ -229,11 +243,15 @@ def assert_report_md_reads_against_chance(text: str, report: dict) -> None:
         "every pair scored in both orders",
     ):
         assert definition in text, definition
+    # the headline says what the reward is; its table's column is the reward, its parts alone rows beside it
+    assert text.startswith(f"# Evaluation of `{report['checkpoint']}`\n\n**The reward**: {report['reward']}.\n")
+    assert "## The reward\n" in text and "Reward heads" not in text and "| | reward | length (longer wins) |" in text
     rows = {}
-    for line in text.splitlines():  # the first table with intervals is the heads'
+    for line in text.splitlines():  # the first table with intervals is the reward's
         if line.startswith("| ") and "[" in line:
             rows.setdefault(line.split("|")[1].strip(), line)
-    for name, part in [("overall", report["overall"]), *report["modules"].items()]:
+    parts = [(f"overall: {PART_NAMES[name]} alone (weight {part['weight']:g})", part) for name, part in report["overall"]["parts"].items()]
+    for name, part in [("overall", report["overall"]), *parts, *report["modules"].items()]:
         for key in ("pairwise_accuracy", "auc"):
             low, high = part["ci"][key]
             expected = "above chance" if low > 0.5 else "below chance" if high < 0.5 else "includes chance"
@@ -280,10 +298,16 @@ assert dict.__getitem__(matplotlib.rcParams, "backend") == backend, "the backend
 def test_the_terminal_table_shows_whole_names_in_aligned_columns(trained, tmp_path):
     root, config = trained
     result = evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", tmp_path / "report", config, store_normalization=False, progress=False)
-    header, *rows = result.table.splitlines()
+    header, *rows, parts = result.table.splitlines()
     assert header.split()[:3] == ["module", "pairs", "accuracy"] and header.endswith("vs logistic_regression")
     assert [row.split()[0] for row in rows] == ["overall", *MODULES]
     assert {len(row) for row in rows} == {len(header)}  # every number column ends where its name does
+    # under the table, the reward's overall accuracy beside each of its parts' alone
+    overall = result.report["overall"]
+    assert parts.startswith(f"overall pairwise accuracy (95% CI) of the reward and of each part alone: reward {overall['pairwise_accuracy']:.3f} [")
+    for name, part in overall["parts"].items():
+        low, high = part["ci"]["pairwise_accuracy"]
+        assert f"{PART_NAMES[name]} alone (weight {part['weight']:g}) {part['pairwise_accuracy']:.3f} [{low:.3f}, {high:.3f}]" in parts
 
 
 def test_other_data_leaves_the_checkpoint_alone_unless_asked(trained, tmp_path):

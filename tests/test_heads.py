@@ -13,6 +13,7 @@ from cache import EmbeddingCache
 from data import ConfigError, UserError, load_pairs, pairs_from_records, write_pairs
 from data.synth import generate_pairs
 from heads import CheckpointError, MultiModuleRewardModel, RewardHead, bradley_terry_loss
+from heads.blend import describe_reward
 from heads.training import PairTensors, train_epoch, warmup_linear_schedule
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -173,6 +174,8 @@ def test_cli_train_heads_prints_per_module_validation(setup, tmp_path):
     epochs = lines[header + 1 : header + 3]
     assert [row.split()[0] for row in epochs] == ["1", "2"] and {len(row) for row in epochs} == {len(lines[header])}
     assert "best epoch" in result.output and (tmp_path / "ckpt" / "config.yaml").exists()
+    # the last line says what the checkpoint's reward is: the heads above, or a blend of them with other parts
+    assert lines[-1] == describe_reward(json.loads((tmp_path / "ckpt" / "config.json").read_text())) and lines[-1].startswith("reward = ")
 
 
 def test_memory_mapped_features_train_exactly_like_in_memory_ones(setup, tmp_path):
