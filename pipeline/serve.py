@@ -285,15 +285,45 @@ def read_score_items(body: object, modules: Sequence[str], limit: int) -> tuple[
     return columns["context"], columns["module_text"], columns["module"]
 
 
+MIN_PROMPT_TAIL = 16  # characters: a shorter piece of a prompt found in a query could be chance
+
+
+def prompt_end(query: str, prompt: str) -> tuple[int, bool] | None:
+    """(where `prompt` ends in OpenRLHF's `query`, whether only a tail of it is there), or None when
+    no part of it is. The first occurrence of the whole prompt; else of the longest suffix of the
+    prompt, of at least MIN_PROMPT_TAIL characters, that the query holds. OpenRLHF cuts a long prompt
+    from the left in tokens and decodes the rest, so the query starts inside the prompt, perhaps
+    mid-word or with a replacement character for a cut multi-byte character."""
+    where = query.find(prompt)
+    if where >= 0:
+        return where + len(prompt), False
+    # if the query holds prompt[-n:] it holds every shorter suffix too, so bisect on n
+    found, above = 0, len(prompt)  # prompt[-found:] is in the query (trivially, for 0); the whole prompt is not
+    while above - found > 1:
+        n = (found + above) // 2
+        if prompt[-n:] in query:
+            found = n
+        else:
+            above = n
+    if found < MIN_PROMPT_TAIL:
+        return None
+    return query.find(prompt[-found:]) + found, True
+
+
 def read_openrlhf_query(
     query: str, prompt: str, label: object, modules: Sequence[str], default_module: str, i: int, warn: Callable[[str, str], None] | None = None
-) -> tuple[str, str, str]:
-    """(context, module_text, module) of OpenRLHF's query i, by the rule in this file's docstring;
-    `warn(label, message)` hears of a label that looks like a mistyped module name."""
-    where = query.find(prompt)
-    if where < 0:
-        raise RequestError(422, f"query[{i}] does not contain prompts[{i}]; the module text is what follows the prompt in the query")
-    module_text = query[where + len(prompt) :]
+) -> tuple[str, str, str, bool]:
+    """(context, module_text, module, prompt_truncated) of OpenRLHF's query i, by the rule in this
+    file's docstring; `warn(label, message)` hears of a label that looks like a mistyped module name."""
+    end = prompt_end(query, prompt)
+    if end is None:
+        raise RequestError(
+            422,
+            f"query[{i}] does not contain prompts[{i}], nor a tail of it of at least {MIN_PROMPT_TAIL} characters; "
+            "the module text is what follows the prompt (or the tail OpenRLHF kept of it) in the query",
+        )
+    module_text, truncated = query[end[0] :], end[1]
+    # the context is the whole prompt the request carries, also when the query holds only its tail
     tag = MODULE_TAG.search(prompt)
     context = prompt[: tag.start()] + prompt[tag.end() :] if tag else prompt
     mistyped = isinstance(label, str) and label not in modules and looks_like_module_label(label)
@@ -321,7 +351,7 @@ def read_openrlhf_query(
         raise RequestError(422, f"{source}: unknown module {module!r} (this checkpoint has: {', '.join(modules)})")
     if mistyped and warn is not None:
         warn(label, f"labels[{i}] {label!r} looks like a module name but is none of {', '.join(modules)}; scored with {source}, {module!r}")
-    return context, module_text, module
+    return context, module_text, module, truncated
 
 
 _MODULE_LABEL = re.compile(r"[a-z][a-z0-9_]{1,31}")
@@ -337,8 +367,8 @@ def looks_like_module_label(label: str) -> bool:
 
 def read_get_reward(
     body: object, modules: Sequence[str], default_module: str, limit: int, warn: Callable[[str, str], None] | None = None
-) -> tuple[list[str], list[str], list[str]]:
-    """(contexts, module_texts, modules) of an OpenRLHF /get_reward request."""
+) -> tuple[list[str], list[str], list[str], list[bool]]:
+    """(contexts, module_texts, modules, prompt_truncated) of an OpenRLHF /get_reward request."""
     if not isinstance(body, dict):
         raise RequestError(422, f'expected {{"query": [...], "prompts": [...], "labels": [...]}}, got {_kind(body)}')
     queries = _list_field(body, "query", limit)
@@ -347,15 +377,15 @@ def read_get_reward(
     if len(prompts) != len(queries) or (labels is not None and len(labels) != len(queries)):
         sizes = f"{len(queries)} queries, {len(prompts)} prompts" + (f", {len(labels)} labels" if labels is not None else "")
         raise RequestError(422, f"query, prompts and labels must be equally long, got {sizes}")
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str, bool]] = []
     for i, (query, prompt) in enumerate(zip(queries, prompts)):
         for name, value in (("query", query), ("prompts", prompt)):
             if not isinstance(value, str):
                 raise RequestError(422, f"{name}[{i}] must be a string, got {_kind(value)}")
             _check_text(value, f"{name}[{i}]")
         rows.append(read_openrlhf_query(query, prompt, labels[i] if labels is not None else None, modules, default_module, i, warn))
-    contexts, module_texts, row_modules = (list(column) for column in zip(*rows)) if rows else ([], [], [])
-    return contexts, module_texts, row_modules
+    contexts, module_texts, row_modules, truncated = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
+    return contexts, module_texts, row_modules, truncated
 
 
 def _kind(value: object) -> str:
@@ -455,13 +485,19 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
-        contexts, module_texts, modules = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows, warn_once)
+        contexts, module_texts, modules, truncated = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows, warn_once)
         scored, extra = await rewards_for(contexts, module_texts, modules, "query[{}]")
+        if any(truncated):
+            # one line per request: OpenRLHF sends a query per request, and long prompts are its common case
+            logger.warning(
+                "/get_reward: %d of %d queries held only a tail of their prompt (cut from the left, as OpenRLHF cuts long prompts); "
+                "scored with the whole prompts[i] as context", sum(truncated), len(truncated),
+            )  # fmt: skip
         index = {m: i for i, m in enumerate(scorer.modules)}
         return {
             "rewards": scored.rewards.tolist(),
             "scores": sigmoid(scored.rewards).tolist(),
-            "extra_logs": {"raw_reward": scored.raw.tolist(), "module_id": [index[m] for m in modules], **extra},
+            "extra_logs": {"raw_reward": scored.raw.tolist(), "module_id": [index[m] for m in modules], "prompt_truncated": [int(t) for t in truncated], **extra},
         }
 
     return app

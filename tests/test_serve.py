@@ -92,7 +92,7 @@ def test_get_reward_speaks_openrlhf_and_follows_the_module_rule(server, scorer):
     labels = ["planner", "the answer is 42", {"module": "memory", "answer": 1}, "reflection"]
     status, answer = request(f"{server.url}/get_reward", {"query": queries, "prompts": prompts, "labels": labels})
     assert status == 200, answer
-    assert set(answer) == {"rewards", "scores", "extra_logs"} and set(answer["extra_logs"]) == {"raw_reward", "module_id"}
+    assert set(answer) == {"rewards", "scores", "extra_logs"} and set(answer["extra_logs"]) == {"raw_reward", "module_id", "prompt_truncated"}
     assert len(answer["rewards"]) == len(answer["scores"]) == 4
     assert all(0 < s < 1 for s in answer["scores"])
     np.testing.assert_allclose(answer["scores"], sigmoid(np.array(answer["rewards"])), atol=1e-6)
@@ -102,6 +102,46 @@ def test_get_reward_speaks_openrlhf_and_follows_the_module_rule(server, scorer):
     np.testing.assert_allclose(answer["rewards"], scorer.score(contexts, responses, modules), atol=1e-6)
     assert answer["extra_logs"]["module_id"] == [MODULES.index(m) for m in modules]
     assert answer["extra_logs"]["raw_reward"] == pytest.approx(answer["rewards"])
+    assert answer["extra_logs"]["prompt_truncated"] == [0, 0, 0, 0]
+
+
+LONG_PROMPT = (
+    "<module>planner</module>Task: move the nightly backup job from the old host to the new cluster, keep the retention "
+    "rules, and make sure the monitoring alerts still fire when a backup fails.\n[Round 1]\nObservation: the job is a cron "
+    "entry on host-a that runs backup.sh at 02:00 and mails on failure.\n[Round 2]\nObservation: the cluster runs jobs "
+    "from a scheduler config; alerts go through the pager.\n"
+)
+
+
+def test_a_query_holding_only_the_tail_of_its_prompt_is_scored_with_the_whole_prompt_and_flagged(server, scorer, caplog):
+    """OpenRLHF cuts a long prompt from the left in tokens and decodes the rest: the query starts
+    inside the prompt (perhaps mid-word, after a replacement character for a cut multi-byte
+    character), the <module> tag may be cut off, and the module text is still what follows."""
+    context = LONG_PROMPT.replace("<module>planner</module>", "")
+    responses = ["<plan>copy the cron entry into the scheduler, then test an alert</plan>", "<plan>ask for the retention rules</plan>", "<plan>p</plan>"]
+    queries = [
+        LONG_PROMPT[-60:] + responses[0],  # " jobs from a scheduler config; ..."
+        "\ufffd" + LONG_PROMPT[-45:] + responses[1],  # "heduler config; ..." after a cut multi-byte character, decoded to U+FFFD
+        LONG_PROMPT + responses[2],  # whole
+    ]
+    body = {"query": queries, "prompts": [LONG_PROMPT] * 3}
+    with caplog.at_level("WARNING", "pipeline.serve"):
+        status, answer = request(f"{server.url}/get_reward", body)
+    assert status == 200, answer
+    expected = scorer.score([context] * 3, responses, ["planner"] * 3)
+    np.testing.assert_allclose(answer["rewards"], expected, atol=1e-6)
+    assert answer["extra_logs"]["prompt_truncated"] == [1, 1, 0]
+    # the whole prompt matters: the tail alone as context is another reward
+    assert abs(scorer.score([LONG_PROMPT[-60:]], responses[:1], ["planner"])[0] - expected[0]) > 1e-4
+    warnings = [r.getMessage() for r in caplog.records if "tail of their prompt" in r.getMessage()]
+    assert len(warnings) == 1 and "2 of 3 queries" in warnings[0], warnings
+
+
+def test_a_query_holding_no_tail_of_its_prompt_is_refused(server):
+    body = {"query": [LONG_PROMPT[-10:] + "<plan>p</plan>"], "prompts": [LONG_PROMPT], "labels": ["planner"]}
+    status, answer = request(f"{server.url}/get_reward", body)
+    assert status == 422 and "query[0] does not contain prompts[0], nor a tail of it of at least 16 characters" in answer["error"], answer
+
 
 
 BAD = [
