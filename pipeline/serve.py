@@ -59,7 +59,9 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from data.errors import UserError
@@ -209,7 +211,8 @@ class MicroBatcher:
 
 
 async def read_json(request: Request, limit: int) -> object:
-    """The request body parsed as JSON; 413 over `limit` bytes, 400 when it is not JSON."""
+    """The request body parsed as JSON; 413 over `limit` bytes, 400 when it is not JSON. The bytes
+    read are noted on `request.state.body_bytes` for the log of a refusal."""
     body, size = bytearray(), 0
     stream = request.stream()
     while True:
@@ -220,6 +223,7 @@ async def read_json(request: Request, limit: int) -> object:
         except ClientDisconnect:  # gone, or dropped by the read timeout: nobody to answer
             raise RequestError(400, "the client closed the connection before its body arrived") from None
         size += len(chunk)
+        request.state.body_bytes = size
         if size <= limit:
             body += chunk
         elif size > limit + _DRAIN_BYTES:
@@ -388,6 +392,25 @@ def read_get_reward(
     return contexts, module_texts, row_modules, truncated
 
 
+def _note_rows(request: Request, body: object, name: str, noun: str, nouns: str) -> None:
+    """Note how many rows a request holds (when its `name` field is a list), for the log of a refusal."""
+    if isinstance(body, dict) and isinstance(body.get(name), list):
+        n = len(body[name])
+        request.state.rows = f"{n:,} {noun if n == 1 else nouns}"
+
+
+def _request_size(request: Request) -> str:
+    """The body's size as declared (else as read) and its rows when known: "12,345 bytes, 4 queries"."""
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else getattr(request.state, "body_bytes", 0)
+    rows = getattr(request.state, "rows", None)
+    return f"{size:,} bytes" + (f", {rows}" if rows else "")
+
+
+def _shorten(message: str, limit: int = 1000) -> str:
+    return message if len(message) <= limit else f"{message[:limit]}... ({len(message):,} characters)"
+
+
 def _kind(value: object) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
     return names.get(type(value), type(value).__name__)
@@ -422,10 +445,21 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="module reward models", lifespan=lifespan, **docs)
     app.state.scorer, app.state.batcher, app.state.settings = scorer, batcher, settings
 
+    def log_refusal(request: Request, status: int, message: str) -> None:
+        # the client may log only the status line (OpenRLHF does), so the reason must be here
+        counters["refused"] += 1
+        logger.warning("%d %s %s (%s): %s", status, request.method, request.url.path, _request_size(request), _shorten(message))
+
     @app.exception_handler(RequestError)
     async def refuse(request: Request, error: RequestError) -> JSONResponse:
-        counters["refused"] += 1
+        log_refusal(request, error.status, error.message)
         return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refuse_route(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # the router's own refusals (404 no such path, 405 wrong method) come before any endpoint
+        log_refusal(request, error.status_code, str(error.detail))
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(Exception)
     async def fail(request: Request, error: Exception) -> JSONResponse:
@@ -475,6 +509,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     @app.post("/score")
     async def score(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
+        _note_rows(request, body, "items", "item", "items")
         contexts, module_texts, modules = read_score_items(body, scorer.modules, settings.max_request_rows)
         scored, extra = await rewards_for(contexts, module_texts, modules, "items[{}].module")
         answer = {"rewards": scored.rewards.tolist(), **extra, "normalized": scorer.normalize}
@@ -485,6 +520,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict:
         body = await read_json(request, settings.max_body_bytes)
+        _note_rows(request, body, "query", "query", "queries")
         contexts, module_texts, modules, truncated = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows, warn_once)
         scored, extra = await rewards_for(contexts, module_texts, modules, "query[{}]")
         if any(truncated):

@@ -143,6 +143,23 @@ def test_a_query_holding_no_tail_of_its_prompt_is_refused(server):
     assert status == 422 and "query[0] does not contain prompts[0], nor a tail of it of at least 16 characters" in answer["error"], answer
 
 
+def test_every_refusal_is_logged_with_its_reason_and_the_requests_size(server, caplog):
+    unknown = json.dumps({"query": ["Task: a\n<plan>b</plan>"] * 3, "prompts": ["Task: a\n"] * 3, "labels": ["planner", "planner", "critic"]}).encode()
+    refused = [
+        ("/get_reward", unknown, "POST", 422, f"({len(unknown):,} bytes, 3 queries): labels[2]: unknown module 'critic'"),
+        ("/score", b"{not json", "POST", 400, "(9 bytes): request body is not valid JSON"),
+        ("/score", b" " * 300_000, "POST", 413, "(300,000 bytes): request body of 300000 bytes is over the limit"),
+        ("/nowhere", None, "GET", 404, "GET /nowhere (0 bytes): Not Found"),
+        ("/score", None, "GET", 405, "GET /score (0 bytes): Method Not Allowed"),
+    ]
+    for path, body, method, status, reason in refused:
+        with caplog.at_level("WARNING", "pipeline.serve"):
+            caplog.clear()
+            assert request(f"{server.url}{path}", raw=body, method=method)[0] == status
+        lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.serve"]
+        assert len(lines) == 1 and lines[0].startswith(f"{status} {method} {path} (") and reason in lines[0], lines
+
+
 
 BAD = [
     ("/score", b"{not json", 400, "not valid JSON"),
