@@ -504,10 +504,11 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, allow_untr
 @click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds a request's headers and body may take to arrive [serve.read_timeout_s: 30].")
 @click.option("--docs", is_flag=True, default=None, help="Serve /docs and /openapi.json [serve.docs: off].")
 @click.option("--allow-untrained", is_flag=True, default=None, help="Also score modules whose head saw no training pairs (their scores mean nothing) [serve.allow_untrained].")
+@click.option("--no-extra-logs", is_flag=True, default=None, help="Leave extra_logs out of /get_reward's answers, for OpenRLHF 0.8.x, whose client fails on them [serve.extra_logs: true].")
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_pending, read_timeout_s, docs, allow_untrained, encoder, device, config_path) -> None:
+def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_pending, read_timeout_s, docs, allow_untrained, no_extra_logs, encoder, device, config_path) -> None:
     """Serve rewards over HTTP (OpenRLHF, verl).
 
     POST /score, POST /get_reward (OpenRLHF's remote reward model), GET /health; requests that
@@ -520,6 +521,7 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
         "serve.normalize": normalize, "serve.module": module, "serve.max_batch": max_batch, "serve.max_wait_ms": max_wait_ms,
         "serve.max_request_rows": max_request_rows, "serve.max_body_bytes": max_body_bytes, "serve.max_pending": max_pending,
         "serve.read_timeout_s": read_timeout_s, "serve.docs": docs, "serve.allow_untrained": allow_untrained, "training.device": device,
+        "serve.extra_logs": False if no_extra_logs else None,
     }  # fmt: skip
     config = load_config(config_path, overrides)
     settings = ServeSettings.from_config(config.serve)
@@ -538,6 +540,8 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
     if scorer.namespace is not None:
         click.echo(f"reading vectors of the checkpoint's encoder from {cache_dir}: {scorer.namespace.describe()} (namespace {scorer.namespace.id})")
     click.echo(scorer.coverage())
+    if not settings.extra_logs:
+        click.echo("/get_reward answers without extra_logs (serve.extra_logs: false, for OpenRLHF 0.8.x clients)")
     click.echo(f"serving {checkpoint} ({', '.join(scorer.scorable_modules)}; {'normalised' if scorer.normalize else 'raw'} rewards; {batching}) on http://{host}:{port}")
     run(scorer, settings, host, port)
 

@@ -145,6 +145,7 @@ class ServeConfig:
     read_timeout_s: float = 30.0  # a request's headers and body must arrive within this of its first byte; else the connection is closed
     docs: bool = False  # serve /docs and /openapi.json
     allow_untrained: bool = False  # also score modules whose head saw no training pairs (their scores mean nothing); refused by default
+    extra_logs: bool = True  # /get_reward answers "extra_logs" (per-query numbers OpenRLHF logs); false for OpenRLHF 0.8.x, whose client fails on them
 
 
 @dataclass

@@ -86,12 +86,13 @@ class ServeSettings:
     max_pending: int = 256
     read_timeout_s: float = 30.0
     docs: bool = False
+    extra_logs: bool = True  # /get_reward's answer holds "extra_logs"; off for OpenRLHF 0.8.x, whose client fails on them
 
     @classmethod
     def from_config(cls, serve) -> "ServeSettings":
         return cls(
             serve.max_batch, serve.max_wait_ms, serve.max_request_rows, serve.max_body_bytes, serve.module,
-            serve.max_pending, serve.read_timeout_s, serve.docs,
+            serve.max_pending, serve.read_timeout_s, serve.docs, serve.extra_logs,
         )  # fmt: skip
 
 
@@ -501,6 +502,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
             "default_module": settings.module or None,
             "max_pending": settings.max_pending,
             "read_timeout_s": settings.read_timeout_s,
+            "extra_logs": settings.extra_logs,
             **counters,
             "scorer_calls": batcher.batches,
             "uptime_s": round(time.time() - started, 1),
@@ -529,12 +531,14 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
                 "/get_reward: %d of %d queries held only a tail of their prompt (cut from the left, as OpenRLHF cuts long prompts); "
                 "scored with the whole prompts[i] as context", sum(truncated), len(truncated),
             )  # fmt: skip
-        index = {m: i for i, m in enumerate(scorer.modules)}
-        return {
-            "rewards": scored.rewards.tolist(),
-            "scores": sigmoid(scored.rewards).tolist(),
-            "extra_logs": {"raw_reward": scored.raw.tolist(), "module_id": [index[m] for m in modules], "prompt_truncated": [int(t) for t in truncated], **extra},
-        }
+        answer = {"rewards": scored.rewards.tolist(), "scores": sigmoid(scored.rewards).tolist()}
+        if settings.extra_logs:
+            index = {m: i for i, m in enumerate(scorer.modules)}
+            answer["extra_logs"] = {
+                "raw_reward": scored.raw.tolist(), "module_id": [index[m] for m in modules],
+                "prompt_truncated": [int(t) for t in truncated], **extra,
+            }  # fmt: skip
+        return answer
 
     return app
 

@@ -160,6 +160,32 @@ def test_every_refusal_is_logged_with_its_reason_and_the_requests_size(server, c
         assert len(lines) == 1 and lines[0].startswith(f"{status} {method} {path} (") and reason in lines[0], lines
 
 
+def test_extra_logs_can_be_left_out_for_openrlhf_0_8(scorer):
+    body = {"query": ["Task: a\n<plan>b</plan>"], "prompts": ["Task: a\n"], "labels": ["planner"]}
+    with BackgroundServer(create_app(scorer, ServeSettings(extra_logs=False))) as server:
+        status, answer = request(f"{server.url}/get_reward", body)
+        assert request(f"{server.url}/health")[1]["extra_logs"] is False
+    assert status == 200 and set(answer) == {"rewards", "scores"}, answer
+    assert answer["rewards"] == pytest.approx(scorer.score(["Task: a\n"], ["<plan>b</plan>"], ["planner"]).tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_no_extra_logs_reaches_the_server_settings_from_the_flag_or_the_config(trained, tmp_path, monkeypatch, how):
+    import pipeline.serve
+
+    ran = []
+    monkeypatch.setattr(pipeline.serve, "serve", lambda scorer, settings, host, port: ran.append(settings))
+    args = ["serve", str(trained / "checkpoint"), "--device", "cpu"]
+    if how == "flag":
+        args.append("--no-extra-logs")
+    else:
+        (tmp_path / "serve.yaml").write_text("serve:\n  extra_logs: false\n")
+        args += ["--config", str(tmp_path / "serve.yaml")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert [s.extra_logs for s in ran] == [False] and "without extra_logs" in result.output
+    assert ServeSettings().extra_logs is True
+
 
 BAD = [
     ("/score", b"{not json", 400, "not valid JSON"),
