@@ -15,17 +15,25 @@ Endpoints:
                     the module text's rounds (`RewardScorer.round_rewards`).
   POST /get_reward  OpenRLHF's remote reward model (`--remote_rm_url http://HOST:PORT/get_reward`):
                     {"query": [...], "prompts": [...], "labels": [...]} ->
-                    {"rewards": [...], "scores": [...], "extra_logs": {"raw_reward": [...], "module_id": [...]}}.
+                    {"rewards": [...], "scores": [...], "extra_logs": {"raw_reward": [...], "module_id": [...], "prompt_truncated": [...]}}.
                     For query i (`read_openrlhf_query` has the rule):
-                      context     = prompts[i] (with a `<module>NAME</module>` tag in it taken out);
+                      context     = prompts[i] (with a `<module>NAME</module>` tag in it taken out), always
+                                    the whole prompt the request carries, also when query[i] holds only its tail;
                       module text = what follows the first occurrence of prompts[i] in query[i]
-                                    (OpenRLHF's query is prompt + response; a query without its prompt is refused);
+                                    (OpenRLHF's query is prompt + response); when query[i] does not hold the
+                                    whole prompt (OpenRLHF cuts a long prompt from the left, in tokens, to fit
+                                    max_length), what follows the first occurrence of the longest suffix of
+                                    prompts[i] that query[i] holds, if it has at least MIN_PROMPT_TAIL (16)
+                                    characters (`prompt_end`); else the query is refused (422);
                       module      = labels[i] when it is a module name (or an object with a "module" key),
                                     else a `<module>NAME</module>` tag in the prompt (never the response:
                                     the policy must not pick its own judge), else the server's --module.
                     rewards are the (normalised, with --normalize) rewards, scores their sigmoid, in (0, 1);
                     extra_logs.raw_reward the heads' rewards before normalisation, module_id the index
-                    of the query's module in /health's "modules".
+                    of the query's module in /health's "modules", prompt_truncated 1 for a query that
+                    held only a tail of its prompt, else 0 (numbers, as OpenRLHF logs them); a request
+                    with such queries also logs one warning with their count. `extra_logs` false
+                    (`--no-extra-logs`) leaves extra_logs out, for OpenRLHF 0.8.x, whose client fails on them.
 
 Uncertainty: for a checkpoint trained with `--ensemble K` (/health's "ensemble" > 1), /score's answer
 also holds "uncertainty": [...] and /get_reward's extra_logs "uncertainty": [...], one per row: the
@@ -45,6 +53,9 @@ module name when nothing else names the module) gets 422. Past `max_pending` req
 scored, 503 with Retry-After. A request must arrive whole within `read_timeout_s` of its first byte
 (`http_protocol`), else its connection is closed. /docs and /openapi.json only with `docs`. Every
 refusal is `{"error": "what is wrong and where"}`; a fault of the server's is a 500 with the same body.
+Every refusal (4xx and 503, the router's 404 and 405 too) is also logged as a warning with its reason
+and the request's size, `422 POST /get_reward (12,345 bytes, 4 queries): labels[2]: ...`, since a
+client may log only the status line (OpenRLHF does).
 """
 
 import asyncio
