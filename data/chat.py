@@ -115,6 +115,7 @@ class Options:
     task_prefix: str = ""
     reflection_pattern: re.Pattern | None = None
     memory_pattern: re.Pattern | None = None
+    outcome_optional: bool = False  # for scoring runs: a record without an outcome is a run without one
 
 
 # --- reading files ---------------------------------------------------------------------------
@@ -377,7 +378,9 @@ def record_run(file: str, label: str, index: int, line: int | None, record: obje
 
     outcome = field_value(record, options.outcome_field)
     succeeded = None
-    if outcome is None:
+    if outcome is None and options.outcome_optional:
+        pass
+    elif outcome is None:
         problem(options.outcome_field, "missing (or null); the run's outcome is read from this field (--outcome-field)")
     elif not isinstance(outcome, (int, float)):
         problem(options.outcome_field, f"expected 1 or 0, true or false, or a reward with a success threshold, got {_kind(outcome)}")
@@ -418,11 +421,13 @@ def record_run(file: str, label: str, index: int, line: int | None, record: obje
         "run_id": f"{label}:{index}",
         "task_id": task_id,
         "task": task,
-        "outcome": 1 if succeeded else 0,
+        "outcome": None if outcome is None else 1 if succeeded else 0,
         "source": f"{SOURCE}:{label}",
         "metadata": {"file": Path(file).name, "record": index, "outcome": outcome},
         "rounds": rounds,
     }
+    if run["outcome"] is None:
+        del run["outcome"]
     return run, []
 
 
@@ -465,9 +470,12 @@ def import_files(
     task_prefix: str = "",
     reflection_pattern: str | re.Pattern | None = None,
     memory_pattern: str | re.Pattern | None = None,
+    outcome_optional: bool = False,
 ) -> tuple[list[dict], ImportSummary]:
     """Read every file (all problems in all files are collected before raising `DataError`) and
-    return their runs, in file and record order, with what was read. Bad options raise `ConfigError`."""
+    return their runs, in file and record order, with what was read. Bad options raise `ConfigError`.
+    `outcome_optional` (for scoring runs, `pipeline score --from chat`): a record without the
+    outcome field gives a run without `outcome` instead of a problem."""
     if opening_message not in OPENINGS:
         raise ConfigError(f"opening message {opening_message!r}: expected one of {', '.join(OPENINGS)}")
     if success_threshold is not None and not math.isfinite(success_threshold):
@@ -477,7 +485,7 @@ def import_files(
             raise ConfigError(f"{name} {value!r}: expected a field name, or a dotted path such as info.reward")
     options = Options(
         task_field, outcome_field, messages_field, success_threshold, opening_message, task_prefix,
-        compile_pattern(reflection_pattern, "reflection pattern"), compile_pattern(memory_pattern, "memory pattern"),
+        compile_pattern(reflection_pattern, "reflection pattern"), compile_pattern(memory_pattern, "memory pattern"), outcome_optional,
     )  # fmt: skip
     problems: list[Problem] = []
     runs: list[dict] = []
@@ -503,8 +511,8 @@ def import_files(
                 continue
             runs.append(run)
             counts.runs += 1
-            counts.succeeded += run["outcome"]
-            counts.failed += 1 - run["outcome"]
+            counts.succeeded += run.get("outcome") == 1
+            counts.failed += run.get("outcome") == 0
             counts.rounds += len(run["rounds"])
         counts.tool_calls = summary.messages["tool calls"] - calls_before
     if problems:
@@ -538,7 +546,8 @@ def format_import_summary(summary: ImportSummary, runs: list[dict]) -> str:
 
     outcomes: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))  # task_id -> task -> outcomes
     for run in runs:
-        outcomes[run["task_id"]][run["task"]].add(run["outcome"])
+        if "outcome" in run:
+            outcomes[run["task_id"]][run["task"]].add(run["outcome"])
     both = [task_id for task_id, texts in outcomes.items() if len(set().union(*texts.values())) == 2]
     unpaired = [task_id for task_id in both if not any(len(values) == 2 for values in outcomes[task_id].values())]
     lines.append(f"{len(outcomes)} tasks ({summary.options.task_field}); {len(both)} have both a succeeded and a failed run")

@@ -179,6 +179,54 @@ def decode_utf8(raw: bytes, file: str) -> str:
         raise DataError([Problem(file, f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); save the file as UTF-8", line=line)]) from None
 
 
+# --- which kind of file ----------------------------------------------------------------------
+
+# The fields that tell the project's record kinds apart, at the top level of a record: runs
+# (data/runs.py), pairs (this module) and the records `pipeline score` reads.
+RECORD_KINDS = {
+    "runs": ("run_id", "rounds"),
+    "pairs": ("pair_id", "target_module", "positive", "negative"),
+    "score records": ("context", "modules"),
+}
+
+
+def record_kind(record: object) -> str | None:
+    """The kind (`RECORD_KINDS`) whose fields the record has most of; None for a record with none
+    of them, or as many of two kinds', or that is not an object."""
+    if not isinstance(record, dict):
+        return None
+    matches = sorted(((sum(name in record for name in names), kind) for kind, names in RECORD_KINDS.items()), reverse=True)
+    (best, kind), (second, _) = matches[0], matches[1]
+    return kind if best and best > second else None
+
+
+def file_kind(path: str | Path) -> str | None:
+    """What a file holds, told apart by content, not by its name: "runs", "pairs" or "score
+    records", from the fields of its first record (a Parquet file: of its columns); None when that
+    cannot be told (the file is empty, unreadable, not JSON, or its first record is of no kind),
+    so that the reader of the caller's choice then names what is wrong with it. Reads only the
+    first line of a JSON Lines file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+            if start == b"PAR1":
+                import pyarrow.parquet as pq
+
+                return record_kind(dict.fromkeys(pq.read_schema(path).names))
+            f.seek(0)
+            if f.read(64).lstrip().startswith(b"["):
+                records = json.loads(path.read_bytes().decode("utf-8"))
+                return record_kind(records[0]) if isinstance(records, list) and records else None
+            f.seek(0)
+            for raw in f:
+                if raw.strip():
+                    return record_kind(json.loads(raw.decode("utf-8")))
+    except (OSError, ValueError, RecursionError, pa.ArrowException):
+        return None
+    return None
+
+
 # --- strict JSON ----------------------------------------------------------------------------
 
 MAX_DEPTH = 100  # our records nest 3 or 4 levels; Python's parser fails near 1000 with RecursionError

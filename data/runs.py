@@ -73,8 +73,8 @@ class Run:
 
     run_id: str
     task: str
-    outcome: float  # as written: 1/0, or a reward
-    succeeded: bool
+    outcome: float | None  # as written: 1/0, or a reward; None only when loaded with outcome_optional (for scoring)
+    succeeded: bool | None  # None when the outcome is unknown
     rounds: tuple[dict[str, str], ...]
     task_id: str | None = None
     source: str | None = None
@@ -88,9 +88,12 @@ class Run:
 # --- reading and validating ------------------------------------------------------------------
 
 
-def load_runs(paths: str | Path | Iterable[str | Path], success_threshold: float | None = None) -> list[Run]:
+def load_runs(paths: str | Path | Iterable[str | Path], success_threshold: float | None = None, outcome_optional: bool = False) -> list[Run]:
     """Read and validate runs files (JSON Lines). Raises `DataError` listing every problem in every
-    file, each with its file, line, run_id and field."""
+    file, each with its file, line, run_id and field. `outcome_optional` is for scoring runs, where
+    the outcome is only passed through: a run may leave it out (its `outcome` and `succeeded` are
+    then None), and any finite number is read as written; mining pairs needs outcomes, so it never
+    sets it."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not paths:
         raise ValueError("no runs files given")
@@ -100,15 +103,17 @@ def load_runs(paths: str | Path | Iterable[str | Path], success_threshold: float
         lines, file_problems = _read_lines(path)
         located += lines
         problems += file_problems
-    runs, record_problems = _validate(located, success_threshold)
+    runs, record_problems = _validate(located, success_threshold, outcome_optional)
     if problems or record_problems:
         raise DataError(problems + record_problems)
     return runs
 
 
-def runs_from_records(records: Sequence[Mapping], success_threshold: float | None = None, source: str = "<records>") -> list[Run]:
+def runs_from_records(
+    records: Sequence[Mapping], success_threshold: float | None = None, source: str = "<records>", outcome_optional: bool = False
+) -> list[Run]:
     """Validate in-memory run records (as `load_runs` does files; `line` is the record's 1-based index)."""
-    runs, problems = _validate([(source, i, record) for i, record in enumerate(records, start=1)], success_threshold)
+    runs, problems = _validate([(source, i, record) for i, record in enumerate(records, start=1)], success_threshold, outcome_optional)
     if problems:
         raise DataError(problems)
     return runs
@@ -143,11 +148,11 @@ def _read_lines(path: Path) -> tuple[list[tuple[str, int, object]], list[Problem
     return located, problems
 
 
-def _validate(located: list[tuple[str, int, object]], success_threshold: float | None) -> tuple[list[Run], list[Problem]]:
+def _validate(located: list[tuple[str, int, object]], success_threshold: float | None, outcome_optional: bool = False) -> tuple[list[Run], list[Problem]]:
     runs, problems = [], []
     first_seen: dict[str, tuple[str, int]] = {}
     for file, line, record in located:
-        run, record_problems = _check_record(file, line, record, success_threshold)
+        run, record_problems = _check_record(file, line, record, success_threshold, outcome_optional)
         problems += record_problems
         if run is None:
             continue
@@ -160,7 +165,7 @@ def _validate(located: list[tuple[str, int, object]], success_threshold: float |
     return runs, problems
 
 
-def _check_record(file: str, line: int, record: object, success_threshold: float | None) -> tuple[Run | None, list[Problem]]:
+def _check_record(file: str, line: int, record: object, success_threshold: float | None, outcome_optional: bool = False) -> tuple[Run | None, list[Problem]]:
     if not isinstance(record, dict):
         return None, [Problem(file, f"expected a JSON object (one run), got {_kind(record)}", line=line)]
     run_id = record.get("run_id") if isinstance(record.get("run_id"), str) and record["run_id"].strip() else None
@@ -181,10 +186,11 @@ def _check_record(file: str, line: int, record: object, success_threshold: float
 
     outcome = record.get("outcome")
     if outcome is None:
-        problem("outcome", "missing (or null)")
+        if not outcome_optional:
+            problem("outcome", "missing (or null)")
     elif not isinstance(outcome, (int, float)) or (isinstance(outcome, float) and not math.isfinite(outcome)):
         problem("outcome", f"expected a number (1 succeeded, 0 failed, or a reward with a success threshold), got {_kind(outcome)}")
-    elif success_threshold is None and float(outcome) not in (0.0, 1.0):
+    elif success_threshold is None and not outcome_optional and float(outcome) not in (0.0, 1.0):
         problem("outcome", f"outcome {outcome} is neither 1 (succeeded) nor 0 (failed); give a success threshold (pipeline pairs --success-threshold) to read it as a reward")
 
     metadata = record.get("metadata")
@@ -194,8 +200,11 @@ def _check_record(file: str, line: int, record: object, success_threshold: float
     rounds = _check_rounds(record.get("rounds"), problem)
     if problems:
         return None, problems
-    outcome = float(outcome)
-    succeeded = outcome >= success_threshold if success_threshold is not None else outcome == 1.0
+    outcome = None if outcome is None else float(outcome)
+    if outcome is None:
+        succeeded = None
+    else:
+        succeeded = outcome >= success_threshold if success_threshold is not None else outcome == 1.0
     run = Run(
         run_id=record["run_id"],
         task=record["task"].strip(),
