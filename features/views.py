@@ -58,9 +58,25 @@ def pieces(text: str, role: str, view: str, window_words: int, max_pieces: int) 
         found = []
         for block in round_blocks(text):
             found += windows(block, window_words)
-    if len(found) > max_pieces:
-        found = found[: max_pieces // 2] + found[len(found) - (max_pieces - max_pieces // 2) :]
-    return found or [text]
+    return _keep_ends(found, max_pieces) or [text]
+
+
+def _keep_ends(items: list, max_pieces: int) -> list:
+    """The first max_pieces // 2 and the last max_pieces - max_pieces // 2 of `items`, when longer."""
+    if len(items) > max_pieces:
+        return items[: max_pieces // 2] + items[len(items) - (max_pieces - max_pieces // 2) :]
+    return items
+
+
+def piece_rounds(text: str, window_words: int, max_pieces: int) -> list[int | None]:
+    """Under the rounds view, for each piece of `text` (`pieces(text, role, "rounds", window_words,
+    max_pieces)`, in order): the number of the `[Round N]` header of the block it was cut from;
+    None for text before the first header (or a text without headers)."""
+    labels: list[int | None] = []
+    for block in round_blocks(text) if text else []:
+        header = ROUND_HEADER.match(block)
+        labels += [int(header.group(1)) if header else None] * len(windows(block, window_words))
+    return _keep_ends(labels, max_pieces) or [None]
 
 
 def windows(text: str, window_words: int) -> list[str]:
@@ -116,6 +132,12 @@ class View:
 
     def pieces(self, text: str, role: str) -> list[str]:
         return pieces(text, role, self.name, self.window_words[role], self.max_pieces)
+
+    def piece_rounds(self, text: str, role: str) -> list[int | None]:
+        """The round number of each of `pieces(text, role)` (rounds view only; `piece_rounds`)."""
+        if self.name != "rounds":
+            raise ValueError(f"pieces map to rounds only under the rounds view, not {self.name!r}")
+        return piece_rounds(text, self.window_words[role], self.max_pieces)
 
     def describe(self) -> str:
         if self.name in ONE_PIECE_VIEWS:
