@@ -78,6 +78,38 @@ def overwrite_option(help: str):
 
 pair_files = click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
+CHAT_OPTIONS = ("task_field", "outcome_field", "messages_field", "opening_message", "task_prefix", "reflection_pattern", "memory_pattern")
+
+
+def chat_options(note: str = ""):
+    """The chat importer's options (`pipeline import chat`, and `score --from chat`)."""
+
+    def decorate(function):
+        options = [
+            click.option("--task-field", default="task_id", show_default=True, help=f"{note}Field naming the task (a string or an integer); a dotted path reads nested objects."),
+            click.option("--outcome-field", default="outcome", show_default=True, help=f"{note}Field with the outcome: 1/0 or true/false, or a reward with --success-threshold."),
+            click.option("--messages-field", default="messages", show_default=True, help=f"{note}Field with the transcript, a list of chat messages."),
+            click.option("--opening-message", type=click.Choice(["task", "round"]), default="task", show_default=True,
+                         help=f"{note}The user messages before the first assistant message: the run's task, or a first round of their own (the task then being '<task field> <value>', so runs of a task pair even when their openings differ, as in tau-bench)."),
+            click.option("--task-prefix", default="", help=f"{note}Put before every task id (e.g. airline/), so that tasks of benchmarks that number theirs alike stay apart in `pipeline pairs`."),
+            click.option("--reflection-pattern", metavar="REGEX", help=f"{note}Paragraphs of assistant text where this matches go to reflection (its first group if it has one), not plan."),
+            click.option("--memory-pattern", metavar="REGEX", help=f"{note}Paragraphs of assistant text where this matches go to memory_store (its first group if it has one), not plan."),
+        ]  # fmt: skip
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def refuse_unused(ctx: click.Context, names: tuple[str, ...], why: str) -> None:
+    """A usage error naming the options among `names` given on the command line that do not apply (`why`)."""
+    from click.core import ParameterSource
+
+    given = [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: {why}")
+
 
 @main.command()
 @click.option("--pairs", "n_pairs", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of pairs.")
@@ -455,8 +487,14 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("records", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("records", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Scored JSONL.")
+@click.option("--from", "source_format", type=click.Choice(["runs", "autogpt", "intercode", "chat"]),
+              help="Score runs from these: the run format, or logs `pipeline import` reads [default: score records or runs, told apart by content].")  # fmt: skip
+@click.option("--success-threshold", type=float, help="With --from chat: read outcomes as rewards, as `pipeline import chat` does (outcomes are only passed through).")
+@click.option("--round-rewards/--no-round-rewards", default=True, show_default=True,
+              help="Runs: also score each round's module text alone, in the run up to that round (one more context per round to encode; a rounds-view checkpoint's per-round shares cost nothing and are always written).")  # fmt: skip
+@chat_options("With --from chat: ")
 @click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Embedding cache to read vectors from (never written).")
 @click.option("--normalize", is_flag=True, default=None, help="(r - mean) / std per module, as `pipeline evaluate` stored them [serve.normalize].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="(record, module) rows per scorer call.")
@@ -464,17 +502,25 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def score(checkpoint, records, out, cache_dir, normalize, batch_size, allow_untrained, encoder, device, config_path) -> None:
-    """Score a JSONL file of contexts and module texts.
+@click.pass_context
+def score(ctx, checkpoint, records, out, source_format, success_threshold, round_rewards, cache_dir, normalize, batch_size, allow_untrained, encoder, device, config_path, **chat) -> None:
+    """Score a JSONL file of contexts and module texts, or runs.
 
-    Each line: {"context": "...", "modules": {"planner": "...", ...}, ...}; other fields pass through.
-    OUT gets the same records with "scores": {"planner": reward, ...} added. Every record is checked
-    first: a bad one stops the run naming file, line and field, and nothing is written.
+    Score records, one per line: {"context": "...", "modules": {"planner": "...", ...}, ...}; other
+    fields pass through, and OUT gets them with "scores": {"planner": reward, ...} added. Runs (the
+    run format, outcome optional; or --from autogpt|intercode|chat): OUT gets one record per run,
+    with each module's reward, each round's (round_rewards), the run's total (the mean over its
+    scored modules) and the modules left out, and the best and worst runs are printed. Every record
+    is checked first: a bad one stops the run naming file, line and field, and nothing is written.
     """
     from pipeline.rewards import load
-    from pipeline.score import score_file
+    from pipeline.score import input_kind, score_file
 
     config = load_config(config_path, {"serve.normalize": normalize, "serve.allow_untrained": allow_untrained, "training.device": device})
+    kind = input_kind(records, source_format)
+    if kind != "chat":
+        refuse_unused(ctx, (*CHAT_OPTIONS, "success_threshold"), "the chat importer's options, which apply only with --from chat")
+    runs = _runs_to_score(kind, records, success_threshold, chat) if kind != "score records" else None
     scorer = load(
         checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder,
         memory_size=config.serve.memory_size, allow_untrained=config.serve.allow_untrained,
@@ -483,10 +529,37 @@ def score(checkpoint, records, out, cache_dir, normalize, batch_size, allow_untr
         scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
     if scorer.scorable_modules != scorer.modules or scorer.trained_modules != scorer.modules:
         click.echo(scorer.coverage())
-    result = score_file(scorer, records, out, batch_size, progress=True)
+    rewards = "normalised rewards" if config.serve.normalize else "rewards"
+    if runs is None:
+        result = score_file(scorer, records[0], out, batch_size, progress=True)
+        config.save(out.with_name(f"{out.stem}.config.yaml"))
+        click.echo(f"scored {result.rows} module texts of {result.records} records ({rewards}; {result.encoded} texts encoded, {result.from_cache} read from the cache) into {out}")
+        return
+    from pipeline.score import module_fields_of, ranking, score_runs_file
+
+    fields = module_fields_of(scorer, config.data.module_fields, "data.module_fields" in config.explicit)
+    result = score_runs_file(scorer, runs, out, fields, batch_size, progress=True, round_rewards=round_rewards)
     config.save(out.with_name(f"{out.stem}.config.yaml"))
-    kind = "normalised rewards" if config.serve.normalize else "rewards"
-    click.echo(f"scored {result.rows} module texts of {result.records} records ({kind}; {result.encoded} texts encoded, {result.from_cache} read from the cache) into {out}")
+    per_round = (
+        "round_rewards: each module's reward split over its rounds (rounds view); " if scorer.view.attention
+        else "round_rewards: each round's module text scored alone, in the run up to that round; " if round_rewards else ""
+    )  # fmt: skip
+    click.echo(f"scored {len(runs)} runs ({result.rows} module texts, {rewards}; {per_round}{result.encoded} texts encoded, {result.from_cache} read from the cache) into {out}")
+    mean_of = "normalised rewards" if scorer.normalize else "raw rewards (--normalize puts the modules on one scale)" if scorer.config.get("normalization") else "raw rewards"
+    click.echo(f"runs ranked by total, the mean of each run's scored modules' {mean_of}:")
+    click.echo(ranking(result.records))
+
+
+def _runs_to_score(kind: str, files: tuple[Path, ...], success_threshold: float | None, chat: dict):
+    """The runs of FILES for `pipeline score`: read as runs (outcome optional), or imported first."""
+    from data.runs import load_runs, runs_from_records
+    from pipeline.score import import_runs
+
+    if kind == "runs":
+        return load_runs(files, outcome_optional=True)
+    records = import_runs(kind, files, **({**chat, "success_threshold": success_threshold} if kind == "chat" else {}))
+    click.echo(f"read {len(records)} runs from {len(files)} {kind} file(s)")
+    return runs_from_records(records, source=f"runs imported from {kind}", outcome_optional=True)
 
 
 @main.command()
@@ -634,15 +707,8 @@ def import_intercode(files: tuple[Path, ...], out: Path, config_path: Path | Non
 @import_group.command("chat")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output runs (.jsonl).")
-@click.option("--task-field", default="task_id", show_default=True, help="Field naming the task (a string or an integer); a dotted path reads nested objects.")
-@click.option("--outcome-field", default="outcome", show_default=True, help="Field with the outcome: 1/0 or true/false, or a reward with --success-threshold.")
-@click.option("--messages-field", default="messages", show_default=True, help="Field with the transcript, a list of chat messages.")
 @click.option("--success-threshold", type=float, help="Read outcomes as rewards: succeeded when reward >= this (default: outcomes must be 1/0 or true/false).")
-@click.option("--opening-message", type=click.Choice(["task", "round"]), default="task", show_default=True,
-              help="The user messages before the first assistant message: the run's task, or a first round of their own (the task then being '<task field> <value>', so runs of a task pair even when their openings differ, as in tau-bench).")  # fmt: skip
-@click.option("--task-prefix", default="", help="Put before every task id (e.g. airline/), so that tasks of benchmarks that number theirs alike stay apart in `pipeline pairs`.")
-@click.option("--reflection-pattern", metavar="REGEX", help="Paragraphs of assistant text where this matches go to reflection (its first group if it has one), not plan.")
-@click.option("--memory-pattern", metavar="REGEX", help="Paragraphs of assistant text where this matches go to memory_store (its first group if it has one), not plan.")
+@chat_options()
 @config_option
 def import_chat(
     files: tuple[Path, ...], out: Path, task_field: str, outcome_field: str, messages_field: str, success_threshold: float | None,
