@@ -4,6 +4,7 @@
     pipeline validate pairs.json
     pipeline split pairs.json --out splits/
     pipeline demo --out demo-run/
+    pipeline fit runs.jsonl --out fit/      # your own runs to a checkpoint, then the serve/score commands
 
 Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags override the file.
 """
@@ -82,7 +83,7 @@ CHAT_OPTIONS = ("task_field", "outcome_field", "messages_field", "opening_messag
 
 
 def chat_options(note: str = ""):
-    """The chat importer's options (`pipeline import chat`, and `score --from chat`)."""
+    """The chat importer's options (`pipeline import chat`, and `fit` / `score` with --from chat)."""
 
     def decorate(function):
         options = [
@@ -176,6 +177,23 @@ def split(files, out: Path, val_fraction, test_fraction, seed, group_by, overwri
 
 
 SPLIT_FILES = (*(f"{name}.jsonl" for name in SPLITS), "config.yaml")
+
+
+class StepRunner:
+    """Runs verbs one after another as the numbered steps of a recipe (`demo`, `fit`): a header
+    saying which verb and what it is for, the verb's own output, then how long it took. Every step
+    reads the recipe's config file; `run_step(...)` returns what the verb's function returns."""
+
+    def __init__(self, ctx: click.Context, config_path: Path, total: int):
+        self.ctx, self.config_path, self.total, self.number = ctx, config_path, total, 0
+
+    def __call__(self, name: str, purpose: str, command: click.Command, arguments: dict):
+        self.number += 1
+        click.secho(f"\n[{self.number}/{self.total}] pipeline {name} — {purpose}", bold=True)
+        started = time.perf_counter()
+        result = self.ctx.invoke(command, **{"config_path": self.config_path, **arguments})
+        click.echo(f"({time.perf_counter() - started:.0f} s)")
+        return result
 DEMO_FILES = ("config.yaml", "config-no-logistic-baseline.yaml")  # the demo writes them first
 
 
@@ -222,11 +240,9 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
          {"checkpoint": out / "finetuned", "files": (test,), "cache_dir": cache, "out": out / "report-finetuned-test", "overwrite": overwrite, "config_path": stage_1_evaluation_config}),
     ]  # fmt: skip
     started = time.perf_counter()
-    for number, (name, purpose, command, arguments) in enumerate(steps, start=1):
-        click.secho(f"\n[{number}/{len(steps)}] pipeline {name} — {purpose}", bold=True)
-        step_started = time.perf_counter()
-        ctx.invoke(command, **{"config_path": demo_config, **arguments})
-        click.echo(f"({time.perf_counter() - step_started:.0f} s)")
+    run_step = StepRunner(ctx, demo_config, len(steps))
+    for name, purpose, command, arguments in steps:
+        run_step(name, purpose, command, arguments)
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.0f} s: outputs in {out}", bold=True)
     checkpoint_config = json.loads((out / "checkpoint" / "config.json").read_text(encoding="utf-8"))
     click.secho(open_first_line(out / "report-test" / "report.md", checkpoint_config), bold=True)
@@ -238,6 +254,85 @@ def open_first_line(report: Path, checkpoint_config: dict) -> str:
 
     against = "its parts and the baselines" if blend_weights(checkpoint_config) else "the baselines"
     return f"open {report} first: the reward ({reward_formula(checkpoint_config)}) against {against} on unseen tasks"
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for everything fit makes (layout: pipeline/fit.py).")
+@click.option("--from", "source_format", type=click.Choice(["runs", "pairs", "autogpt", "intercode", "chat"]),
+              help="What FILES hold [default: runs or pairs, told apart by content]; autogpt, intercode, chat: logs `pipeline import` reads.")  # fmt: skip
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), help="Embedding cache to use (and fill) [default: OUT/cache].")
+@click.option("--max-pairs-per-task", type=click.IntRange(min=1), help="As `pipeline pairs`: most pairs per task and module [8].")
+@click.option("--success-threshold", type=float, help="As `pipeline pairs` (and `import chat`): read outcomes as rewards, succeeded when reward >= this.")
+@click.option("--seed", type=int, help="As `pipeline pairs`: which pairs the cap keeps [0]. The split's seed is data.split_seed.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="Share of pairs for validation [data.val_fraction].")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), help="Share of pairs for test [data.test_fraction]; 0: no test report.")
+@click.option("--group-by", help="Column no two splits share [data.group_by: task].")
+@click.option("--encoder", help="Model id, local folder, or `minilm` (bundled all-MiniLM-L6-v2) [model.encoder].")
+@click.option("--view", type=click.Choice(["truncate", "head_tail", "chunks", "rounds"]), help="How long texts become vectors [features.view: truncate].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs of the heads [stage_0.epochs].")
+@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@chat_options("With --from chat: ")
+@overwrite_option("Write into OUT even when it holds other files; each step's file or folder of its own name is replaced.")
+@config_option
+@click.pass_context
+def fit(ctx: click.Context, files, out, source_format, cache_dir, max_pairs_per_task, success_threshold, seed, val_fraction, test_fraction, group_by,
+        encoder, view, epochs, device, overwrite, config_path, **chat) -> None:  # fmt: skip
+    """From your agent's runs (or pairs) to a reward checkpoint, in one command.
+
+    Runs the verbs in a row, each as it runs alone and reading one config (OUT/config.yaml: --config
+    with these flags): [import KIND ->] pairs (or validate, for pairs) -> split -> embed ->
+    train-heads -> evaluate on val (stores the reward normalisation) -> evaluate on test. Ends with
+    the `pipeline serve` and `pipeline score` commands for OUT/checkpoint. Refuses, saying what is
+    needed, when the pairs come from too few tasks to split into train, val and test.
+    """
+    from pipeline.fit import FIT_FILES, FitPlan, check_enough_pairs, input_kind
+
+    config = load_config(config_path, {
+        "data.val_fraction": val_fraction, "data.test_fraction": test_fraction, "data.group_by": group_by, "model.encoder": encoder,
+        "features.view": view, "stage_0.epochs": epochs, "training.device": device,
+    })  # fmt: skip
+    check_output_folder(out, FIT_FILES, "fit folder", overwrite)
+    kind = input_kind(files, source_format)
+    if kind != "chat":
+        refuse_unused(ctx, CHAT_OPTIONS, "the chat importer's options, which apply only with --from chat")
+    if kind == "pairs":
+        refuse_unused(ctx, ("max_pairs_per_task", "success_threshold", "seed"), "they choose how pairs are mined from runs, and FILES are pairs already")
+    mined = {"max_pairs_per_task": max_pairs_per_task, "seed": seed, "success_threshold": None if kind == "chat" else success_threshold}
+    imported = {**chat, "success_threshold": success_threshold} if kind == "chat" else {}
+    plan = FitPlan(files, kind, out, cache_dir or out / "cache", config.data.test_fraction > 0, imported,
+                   {key: value for key, value in mined.items() if value is not None}, overwrite)  # fmt: skip
+    fit_config = config.save(out / "config.yaml")
+    plan.record(done=False)
+    started = time.perf_counter()
+    run_step = StepRunner(ctx, fit_config, plan.total_steps)
+    run = lambda step: run_step(step.verb, step.purpose, _command(step.verb), step.arguments)  # noqa: E731
+    for step in plan.data_steps():
+        run(step)
+    check_enough_pairs(plan.pair_files, config, plan.test)  # before the split: too few tasks is a refusal saying what is needed
+    run(plan.split_step())
+    embedded = run(plan.embed_step())
+    for step in plan.model_steps(embedded.namespace):  # the namespace just filled: a shared cache may hold others
+        run(step)
+
+    commands = plan.commands()
+    plan.record(done=True, seconds=round(time.perf_counter() - started, 1), checkpoint=str(plan.checkpoint), commands=commands)
+    click.secho(f"\nfit finished in {time.perf_counter() - started:.0f} s: checkpoint in {plan.checkpoint}", bold=True)
+    if "--normalize" in commands["serve"]:
+        click.echo("its reward mean and std per module are stored (from the validation report): --normalize puts the modules on one scale")
+    click.echo(f"serve the reward (POST /score, OpenRLHF's /get_reward):\n  {commands['serve']}")
+    runs = "your runs (RUNS.jsonl: the run format, or --from autogpt|intercode|chat)" if kind == "pairs" else "runs"
+    click.echo(f"score {runs}: each module's reward per run and per round, and the run's total:\n  {commands['score']}")
+    report = plan.report("test" if plan.test else "val")
+    click.secho(f"open {report / 'report.md'} first: the reward against baselines on {'tasks it never saw' if plan.test else 'the validation tasks'}", bold=True)
+
+
+def _command(name: str) -> click.Command:
+    """The verb `name` as typed (`pairs`, `import chat`)."""
+    command = main
+    for part in name.split():
+        command = command.commands[part]
+    return command
 
 
 def _epoch_table(history: list[dict], modules: list[str]) -> str:
@@ -276,6 +371,7 @@ def embed(files, cache_dir, encoder, device, batch_size, shard, view, config_pat
     report = embed_pairs(files, cache_dir, config, shard_from_environment(shard))
     config.save(cache_dir / report.namespace / "config.yaml")
     click.echo(report.line())
+    return report  # for recipes that run this verb as a step (fit reads the namespace)
 
 
 @main.group("cache")

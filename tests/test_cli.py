@@ -16,7 +16,7 @@ from pipeline import __version__
 from pipeline.cli import main, open_first_line
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pairs_original.json"
-VERBS = ["cache", "demo", "embed", "evaluate", "finetune", "import", "pairs", "score", "serve", "split", "synth", "train-heads", "validate"]
+VERBS = ["cache", "demo", "embed", "evaluate", "finetune", "fit", "import", "pairs", "score", "serve", "split", "synth", "train-heads", "validate"]
 
 
 def run(*args: str):
