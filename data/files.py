@@ -69,6 +69,12 @@ def write_text_atomic(path: str | Path, text: str, durable: bool = False) -> Pat
     return Path(path)
 
 
+def is_leftover(name: str) -> bool:
+    """A hidden temporary name our atomic writers use (`.NAME.*.tmp`, `.NAME.*.old`), which a
+    killed run can leave behind."""
+    return name.startswith(".") and name.endswith((".tmp", ".old"))
+
+
 def check_output_folder(path: str | Path, ours: Sequence[str], kind: str, overwrite: bool) -> None:
     """Refuse to write over a folder that is not one of ours, before anything is written. A missing
     or empty folder is fine; so is one holding every name in `ours` (what each `kind` this
@@ -76,7 +82,8 @@ def check_output_folder(path: str | Path, ours: Sequence[str], kind: str, overwr
     path = Path(path)
     if overwrite or not path.is_dir():
         return
-    names = sorted(p.name for p in path.iterdir())
+    # what a killed writer of ours leaves (atomic_dir's and atomic_path's hidden temp names) is no one else's
+    names = sorted(p.name for p in path.iterdir() if not is_leftover(p.name))
     if not names or all((path / name).exists() for name in ours):
         return
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

@@ -32,7 +32,8 @@ from reward_checkpoint import checkpoint_config
 
 from cache import CacheError, EmbeddingCache
 from data import load_pairs
-from data.files import json_text
+from data.errors import UserError
+from data.files import check_output_folder, is_leftover, json_text
 from features.pairs import unique_texts
 from heads.model import CheckpointError
 from pipeline.cli import main
@@ -792,7 +793,7 @@ def check_outputs(verb: str, work: Path, finished: bool) -> None:
         unfinished = verb == "finetune" and (out / "resume").exists()
         if unfinished:  # a stage 1 run saves as it goes: what it left must be resumable
             assert not finished and json.loads((out / "resume" / "progress.json").read_text())
-        elif present(out):
+        elif present(out) and (finished or any(not is_leftover(p.name) for p in out.iterdir())):  # killed in its first save: hidden leftovers only
             MultiModuleRewardModel.load(out)
             [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     elif verb == "evaluate":
@@ -849,3 +850,13 @@ def test_kill_9_at_a_random_moment_leaves_outputs_absent_or_complete_and_a_rerun
     assert rerun.returncode == 0, (where, rerun.stderr[-2000:])
     check_outputs(verb, work, finished=True)
 
+
+
+def test_a_folder_holding_only_a_killed_writers_leftovers_is_written_over(tmp_path):
+    """A run killed in its first save leaves its --out folder with a hidden `.NAME.*.tmp` only: the
+    rerun writes there instead of refusing the folder as someone else's."""
+    (tmp_path / "ft" / ".resume.x1y2.tmp").mkdir(parents=True)
+    check_output_folder(tmp_path / "ft", ("heads.safetensors", "config.json"), "checkpoint", overwrite=False)
+    (tmp_path / "ft" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="notes.txt"):
+        check_output_folder(tmp_path / "ft", ("heads.safetensors", "config.json"), "checkpoint", overwrite=False)

@@ -70,7 +70,7 @@ def test_importing_the_library_leaves_the_openmp_policy_alone():
         ".".join(path.relative_to(ROOT).with_suffix("").parts)
         for package in PACKAGES
         for path in sorted((ROOT / package).rglob("*.py"))
-        if path.name != "__init__.py"
+        if path.name != "__init__.py" and path.name != "verl_manager.py"  # a verl reward manager: imports verl, tested in its environment
     ]
     script = f"import os\nfor m in {modules!r}: __import__(m)\nprint(os.environ.get('OMP_WAIT_POLICY'))"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
