@@ -5,8 +5,8 @@
     stage_0:
       epochs: 3
 
-Any key left out keeps its default below; an unknown key, a value of the wrong type, or a number out
-of its range (`_RANGES`, one row per numeric key) is an error
+Any key left out keeps its default below; an unknown key, a value of the wrong type, a number out
+of its range (`_RANGES`, one row per numeric key) or a section or key written twice is an error
 that names the file and the key. Command-line flags override the file. Every verb writes the
 resolved config (`config.yaml`) next to its output.
 """
@@ -211,7 +211,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+        except _DuplicateKey as e:
+            raise ConfigError(f"{path}: {e}") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
         except yaml.YAMLError as e:
@@ -230,6 +232,35 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         config = _from_dict(data, str(path))
         config.explicit = frozenset(f"{section}.{name}" for section, values in (raw or {}).items() for name in values or {})
     return config.override(overrides or {})
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key written twice in one mapping (PyYAML keeps the last one
+    silently, so a section written twice lost the first one's settings)."""
+
+    def construct_document(self, node):
+        self._check_duplicates(node, "")
+        return super().construct_document(node)
+
+    def _check_duplicates(self, node, where: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
+                    continue  # `<<: *anchor` keys are overridden by design
+                path = f"{where}.{key.value}" if where else key.value
+                line = key.start_mark.line + 1
+                if key.value in seen:
+                    raise _DuplicateKey(f"line {line}: {path!r} is written twice (first at line {seen[key.value]}); write each section and key once")
+                seen[key.value] = line
+                self._check_duplicates(value, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_duplicates(item, f"{where}[{i}]")
 
 
 _SECTIONS = {f.name: f.type for f in fields(Config)}

@@ -109,6 +109,22 @@ def test_a_flag_out_of_range_is_refused_like_the_file():
         load_config(overrides={"stage_0.batch_size": 10**23})
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("stage_0:\n  lr: 0.1\ntraining: {seed: 1}\nstage_0:\n  epochs: 2\n", "line 4: 'stage_0' is written twice (first at line 1)"),
+        ("stage_0:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n", "line 4: 'stage_0.lr' is written twice (first at line 2)"),
+        ("data:\n  module_fields: {planner: [plan], planner: [action]}\n", "line 2: 'data.module_fields.planner' is written twice"),
+    ],
+)
+def test_a_section_or_key_written_twice_is_refused_naming_file_key_and_line(tmp_path, text, message):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value) and str(path) in str(caught.value)
+
+
 def test_resolved_config_round_trips_through_yaml(tmp_path):
     config = load_config(overrides={"stage_1.epochs": 2, "model.encoder": "minilm"})
     saved = config.save(tmp_path / "config.yaml")
