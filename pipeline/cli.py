@@ -9,9 +9,11 @@
 Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags override the file.
 """
 
+import errno
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -36,8 +38,8 @@ class _EchoHandler(logging.Handler):
 
 class _Group(click.Group):
     """The `pipeline` entry point. Turns the user's mistakes (`data.UserError`: input, config,
-    cache, checkpoint, encoder) into their message and exit code 1; any other exception is a bug
-    and keeps its traceback."""
+    cache, checkpoint, encoder) and the disk's (full, read-only, no permission, busy: `disk_error`)
+    into one line and exit code 1; any other exception is a bug and keeps its traceback."""
 
     def main(self, *args, **kwargs):
         # OpenMP threads that spin while waiting made CPU inference 10x slower on 2-vCPU cloud
@@ -57,6 +59,60 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             raise click.ClickException(str(e)) from e
+        except Exception as e:
+            message = disk_error(e)
+            if message is None:
+                raise
+            raise click.ClickException(message) from e
+
+
+# What the disk refuses, the words the OS (and safetensors, pyarrow, duckdb, polars, which wrap it in
+# their own exceptions) says it with, and what the user can do about it.
+_DISK_ERRORS = {
+    errno.ENOSPC: ("No space left on device", "free space on that disk (or choose another --out or --cache on a disk with room) and run it again"),
+    errno.EDQUOT: ("Disk quota exceeded", "free space within your quota (or choose another --out or --cache) and run it again"),
+    errno.EROFS: ("Read-only file system", "choose another --out or --cache on a writable file system"),
+    errno.EACCES: ("Permission denied", "fix the permissions of that path (or choose another --out or --cache) and run it again"),
+    errno.EPERM: ("Operation not permitted", "fix the permissions of that path (or choose another --out or --cache) and run it again"),
+    errno.EBUSY: ("Device or resource busy", "wait until no other program holds that path (or choose another --out) and run it again"),
+}
+_KEPT = (
+    "nothing half-written is left: outputs are written to a temporary file and renamed; "
+    "the cache stays valid (what was embedded before is kept) and a rerun continues"
+)
+
+
+def disk_error(error: BaseException) -> str | None:
+    """One line for an exception that is, or was raised while handling or because of (its
+    `__cause__` / `__context__` chain), a full, read-only, forbidden or busy file system; None
+    for anything else. An OSError is known by its errno; a library's own exception (safetensors'
+    SafetensorError, pyarrow's, duckdb's IOException) by the OS's words in its message."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        e = pending.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        code = getattr(e, "errno", None) if isinstance(e, OSError) else None
+        if code not in _DISK_ERRORS:
+            text = str(e)
+            code = next((c for c, (words, _) in _DISK_ERRORS.items() if words.lower() in text.lower()), None)
+        if code is not None:
+            words, remedy = _DISK_ERRORS[code]
+            filename = getattr(e, "filename", None) if isinstance(e, OSError) else None
+            where = f" ({_shown_path(filename)})" if filename else ""
+            return f"{words}{where}: {_KEPT}. To go on, {remedy}"
+        pending += [e.__cause__, e.__context__]
+    return None
+
+
+def _shown_path(filename: object) -> str:
+    """The path an error names, as the output it was for: `.NAME.abc123.tmp` beside NAME is
+    atomic_path's temporary file for NAME."""
+    path = Path(os.fsdecode(filename)) if isinstance(filename, (str, bytes, os.PathLike)) else Path(str(filename))
+    match = re.fullmatch(r"\.(.+)\.[^.]+\.(?:tmp|old)", path.name)
+    return f"writing {path.with_name(match.group(1))}" if match else str(path)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -5,15 +5,19 @@
     stage_0:
       epochs: 3
 
-Any key left out keeps its default below; an unknown key or a value of the wrong type is an error
+Any key left out keeps its default below; an unknown key, a value of the wrong type, a number out
+of its range (`_RANGES`, one row per numeric key) or a section or key written twice is an error
 that names the file and the key. Command-line flags override the file. Every verb writes the
 resolved config (`config.yaml`) next to its output.
 """
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -207,7 +211,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+        except _DuplicateKey as e:
+            raise ConfigError(f"{path}: {e}") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
         except yaml.YAMLError as e:
@@ -228,6 +234,35 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return config.override(overrides or {})
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key written twice in one mapping (PyYAML keeps the last one
+    silently, so a section written twice lost the first one's settings)."""
+
+    def construct_document(self, node):
+        self._check_duplicates(node, "")
+        return super().construct_document(node)
+
+    def _check_duplicates(self, node, where: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:merge" or not isinstance(key, yaml.ScalarNode):
+                    continue  # `<<: *anchor` keys are overridden by design
+                path = f"{where}.{key.value}" if where else key.value
+                line = key.start_mark.line + 1
+                if key.value in seen:
+                    raise _DuplicateKey(f"line {line}: {path!r} is written twice (first at line {seen[key.value]}); write each section and key once")
+                seen[key.value] = line
+                self._check_duplicates(value, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_duplicates(item, f"{where}[{i}]")
+
+
 _SECTIONS = {f.name: f.type for f in fields(Config)}
 _CHOICES = {
     "model.truncation_side": ("left", "right"),
@@ -237,6 +272,95 @@ _CHOICES = {
     "stage_1.precision": ("auto", "bf16", "fp16", "fp32"),
 }
 
+# The largest integer any setting takes: sizes, counts and seeds pass through torch, numpy and C
+# code that overflow past a C int (a batch size of 10**23 was "Overflow when unpacking long long").
+INT_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class _Range:
+    """Where a number must lie: `low` <= value (or <, `low_open`), value <= `high` (or <, `high_open`).
+    Floats must also be finite; ints are bounded by INT_MAX at most."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: int | float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def describe(self, integer: bool) -> str:
+        if integer:
+            low = int(self.low) + 1 if self.low_open else int(self.low)
+            return f"an integer from {low} to {int(min(self.high, INT_MAX))}"
+        if self.high == math.inf:
+            return f"a finite number {'>' if self.low_open else '>='} {self.low:g}"
+        return f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+_POSITIVE = _Range(0, INT_MAX, low_open=True)  # an int >= 1, or a float > 0
+_ZERO_OR_MORE = _Range(0, INT_MAX)  # an int or float >= 0 (0: off, where the key's comment says so)
+_FRACTION = _Range(0, 1, high_open=True)  # [0, 1)
+_PROBABILITY = _Range(0, 1, low_open=True, high_open=True)  # (0, 1)
+_RATE = _Range(0, low_open=True)  # a float > 0 with no upper bound
+_NON_NEGATIVE = _Range(0)  # a float >= 0 with no upper bound
+
+# Every number of the config, in one table: `pipeline/config.py`'s one place for a setting's range.
+# A key ending in [] applies to every item of a list. tests/test_config.py checks that every int
+# or float key is here.
+_RANGES: dict[str, _Range] = {
+    "model.max_context_tokens": _POSITIVE,
+    "model.max_module_tokens": _POSITIVE,
+    "model.batch_size": _POSITIVE,
+    "model.dropout": _FRACTION,
+    "features.max_pieces": _POSITIVE,
+    "features.window_words": _ZERO_OR_MORE,  # 0: half the role's token limit
+    "data.val_fraction": _FRACTION,
+    "data.test_fraction": _FRACTION,
+    "data.split_seed": _ZERO_OR_MORE,
+    "cache.shard_size": _POSITIVE,
+    "stage_0.lr": _RATE,
+    "stage_0.warmup_steps": _ZERO_OR_MORE,
+    "stage_0.grad_accumulation": _POSITIVE,
+    "stage_0.epochs": _POSITIVE,
+    "stage_0.batch_size": _POSITIVE,
+    "stage_0.patience": _POSITIVE,
+    "stage_0.memory_map_above_mb": _ZERO_OR_MORE,  # or "auto"
+    "stage_0.ensemble": _Range(1, 1000),  # each member is a whole training run
+    "stage_1.encoder_lr": _RATE,
+    "stage_1.heads_lr": _RATE,
+    "stage_1.warmup_steps": _ZERO_OR_MORE,
+    "stage_1.grad_accumulation": _POSITIVE,
+    "stage_1.epochs": _POSITIVE,
+    "stage_1.batch_size": _POSITIVE,
+    "stage_1.patience": _POSITIVE,
+    "stage_1.save_every_steps": _ZERO_OR_MORE,  # 0: at the end of each epoch only
+    "loss.margin": _NON_NEGATIVE,
+    "loss.margin_weight": _NON_NEGATIVE,
+    "training.seed": _ZERO_OR_MORE,
+    "training.weight_decay": _NON_NEGATIVE,
+    "training.grad_clip": _RATE,
+    "training.max_warmup_fraction": _FRACTION,
+    "evaluation.bootstrap_samples": _ZERO_OR_MORE,  # 0: no confidence intervals
+    "evaluation.confidence": _PROBABILITY,
+    "evaluation.calibration_bins": _POSITIVE,
+    "serve.max_batch": _POSITIVE,
+    "serve.max_wait_ms": _Range(0, 60_000),  # a batch waiting a minute for company is a mistake
+    "serve.max_request_rows": _POSITIVE,
+    "serve.max_body_bytes": _POSITIVE,
+    "serve.memory_size": _ZERO_OR_MORE,  # 0: no memory
+    "serve.max_pending": _POSITIVE,
+    "serve.read_timeout_s": _Range(0, 86_400, low_open=True),
+    "search.lr[]": _RATE,
+    "search.weight_decay[]": _NON_NEGATIVE,
+    "search.dropout[]": _FRACTION,
+    "search.epochs[]": _POSITIVE,
+}
 
 def _from_dict(data: dict[str, dict[str, Any]], source: str) -> Config:
     sections = {}
@@ -272,7 +396,12 @@ def _check_type(value: Any, hint: Any, key: str, source: str) -> Any:
         return value
     if not _fits_type(value, hint):
         raise ConfigError(f"{source}: {key} must be {hint.__name__}, got {value!r}")
-    return float(value) if hint is float else value
+    if hint is float:
+        try:
+            return float(value)
+        except OverflowError:  # an int too large for a float
+            raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}") from None
+    return value
 
 
 def _fits_type(value: Any, hint: type) -> bool:
@@ -289,32 +418,33 @@ def _check_values(config: Config, source: str) -> None:
         if not condition:
             raise ConfigError(f"{source}: {message}")
 
+    above = config.stage_0.memory_map_above_mb
+    require(above == "auto" or isinstance(above, int), f"stage_0.memory_map_above_mb must be auto or 0 or more, got {above!r}")
+    for key, value in _numbers(config):
+        rule = _RANGES.get(re.sub(r"\[\d+\]$", "[]", key))
+        integer = isinstance(value, int)
+        if rule is None:  # a number without a row: finite, and an int a C int holds
+            require((integer or math.isfinite(value)) and (not integer or -INT_MAX - 1 <= value <= INT_MAX), f"{key} must be a finite number within +-{INT_MAX}, got {value!r}")
+        else:
+            require(rule.holds(value) and (not integer or value <= INT_MAX), f"{key} must be {rule.describe(integer)}, got {value!r}")
     data = config.data
     require(len(data.modules) > 0 and len(set(data.modules)) == len(data.modules), f"data.modules must be distinct and non-empty, got {data.modules}")
-    require(0 <= data.val_fraction < 1 and 0 <= data.test_fraction < 1, "data.val_fraction and data.test_fraction must be in [0, 1)")
     require(data.val_fraction + data.test_fraction < 1, "data.val_fraction + data.test_fraction must leave pairs for training (< 1)")
     for module, names in data.module_fields.items():
         unknown = [name for name in names if name not in ROUND_FIELDS]
         require(bool(names) and not unknown, f"data.module_fields.{module} must list round fields among {', '.join(ROUND_FIELDS)}, got {names}")
-    for name in ("max_context_tokens", "max_module_tokens", "batch_size"):
-        require(getattr(config.model, name) > 0, f"model.{name} must be positive")
-    require(config.features.max_pieces > 0, "features.max_pieces must be positive")
-    require(config.features.window_words >= 0, "features.window_words must be 0 (auto) or more")
-    require(config.cache.shard_size > 0, "cache.shard_size must be positive")
-    above = config.stage_0.memory_map_above_mb
-    require(above == "auto" or (isinstance(above, int) and above >= 0), f"stage_0.memory_map_above_mb must be auto or 0 or more, got {above!r}")
-    for stage in ("stage_0", "stage_1"):
-        for name in ("epochs", "grad_accumulation", "batch_size", "patience"):
-            require(getattr(getattr(config, stage), name) > 0, f"{stage}.{name} must be positive")
-    require(config.stage_0.ensemble > 0, "stage_0.ensemble must be positive")
     search = config.search
     for name in ("head", "lr", "weight_decay", "dropout", "epochs"):
         require(len(getattr(search, name)) > 0, f"search.{name} must list at least one value")
-    require(all(v > 0 for v in search.lr) and all(v > 0 for v in search.epochs), "search.lr and search.epochs must be positive")
-    require(all(v >= 0 for v in search.weight_decay) and all(0 <= v < 1 for v in search.dropout), "search.weight_decay must be 0 or more, search.dropout in [0, 1)")
-    require(config.stage_1.save_every_steps >= 0, "stage_1.save_every_steps must be 0 or more")
-    require(0 <= config.model.dropout < 1, "model.dropout must be in [0, 1)")
-    require(0 < config.evaluation.confidence < 1, "evaluation.confidence must be in (0, 1)")
-    for name in ("max_batch", "max_request_rows", "max_body_bytes", "max_pending", "read_timeout_s"):
-        require(getattr(config.serve, name) > 0, f"serve.{name} must be positive")
-    require(config.serve.max_wait_ms >= 0 and config.serve.memory_size >= 0, "serve.max_wait_ms and serve.memory_size must be 0 or more")
+
+
+def _numbers(config: Config) -> Iterator[tuple[str, int | float]]:
+    """Every int and float of `config` with its dotted key (`search.lr[1]` for a list's items)."""
+    for section in _SECTIONS:
+        for f in fields(getattr(config, section)):
+            value = getattr(getattr(config, section), f.name)
+            key = f"{section}.{f.name}"
+            items = [(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]
+            for name, item in items:
+                if isinstance(item, (int, float)) and not isinstance(item, bool):
+                    yield name, item

@@ -44,14 +44,81 @@ def test_file_values_are_read_and_the_rest_keep_defaults(tmp_path):
         ("data:\n  val_fraction: 0.6\n  test_fraction: 0.5\n", "must leave pairs for training"),
         ("- just\n- a list\n", "expected a mapping of sections"),
         ("model: [\n", "not valid YAML"),
-        ("stage_0:\n  patience: 0\n", "stage_0.patience must be positive"),
-        ("stage_0:\n  memory_map_above_mb: -1\n", "stage_0.memory_map_above_mb must be auto or 0 or more, got -1"),
+        ("stage_0:\n  patience: 0\n", "stage_0.patience must be an integer from 1 to 2147483647, got 0"),
+        ("stage_0:\n  memory_map_above_mb: -1\n", "stage_0.memory_map_above_mb must be an integer from 0 to 2147483647, got -1"),
         ("stage_0:\n  memory_map_above_mb: lots\n", "stage_0.memory_map_above_mb must be auto or 0 or more, got 'lots'"),
         ("stage_0:\n  memory_map_above_mb: 1.5\n", "stage_0.memory_map_above_mb must be int or str, got 1.5"),
     ],
 )
 def test_bad_config_is_refused_naming_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value) and str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # issue 8: values that passed validation and then crashed in torch or numpy
+        ("stage_0: {lr: .nan}\n", "stage_0.lr must be a finite number > 0, got nan"),
+        ("stage_0: {lr: -1.0}\n", "stage_0.lr must be a finite number > 0, got -1.0"),
+        ("stage_1: {encoder_lr: 0}\n", "stage_1.encoder_lr must be a finite number > 0, got 0.0"),
+        ("stage_1: {heads_lr: .inf}\n", "stage_1.heads_lr must be a finite number > 0, got inf"),
+        ("search: {lr: [0.001, -0.1]}\n", "search.lr[1] must be a finite number > 0, got -0.1"),
+        ("training: {weight_decay: -5.0}\n", "training.weight_decay must be a finite number >= 0, got -5.0"),
+        ("search: {weight_decay: [.nan]}\n", "search.weight_decay[0] must be a finite number >= 0, got nan"),
+        ("training: {grad_clip: 0}\n", "training.grad_clip must be a finite number > 0, got 0.0"),
+        ("training: {max_warmup_fraction: 1.0}\n", "training.max_warmup_fraction must be a number in [0, 1), got 1.0"),
+        ("model: {dropout: -0.1}\n", "model.dropout must be a number in [0, 1), got -0.1"),
+        ("search: {dropout: [0.1, 1]}\n", "search.dropout[1] must be a number in [0, 1), got 1.0"),
+        ("loss: {margin: -1}\n", "loss.margin must be a finite number >= 0, got -1.0"),
+        ("loss: {margin_weight: .nan}\n", "loss.margin_weight must be a finite number >= 0, got nan"),
+        ("data: {val_fraction: .nan}\n", "data.val_fraction must be a number in [0, 1), got nan"),
+        ("evaluation: {confidence: 1}\n", "evaluation.confidence must be a number in (0, 1), got 1.0"),
+        ("stage_0: {batch_size: 100000000000000000000000}\n", "stage_0.batch_size must be an integer from 1 to 2147483647, got 100000000000000000000000"),
+        ("stage_1: {warmup_steps: -1}\n", "stage_1.warmup_steps must be an integer from 0 to 2147483647, got -1"),
+        ("cache: {shard_size: 4294967296}\n", "cache.shard_size must be an integer from 1 to 2147483647"),
+        ("serve: {memory_size: -1}\n", "serve.memory_size must be an integer from 0 to 2147483647, got -1"),
+        ("serve: {read_timeout_s: .inf}\n", "serve.read_timeout_s must be a number in (0, 86400], got inf"),
+        ("stage_0: {ensemble: 100000}\n", "stage_0.ensemble must be an integer from 1 to 1000"),
+        ("training: {seed: -1}\n", "training.seed must be an integer from 0 to 2147483647, got -1"),
+        ("stage_0: {lr: " + "9" * 400 + "}\n", "stage_0.lr must be a finite number, got 999"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_at_load_naming_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_every_number_of_the_config_has_a_range():
+    """One table (`_RANGES`) says where each setting lies: a new int or float key needs its row."""
+    from pipeline.config import _RANGES, _numbers
+
+    keys = {key.split("[")[0] + ("[]" if "[" in key else "") for key, _ in _numbers(load_config())}
+    assert keys - set(_RANGES) == set()
+    assert set(_RANGES) - keys == {"stage_0.memory_map_above_mb"}  # "auto" by default
+
+
+def test_a_flag_out_of_range_is_refused_like_the_file():
+    with pytest.raises(ConfigError, match=r"command line: stage_0.batch_size must be an integer from 1 to 2147483647, got 10{23}"):
+        load_config(overrides={"stage_0.batch_size": 10**23})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("stage_0:\n  lr: 0.1\ntraining: {seed: 1}\nstage_0:\n  epochs: 2\n", "line 4: 'stage_0' is written twice (first at line 1)"),
+        ("stage_0:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n", "line 4: 'stage_0.lr' is written twice (first at line 2)"),
+        ("data:\n  module_fields: {planner: [plan], planner: [action]}\n", "line 2: 'data.module_fields.planner' is written twice"),
+    ],
+)
+def test_a_section_or_key_written_twice_is_refused_naming_file_key_and_line(tmp_path, text, message):
+    path = tmp_path / "twice.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
         load_config(path)

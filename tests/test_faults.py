@@ -6,6 +6,7 @@ never a traceback; nothing half-written; the server answers the request at fault
 The kill -9 tests (every verb that writes, killed at a random moment, then rerun) are slow."""
 
 import copy
+import errno
 import json
 import os
 import random
@@ -860,3 +861,99 @@ def test_a_folder_holding_only_a_killed_writers_leftovers_is_written_over(tmp_pa
     (tmp_path / "ft" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="notes.txt"):
         check_output_folder(tmp_path / "ft", ("heads.safetensors", "config.json"), "checkpoint", overwrite=False)
+
+
+# --- a full, read-only, forbidden or busy disk (issue 6) ----------------------------------------
+
+KEPT = "nothing half-written is left: outputs are written to a temporary file and renamed; the cache stays valid (what was embedded before is kept) and a rerun continues"
+
+
+def fail_writes(monkeypatch, verb: str, work: Path, code: int = errno.ENOSPC) -> None:
+    """Make the lowest write `verb` reaches fail as a disk would, after it has half-written its
+    file: pyarrow's OSError with the OS's words and no errno (embed, cache gc), safetensors'
+    SafetensorError wrapping the OS error (train-heads), or os.replace's OSError with errno and
+    filename (evaluate, score)."""
+    import pyarrow.parquet
+    import safetensors
+
+    import heads.model
+
+    words = os.strerror(code)
+    if verb in ("embed", "cache gc"):
+        def write_table(table, where, **kwargs):
+            Path(where).write_bytes(b"PAR1 half")
+            raise OSError(f"Error writing bytes to file. Detail: [errno {code}] {words}")
+
+        monkeypatch.setattr(pyarrow.parquet, "write_table", write_table)
+    elif verb == "train-heads":
+        def save_file(tensors, filename, metadata=None):
+            Path(filename).write_bytes(b"half")
+            raise safetensors.SafetensorError(f'Error while serializing: IoError(Os {{ code: {code}, kind: StorageFull, message: "{words}" }})')
+
+        monkeypatch.setattr(heads.model, "save_file", save_file)
+    else:
+        replace = os.replace
+
+        def failing_replace(src, dst, **kwargs):
+            if str(dst).startswith(str(work)):
+                raise OSError(code, words, str(src))
+            return replace(src, dst, **kwargs)
+
+        monkeypatch.setattr(os, "replace", failing_replace)
+
+
+def assert_nothing_half_written(verb: str, work: Path) -> None:
+    leftovers = [p for p in work.rglob("*") if is_leftover(p.name)]
+    assert leftovers == [], leftovers
+    outputs = {"train-heads": work / "ckpt", "evaluate": work / "report", "score": work / "scored.jsonl"}
+    if verb in outputs:
+        assert not outputs[verb].exists()
+    else:
+        for namespace in EmbeddingCache(work / ("new-cache" if verb == "embed" else "cache")).namespaces():
+            assert namespace.verify() == [], namespace.verify()
+
+
+@pytest.mark.parametrize("verb", ["embed", "train-heads", "evaluate", "score", "cache gc"])
+def test_a_full_disk_is_one_line_saying_what_failed_what_was_kept_and_what_to_do(trained, tmp_path, monkeypatch, verb):
+    work = prepare(tmp_path, trained, verb)
+    fail_writes(monkeypatch, verb, work)
+    output = refused(run(*writer_args(verb, work)), "No space left on device", KEPT, "free space on that disk")
+    errors = [line for line in output.splitlines() if "Error" in line]  # progress bars aside: one line
+    assert len(errors) == 1 and "Error: No space left on device" in errors[0], output
+    if verb in ("evaluate", "score"):  # an OSError with a filename: the output it was for is named
+        assert f"(writing {work}" in output, output
+    assert_nothing_half_written(verb, work)
+    monkeypatch.undo()
+    assert run(*writer_args(verb, work)).exit_code == 0  # and a rerun on a disk with room finishes
+
+
+@pytest.mark.parametrize(
+    "code, words, remedy",
+    [
+        (errno.EACCES, "Permission denied", "fix the permissions of that path"),
+        (errno.EROFS, "Read-only file system", "choose another --out or --cache on a writable file system"),
+        (errno.EBUSY, "Device or resource busy", "wait until no other program holds that path"),
+        (errno.EDQUOT, "Disk quota exceeded", "free space within your quota"),
+    ],
+)
+@pytest.mark.parametrize("verb", ["score", "train-heads"])
+def test_a_read_only_forbidden_or_busy_disk_is_one_line_with_its_remedy(trained, tmp_path, monkeypatch, verb, code, words, remedy):
+    work = prepare(tmp_path, trained, verb)
+    fail_writes(monkeypatch, verb, work, code)
+    refused(run(*writer_args(verb, work)), f"Error: {words}", KEPT, remedy)
+    assert_nothing_half_written(verb, work)
+
+
+def test_a_disk_error_raised_while_handling_another_is_still_found():
+    """evaluate's full disk came as three chained tracebacks: the OSError may be any link."""
+    from pipeline.cli import disk_error
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/data/out/.report.json.a1b2c3d4.tmp")
+        except OSError:
+            raise RuntimeError("while cleaning up")
+    except RuntimeError as e:
+        message = disk_error(e)
+    assert message.startswith("No space left on device (writing /data/out/report.json): " + KEPT)
+    assert disk_error(ValueError("a bug")) is None and disk_error(OSError(errno.ENOENT, "No such file or directory")) is None
