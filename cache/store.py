@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -122,6 +123,23 @@ class EmbeddingCache:
         else:
             problem = f"{self.root} holds vectors of several encoders or settings" + (f" for {encoder!r}" if encoder else "")
         raise CacheError(f"{problem}; it holds:\n{self.describe()}\nPick one with --encoder NAME, or --namespace ID when one encoder has several.")
+
+    def old_scratch(self, older_than: float = 0.0) -> list[Path]:
+        """The `.pair-features-*` folders that train-heads of earlier versions made inside the cache
+        it read (now made beside its --out) and that a killed run left there, last written more
+        than `older_than` seconds ago; `cache info` lists them, `cache gc` removes them."""
+        if not self.root.is_dir():
+            return []
+        now = time.time()
+        return [p for p in sorted(self.root.glob(".pair-features-*")) if p.is_dir() and now - p.stat().st_mtime >= older_than]
+
+    def remove_old_scratch(self) -> list[Path]:
+        """Remove the `old_scratch` folders of runs that cannot still be reading them (older than
+        `UNLISTED_GRACE`); returns what was removed."""
+        found = self.old_scratch(older_than=UNLISTED_GRACE)
+        for folder in found:
+            shutil.rmtree(folder, ignore_errors=True)
+        return found
 
     def describe(self) -> str:
         """One line per namespace: id, encoder, dimension, token limits, number of vectors."""

@@ -22,6 +22,7 @@ import click
 from cache import EmbeddingCache
 from data import UserError, load_pairs, pairs_from_records, write_pairs
 from data.files import check_output_folder
+from data.guards import check_writable_folder
 from data.splits import SPLITS, format_split_summary, split_pairs, split_summary
 from data.summary import format_summary, summarize_pairs
 from data.text_table import aligned_table
@@ -270,6 +271,7 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
     encoder and heads (stage 1) -> evaluate it on test, each step exactly as its own verb would run
     it. Reports: OUT/report-val, OUT/report-test, OUT/report-finetuned-test.
     """
+    check_writable_folder(out, "--out")  # a folder that cannot be written is refused before minutes of work
     check_output_folder(out, DEMO_FILES, "demo folder", overwrite)
     pairs_file, splits, cache = out / "pairs.json", out / "splits", out / "cache"
     config = load_config(config_path, {"model.encoder": encoder, "model.max_context_tokens": max_tokens, "model.max_module_tokens": max_tokens})
@@ -348,6 +350,7 @@ def fit(ctx: click.Context, files, out, source_format, cache_dir, max_pairs_per_
         "data.val_fraction": val_fraction, "data.test_fraction": test_fraction, "data.group_by": group_by, "model.encoder": encoder,
         "features.view": view, "stage_0.epochs": epochs, "training.device": device,
     })  # fmt: skip
+    check_writable_folder(out, "--out")  # before any step runs
     check_output_folder(out, FIT_FILES, "fit folder", overwrite)
     kind = input_kind(files, source_format)
     if kind != "chat":
@@ -451,6 +454,8 @@ def cache_info(cache_dir: Path) -> None:
             f"{info['namespace']}  {info['encoder']}  dim {info['dimension']} {info['dtype']}  "
             f"{info['vectors']} vectors in {info['shards']} shards, {info['bytes'] / 1e6:.1f} MB"
         )
+    for folder in EmbeddingCache(cache_dir).old_scratch():
+        click.echo(f"{folder}: scratch of a train-heads run of an earlier version, not vectors; `pipeline cache gc` removes it once an hour old")
 
 
 @cache_group.command("verify")
@@ -507,6 +512,8 @@ def cache_gc(cache_dir: Path, files, config_path) -> None:
     for namespace in EmbeddingCache(cache_dir).namespaces():
         dropped = namespace.gc(keep)
         click.echo(f"{namespace.id}: dropped {dropped} vectors, {len(namespace)} kept")
+    for folder in EmbeddingCache(cache_dir).remove_old_scratch():
+        click.echo(f"removed {folder}, scratch a killed train-heads run of an earlier version left in the cache")
 
 
 @main.command("train-heads")

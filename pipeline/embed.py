@@ -21,11 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from cache import EmbeddingCache
 from data import load_pairs
 from data.errors import ConfigError
+from data.guards import check_free_space, check_writable_folder
 from features.embedding import encode_into
 from features.encoder import TextEncoder
 from features.pairs import unique_texts
@@ -98,6 +100,9 @@ def embed_pairs(
     encoder: TextEncoder | None = None,
     progress: bool = True,
 ) -> EmbedReport:
+    # a cache this run cannot write is refused before the encoder loads, and one without room for
+    # the new vectors before the first is encoded (data/guards.py)
+    check_writable_folder(cache_dir, "--cache", replaced=False)
     pairs = load_pairs(files, config.data.modules)
     encoder = encoder or load_encoder(config)
     namespace = EmbeddingCache(cache_dir).namespace(encoder.fingerprint(), dtype=config.cache.dtype, create=True)
@@ -109,6 +114,8 @@ def embed_pairs(
         missing = texts.filter(pl.col("key").is_in(namespace.missing(texts["key"].to_list())))
         index, count = shard
         mine = missing.filter(_slice_of(missing["key"], count) == index)
+        # vectors at the dtype's width, plus a 64-character key each (Parquet compresses neither much)
+        check_free_space(cache_dir, mine.height * (encoder.dimension * np.dtype(config.cache.dtype).itemsize + 64), "--cache")
         truncated = encode_into(namespace, encoder, mine, config.cache.shard_size, progress)
     return EmbedReport(
         namespace=namespace.id,

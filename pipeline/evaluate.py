@@ -28,6 +28,7 @@ module's reward mean and std in the checkpoint's config.json, which serving uses
 
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import polars as pl
 
 from data import UserError, load_pairs
 from data.files import atomic_dir, check_output_folder, json_text, write_text_atomic
+from data.guards import check_writable_folder, output_lock
 from data.runs import Run, check_module_fields, load_runs
 from data.splits import carve_validation
 from data.trajectory import render_context, render_module
@@ -83,6 +85,18 @@ def evaluate(
         raise EvaluationError("nothing to evaluate: give pair files, runs (--runs RUNS.jsonl), or both")
     if store_normalization and not files:
         raise EvaluationError("storing the reward normalisation needs pair files (the checkpoint's validation pairs); runs alone give none")
+    # a report folder this run cannot write is refused before anything is scored; the report and,
+    # unless --no-store-normalization, the checkpoint (whose config.json may get the normalisation)
+    # are locked against other runs writing them until this one ends (data/guards.py)
+    check_writable_folder(out, "--out", inputs=[checkpoint, *files, *runs_files, cache_dir])
+    with ExitStack() as locks:
+        locks.enter_context(output_lock(out, "evaluate"))
+        if store_normalization is not False:
+            locks.enter_context(output_lock(checkpoint, "evaluate", flag="checkpoint", required=False))
+        return _evaluate(checkpoint, files, cache_dir, out, config, encoder, store_normalization, progress, runs_files, success_threshold, overwrite)
+
+
+def _evaluate(checkpoint, files, cache_dir, out, config, encoder, store_normalization, progress, runs_files, success_threshold, overwrite) -> Evaluation:
     check_output_folder(out, REPORT_FILES, "report folder", overwrite)
     scorer = load(checkpoint, cache_dir, encoder=encoder, device=config.training.device, write_cache=True)
     settings = config.evaluation

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from data.errors import UserError
 from data.files import atomic_dir, atomic_path, check_output_folder, json_text, write_text_atomic
+from data.guards import check_writable_folder, output_lock
 from data.splits import load_training_and_validation, module_pairs
 from features.encoder import pick_device
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
@@ -85,9 +86,13 @@ def finetune(
 ) -> FinetuneResult:
     """`overwrite`: write into OUT even when it holds other files or an unfinished run; files of
     the names listed in this module's docstring are replaced, others stay."""
+    # a folder this run cannot write is refused before the encoder loads, and one that another run
+    # is writing (its lock, held by rank 0 until the run ends) at once (data/guards.py)
+    check_writable_folder(out, "--out", inputs=[*files, val_file, init])
     rank, world_size = _start_distributed(config.training.device)
     try:
-        return _finetune(files, init, Path(out), config, val_file, encoder_name, resume, max_steps, overwrite, progress and rank == 0, rank, world_size)
+        with output_lock(out, "finetune") if rank == 0 else nullcontext():
+            return _finetune(files, init, Path(out), config, val_file, encoder_name, resume, max_steps, overwrite, progress and rank == 0, rank, world_size)
     finally:
         if world_size > 1:
             dist.destroy_process_group()

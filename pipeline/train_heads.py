@@ -15,7 +15,6 @@ heads/search.py, the ensemble heads/ensemble.py.
 """
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, memory_map_above
 from data.errors import UserError
 from data.files import atomic_dir, check_output_folder, json_text
+from data.guards import check_writable_folder, output_lock, scratch_folder
 from data.schema import TEXT_COLUMNS, TEXT_KEY_COLUMNS
 from data.splits import load_training_and_validation, module_pairs
 from features.encoder import TextEncoder, pick_device
@@ -72,8 +72,23 @@ def train_heads(
 ) -> TrainResult:
     """Train the heads the config names; with `search`, every setting of the config's `search` grid
     first, keeping the one of lowest validation loss (config.yaml then records it); with
-    `stage_0.ensemble` K > 1, K members on bootstrap resamples of the training tasks."""
-    check_output_folder(out, (CONFIG, WEIGHTS), "checkpoint", overwrite)  # before training, not after
+    `stage_0.ensemble` K > 1, K members on bootstrap resamples of the training tasks.
+
+    Before anything is read: --out must be a folder this run can write (data/guards.py), and no
+    other run may be writing it (its lock is held until the checkpoint is saved)."""
+    check_writable_folder(out, "--out", inputs=[*files, val_file, cache_dir, resume])
+    if embed_missing:
+        check_writable_folder(cache_dir, "--cache", replaced=False)
+    with output_lock(out, "train-heads"):
+        check_output_folder(out, (CONFIG, WEIGHTS), "checkpoint", overwrite)  # before training, not after
+        # Piece features larger than stage_0.memory_map_above_mb go to .npy files in a scratch
+        # folder beside --out (on the disk chosen for the output; never in the cache, which this
+        # run only reads and which may be read-only or shared), removed when training ends or fails.
+        with scratch_folder(out, "pair-features") as scratch:
+            return _train_heads(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, progress, say, search, scratch)
+
+
+def _train_heads(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, progress, say, search, scratch: Path) -> TrainResult:
     modules, data = config.data.modules, config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
     train, val = with_text_keys(train), with_text_keys(val)  # each text hashed once, whatever reads them
@@ -99,18 +114,15 @@ def train_heads(
     if note:
         say(note)
     view.check_vectors(namespace.fingerprint, f"the vectors of namespace {namespace.id} in {cache_dir}")
-    # Piece features larger than stage_0.memory_map_above_mb go to .npy files beside the cache and
-    # are read memory-mapped; the folder goes when training ends (or when this object is collected).
-    scratch = tempfile.TemporaryDirectory(dir=cache_dir, prefix=".pair-features-")
     try:
-        vectors = read_features(namespace, train, val, view, config.stage_0.memory_map_above_mb, Path(scratch.name))
+        vectors = read_features(namespace, train, val, view, config.stage_0.memory_map_above_mb, scratch)
     except MissingVectors as missing:
         if not embed_missing:
             raise CacheError(_missing_message(missing, cache_dir, namespace, every_file)) from None
         # the namespace's own encoder and settings, whichever the config names
         encoder = TextEncoder.load_matching(namespace.fingerprint, device=config.training.device, batch_size=config.model.batch_size)
         embed_pairs(every_file, cache_dir, config.override({"cache.dtype": namespace.dtype}), encoder=encoder, progress=progress)
-        vectors = read_features(namespace.reload(), train, val, view, config.stage_0.memory_map_above_mb, Path(scratch.name))
+        vectors = read_features(namespace.reload(), train, val, view, config.stage_0.memory_map_above_mb, scratch)
     # the texts are in the matrix now: keep only what the checkpoint and an ensemble still read
     hashes = {name: pair_table_hash(pairs, vectors[name].text_keys) for name, pairs in (("train", train), ("val", val))}
     counts = module_pairs(train, val, modules)
@@ -231,7 +243,6 @@ def train_heads(
             validation = f"`{val_file}`" if val_file else f"the validation {config.data.group_by}s carved out of the training files (data.val_fraction {config.data.val_fraction:g})"
             (folder / "search.md").write_text(search_markdown(searched.rows, searched.best, validation))
         config.save(folder / "config.yaml")
-    scratch.cleanup()
     return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, describe_reward(checkpoint_config), searched, fits)
 
 

@@ -957,3 +957,163 @@ def test_a_disk_error_raised_while_handling_another_is_still_found():
         message = disk_error(e)
     assert message.startswith("No space left on device (writing /data/out/report.json): " + KEPT)
     assert disk_error(ValueError("a bug")) is None and disk_error(OSError(errno.ENOENT, "No such file or directory")) is None
+
+
+# --- one writer per output, no scratch in an input, refusals before the work (issue defects 4, 5, 7) ---
+
+
+def train_heads_args(trained: Path, out: Path, *extra) -> list:
+    return ["train-heads", trained / "train.jsonl", "--cache", trained / "cache", "--encoder", "minilm", "--epochs", "1", "--device", "cpu", "--out", out, *extra]
+
+
+def test_a_second_writer_of_a_checkpoint_is_refused_at_once_naming_the_folder_and_the_other_run(trained, tmp_path):
+    """Two train-heads into one --out both succeeded and one checkpoint vanished: now the second
+    (here: any run while this process holds the folder's lock, as a running train-heads does) is
+    refused in one line naming the folder and the pid holding it, and writes nothing."""
+    from data.guards import output_lock
+
+    out = tmp_path / "ckpt"
+    with output_lock(out, "train-heads"):
+        started = time.monotonic()
+        output = refused(run(*train_heads_args(trained, out)), str(out), "another run", f"pid {os.getpid()}")
+        assert len(output.strip().splitlines()) == 1 and time.monotonic() - started < 10
+        refused(run("finetune", trained / "train.jsonl", "--init", trained / "plain", "--out", out, "--max-steps", "1", "--device", "cpu"), str(out), "another run")
+        copy_ = tmp_path / "plain"
+        shutil.copytree(trained / "plain", copy_)
+        with output_lock(copy_, "train-heads"):  # evaluate stores the normalisation into the checkpoint it reads
+            refused(run("evaluate", copy_, trained / "val.jsonl", "--cache", trained / "cache", "--out", tmp_path / "report", "--device", "cpu"), str(copy_), "another run")
+        assert not out.exists() and not (tmp_path / "report").exists()
+    assert run(*train_heads_args(trained, out)).exit_code == 0  # the lock goes with its holder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "plain"]  # no lock file, no scratch left beside it
+
+
+def test_two_train_heads_processes_into_one_out_one_is_refused(trained, tmp_path):
+    out = tmp_path / "ckpt"
+    first = subprocess.Popen(pipeline_command(train_heads_args(trained, out, "--epochs", "30")), env=PIPELINE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = tmp_path / ".ckpt.lock"
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_text()) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(pipeline_command(train_heads_args(trained, out)), env=PIPELINE_ENV, capture_output=True, text=True, timeout=300)
+    finally:
+        stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-2000:]
+    assert second.returncode == 1 and f"pid {first.pid}" in second.stderr + second.stdout and "Traceback" not in second.stderr, second.stderr
+    assert "checkpoint in" not in second.stdout
+
+
+def test_train_heads_writes_nothing_into_the_cache_it_reads_and_sweeps_a_killed_runs_scratch(trained, tmp_path, monkeypatch):
+    """Its memory-mapped piece features went to CACHE/.pair-features-*, failing on a read-only or
+    shared cache and staying there after a kill -9. (Root passes any permission check, so the cache
+    is compared entry by entry instead.) Now they go beside --out, named with host and pid, and a
+    dead run's are removed by the next run."""
+    from data.guards import _host
+
+    cache = tmp_path / "cache"
+    shutil.copytree(trained / "cache", cache)
+    before = sorted(str(p.relative_to(cache)) for p in cache.rglob("*"))
+    (tmp_path / "mmap.yaml").write_text("stage_0: {memory_map_above_mb: 0}\n")  # every feature matrix on disk
+    killed = tmp_path / "out" / f".ckpt.pair-features-{_host()}-999999999-abc.tmp"  # a pid above any pid_max: dead
+    (killed / "pieces").mkdir(parents=True)
+    import pipeline.train_heads
+
+    scratches, read_features = [], pipeline.train_heads.read_features
+    monkeypatch.setattr(pipeline.train_heads, "read_features", lambda *a: (scratches.append(a[-1]), read_features(*a))[1])
+    args = ["train-heads", trained / "train.jsonl", "--cache", cache, "--encoder", "minilm", "--epochs", "1", "--device", "cpu", "--config", tmp_path / "mmap.yaml"]
+    assert run(*args, "--out", tmp_path / "out" / "ckpt").exit_code == 0
+    assert scratches and not any(cache.resolve() in Path(p).resolve().parents for p in scratches), scratches  # a kill -9 would leave them there
+    assert sorted(str(p.relative_to(cache)) for p in cache.rglob("*")) == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ckpt"]
+
+
+def test_cache_info_lists_and_cache_gc_removes_pair_features_an_earlier_version_left_in_a_cache(work):
+    old = work / "cache" / ".pair-features-x1y2"
+    (old / "pieces").mkdir(parents=True)
+    (old / "pieces" / "matrix.npy").write_bytes(b"\0" * 64)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert str(old) in run("cache", "info", work / "cache").output
+    result = run("cache", "gc", work / "cache", work / "train.jsonl", work / "val.jsonl", work / "unseen.jsonl")
+    assert result.exit_code == 0 and f"removed {old}" in result.output, result.output
+    assert not old.exists()
+
+
+def no_work(monkeypatch) -> None:
+    """Fail the test if a verb gets as far as reading its pairs or loading an encoder."""
+    def started(*args, **kwargs):
+        raise AssertionError("the work started before the output was checked")
+
+    import pipeline.embed, pipeline.evaluate, pipeline.finetune, pipeline.train_heads
+
+    for module, name in ((pipeline.train_heads, "load_training_and_validation"), (pipeline.finetune, "load_training_and_validation"),
+                         (pipeline.evaluate, "load"), (pipeline.embed, "load_pairs")):  # fmt: skip
+        monkeypatch.setattr(module, name, started)
+
+
+OUT_FAULTS = ["parent is a file", "current directory", "ancestor of the current directory", "holds an input"]
+
+
+def faulty_out(fault: str, tmp_path: Path, monkeypatch) -> Path:
+    (tmp_path / "afile").write_text("not a folder")
+    here = tmp_path / "here" / "deeper"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    return {
+        "parent is a file": tmp_path / "afile" / "ck",
+        "current directory": Path("."), "ancestor of the current directory": tmp_path / "here", "holds an input": tmp_path,
+    }[fault]  # fmt: skip
+
+
+def verb_args(verb: str, trained: Path, inputs: Path, out: Path) -> list:
+    return {
+        "train-heads": ["train-heads", inputs / "train.jsonl", "--cache", trained / "cache", "--encoder", "minilm", "--device", "cpu", "--out", out],
+        "finetune": ["finetune", inputs / "train.jsonl", "--init", trained / "plain", "--out", out, "--max-steps", "1", "--device", "cpu"],
+        "evaluate": ["evaluate", trained / "plain", inputs / "val.jsonl", "--cache", trained / "cache", "--no-store-normalization", "--device", "cpu", "--out", out],
+        "embed": ["embed", inputs / "val.jsonl", "--cache", out, "--encoder", "minilm"],
+        "demo": ["demo", "--out", out],
+        "fit": ["fit", inputs / "train.jsonl", "--out", out],
+    }[verb]
+
+
+@pytest.mark.parametrize("verb", ["train-heads", "finetune", "evaluate", "embed", "demo", "fit"])
+@pytest.mark.parametrize("fault", OUT_FAULTS)
+def test_an_output_that_cannot_be_written_is_refused_before_the_work_in_one_line_leaving_nothing(trained, tmp_path, monkeypatch, verb, fault):
+    """--out afile/ck (FileExistsError after 16 s of training), --out . --overwrite (EBUSY and an
+    empty ..XXXX.old/ left behind): now one line before anything is read or trained, nothing made."""
+    if verb in ("embed", "demo", "fit") and fault == "holds an input":
+        pytest.skip("these write into their folder, never replace it: an input inside it is theirs to read")
+    if verb == "embed" and fault in ("current directory", "ancestor of the current directory"):
+        pytest.skip("embed adds to its cache, never replaces it: a cache in the current directory is fine")
+    inputs = tmp_path / "here" / "deeper"
+    out = faulty_out(fault, tmp_path, monkeypatch)
+    for name in ("train.jsonl", "val.jsonl"):
+        shutil.copy(trained / name, inputs / name)
+    no_work(monkeypatch)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    flag = "--cache" if verb == "embed" else "--out"
+    output = refused(run(*verb_args(verb, trained, inputs, out), *(["--overwrite"] if verb != "embed" else [])), flag)
+    assert len(output.strip().splitlines()) == 1, output
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # no lock, scratch, probe or ..XXXX.old left
+
+
+def test_an_embed_that_would_fill_the_disk_is_refused_before_encoding(trained, tmp_path, monkeypatch):
+    """ENOSPC mid-run is simulated: the free space reported is 1 kB."""
+    import data.guards
+
+    monkeypatch.setattr(data.guards.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    output = refused(run("embed", trained / "val.jsonl", "--cache", tmp_path / "cache", "--encoder", "minilm", "--device", "cpu"), "--cache", "MB free", "nothing was written")
+    assert len([line for line in output.strip().splitlines() if "Loading weights" not in line]) == 1  # the encoder loads first: its dimension sizes the estimate
+    assert not any(p.suffix == ".parquet" for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into a mode 555 folder: the file-in-the-way cases above test the same check")
+def test_an_unwritable_out_parent_is_refused_before_training(trained, tmp_path, monkeypatch):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        no_work(monkeypatch)
+        output = refused(run(*train_heads_args(trained, locked / "ck")), str(locked), "no permission")
+        assert len(output.strip().splitlines()) == 1
+    finally:
+        locked.chmod(0o755)
