@@ -12,6 +12,57 @@ from pathlib import Path
 from data.errors import UserError
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it: Linux reports it in /proc/self/status; else
+    the umask read once at import (os.umask sets while it reads, which races other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _umask_at_import() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_at_import()
+
+
+def file_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 less the umask (0644 under umask 022)."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode `mkdir` would give a new folder: 0o777 less the umask (0755 under umask 022)."""
+    return 0o777 & ~current_umask()
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give `path`, and all under it when it is a folder, the mode a new file or folder gets under
+    the umask (0644 / 0755 under umask 022), keeping a file's execute bits (as 0777 less the umask)."""
+    path = Path(path)
+    folder, file = folder_mode(), file_mode()
+    if not path.is_dir():
+        os.chmod(path, folder if os.stat(path).st_mode & 0o111 else file)
+        return
+    os.chmod(path, folder)
+    for root, folders, files in os.walk(path):
+        for name in folders:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), folder)
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, folder if os.stat(full).st_mode & 0o111 else file)
+
+
 @contextmanager
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path` (atomic on
@@ -23,9 +74,13 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     created = [folder for folder in path.parents if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:  # mkstemp makes 0600 whatever the umask: give the file the mode any new file gets
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
+        follow_umask(tmp)  # again: a writer may have replaced the file (safetensors writes 0600)
         if durable:
             fsync_path(tmp)
         os.replace(tmp, path)
@@ -102,6 +157,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        follow_umask(tmp)  # mkdtemp makes 0700, and some writers (safetensors) 0600 files, whatever the umask
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
