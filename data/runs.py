@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.errors import ConfigError
-from data.files import json_text, write_text_atomic
-from data.load import DataError, JSONProblem, Problem, parse_json, read_utf8
+from data.files import json_text, read_once, write_text_atomic
+from data.load import DataError, JSONProblem, Problem, is_blank, parse_json, read_utf8
 from data.schema import DEFAULT_MODULES
 from data.trajectory import (
     DEFAULT_MODULE_FIELDS,
@@ -95,6 +95,7 @@ def load_runs(paths: str | Path | Iterable[str | Path], success_threshold: float
     then None), and any finite number is read as written; mining pairs needs outcomes, so it never
     sets it."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    paths = read_once(paths)  # the same file given twice is read once (the CLI says so)
     if not paths:
         raise ValueError("no runs files given")
     located: list[tuple[str, int, object]] = []
@@ -181,7 +182,7 @@ def _check_record(file: str, line: int, record: object, success_threshold: float
                 problem(name, "missing (or null)")
         elif not isinstance(value, str):
             problem(name, f"expected a string, got {_kind(value)}")
-        elif not value.strip():
+        elif is_blank(value):  # zero-width characters count as whitespace
             problem(name, "empty or whitespace-only text")
 
     outcome = record.get("outcome")
@@ -241,7 +242,7 @@ def _check_rounds(rounds: object, problem) -> tuple[dict[str, str], ...]:
             elif value is not None and not isinstance(value, str):
                 problem(f"{where}.{name}", f"expected a string, got {_kind(value)}")
                 wrong = True
-            elif value is not None and value.strip():
+            elif value is not None and not is_blank(value):
                 texts[name] = value.strip()
         if not texts and not wrong:
             problem(where, "round has no text in any field")
