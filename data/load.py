@@ -697,12 +697,14 @@ def _check_values(flat: pl.DataFrame, modules: Sequence[str]) -> list[Problem]:
         if flat.schema[column] == pl.String:
             # `\s` is Unicode White_Space, what `strip_chars` strips; the anchors stop the search
             # at the first other character, where stripping would copy the whole text
-            empty = pl.col(column).str.contains(BLANK_PATTERN)
+            # a context or module text of zero-width characters only is blank too (an id or task is
+            # compared, not read: a zero-width space there is a character)
+            empty = pl.col(column).str.contains(BLANK_PATTERN if side in SIDES else r"^\s*$")
             checks.append((empty, field_path(column), "empty or whitespace-only text"))
     allowed = ", ".join(modules)
     checks.append(
         (
-            ~pl.col("target_module").is_in(list(modules)) & ~pl.col("target_module").str.contains(BLANK_PATTERN),
+            ~pl.col("target_module").is_in(list(modules)) & ~pl.col("target_module").str.contains(r"^\s*$"),
             "target_module",
             pl.format("unknown module '{}' (expected one of: " + allowed + ")", pl.col("target_module")),
         )

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from data.errors import ConfigError
 from data.files import json_text, read_once, write_text_atomic
-from data.load import DataError, JSONProblem, Problem, is_blank, parse_json, read_utf8
+from data.load import DataError, JSONProblem, Problem, parse_json, read_utf8
 from data.schema import DEFAULT_MODULES
 from data.trajectory import (
     DEFAULT_MODULE_FIELDS,
@@ -182,7 +182,7 @@ def _check_record(file: str, line: int, record: object, success_threshold: float
                 problem(name, "missing (or null)")
         elif not isinstance(value, str):
             problem(name, f"expected a string, got {_kind(value)}")
-        elif is_blank(value):  # zero-width characters count as whitespace
+        elif not value.strip():
             problem(name, "empty or whitespace-only text")
 
     outcome = record.get("outcome")
@@ -242,7 +242,7 @@ def _check_rounds(rounds: object, problem) -> tuple[dict[str, str], ...]:
             elif value is not None and not isinstance(value, str):
                 problem(f"{where}.{name}", f"expected a string, got {_kind(value)}")
                 wrong = True
-            elif value is not None and not is_blank(value):
+            elif value is not None and value.strip():
                 texts[name] = value.strip()
         if not texts and not wrong:
             problem(where, "round has no text in any field")
