@@ -12,6 +12,57 @@ from pathlib import Path
 from data.errors import UserError
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it: Linux reports it in /proc/self/status; else
+    the umask read once at import (os.umask sets while it reads, which races other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _umask_at_import() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_at_import()
+
+
+def file_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 less the umask (0644 under umask 022)."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode `mkdir` would give a new folder: 0o777 less the umask (0755 under umask 022)."""
+    return 0o777 & ~current_umask()
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give `path`, and all under it when it is a folder, the mode a new file or folder gets under
+    the umask (0644 / 0755 under umask 022), keeping a file's execute bits (as 0777 less the umask)."""
+    path = Path(path)
+    folder, file = folder_mode(), file_mode()
+    if not path.is_dir():
+        os.chmod(path, folder if os.stat(path).st_mode & 0o111 else file)
+        return
+    os.chmod(path, folder)
+    for root, folders, files in os.walk(path):
+        for name in folders:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), folder)
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, folder if os.stat(full).st_mode & 0o111 else file)
+
+
 @contextmanager
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path` (atomic on
@@ -23,9 +74,13 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     created = [folder for folder in path.parents if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:  # mkstemp makes 0600 whatever the umask: give the file the mode any new file gets
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
+        follow_umask(tmp)  # again: a writer may have replaced the file (safetensors writes 0600)
         if durable:
             fsync_path(tmp)
         os.replace(tmp, path)
@@ -102,6 +157,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        follow_umask(tmp)  # mkdtemp makes 0700, and some writers (safetensors) 0600 files, whatever the umask
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
@@ -112,3 +168,111 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --- output files: replace only what is ours ---------------------------------------------------
+
+# What each file-writing verb may replace without --overwrite: a file of the kind it writes, told
+# apart by its first record (data.load.first_record), so that a user's own file of the same
+# format is never replaced by another kind of content. kind -> (what it is, test of a record).
+OUTPUT_KINDS = {
+    "synthetic pairs": (
+        "pairs `pipeline synth` wrote (pair_id synth-...)",
+        lambda r: isinstance(r.get("pair_id"), str) and r["pair_id"].startswith("synth-") and "positive" in r,
+    ),
+    "mined pairs": (
+        "pairs `pipeline pairs` mined (pair_id RUN-vs-RUN-MODULE)",
+        lambda r: isinstance(r.get("pair_id"), str) and "-vs-" in r["pair_id"] and "positive" in r,
+    ),
+    "imported runs": (
+        "runs `pipeline import` wrote (run_id FILE:...)",
+        lambda r: isinstance(r.get("run_id"), str) and ":" in r["run_id"] and isinstance(r.get("rounds"), list),
+    ),
+    "scores": ("records `pipeline score` wrote (with \"scores\")", lambda r: isinstance(r.get("scores"), dict)),
+}
+
+
+def side_config(path: str | Path) -> Path:
+    """The config a verb writes beside its output file: `<stem>.config.yaml`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.config.yaml")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """`a` and `b` are one file: the same path once resolved (symlinks followed), or hard links."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(path: str | Path, inputs: Sequence[str | Path], kind: str, overwrite: bool, side: bool = True) -> None:
+    """Refuse, before any work, to write a file over what the user did not ask to replace:
+    - `path` (or its side config, when the verb writes one: `side`) is one of `inputs` (resolved,
+      symlinks and hard links included): always, --overwrite or not;
+    - `path` is a folder;
+    - `path` exists, is not empty, and is not of `kind` (OUTPUT_KINDS): unless `overwrite`;
+    - the side config `<stem>.config.yaml` exists and is not a config this pipeline wrote (a YAML
+      mapping whose keys are config sections): unless `overwrite`."""
+    path = Path(path)
+    outputs = [("--out", path)] + ([("the config beside --out", side_config(path))] if side else [])
+    for what, output in outputs:
+        for given in inputs:
+            if Path(given).exists() and same_file(output, given):
+                raise UserError(
+                    f"{what} {output} is the input {given}: writing it would destroy what is being read; nothing was written. Choose another --out"
+                )
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; this verb writes a file. Choose a file name for --out")
+    if overwrite:
+        return
+    what, ours = OUTPUT_KINDS[kind]
+    if path.exists() and path.stat().st_size > 0 and not _first_record_is(path, ours):
+        raise UserError(
+            f"--out {path} exists and is not {what}; nothing was written. Choose another --out, or pass --overwrite to replace it"
+        )
+    config = side_config(path)
+    if side and config.exists() and not is_our_config(config):
+        raise UserError(
+            f"{config} (the config written beside --out {path.name}) exists and is not a config this pipeline wrote; nothing was written. "
+            "Choose another --out, or pass --overwrite to replace it"
+        )
+
+
+def _first_record_is(path: Path, test) -> bool:
+    from data.load import first_record
+
+    record = first_record(path)
+    return isinstance(record, dict) and bool(test(record))
+
+
+def is_our_config(path: str | Path) -> bool:
+    """A config file this pipeline writes (`Config.save`): a YAML mapping of config sections."""
+    import dataclasses
+
+    import yaml
+
+    from pipeline.config import Config
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    sections = {f.name for f in dataclasses.fields(Config)}
+    return isinstance(loaded, dict) and bool(loaded) and set(loaded) <= sections
+
+
+def read_once(paths: Sequence[str | Path], say=None) -> list[Path]:
+    """`paths` without repeats (the same file given twice, by the same path, another path to it or
+    a symlink), in the order first given; `say` gets one line per repeated file."""
+    kept: list[Path] = []
+    for path in map(Path, paths):
+        twin = next((k for k in kept if same_file(k, path)), None)
+        if twin is None:
+            kept.append(path)
+        elif say is not None:
+            say(f"{twin} given twice: read once" if str(twin) == str(path) else f"{path} is {twin}, given twice: read once")
+    return kept

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from data.errors import UserError
-from data.files import atomic_path
+from data.files import atomic_path, read_once
 from data.schema import (
     CONTEXT_FIELD,
     DEFAULT_MODULES,
@@ -47,6 +47,21 @@ from data.schema import (
 _SIDE_TYPE = pa.struct([(CONTEXT_FIELD, pa.string()), (MODULE_TEXT_FIELD, pa.string()), (OUTCOME_FIELD, pa.float64())])
 _RECORD_TYPE = pa.struct([(name, pa.string()) for name in TOP_FIELDS] + [(side, _SIDE_TYPE) for side in SIDES])
 _EXPECTED_KIND = {CONTEXT_FIELD: str, MODULE_TEXT_FIELD: str, OUTCOME_FIELD: (int, float)}
+# Characters that show nothing and are not Unicode White_Space (what `\s` and str.strip know):
+# zero-width space, non-joiner and joiner, word joiner, byte order mark, Mongolian vowel separator.
+# A text of only these and whitespace is blank: it reads as empty to a person and to a tokenizer.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u180e"
+BLANK_PATTERN = f"^[\\s{INVISIBLE}]*$"
+
+
+def is_blank(text: str) -> bool:
+    """Empty, whitespace-only, or of invisible characters only (`INVISIBLE`)."""
+    return _BLANK.fullmatch(text) is not None
+
+
+_BLANK = re.compile(f"[\\s{INVISIBLE}]*")
+
+
 _MAX_PROBLEMS_SHOWN = 50
 _INTERNAL_COLUMNS = ["_file", "_record", "_line", "_positive_missing", "_negative_missing"]
 
@@ -96,6 +111,7 @@ def load_pairs(paths: str | Path | Iterable[str | Path], modules: Sequence[str] 
     """Read and validate pair files into one table, one row per pair (columns: `PAIR_COLUMNS`
     plus any extra fields). Raises `DataError` listing every problem in every file."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    paths = read_once(paths)  # the same file given twice is read once (the CLI says so)
     if not paths:
         raise ValueError("no pair files given")
     return _validated([_load_file(path, modules) for path in paths])
@@ -206,6 +222,13 @@ def file_kind(path: str | Path) -> str | None:
     cannot be told (the file is empty, unreadable, not JSON, or its first record is of no kind),
     so that the reader of the caller's choice then names what is wrong with it. Reads only the
     first line of a JSON Lines file."""
+    return record_kind(first_record(path, columns_only=True))
+
+
+def first_record(path: str | Path, columns_only: bool = False) -> object:
+    """The first record of a JSON array, JSON Lines or Parquet file (`columns_only`: of a Parquet
+    file, its column names as the keys of a record of Nones); None when there is none or the file
+    cannot be read as any of them."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -213,15 +236,18 @@ def file_kind(path: str | Path) -> str | None:
             if start == b"PAR1":
                 import pyarrow.parquet as pq
 
-                return record_kind(dict.fromkeys(pq.read_schema(path).names))
+                if columns_only:
+                    return dict.fromkeys(pq.read_schema(path).names)
+                batch = next(pq.ParquetFile(path).iter_batches(batch_size=1), None)
+                return batch.to_pylist()[0] if batch is not None and batch.num_rows else None
             f.seek(0)
             if f.read(64).lstrip().startswith(b"["):
                 records = json.loads(path.read_bytes().decode("utf-8"))
-                return record_kind(records[0]) if isinstance(records, list) and records else None
+                return records[0] if isinstance(records, list) and records else None
             f.seek(0)
             for raw in f:
                 if raw.strip():
-                    return record_kind(json.loads(raw.decode("utf-8")))
+                    return json.loads(raw.decode("utf-8"))
     except (OSError, ValueError, RecursionError, pa.ArrowException):
         return None
     return None
@@ -671,7 +697,9 @@ def _check_values(flat: pl.DataFrame, modules: Sequence[str]) -> list[Problem]:
         if flat.schema[column] == pl.String:
             # `\s` is Unicode White_Space, what `strip_chars` strips; the anchors stop the search
             # at the first other character, where stripping would copy the whole text
-            empty = pl.col(column).str.contains(r"^\s*$")
+            # a context or module text of zero-width characters only is blank too (an id or task is
+            # compared, not read: a zero-width space there is a character)
+            empty = pl.col(column).str.contains(BLANK_PATTERN if side in SIDES else r"^\s*$")
             checks.append((empty, field_path(column), "empty or whitespace-only text"))
     allowed = ", ".join(modules)
     checks.append(

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.errors import ConfigError
-from data.files import json_text, write_text_atomic
+from data.files import json_text, read_once, write_text_atomic
 from data.load import DataError, JSONProblem, Problem, parse_json, read_utf8
 from data.schema import DEFAULT_MODULES
 from data.trajectory import (
@@ -95,6 +95,7 @@ def load_runs(paths: str | Path | Iterable[str | Path], success_threshold: float
     then None), and any finite number is read as written; mining pairs needs outcomes, so it never
     sets it."""
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    paths = read_once(paths)  # the same file given twice is read once (the CLI says so)
     if not paths:
         raise ValueError("no runs files given")
     located: list[tuple[str, int, object]] = []

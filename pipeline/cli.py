@@ -21,7 +21,7 @@ import click
 
 from cache import EmbeddingCache
 from data import UserError, load_pairs, pairs_from_records, write_pairs
-from data.files import check_output_folder
+from data.files import check_output_file, check_output_folder, read_once
 from data.guards import check_writable_folder
 from data.splits import SPLITS, format_split_summary, split_pairs, split_summary
 from data.summary import format_summary, summarize_pairs
@@ -134,7 +134,18 @@ def overwrite_option(help: str):
     return click.option("--overwrite", is_flag=True, help=help)
 
 
-pair_files = click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def _read_once(ctx: click.Context, param: click.Parameter, paths: tuple[Path, ...]) -> tuple[Path, ...]:
+    """A file argument's paths without repeats: the same file given twice (by path, another path
+    or a symlink) is read once, and the verb says so in one line."""
+    return tuple(read_once(paths, say=lambda line: click.echo(line, err=True)))
+
+
+def input_files(name: str = "files", required: bool = True):
+    """FILES arguments: existing files, each read once however often it is given."""
+    return click.argument(name, nargs=-1, required=required, callback=_read_once, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+pair_files = input_files()
 
 CHAT_OPTIONS = ("task_field", "outcome_field", "messages_field", "opening_message", "task_prefix", "reflection_pattern", "memory_pattern")
 
@@ -173,8 +184,9 @@ def refuse_unused(ctx: click.Context, names: tuple[str, ...], why: str) -> None:
 @click.option("--pairs", "n_pairs", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of pairs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same pairs.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output: .json (array), .jsonl or .parquet.")
+@overwrite_option("Replace OUT (and OUT's .config.yaml) even when it is not synthetic pairs synth wrote.")
 @config_option
-def synth(n_pairs: int, seed: int, out: Path, config_path: Path | None) -> None:
+def synth(n_pairs: int, seed: int, out: Path, config_path: Path | None, overwrite: bool = False) -> None:
     """Write hard synthetic pairs.
 
     Positive and negative share the task and most of their text; the negative carries a realistic
@@ -183,6 +195,7 @@ def synth(n_pairs: int, seed: int, out: Path, config_path: Path | None) -> None:
     from data.synth import generate_pairs
 
     config = load_config(config_path)
+    check_output_file(out, [p for p in (config_path,) if p], "synthetic pairs", overwrite)
     pairs = pairs_from_records(generate_pairs(n_pairs, seed=seed, modules=config.data.modules), config.data.modules, source="synth")
     write_pairs(pairs, out)
     config.save(out.with_name(f"{out.stem}.config.yaml"))
@@ -315,7 +328,7 @@ def open_first_line(report: Path, checkpoint_config: dict) -> str:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@input_files()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for everything fit makes (layout: pipeline/fit.py).")
 @click.option("--from", "source_format", type=click.Choice(["runs", "pairs", "autogpt", "intercode", "chat"]),
               help="What FILES hold [default: runs or pairs, told apart by content]; autogpt, intercode, chat: logs `pipeline import` reads.")  # fmt: skip
@@ -516,6 +529,16 @@ def cache_gc(cache_dir: Path, files, config_path) -> None:
         click.echo(f"removed {folder}, scratch a killed train-heads run of an earlier version left in the cache")
 
 
+def refuse_val_in_training(val_file: Path | None, files: tuple[Path, ...]) -> None:
+    """--val must be pairs kept out of training: one of FILES (resolved) would validate the model
+    on what it trained on, and early stopping and the reported accuracy would mean nothing."""
+    from data.files import same_file
+
+    trained_on = next((path for path in files if val_file is not None and same_file(path, val_file)), None)
+    if trained_on is not None:
+        raise UserError(f"--val {val_file} is the training file {trained_on}: validating on training pairs measures nothing; give pairs kept out of training, or leave --val out to carve them from FILES by task")
+
+
 @main.command("train-heads")
 @pair_files
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
@@ -545,6 +568,7 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
     from pipeline.train_heads import train_heads as run
 
     config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device, "stage_0.ensemble": ensemble, "features.view": view})
+    refuse_val_in_training(val_file, files)
     result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo, overwrite=overwrite, search=search)
     if result.search is not None:
         from heads.search import table_rows
@@ -597,6 +621,7 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
         "stage_1.epochs": epochs, "stage_1.batch_size": batch_size, "stage_1.precision": precision,
         "stage_1.gradient_checkpointing": gradient_checkpointing, "stage_1.save_every_steps": save_every_steps, "training.device": device,
     })  # fmt: skip
+    refuse_val_in_training(val_file, files)
     result = run(files, init, out, config, val_file, encoder, resume, max_steps, overwrite=overwrite)
     if int(os.environ.get("RANK", 0)) != 0:
         return
@@ -607,8 +632,8 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--runs", "runs_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@input_files(required=False)
+@click.option("--runs", "runs_files", multiple=True, callback=_read_once, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Runs file (JSON Lines, data/runs.py; repeatable): report the best-of-N pick per task.")  # fmt: skip
 @click.option("--success-threshold", type=float, help="Read the runs' outcomes as rewards: reward >= T succeeded.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
@@ -646,8 +671,9 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
 
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("records", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@input_files("records")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Scored JSONL.")
+@overwrite_option("Replace OUT (and OUT's .config.yaml) even when it is not a file `pipeline score` wrote; never one of RECORDS.")
 @click.option("--from", "source_format", type=click.Choice(["runs", "autogpt", "intercode", "chat"]),
               help="Score runs from these: the run format, or logs `pipeline import` reads [default: score records or runs, told apart by content].")  # fmt: skip
 @click.option("--success-threshold", type=float, help="With --from chat: read outcomes as rewards, as `pipeline import chat` does (outcomes are only passed through).")
@@ -662,7 +688,8 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
 @click.pass_context
-def score(ctx, checkpoint, records, out, source_format, success_threshold, round_rewards, cache_dir, normalize, batch_size, allow_untrained, encoder, device, config_path, **chat) -> None:
+def score(ctx, checkpoint, records, out, overwrite, source_format, success_threshold, round_rewards, cache_dir, normalize, batch_size, allow_untrained, encoder, device, config_path,
+          **chat) -> None:  # fmt: skip
     """Score a JSONL file of contexts and module texts, or runs.
 
     Score records, one per line: {"context": "...", "modules": {"planner": "...", ...}, ...}; other
@@ -676,6 +703,7 @@ def score(ctx, checkpoint, records, out, source_format, success_threshold, round
     from pipeline.score import input_kind, score_file
 
     config = load_config(config_path, {"serve.normalize": normalize, "serve.allow_untrained": allow_untrained, "training.device": device})
+    check_output_file(out, [*records, *(p for p in (config_path,) if p)], "scores", overwrite)
     kind = input_kind(records, source_format)
     if kind != "chat":
         refuse_unused(ctx, (*CHAT_OPTIONS, "success_threshold"), "the chat importer's options, which apply only with --from chat")
@@ -689,6 +717,8 @@ def score(ctx, checkpoint, records, out, source_format, success_threshold, round
     if scorer.scorable_modules != scorer.modules or scorer.trained_modules != scorer.modules:
         click.echo(scorer.coverage())
     rewards = "normalised rewards" if config.serve.normalize else "rewards"
+    # the config beside OUT says what scored it: the checkpoint's encoder, not the config's default
+    config = config.override({"model.encoder": scorer.fingerprint.get("encoder")}, source=str(checkpoint))
     if runs is None:
         result = score_file(scorer, records[0], out, batch_size, progress=True)
         config.save(out.with_name(f"{out.stem}.config.yaml"))
@@ -782,13 +812,15 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
 
 
 @main.command("pairs")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@input_files()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output pairs: .json (array), .jsonl or .parquet.")
 @click.option("--max-pairs-per-task", type=click.IntRange(min=1), default=8, show_default=True, help="Most pairs per task and module.")
 @click.option("--success-threshold", type=float, help="Read outcomes as rewards: succeeded when reward >= this (default: outcomes must be 1 or 0).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which pairs the cap keeps; same seed, same pairs.")
+@overwrite_option("Replace OUT (and OUT's .config.yaml) even when it is not pairs `pipeline pairs` mined; never one of FILES.")
 @config_option
-def pairs_command(files: tuple[Path, ...], out: Path, max_pairs_per_task: int, success_threshold: float | None, seed: int, config_path: Path | None) -> None:
+def pairs_command(files: tuple[Path, ...], out: Path, max_pairs_per_task: int, success_threshold: float | None, seed: int, config_path: Path | None,
+                  overwrite: bool = False) -> None:  # fmt: skip
     """Mine preference pairs from runs that succeeded or failed.
 
     Runs are JSON Lines (format in data/runs.py; `pipeline import` makes them). For each task and
@@ -799,6 +831,7 @@ def pairs_command(files: tuple[Path, ...], out: Path, max_pairs_per_task: int, s
     from data.runs import format_mining_report, load_runs, mine_pairs
 
     config = load_config(config_path)
+    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "mined pairs", overwrite)
     runs = load_runs(files, success_threshold)
     records, report = mine_pairs(runs, config.data.modules, config.data.module_fields, max_pairs_per_task, seed)
     click.echo(format_mining_report(report))
@@ -815,10 +848,11 @@ def import_group() -> None:
 
 
 @import_group.command("autogpt")
-@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@input_files("reports")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output runs (.jsonl).")
+@overwrite_option("Replace OUT even when it is not runs `pipeline import` wrote; never one of the inputs.")
 @config_option
-def import_autogpt(reports: tuple[Path, ...], out: Path, config_path: Path | None) -> None:
+def import_autogpt(reports: tuple[Path, ...], out: Path, config_path: Path | None, overwrite: bool = False) -> None:
     """AutoGPT benchmark reports (agbenchmark report.md) to runs.
 
     Each attempt at a challenge becomes a run: its steps' thoughts, commands and outputs as rounds
@@ -830,6 +864,7 @@ def import_autogpt(reports: tuple[Path, ...], out: Path, config_path: Path | Non
     from data.runs import write_runs
 
     load_config(config_path)
+    check_output_file(out, [*reports, *(p for p in (config_path,) if p)], "imported runs", overwrite, side=False)
     runs, summary = import_reports(list(reports))
     click.echo(format_import_summary(summary, runs))
     if not runs:
@@ -839,10 +874,11 @@ def import_autogpt(reports: tuple[Path, ...], out: Path, config_path: Path | Non
 
 
 @import_group.command("intercode")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@input_files("files")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output runs (.jsonl).")
+@overwrite_option("Replace OUT even when it is not runs `pipeline import` wrote; never one of the inputs.")
 @config_option
-def import_intercode(files: tuple[Path, ...], out: Path, config_path: Path | None) -> None:
+def import_intercode(files: tuple[Path, ...], out: Path, config_path: Path | None, overwrite: bool = False) -> None:
     """InterCode result files (data/results/, .json or .json.gz) to runs.
 
     Each attempt becomes a run: its turns' thoughts or plan steps, actions and outputs as rounds
@@ -855,6 +891,7 @@ def import_intercode(files: tuple[Path, ...], out: Path, config_path: Path | Non
     from data.runs import write_runs
 
     load_config(config_path)
+    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "imported runs", overwrite, side=False)
     runs, summary = import_files(list(files))
     click.echo(format_import_summary(summary, runs))
     if not runs:
@@ -864,14 +901,16 @@ def import_intercode(files: tuple[Path, ...], out: Path, config_path: Path | Non
 
 
 @import_group.command("chat")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@input_files("files")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output runs (.jsonl).")
+@overwrite_option("Replace OUT even when it is not runs `pipeline import` wrote; never one of the inputs.")
 @click.option("--success-threshold", type=float, help="Read outcomes as rewards: succeeded when reward >= this (default: outcomes must be 1/0 or true/false).")
 @chat_options()
 @config_option
 def import_chat(
     files: tuple[Path, ...], out: Path, task_field: str, outcome_field: str, messages_field: str, success_threshold: float | None,
     opening_message: str, task_prefix: str, reflection_pattern: str | None, memory_pattern: str | None, config_path: Path | None,
+    overwrite: bool = False,
 ) -> None:  # fmt: skip
     """Chat transcripts (OpenAI-style messages; JSON array or JSON Lines, .gz or not) to runs.
 
@@ -885,6 +924,7 @@ def import_chat(
     from data.runs import write_runs
 
     load_config(config_path)
+    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "imported runs", overwrite, side=False)
     runs, summary = import_files(
         list(files), task_field=task_field, outcome_field=outcome_field, messages_field=messages_field, success_threshold=success_threshold,
         opening_message=opening_message, task_prefix=task_prefix, reflection_pattern=reflection_pattern, memory_pattern=memory_pattern,

@@ -1117,3 +1117,146 @@ def test_an_unwritable_out_parent_is_refused_before_training(trained, tmp_path, 
         assert len(output.strip().splitlines()) == 1
     finally:
         locked.chmod(0o755)
+# --- output files, inputs given twice, modes (issue: files overwritten, read twice, umask) ---------
+
+
+def records_file(trained: Path, folder: Path) -> Path:
+    """Score records of the checkpoint's validation texts (all in its cache)."""
+    rows = load_pairs(trained / "val.jsonl").select("positive_context", "target_module", "positive_module_text").rows()[:4]
+    (folder / "records.jsonl").write_text("".join(json.dumps({"context": c, "modules": {m: t}}) + "\n" for c, m, t in rows))
+    return folder / "records.jsonl"
+
+
+def file_writer_args(verb: str, trained: Path, folder: Path) -> list:
+    (folder / "runs.jsonl").write_text("".join(json.dumps({**run_record(i), "task": f"t{i // 4}"}) + "\n" for i in range(16)))
+    return {
+        "synth": ["synth", "--pairs", "8"],
+        "pairs": ["pairs", folder / "runs.jsonl"],
+        "import autogpt": ["import", "autogpt", *sorted((FIXTURES / "autogpt").glob("*.report.md"))],
+        "score": ["score", trained / "plain", records_file(trained, folder), "--cache", trained / "cache", "--device", "cpu"],
+    }[verb]
+
+
+@pytest.mark.parametrize("verb", ["synth", "pairs", "import autogpt", "score"])
+def test_an_output_file_not_of_ours_is_refused_untouched_and_replaced_only_with_overwrite(trained, tmp_path, verb):
+    args = file_writer_args(verb, trained, tmp_path)
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    output = refused(run(*args, "--out", out), str(out), "--overwrite")
+    assert len(output.strip().splitlines()) == 1 and out.read_text() == "mine"
+    assert not (tmp_path / "notes.config.yaml").exists()
+    if verb != "import autogpt":  # a side config of the user's, beside an output of ours
+        fresh = tmp_path / "fresh.jsonl"
+        (tmp_path / "fresh.config.yaml").write_text("my: notes\n")
+        refused(run(*args, "--out", fresh), "fresh.config.yaml", "--overwrite")
+        assert not fresh.exists() and (tmp_path / "fresh.config.yaml").read_text() == "my: notes\n"
+    result = run(*args, "--out", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert out.read_text() != "mine"
+    again = run(*args, "--out", out)  # our own output is replaced without --overwrite
+    assert again.exit_code == 0, again.output
+
+
+def test_synth_does_not_replace_pairs_it_did_not_make(tmp_path):
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps(pair_record(i)) + "\n" for i in range(3)))
+    before = mine.read_bytes()
+    refused(run("synth", "--pairs", "2", "--out", mine), str(mine), "--overwrite")
+    assert mine.read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink"])
+@pytest.mark.parametrize("verb", ["pairs", "import autogpt", "score"])
+def test_an_output_that_is_one_of_the_inputs_is_refused_even_with_overwrite(trained, tmp_path, verb, how):
+    args = file_writer_args(verb, trained, tmp_path)
+    source = Path(str(args[-1] if verb != "score" else args[2]))
+    out = source
+    if how == "symlink":
+        out = tmp_path / "link.out"
+        out.symlink_to(source)
+    before = source.read_bytes()
+    output = refused(run(*args, "--out", out, "--overwrite"), str(out), "is the input")
+    assert len(output.strip().splitlines()) == 1 and source.read_bytes() == before
+
+
+def test_a_side_config_that_is_the_config_given_is_refused(tmp_path):
+    (tmp_path / "out.config.yaml").write_text("data: {split_seed: 3}\n")
+    refused(run("synth", "--pairs", "2", "--out", tmp_path / "out.json", "--config", tmp_path / "out.config.yaml", "--overwrite"), "is the input")
+
+
+def test_a_file_given_twice_is_read_once_and_said_once(tmp_path):
+    shutil.copy(PAIRS, tmp_path / "pairs.json")
+    (tmp_path / "link.json").symlink_to(tmp_path / "pairs.json")
+    n = load_pairs(tmp_path / "pairs.json").height
+    for args in ([tmp_path / "pairs.json", tmp_path / "pairs.json"], [tmp_path / "pairs.json", tmp_path / "link.json"]):
+        result = run("validate", *args)
+        assert result.exit_code == 0, result.output
+        assert "given twice: read once" in result.output and f"{n} pairs over" in result.output and "1 file(s) OK" in result.output
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("".join(json.dumps({**run_record(i), "task": f"t{i // 4}"}) + "\n" for i in range(8)))
+    result = run("pairs", runs, runs, "--out", tmp_path / "mined.jsonl")
+    assert result.exit_code == 0 and "runs.jsonl given twice: read once" in result.output, result.output
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink"])
+def test_train_heads_refuses_validation_pairs_that_are_its_training_pairs(trained, tmp_path, how):
+    val = trained / "train.jsonl"
+    if how == "symlink":
+        val = tmp_path / "val.jsonl"
+        val.symlink_to(trained / "train.jsonl")
+    output = refused(run("train-heads", trained / "train.jsonl", "--val", val, "--cache", trained / "cache", "--out", tmp_path / "ckpt"), "--val", "training")
+    assert len(output.strip().splitlines()) == 1 and not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff", "\u2060", " \u200b\u200d "])
+def test_a_text_of_only_zero_width_characters_is_refused_naming_file_record_and_field(tmp_path, invisible):
+    record = pair_record(1)
+    record["negative"]["module_k_all_rounds"] = invisible
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(pair_record(0)) + "\n" + json.dumps(record) + "\n")
+    refused(run("validate", tmp_path / "pairs.jsonl"), "pairs.jsonl, record 1", "field 'negative.module_k_all_rounds': empty or whitespace-only")
+    record = pair_record(1)
+    record["positive"]["trajectory_full_context"] = invisible
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(record) + "\n")
+    refused(run("validate", tmp_path / "pairs.jsonl"), "pairs.jsonl, record 0", "field 'positive.trajectory_full_context': empty or whitespace-only")
+
+
+def test_score_records_the_checkpoints_encoder_beside_its_output(trained, tmp_path):
+    import yaml
+
+    out = tmp_path / "scored.jsonl"
+    result = run("score", trained / "plain", records_file(trained, tmp_path), "--cache", trained / "cache", "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    recorded = yaml.safe_load((tmp_path / "scored.config.yaml").read_text())["model"]["encoder"]
+    assert recorded == load(trained / "plain", device="cpu").fingerprint["encoder"]
+
+
+def modes(*roots: Path) -> dict[str, str]:
+    """The permission bits of every file and folder under `roots` (hidden lock files aside)."""
+    found = {}
+    for root in roots:
+        for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+            if not path.name.endswith(".lock"):
+                found[str(path)] = oct(path.stat().st_mode & 0o777)
+    return found
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_follow_the_umask(work, trained, umask):
+    previous = os.umask(umask)
+    try:
+        assert run("synth", "--pairs", "8", "--out", work / "synth.json").exit_code == 0
+        result = run("train-heads", work / "train.jsonl", "--val", work / "val.jsonl", "--cache", work / "cache", "--out", work / "ckpt", "--epochs", "1", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        result = run("evaluate", work / "ckpt", work / "val.jsonl", "--cache", work / "cache", "--out", work / "report", "--bootstrap", "0", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        result = run("score", work / "plain", records_file(trained, work), "--cache", work / "cache", "--device", "cpu", "--out", work / "scored.jsonl")
+        assert result.exit_code == 0, result.output
+        result = run("embed", work / "unseen.jsonl", "--cache", work / "new-cache", "--encoder", "minilm", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(previous)
+    outputs = [work / name for name in ("synth.json", "synth.config.yaml", "ckpt", "report", "scored.jsonl", "scored.config.yaml", "new-cache")]
+    found = modes(*outputs)
+    expected = {path: oct((0o777 if Path(path).is_dir() else 0o666) & ~umask) for path in found}
+    assert found == expected
+    assert any(p.endswith(".parquet") for p in found) and any(p.endswith("manifest.json") for p in found)
