@@ -328,3 +328,54 @@ def test_pipeline_serve_runs_until_terminated(trained):
 def test_pipeline_serve_refuses_a_default_module_the_checkpoint_lacks(trained):
     result = CliRunner().invoke(main, ["serve", str(trained / "checkpoint"), "--module", "critic", "--device", "cpu"])
     assert result.exit_code != 0 and "'critic' is not a module" in result.output
+
+
+# --- a request's cost is bounded (issue: one request inside the limits stalled every client) ---
+
+
+def long_texts(n_chars: int) -> list[str]:
+    """Texts far over any token budget: words, digits, punctuation, runs of spaces, newlines, non-ASCII."""
+    rng = np.random.default_rng(0)
+    words = ["plan", "w17", "Ünïcode", "日本語", "x=1;", "  ", "\n", "(a,b)", "déjà-vu", "#!", "tokens", "0.25", "\t", "end."]
+    texts = []
+    for seed in range(3):
+        picked = rng.choice(len(words), size=n_chars // 3)
+        texts.append(" ".join(words[k] for k in picked)[:n_chars])
+    texts.append(("w%d " % 5) * (n_chars // 4))
+    texts.append("nospace" * (n_chars // 7))  # no place to cut a window: tokenized whole, as before
+    return texts
+
+
+@pytest.mark.parametrize("model", ["minilm", "qwen3"])
+@pytest.mark.parametrize("side", ["left", "right", "head_tail"])
+def test_long_texts_are_tokenized_only_where_truncation_keeps_them_with_the_same_vectors(model, side, minilm_path, tiny_qwen3_path, monkeypatch):
+    import features.encoder
+    from features.encoder import TextEncoder
+
+    path = minilm_path if model == "minilm" else tiny_qwen3_path
+    encoder = TextEncoder.load(str(path), device="cpu", max_context_tokens=96, max_module_tokens=48, truncation_side=side)
+    texts = long_texts(60_000)
+    tokenized: list[int] = []  # the length of every text the encoder's own tokenizer call gets
+
+    class Spy:
+        def __call__(self, batch, **kwargs):
+            tokenized.extend(len(t) for t in batch)
+            return tokenizer(batch, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+    tokenizer, encoder.tokenizer = encoder.tokenizer, Spy()
+    for role in ("context", "module"):
+        tokenized.clear()
+        prepared, cut = encoder.prepare(texts, role)
+        read = list(tokenized)
+        vectors, _ = encoder.encode(texts[:2] + texts[3:4], role)
+        with monkeypatch.context() as m:
+            m.setattr(features.encoder, "CHARS_PER_TOKEN", 10**9)  # the old path: every long text tokenized whole
+            whole, whole_cut = encoder.prepare(texts, role)
+            whole_vectors, _ = encoder.encode(texts[:2] + texts[3:4], role)
+        assert prepared == whole and cut == whole_cut >= len(texts) - 1  # MiniLM reads the 60,000-character word as one [UNK]
+        np.testing.assert_allclose(vectors, whole_vectors, atol=1e-6)
+        # windows were taken: only the text without a space to cut at was tokenized whole
+        assert sorted(read)[-2] < 25_000 and max(read) == len(texts[-1]), sorted(read)[-3:]
