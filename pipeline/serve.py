@@ -3,8 +3,8 @@ JSON client.
 
     pipeline serve ckpt/ --host 127.0.0.1 --port 8000 [--cache embeddings/] [--normalize] [--module planner]
     curl -s localhost:8000/health
-    curl -s localhost:8000/score -d '{"items": [{"context": "Task: ...", "module": "planner", "module_text": "[Round 1]\\n<plan>...</plan>"}]}'
-    curl -s localhost:8000/get_reward -d '{"query": ["<prompt><response>"], "prompts": ["<prompt>"], "labels": ["planner"]}'
+    curl -s localhost:8000/score -H 'Content-Type: application/json' -d '{"items": [{"context": "Task: ...", "module": "planner", "module_text": "[Round 1]\\n<plan>...</plan>"}]}'
+    curl -s localhost:8000/get_reward -H 'Content-Type: application/json' -d '{"query": ["<prompt><response>"], "prompts": ["<prompt>"], "labels": ["planner"]}'
 
 Endpoints:
   GET  /health      {"status": "ok", "modules": [...], "normalized": ..., "reward": what it is made of, in words,
@@ -41,13 +41,17 @@ members' standard deviation in the units of "rewards" (pipeline/rewards.py). Sin
 checkpoints answer exactly as before.
 
 Micro-batching: requests wait in a queue; a background task takes the first, keeps collecting
-rows of requests that arrive within `max_wait_ms` up to `max_batch` rows (a request is never split;
-one larger than `max_batch` is scored alone), scores them in one scorer call in a worker thread,
-and answers each request with its own rows. `max_batch 1` scores every request alone. When scoring
+rows of requests that arrive within `max_wait_ms` up to `max_batch` rows, scores them in one
+scorer call in a worker thread, and answers each request with its own rows. A request of more than
+`max_batch` rows is scored `max_batch` rows at a time, the requests queued meanwhile in between,
+so small requests do not wait for a large one; a request whose client hangs up leaves the queue
+unscored (`abandoned` in /health). `max_batch 1` scores every request alone. When scoring
 a batch raises, each of its requests is scored again alone, so only the request at fault fails.
 
-Limits: bodies over `max_body_bytes` and requests over `max_request_rows` rows get 413. Bodies that
-are not JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
+Limits: bodies over `max_body_bytes`, requests over `max_request_rows` rows and requests over
+`max_request_chars` characters of text get 413. A POST not declared `application/json` gets 415
+(a browser page can POST text/plain to 127.0.0.1 without a CORS preflight). Bodies that are not
+JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
 unequal lists, text with a lone surrogate such as "\\ud800", a label that looks like a mistyped
 module name when nothing else names the module) gets 422. Past `max_pending` requests waiting to be
 scored, 503 with Retry-After. A request must arrive whole within `read_timeout_s` of its first byte
