@@ -43,7 +43,7 @@ checkpoints answer exactly as before.
 Micro-batching: requests wait in a queue; a background task takes the first, keeps collecting
 rows of requests that arrive within `max_wait_ms` up to `max_batch` rows, scores them in one
 scorer call in a worker thread, and answers each request with its own rows. A request of more than
-`max_batch` rows is scored `max_batch` rows at a time, the requests queued meanwhile in between,
+`max_batch` rows is scored LARGE_REQUEST_ROWS (8) rows per call, the requests queued meanwhile in between,
 so small requests do not wait for a large one; a request whose client hangs up leaves the queue
 unscored (`abandoned` in /health). `max_batch 1` scores every request alone. When scoring
 a batch raises, each of its requests is scored again alone, so only the request at fault fails.
@@ -63,6 +63,7 @@ client may log only the status line (OpenRLHF does).
 """
 
 import asyncio
+import ctypes
 import errno
 import json
 import logging
@@ -89,6 +90,9 @@ from pipeline.rewards import Rewards, RewardScorer, sigmoid
 logger = logging.getLogger(__name__)
 
 _DRAIN_BYTES = 256 * 1024 * 1024
+# A request of more rows than max_batch is scored this many rows per scorer call, so that a small
+# request arriving meanwhile waits for a few rows of long texts at most, not for max_batch of them.
+LARGE_REQUEST_ROWS = 8
 MODULE_TAG = re.compile(r"<module>\s*([^<>]*?)\s*</module>")
 
 
@@ -141,14 +145,16 @@ class _Job:
 class MicroBatcher:
     """Collects the rows of requests that arrive together and scores them in one call of `score`
     (run in a worker thread, so the event loop keeps taking requests meanwhile). A request of more
-    than `max_batch` rows is scored `max_batch` rows at a time, and after each of its batches the
+    than `max_batch` rows is scored `large_rows` rows per call, and after each of its calls the
     requests that queued up meanwhile go first, so a small request never waits for a whole large
     one. A request whose awaiting task is cancelled (its client went away) is dropped from the
     queue, and what is left of it is never scored."""
 
-    def __init__(self, score: Callable[[list, list, list], Rewards], max_batch: int, max_wait: float, max_pending: int = 256):
+    def __init__(self, score: Callable[[list, list, list], Rewards], max_batch: int, max_wait: float, max_pending: int = 256, large_rows: int | None = None):
         self.score_rows = score
         self.max_batch = max_batch
+        # rows of a request larger than a batch scored per call: few, since its texts may be long
+        self.large_rows = min(max_batch, large_rows or max_batch)
         self.max_wait = max_wait
         self.max_pending = max_pending
         self.batches = 0
@@ -183,10 +189,15 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        trimmed = True
         while True:
+            if not self._pending and not trimmed:
+                await asyncio.to_thread(_release_memory)
+                trimmed = True
             while not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
+            trimmed = False
             batch: list[tuple[_Job, int]] = []  # (job, rows of it in this batch, from job.scored on)
             rows = 0
             deadline = loop.time() + self.max_wait
@@ -208,9 +219,9 @@ class MicroBatcher:
                 if left <= self.max_batch - rows:
                     batch.append((self._pending.popleft(), left))
                     rows += left
-                elif not batch:  # larger than a batch: one batch of it now, the rest after those queued meanwhile
-                    batch.append((self._pending.popleft(), self.max_batch))
-                    rows = self.max_batch
+                elif not batch:  # larger than a batch: a part of it now, the rest after those queued meanwhile
+                    batch.append((self._pending.popleft(), min(left, self.large_rows)))
+                    break
                 else:
                     break  # it opens the next batch
             await self._score(batch)
@@ -252,6 +263,22 @@ class MicroBatcher:
                 job.future.set_result(job.parts[0] if len(job.parts) == 1 else _concatenate(job.parts))
             if job.future.done():
                 job.parts = []
+
+
+def _release_memory() -> None:
+    """Hand the heap's free memory back to the system once the queue is empty (glibc keeps what a
+    large request's tokenizing and encoding freed in its arenas otherwise). Linux/glibc only."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 def _concatenate(parts: list[Rewards]) -> Rewards:
@@ -501,7 +528,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     if settings.module and settings.module not in scorer.modules:
         raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
     # one pass of the heads per batch gives each request its slice of rewards, uncertainty and round shares
-    batcher = MicroBatcher(scorer.rewards, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending)
+    batcher = MicroBatcher(scorer.rewards, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending, LARGE_REQUEST_ROWS)
     counters = {"requests": 0, "rows": 0, "refused": 0, "abandoned": 0}
     warned: set[str] = set()
 
