@@ -14,7 +14,14 @@ p50/p99 latency and errors for two workloads, and checks that both servers retur
 
 Loopback only, a bounded number of requests, stops by itself. Compare ratios, not seconds.
 
+`--adversarial` measures instead what one maximal request costs everyone else: a /score request of
+long module texts (("w%d " % i) * 3000 each, as many items as fit in serve.max_request_chars),
+then one-row requests of new texts sent one after another while it is in flight. It prints the
+one-row latency unloaded and meanwhile, their ratio, the server's RSS before, at its peak and
+after the burst, and how soon a request whose client hangs up after 3 s stops being scored.
+
     .venv/bin/python bench/serve.py [--pairs 200] [--new-pairs 100] [--clients 16] [--max-tokens 128]
+    .venv/bin/python bench/serve.py --adversarial [--pairs 40] [--max-tokens 256]
 """
 
 import argparse
@@ -137,13 +144,104 @@ def run_clients(port: int, rows: list[dict], clients: int) -> dict:
     }
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def one_row(port: int, i: int) -> float:
+    """Seconds for a one-row /score of texts the server has not seen."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    body = json.dumps({"items": [{"context": f"Task: probe {i}", "module": "planner", "module_text": f"<plan>step {i}</plan>"}]})
+    start = time.perf_counter()
+    connection.request("POST", "/score", body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200, response.status
+    return time.perf_counter() - start
+
+
+def adversarial(checkpoint: Path, cache: Path, work: Path) -> None:
+    limit = 4_000_000  # serve.max_request_chars' default
+    items, chars = [], 0
+    for i in range(1024):
+        text = ("w%d " % i) * 3000
+        if chars + len(text) + 9 > limit:
+            break
+        items.append({"context": "Task: x", "module": "planner", "module_text": text})
+        chars += len(text) + 7
+    body = json.dumps({"items": items}).encode()
+    with Server(checkpoint, cache, work / "server-adversarial.log") as server:
+        pid = server.process.pid
+        for i in range(5):
+            one_row(server.port, -1 - i)  # warm up
+        unloaded = [one_row(server.port, i) for i in range(20)]
+        before = rss_mb(pid)
+        peak = [before]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak.append(rss_mb(pid))
+                time.sleep(0.05)
+
+        threading.Thread(target=sample, daemon=True).start()
+        big: dict = {}
+
+        def send_big(hang_up_after: float | None) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=hang_up_after or 600)
+            start = time.perf_counter()
+            try:
+                connection.request("POST", "/score", body=body, headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                big["status"] = response.status
+            except OSError as e:  # the timeout: the client hangs up
+                big["status"] = repr(e)
+            connection.close()
+            big["seconds"] = time.perf_counter() - start
+
+        thread = threading.Thread(target=send_big, args=(None,))
+        thread.start()
+        time.sleep(1.0)  # it is read and queued
+        loaded = []
+        while thread.is_alive() and len(loaded) < 20:
+            loaded.append(one_row(server.port, 100 + len(loaded)))
+        thread.join()
+        first = dict(big)
+        # the same request again, its client hanging up after 3 s: when does the server stop scoring it?
+        calls = server.health()["scorer_calls"]
+        body = body.replace(b'"module_text": "w', b'"module_text": "v')  # new texts: the first ones are in the server's memory now
+        send_big(3.0)
+        time.sleep(1.0)
+        calls_after_hangup = server.health()["scorer_calls"]
+        time.sleep(2.0)
+        health = server.health()
+        time.sleep(2.0)
+        sampling.set()
+        after = rss_mb(pid)
+        health = server.health()
+
+    u, l = 1000 * float(np.median(unloaded)), 1000 * float(np.median(loaded))
+    print(f"\nadversarial: one /score of {len(items)} items, {chars:,} characters ({len(body):,} bytes), {os.cpu_count()} CPUs")
+    print(f"  the large request: {first['status']} in {first['seconds']:.1f} s")
+    print(f"  one-row latency unloaded p50 {u:.0f} ms; while the large request is in flight p50 {l:.0f} ms, max {1000 * max(loaded):.0f} ms "
+          f"({len(loaded)} requests); ratio {l / u:.1f}x")  # fmt: skip
+    print(f"  client hung up after 3 s: scorer calls 1 s later +{calls_after_hangup - calls}, 3 s later +{health['scorer_calls'] - calls}; "
+          f"abandoned {health['abandoned']}")  # fmt: skip
+    print(f"  server RSS before {before:.0f} MB, peak {max(peak):.0f} MB, after {after:.0f} MB ({after - before:+.0f} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=200, help="pairs embedded into the cache: 2 requests each (cached texts)")
     parser.add_argument("--new-pairs", type=int, default=100, help="pairs never embedded: 2 requests each (new texts)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--adversarial", action="store_true", help="one maximal request against one-row requests (see the docstring)")
     args = parser.parse_args()
+    if args.adversarial:
+        args.new_pairs = 0
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     records = generate_pairs(args.pairs + args.new_pairs, seed=0)
@@ -158,6 +256,10 @@ def main() -> None:
     print(f"embedding {args.pairs} pairs and training heads (setup, not measured) in {work} ...", flush=True)
     embed_pairs([work / "cached.jsonl"], work / "cache", config, encoder=load_encoder(config), progress=False)
     train_heads([work / "cached.jsonl"], work / "cache", work / "checkpoint", config, progress=False)
+    if args.adversarial:
+        adversarial(work / "checkpoint", work / "cache", work)
+        shutil.rmtree(work)
+        return
     workloads = {"cached texts": rows_of(work / "cached.jsonl"), "new texts": rows_of(work / "new.jsonl")}
     warm_up = [{"context": f"warm-up context {i}", "module": "planner", "module_text": f"warm-up plan {i}"} for i in range(32)]
 

@@ -65,6 +65,12 @@ _FIX = (
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _NOT_WEIGHTS = {"training_args.bin"}  # trainer metadata: holds paths and dates, not weights
 _REVISION = re.compile(r"[0-9a-f]{40}")
+# A text over CHARS_PER_TOKEN characters per token of budget is first tokenized only in a window of
+# that many characters at the end truncation keeps (`TextEncoder._window_offsets`), and the window
+# must give WINDOW_MARGIN tokens more than the budget: a window's edge never reaches what is kept.
+CHARS_PER_TOKEN = 16
+WINDOW_MARGIN = 8
+_SAFE_SPACE = re.compile(r"(?<=\S) (?=\S)")
 
 
 class EncoderLoadError(UserError):
@@ -270,15 +276,14 @@ class TextEncoder:
         candidates = [i for i, t in enumerate(texts) if 4 * len(t) > budget and _utf8_length(t) > budget]
         if not candidates:
             return texts, 0
-        encoded = self.tokenizer(
-            [texts[i] for i in candidates],
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,  # no "longer than the maximum" warning: cutting is what we are about to do
-        )
-        over = {i: offsets for i, offsets in zip(candidates, encoded["offset_mapping"]) if len(offsets) > budget}
+        # A text far longer than the budget is tokenized only at the end(s) truncation keeps (see
+        # `_window_offsets`); the rest, and a window that turns out too short, in full.
+        windowed = {i: o for i in candidates if len(texts[i]) > CHARS_PER_TOKEN * budget and (o := self._window_offsets(texts[i], budget)) is not None}
+        whole = [i for i in candidates if i not in windowed]
+        offsets_of = dict(windowed)
+        if whole:
+            offsets_of.update(zip(whole, self._offsets([texts[i] for i in whole])))
+        over = {i: offsets_of[i] for i in candidates if len(offsets_of[i]) > budget}
         keep = dict.fromkeys(over, budget)  # tokens of the original text to keep, per text that is cut
         cut = {i: self._cut(texts[i], over[i], budget) for i in over}
 
@@ -306,6 +311,51 @@ class TextEncoder:
         for i, text in cut.items():
             texts[i] = text
         return texts, len(cut)
+
+    def _offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        return self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,  # no "longer than the maximum" warning: cutting is what we are about to do
+        )["offset_mapping"]
+
+    def _window_offsets(self, text: str, budget: int) -> list[tuple[int, int]] | None:
+        """Token offsets into `text` for what `_cut` reads of it, from tokenizing only a window of
+        `CHARS_PER_TOKEN * budget` characters (4x and 16x that when too few tokens come out) at the
+        end that truncation keeps (both ends for head_tail); None when no window holds enough.
+
+        Each window ends at a space between two non-space characters, which every tokenizer here
+        splits at (BERT's whitespace split, byte-level BPE's pre-tokenizer regex: no piece holds a
+        space after a non-space character), so the window's tokens are the text's own tokens there,
+        and `_cut` only reads the `budget` of them farthest from the window's edge. Offsets of the
+        unread middle are missing: only the start and end of the list are meaningful."""
+        keeps_head = self.truncation_side in ("right", "head_tail")
+        keeps_tail = self.truncation_side in ("left", "head_tail")
+        for scale in (1, 4, 16):
+            chars = CHARS_PER_TOKEN * budget * scale
+            if 2 * chars >= len(text):
+                return None  # about as long as the window(s): tokenize it whole
+            head: list[tuple[int, int]] = []
+            tail: list[tuple[int, int]] = []
+            end = start = None
+            if keeps_head:
+                end = _space_at_or_after(text, chars, chars)
+                if end is None:
+                    return None
+            if keeps_tail:
+                start = _space_at_or_before(text, len(text) - chars, chars)
+                if start is None or (end is not None and start < end):
+                    return None
+            if keeps_head:
+                head = self._offsets([text[:end]])[0]
+            if keeps_tail:
+                tail = [(a + start, b + start) for a, b in self._offsets([text[start:]])[0]]
+            if (not keeps_head or len(head) >= budget + WINDOW_MARGIN) and (not keeps_tail or len(tail) >= budget + WINDOW_MARGIN):
+                return head + tail
+        return None
 
     def _cut(self, text: str, offsets: Sequence[tuple[int, int]], keep: int) -> str:
         """`text` reduced to `keep` of its tokens (`offsets` into `text`), at a token boundary."""
@@ -366,6 +416,20 @@ class TextEncoder:
             f"TextEncoder({self.name!r}, dimension={self.dimension}, pooling={self.pooling}, padding={self.padding_side}, "
             f"max_tokens={self.max_tokens}, truncation_side={self.truncation_side})"
         )
+
+
+def _space_at_or_before(text: str, position: int, reach: int) -> int | None:
+    """The last index <= `position` (and > position - reach) of a space between two non-space characters."""
+    found = None
+    for match in _SAFE_SPACE.finditer(text, max(1, position - reach), position + 2):  # + 2: the lookahead's character
+        found = match.start()
+    return found
+
+
+def _space_at_or_after(text: str, position: int, reach: int) -> int | None:
+    """The first index >= `position` (and < position + reach) of a space between two non-space characters."""
+    match = _SAFE_SPACE.search(text, position, min(len(text), position + reach + 1))
+    return match.start() if match else None
 
 
 def _check_role(role: str) -> None:

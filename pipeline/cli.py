@@ -762,6 +762,7 @@ def _runs_to_score(kind: str, files: tuple[Path, ...], success_threshold: float 
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), help="How long a batch waits for more requests [serve.max_wait_ms: 5].")
 @click.option("--max-request-rows", type=click.IntRange(min=1), help="Rows one request may hold [serve.max_request_rows: 1024].")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), help="Largest request body [serve.max_body_bytes: 16 MiB].")
+@click.option("--max-request-chars", type=click.IntRange(min=1), help="Characters of text (contexts + module texts) one request may hold [serve.max_request_chars: 4,000,000].")
 @click.option("--max-pending", type=click.IntRange(min=1), help="Requests waiting to be scored; past it 503 with Retry-After [serve.max_pending: 256].")
 @click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds a request's headers and body may take to arrive [serve.read_timeout_s: 30].")
 @click.option("--docs", is_flag=True, default=None, help="Serve /docs and /openapi.json [serve.docs: off].")
@@ -770,23 +771,26 @@ def _runs_to_score(kind: str, files: tuple[Path, ...], success_threshold: float 
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
 @click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
 @config_option
-def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_pending, read_timeout_s, docs, allow_untrained, no_extra_logs, encoder, device, config_path) -> None:
+def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_request_chars, max_pending, read_timeout_s, docs, allow_untrained, no_extra_logs, encoder, device, config_path) -> None:
     """Serve rewards over HTTP (OpenRLHF, verl).
 
     POST /score, POST /get_reward (OpenRLHF's remote reward model), GET /health; requests that
     arrive together are scored in one batch. See pipeline/serve.py for the request formats.
     """
     from pipeline.rewards import load
-    from pipeline.serve import ServeSettings, serve as run
+    from pipeline.serve import ServeSettings, listen, serve as run
 
     overrides = {
         "serve.normalize": normalize, "serve.module": module, "serve.max_batch": max_batch, "serve.max_wait_ms": max_wait_ms,
         "serve.max_request_rows": max_request_rows, "serve.max_body_bytes": max_body_bytes, "serve.max_pending": max_pending,
+        "serve.max_request_chars": max_request_chars,
         "serve.read_timeout_s": read_timeout_s, "serve.docs": docs, "serve.allow_untrained": allow_untrained, "training.device": device,
         "serve.extra_logs": False if no_extra_logs else None,
     }  # fmt: skip
     config = load_config(config_path, overrides)
     settings = ServeSettings.from_config(config.serve)
+    sock = listen(host, port)  # a port in use fails here, in one line, before the model loads and anything says "serving"
+    port = sock.getsockname()[1]  # --port 0: the free port picked
     scorer = load(
         checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder,
         memory_size=config.serve.memory_size, allow_untrained=config.serve.allow_untrained,
@@ -805,7 +809,7 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
     if not settings.extra_logs:
         click.echo("/get_reward answers without extra_logs (serve.extra_logs: false, for OpenRLHF 0.8.x clients)")
     click.echo(f"serving {checkpoint} ({', '.join(scorer.scorable_modules)}; {'normalised' if scorer.normalize else 'raw'} rewards; {batching}) on http://{host}:{port}")
-    run(scorer, settings, host, port)
+    run(scorer, settings, host, port, sock=sock)
 
 
 # --- runs: import and pair mining (issue 9) ---

@@ -150,6 +150,7 @@ class ServeConfig:
     docs: bool = False  # serve /docs and /openapi.json
     allow_untrained: bool = False  # also score modules whose head saw no training pairs (their scores mean nothing); refused by default
     extra_logs: bool = True  # /get_reward answers "extra_logs" (per-query numbers OpenRLHF logs); false for OpenRLHF 0.8.x, whose client fails on them
+    max_request_chars: int = 4_000_000  # characters of text (contexts + module texts) one request may hold; more is refused with 413
 
 
 @dataclass

@@ -3,8 +3,8 @@ JSON client.
 
     pipeline serve ckpt/ --host 127.0.0.1 --port 8000 [--cache embeddings/] [--normalize] [--module planner]
     curl -s localhost:8000/health
-    curl -s localhost:8000/score -d '{"items": [{"context": "Task: ...", "module": "planner", "module_text": "[Round 1]\\n<plan>...</plan>"}]}'
-    curl -s localhost:8000/get_reward -d '{"query": ["<prompt><response>"], "prompts": ["<prompt>"], "labels": ["planner"]}'
+    curl -s localhost:8000/score -H 'Content-Type: application/json' -d '{"items": [{"context": "Task: ...", "module": "planner", "module_text": "[Round 1]\\n<plan>...</plan>"}]}'
+    curl -s localhost:8000/get_reward -H 'Content-Type: application/json' -d '{"query": ["<prompt><response>"], "prompts": ["<prompt>"], "labels": ["planner"]}'
 
 Endpoints:
   GET  /health      {"status": "ok", "modules": [...], "normalized": ..., "reward": what it is made of, in words,
@@ -41,13 +41,17 @@ members' standard deviation in the units of "rewards" (pipeline/rewards.py). Sin
 checkpoints answer exactly as before.
 
 Micro-batching: requests wait in a queue; a background task takes the first, keeps collecting
-rows of requests that arrive within `max_wait_ms` up to `max_batch` rows (a request is never split;
-one larger than `max_batch` is scored alone), scores them in one scorer call in a worker thread,
-and answers each request with its own rows. `max_batch 1` scores every request alone. When scoring
+rows of requests that arrive within `max_wait_ms` up to `max_batch` rows, scores them in one
+scorer call in a worker thread, and answers each request with its own rows. A request of more than
+`max_batch` rows is scored LARGE_REQUEST_ROWS (8) rows per call, the requests queued meanwhile in between,
+so small requests do not wait for a large one; a request whose client hangs up leaves the queue
+unscored (`abandoned` in /health). `max_batch 1` scores every request alone. When scoring
 a batch raises, each of its requests is scored again alone, so only the request at fault fails.
 
-Limits: bodies over `max_body_bytes` and requests over `max_request_rows` rows get 413. Bodies that
-are not JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
+Limits: bodies over `max_body_bytes`, requests over `max_request_rows` rows and requests over
+`max_request_chars` characters of text get 413. A POST not declared `application/json` gets 415
+(a browser page can POST text/plain to 127.0.0.1 without a CORS preflight). Bodies that are not
+JSON get 400; JSON of the wrong shape (missing fields, wrong types, unknown module,
 unequal lists, text with a lone surrogate such as "\\ud800", a label that looks like a mistyped
 module name when nothing else names the module) gets 422. Past `max_pending` requests waiting to be
 scored, 503 with Retry-After. A request must arrive whole within `read_timeout_s` of its first byte
@@ -59,9 +63,12 @@ client may log only the status line (OpenRLHF does).
 """
 
 import asyncio
+import ctypes
+import errno
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -69,6 +76,7 @@ from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
@@ -82,6 +90,9 @@ from pipeline.rewards import Rewards, RewardScorer, sigmoid
 logger = logging.getLogger(__name__)
 
 _DRAIN_BYTES = 256 * 1024 * 1024
+# A request of more rows than max_batch is scored this many rows per scorer call, so that a small
+# request arriving meanwhile waits for a few rows of long texts at most, not for max_batch of them.
+LARGE_REQUEST_ROWS = 8
 MODULE_TAG = re.compile(r"<module>\s*([^<>]*?)\s*</module>")
 
 
@@ -98,12 +109,13 @@ class ServeSettings:
     read_timeout_s: float = 30.0
     docs: bool = False
     extra_logs: bool = True  # /get_reward's answer holds "extra_logs"; off for OpenRLHF 0.8.x, whose client fails on them
+    max_request_chars: int = 4_000_000  # characters of text (contexts + module texts) one request may hold; more is refused with 413
 
     @classmethod
     def from_config(cls, serve) -> "ServeSettings":
         return cls(
             serve.max_batch, serve.max_wait_ms, serve.max_request_rows, serve.max_body_bytes, serve.module,
-            serve.max_pending, serve.read_timeout_s, serve.docs, serve.extra_logs,
+            serve.max_pending, serve.read_timeout_s, serve.docs, serve.extra_logs, serve.max_request_chars,
         )  # fmt: skip
 
 
@@ -126,18 +138,27 @@ class _Job:
     module_texts: list[str]
     modules: list[str]
     future: asyncio.Future = field(repr=False)
+    scored: int = 0  # rows scored so far; a request larger than a batch is scored a batch at a time
+    parts: list[Rewards] = field(default_factory=list, repr=False)
 
 
 class MicroBatcher:
     """Collects the rows of requests that arrive together and scores them in one call of `score`
-    (run in a worker thread, so the event loop keeps taking requests meanwhile)."""
+    (run in a worker thread, so the event loop keeps taking requests meanwhile). A request of more
+    than `max_batch` rows is scored `large_rows` rows per call, and after each of its calls the
+    requests that queued up meanwhile go first, so a small request never waits for a whole large
+    one. A request whose awaiting task is cancelled (its client went away) is dropped from the
+    queue, and what is left of it is never scored."""
 
-    def __init__(self, score: Callable[[list, list, list], Rewards], max_batch: int, max_wait: float, max_pending: int = 256):
+    def __init__(self, score: Callable[[list, list, list], Rewards], max_batch: int, max_wait: float, max_pending: int = 256, large_rows: int | None = None):
         self.score_rows = score
         self.max_batch = max_batch
+        # rows of a request larger than a batch scored per call: few, since its texts may be long
+        self.large_rows = min(max_batch, large_rows or max_batch)
         self.max_wait = max_wait
         self.max_pending = max_pending
         self.batches = 0
+        self.dropped = 0  # requests dropped unscored or part-scored: nobody waited for them any more
         self._pending: deque[_Job] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -164,67 +185,125 @@ class MicroBatcher:
         job = _Job(contexts, module_texts, modules, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._arrived.set()
-        return await job.future
+        return await job.future  # cancelling this cancels the future, and the batcher drops the job
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        trimmed = True
         while True:
+            if not self._pending and not trimmed:
+                await asyncio.to_thread(_release_memory)
+                trimmed = True
             while not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
-            jobs = [self._pending.popleft()]
-            rows = len(jobs[0].modules)
+            trimmed = False
+            batch: list[tuple[_Job, int]] = []  # (job, rows of it in this batch, from job.scored on)
+            rows = 0
             deadline = loop.time() + self.max_wait
             while rows < self.max_batch:
                 if not self._pending:
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if remaining <= 0 or not batch:
                         break
                     self._arrived.clear()
                     with suppress(TimeoutError, asyncio.TimeoutError):
                         await asyncio.wait_for(self._arrived.wait(), remaining)
                     continue
-                if rows + len(self._pending[0].modules) > self.max_batch:
+                job = self._pending[0]
+                if job.future.done():  # the client went away: drop it, and whatever is left of it
+                    self._pending.popleft()
+                    self.dropped += 1
+                    continue
+                left = len(job.modules) - job.scored
+                if left <= self.max_batch - rows:
+                    batch.append((self._pending.popleft(), left))
+                    rows += left
+                elif not batch:  # larger than a batch: a part of it now, the rest after those queued meanwhile
+                    batch.append((self._pending.popleft(), min(left, self.large_rows)))
+                    break
+                else:
                     break  # it opens the next batch
-                job = self._pending.popleft()
-                jobs.append(job)
-                rows += len(job.modules)
-            await self._score([job for job in jobs if not job.future.done()])  # done: the client went away
+            await self._score(batch)
+            for job, _ in batch:
+                if job.future.cancelled():
+                    self.dropped += 1
+                elif not job.future.done():
+                    self._pending.append(job)  # the rest of it, behind the requests that arrived while this batch was scored
 
-    async def _score(self, jobs: list[_Job]) -> None:
-        if not jobs:
+    async def _score(self, batch: list[tuple[_Job, int]]) -> None:
+        batch = [(job, n) for job, n in batch if not job.future.done()]  # done: the client went away
+        if not batch:
             return
         self.batches += 1
         try:
             rewards = await asyncio.to_thread(
                 self.score_rows,
-                [c for job in jobs for c in job.contexts],
-                [t for job in jobs for t in job.module_texts],
-                [m for job in jobs for m in job.modules],
+                [c for job, n in batch for c in job.contexts[job.scored : job.scored + n]],
+                [t for job, n in batch for t in job.module_texts[job.scored : job.scored + n]],
+                [m for job, n in batch for m in job.modules[job.scored : job.scored + n]],
             )
         except Exception as e:  # the requests were checked, so this is ours
-            if len(jobs) > 1:
+            if len(batch) > 1:
                 # the rows of one request may be what broke the batch: its neighbours must not pay
-                for job in jobs:
-                    await self._score([job])
+                for part in batch:
+                    await self._score([part])
                 return
-            logger.exception("scoring a request of %d rows failed", len(jobs[0].modules))
-            if not jobs[0].future.done():
-                jobs[0].future.set_exception(e)
+            job = batch[0][0]
+            logger.exception("scoring a request of %d rows failed", len(job.modules))
+            if not job.future.done():
+                job.future.set_exception(e)
             return
         start = 0
-        for job in jobs:
-            if not job.future.done():
-                job.future.set_result(rewards[start : start + len(job.modules)])
-            start += len(job.modules)
+        for job, n in batch:
+            job.parts.append(rewards[start : start + n])
+            job.scored += n
+            start += n
+            if job.scored == len(job.modules) and not job.future.done():
+                job.future.set_result(job.parts[0] if len(job.parts) == 1 else _concatenate(job.parts))
+            if job.future.done():
+                job.parts = []
+
+
+def _release_memory() -> None:
+    """Hand the heap's free memory back to the system once the queue is empty (glibc keeps what a
+    large request's tokenizing and encoding freed in its arenas otherwise). Linux/glibc only."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
+def _concatenate(parts: list[Rewards]) -> Rewards:
+    shares = None if parts[0].round_rewards is None else [s for part in parts for s in part.round_rewards]
+    columns = ("rewards", "raw", "uncertainty", "raw_uncertainty")
+    return Rewards(*(np.concatenate([getattr(part, name) for part in parts]) for name in columns), shares)
 
 
 # --- reading requests ----------------------------------------------------------------------------
 
 
+def is_json(content_type: str) -> bool:
+    """Whether a Content-Type header says JSON: "application/json", parameters (charset) allowed."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
 async def read_json(request: Request, limit: int) -> object:
-    """The request body parsed as JSON; 413 over `limit` bytes, 400 when it is not JSON. The bytes
-    read are noted on `request.state.body_bytes` for the log of a refusal."""
+    """The request body parsed as JSON; 415 unless its Content-Type is application/json, 413 over
+    `limit` bytes, 400 when it is not JSON. The bytes read are noted on `request.state.body_bytes`
+    for the log of a refusal."""
+    # Not only a formality: a web page in the operator's browser may POST text/plain (or a form)
+    # to 127.0.0.1 without a CORS preflight, but never application/json.
+    wrong_type = not is_json(request.headers.get("content-type", ""))
+    if wrong_type:
+        limit = 0  # read and drop the body (see below), then refuse
     body, size = bytearray(), 0
     stream = request.stream()
     while True:
@@ -242,6 +321,10 @@ async def read_json(request: Request, limit: int) -> object:
             break
         # else: read and drop the rest, since a client still sending when the connection closes
         # sees a reset instead of the 413 and its message
+    if wrong_type:
+        given = request.headers.get("content-type")
+        raise RequestError(415, f"Content-Type {given!r} is not application/json; send JSON with that Content-Type" if given else
+                           "no Content-Type; send JSON with Content-Type: application/json")  # fmt: skip
     if size > limit:
         declared = request.headers.get("content-length", "")
         of = f" of {declared} bytes" if declared.isdigit() else ""
@@ -404,6 +487,15 @@ def read_get_reward(
     return contexts, module_texts, row_modules, truncated
 
 
+async def client_gone(request: Request) -> None:
+    """Returns once the client has closed its connection. The body has been read, so the next
+    message uvicorn has for this request is the disconnect (or it comes when the answer is sent)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
 def _note_rows(request: Request, body: object, name: str, noun: str, nouns: str) -> None:
     """Note how many rows a request holds (when its `name` field is a list), for the log of a refusal."""
     if isinstance(body, dict) and isinstance(body.get(name), list):
@@ -436,8 +528,8 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     if settings.module and settings.module not in scorer.modules:
         raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
     # one pass of the heads per batch gives each request its slice of rewards, uncertainty and round shares
-    batcher = MicroBatcher(scorer.rewards, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending)
-    counters = {"requests": 0, "rows": 0, "refused": 0}
+    batcher = MicroBatcher(scorer.rewards, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending, LARGE_REQUEST_ROWS)
+    counters = {"requests": 0, "rows": 0, "refused": 0, "abandoned": 0}
     warned: set[str] = set()
 
     def warn_once(label: str, message: str) -> None:
@@ -478,17 +570,36 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
         # a bug of ours, not the client's: JSON like every other answer; the log has the traceback
         return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
-    async def rewards_for(contexts: list[str], module_texts: list[str], modules: list[str], where: str) -> tuple[Rewards, dict]:
+    async def rewards_for(request: Request, contexts: list[str], module_texts: list[str], modules: list[str], where: str) -> tuple[Rewards, dict]:
         """(the rows' `Rewards`, {"uncertainty": [...]} for an ensemble checkpoint, else {}); a row of
         a module the scorer does not answer for (untrained head, no normalisation) is refused with
-        422 before anything is queued, naming `where.format(row)`."""
+        422 before anything is queued, naming `where.format(row)`, and a request over
+        `max_request_chars` characters of text with 413. When the client goes away meanwhile, the
+        request leaves the queue and is answered 499 (to nobody; for the log)."""
         scorable = set(scorer.scorable_modules)
         refused = next((i for i, m in enumerate(modules) if m not in scorable), None)
         if refused is not None:
             raise RequestError(422, f"{where.format(refused)}: {scorer.refusal(modules[refused])}")
+        chars = sum(map(len, contexts)) + sum(map(len, module_texts))
+        if chars > settings.max_request_chars:
+            raise RequestError(
+                413, f"the request holds {chars:,} characters of text (contexts and module texts), over the limit of "
+                f"{settings.max_request_chars:,} per request (serve.max_request_chars); split the request",
+            )  # fmt: skip
         counters["requests"] += 1
         counters["rows"] += len(modules)
-        scored = await batcher.score(contexts, module_texts, modules)
+        scoring = asyncio.ensure_future(batcher.score(contexts, module_texts, modules))
+        gone = asyncio.ensure_future(client_gone(request))
+        try:
+            await asyncio.wait({scoring, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not scoring.done():
+                scoring.cancel()  # the batcher drops the request, and what is left of it
+        if not scoring.done() or scoring.cancelled():
+            counters["abandoned"] += 1
+            raise RequestError(499, f"the client closed the connection before its answer; {len(modules)} rows dropped unscored (or part-scored)")
+        scored = scoring.result()
         return scored, ({"uncertainty": scored.uncertainty.tolist()} if scorer.members > 1 else {})
 
     @app.get("/health")
@@ -510,6 +621,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
             "max_wait_ms": settings.max_wait_ms,
             "max_request_rows": settings.max_request_rows,
             "max_body_bytes": settings.max_body_bytes,
+            "max_request_chars": settings.max_request_chars,
             "default_module": settings.module or None,
             "max_pending": settings.max_pending,
             "read_timeout_s": settings.read_timeout_s,
@@ -524,7 +636,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
         body = await read_json(request, settings.max_body_bytes)
         _note_rows(request, body, "items", "item", "items")
         contexts, module_texts, modules = read_score_items(body, scorer.modules, settings.max_request_rows)
-        scored, extra = await rewards_for(contexts, module_texts, modules, "items[{}].module")
+        scored, extra = await rewards_for(request, contexts, module_texts, modules, "items[{}].module")
         answer = {"rewards": scored.rewards.tolist(), **extra, "normalized": scorer.normalize}
         if scored.round_rewards is not None:
             answer["round_rewards"] = [shares.tolist() for shares in scored.round_rewards]
@@ -535,7 +647,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
         body = await read_json(request, settings.max_body_bytes)
         _note_rows(request, body, "query", "query", "queries")
         contexts, module_texts, modules, truncated = read_get_reward(body, scorer.modules, settings.module, settings.max_request_rows, warn_once)
-        scored, extra = await rewards_for(contexts, module_texts, modules, "query[{}]")
+        scored, extra = await rewards_for(request, contexts, module_texts, modules, "query[{}]")
         if any(truncated):
             # one line per request: OpenRLHF sends a query per request, and long prompts are its common case
             logger.warning(
@@ -603,12 +715,36 @@ def http_protocol(read_timeout: float) -> type:
     return TimedH11Protocol
 
 
-def serve(scorer: RewardScorer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Run the server in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port) for `serve`, or `UserError` in one line when it cannot be
+    (the port is taken, the address is not this machine's), before anything says it is serving."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does; a port in use is still refused
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        hint = "; is another server on that port? pick another with --port" if e.errno == errno.EADDRINUSE else ""
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
+    return sock
+
+
+def serve(scorer: RewardScorer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", sock: socket.socket | None = None) -> None:
+    """Run the server in the foreground until interrupted (Ctrl-C or SIGTERM), on `sock` when given
+    (see `listen`), else on a socket bound to (host, port) here."""
     import uvicorn
 
     app = create_app(scorer, settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, http=http_protocol(settings.read_timeout_s))
+    sock = sock or listen(host, port)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, http=http_protocol(settings.read_timeout_s))
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class BackgroundServer:

@@ -174,8 +174,8 @@ def test_no_extra_logs_reaches_the_server_settings_from_the_flag_or_the_config(t
     import pipeline.serve
 
     ran = []
-    monkeypatch.setattr(pipeline.serve, "serve", lambda scorer, settings, host, port: ran.append(settings))
-    args = ["serve", str(trained / "checkpoint"), "--device", "cpu"]
+    monkeypatch.setattr(pipeline.serve, "serve", lambda scorer, settings, host, port, sock: ran.append(settings) or sock.close())
+    args = ["serve", str(trained / "checkpoint"), "--device", "cpu", "--port", "0"]
     if how == "flag":
         args.append("--no-extra-logs")
     else:
@@ -326,5 +326,185 @@ def test_pipeline_serve_runs_until_terminated(trained):
 
 
 def test_pipeline_serve_refuses_a_default_module_the_checkpoint_lacks(trained):
-    result = CliRunner().invoke(main, ["serve", str(trained / "checkpoint"), "--module", "critic", "--device", "cpu"])
+    result = CliRunner().invoke(main, ["serve", str(trained / "checkpoint"), "--module", "critic", "--device", "cpu", "--port", "0"])
     assert result.exit_code != 0 and "'critic' is not a module" in result.output
+
+
+# --- a request's cost is bounded (issue: one request inside the limits stalled every client) ---
+
+
+def long_texts(n_chars: int) -> list[str]:
+    """Texts far over any token budget: words, digits, punctuation, runs of spaces, newlines, non-ASCII."""
+    rng = np.random.default_rng(0)
+    words = ["plan", "w17", "Ünïcode", "日本語", "x=1;", "  ", "\n", "(a,b)", "déjà-vu", "#!", "tokens", "0.25", "\t", "end."]
+    texts = []
+    for seed in range(3):
+        picked = rng.choice(len(words), size=n_chars // 3)
+        texts.append(" ".join(words[k] for k in picked)[:n_chars])
+    texts.append(("w%d " % 5) * (n_chars // 4))
+    texts.append("nospace" * (n_chars // 7))  # no place to cut a window: tokenized whole, as before
+    return texts
+
+
+@pytest.mark.parametrize("model", ["minilm", "qwen3"])
+@pytest.mark.parametrize("side", ["left", "right", "head_tail"])
+def test_long_texts_are_tokenized_only_where_truncation_keeps_them_with_the_same_vectors(model, side, minilm_path, tiny_qwen3_path, monkeypatch):
+    import features.encoder
+    from features.encoder import TextEncoder
+
+    path = minilm_path if model == "minilm" else tiny_qwen3_path
+    encoder = TextEncoder.load(str(path), device="cpu", max_context_tokens=96, max_module_tokens=48, truncation_side=side)
+    texts = long_texts(60_000)
+    tokenized: list[int] = []  # the length of every text the encoder's own tokenizer call gets
+
+    class Spy:
+        def __call__(self, batch, **kwargs):
+            tokenized.extend(len(t) for t in batch)
+            return tokenizer(batch, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+    tokenizer, encoder.tokenizer = encoder.tokenizer, Spy()
+    for role in ("context", "module"):
+        tokenized.clear()
+        prepared, cut = encoder.prepare(texts, role)
+        read = list(tokenized)
+        vectors, _ = encoder.encode(texts[:2] + texts[3:4], role)
+        with monkeypatch.context() as m:
+            m.setattr(features.encoder, "CHARS_PER_TOKEN", 10**9)  # the old path: every long text tokenized whole
+            whole, whole_cut = encoder.prepare(texts, role)
+            whole_vectors, _ = encoder.encode(texts[:2] + texts[3:4], role)
+        assert prepared == whole and cut == whole_cut >= len(texts) - 1  # MiniLM reads the 60,000-character word as one [UNK]
+        np.testing.assert_allclose(vectors, whole_vectors, atol=1e-6)
+        # windows were taken: only the text without a space to cut at was tokenized whole
+        assert sorted(read)[-2] < 25_000 and max(read) == len(texts[-1]), sorted(read)[-3:]
+
+
+
+def fake_rows(calls: list, delay: float):
+    """A `score` for MicroBatcher: each row's reward is its module text as a number; every call is
+    recorded (its module texts) and takes `delay` seconds."""
+    from pipeline.rewards import Rewards
+
+    def score(contexts, module_texts, modules):
+        calls.append(list(module_texts))
+        time.sleep(delay)
+        values = np.array([float(t) for t in module_texts])
+        return Rewards(values, values, np.zeros_like(values), np.zeros_like(values), None)
+
+    return score
+
+
+def test_a_small_request_is_scored_between_the_batches_of_a_large_one_which_still_gets_all_its_rows():
+    import asyncio
+
+    from pipeline.serve import MicroBatcher
+
+    calls: list[list[str]] = []
+
+    async def run():
+        batcher = MicroBatcher(fake_rows(calls, 0.05), max_batch=4, max_wait=0.0)
+        batcher.start()
+        large = asyncio.ensure_future(batcher.score(["c"] * 20, [str(i) for i in range(20)], ["m"] * 20))
+        while not calls:  # the large request's first batch is being scored
+            await asyncio.sleep(0.005)
+        small = asyncio.ensure_future(batcher.score(["c"], ["100"], ["m"]))
+        done, _ = await asyncio.wait({large, small}, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {small} and not large.done()
+        result = await large
+        await batcher.stop()
+        return small.result(), result
+
+    small, large = asyncio.run(run())
+    assert small.rewards.tolist() == [100.0] and large.rewards.tolist() == [float(i) for i in range(20)]
+    assert all(len(call) <= 4 for call in calls) and calls[1] == ["100"], calls  # right after the batch it waited for
+
+
+def test_a_request_whose_waiter_is_cancelled_leaves_the_queue_and_the_rest_of_it_is_not_scored():
+    import asyncio
+
+    from pipeline.serve import MicroBatcher
+
+    calls: list[list[str]] = []
+
+    async def run():
+        batcher = MicroBatcher(fake_rows(calls, 0.05), max_batch=4, max_wait=0.0)
+        batcher.start()
+        large = asyncio.ensure_future(batcher.score(["c"] * 40, [str(i) for i in range(40)], ["m"] * 40))
+        queued = asyncio.ensure_future(batcher.score(["c"], ["7"], ["m"]))
+        gone = asyncio.ensure_future(batcher.score(["c"], ["8"], ["m"]))  # queued, then its client leaves
+        while not calls:
+            await asyncio.sleep(0.005)
+        large.cancel()
+        gone.cancel()
+        assert (await queued).rewards.tolist() == [7.0]
+        await asyncio.sleep(0.2)
+        await batcher.stop()
+        return batcher.dropped
+
+    dropped = asyncio.run(run())
+    scored = [t for call in calls for t in call]
+    assert dropped == 2 and "8" not in scored and len(scored) <= 2 * 4 + 1, calls
+
+
+def test_a_client_that_hangs_up_has_its_request_dropped_unscored(scorer, trained):
+    app = create_app(scorer, ServeSettings(max_batch=2, max_wait_ms=0, max_request_rows=64))
+    calls: list[int] = []
+    real_scorer = app.state.batcher.score_rows
+
+    def slow(contexts, module_texts, modules):
+        calls.append(len(modules))
+        time.sleep(0.1)
+        return real_scorer(contexts, module_texts, modules)
+
+    app.state.batcher.score_rows = slow
+    body = json.dumps({"items": items_of(load_pairs(trained / "val.jsonl"))[:1] * 40}).encode()
+    with BackgroundServer(app) as server:
+        with socket.create_connection((server.host, server.port), timeout=10) as client:
+            client.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            deadline = time.monotonic() + 30
+            while not calls and time.monotonic() < deadline:
+                time.sleep(0.01)
+        time.sleep(0.5)  # the rest of its 20 batches would take 2 s
+        status, health = request(f"{server.url}/health")
+        assert request(f"{server.url}/score", {"items": items_of(load_pairs(trained / "val.jsonl"))[:1]})[0] == 200
+    assert health["abandoned"] == 1 and sum(calls) < 20, (health, calls)
+
+
+@pytest.mark.parametrize("content_type, status", [("text/plain", 415), ("application/x-www-form-urlencoded", 415), (None, 415), ("application/json; charset=utf-8", 200), ("Application/JSON", 200)])
+def test_a_post_that_is_not_declared_json_is_refused_with_415(server, trained, content_type, status):
+    body = json.dumps({"items": items_of(load_pairs(trained / "val.jsonl"))[:1]}).encode()
+    for path in ("/score", "/get_reward"):
+        call = urllib.request.Request(f"{server.url}{path}", data=body, method="POST", headers={"Content-Type": content_type} if content_type else {})
+        if content_type is None:
+            call.remove_header("Content-type")  # urllib adds application/x-www-form-urlencoded otherwise
+        try:
+            with urllib.request.urlopen(call, timeout=60) as response:
+                code, answer = response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            code, answer = e.code, json.loads(e.read())
+        expected = status if status == 415 else (200 if path == "/score" else 422)  # /score's body is no /get_reward body
+        assert code == expected, (path, answer)
+        if status == 415:
+            assert "application/json" in answer["error"], answer
+
+
+def test_a_request_over_max_request_chars_is_refused_with_413(scorer, trained):
+    item = items_of(load_pairs(trained / "val.jsonl"))[0]
+    chars = len(item["context"]) + len(item["module_text"])
+    with BackgroundServer(create_app(scorer, ServeSettings(max_request_chars=3 * chars))) as server:
+        assert request(f"{server.url}/score", {"items": [item] * 3})[0] == 200
+        status, answer = request(f"{server.url}/score", {"items": [item] * 4})
+        assert status == 413 and f"{4 * chars:,} characters" in answer["error"] and "serve.max_request_chars" in answer["error"], answer
+        status, answer = request(f"{server.url}/get_reward", {"query": [item["context"] + item["module_text"]] * 4, "prompts": [item["context"]] * 4, "labels": [item["module"]] * 4})
+        assert status == 413 and "serve.max_request_chars" in answer["error"], answer
+        assert request(f"{server.url}/health")[1]["max_request_chars"] == 3 * chars
+
+
+def test_pipeline_serve_on_a_busy_port_fails_in_one_line_before_saying_it_serves(trained):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", str(trained / "checkpoint"), "--device", "cpu", "--port", str(port)])
+    assert result.exit_code == 1 and "serving" not in result.output, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output and "in use" in result.output and len(result.output.strip().splitlines()) == 1, result.output
