@@ -209,15 +209,17 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def check_output_file(path: str | Path, inputs: Sequence[str | Path], kind: str, overwrite: bool, side: bool = True) -> None:
+def check_output_file(path: str | Path, inputs: Sequence[str | Path], kind: str, overwrite: bool, config_sections: Sequence[str] = ()) -> None:
     """Refuse, before any work, to write a file over what the user did not ask to replace:
-    - `path` (or its side config, when the verb writes one: `side`) is one of `inputs` (resolved,
+    - `path` (or its side config, when the verb writes one: `config_sections`, the sections such a
+      config holds, given) is one of `inputs` (resolved,
       symlinks and hard links included): always, --overwrite or not;
     - `path` is a folder;
     - `path` exists, is not empty, and is not of `kind` (OUTPUT_KINDS): unless `overwrite`;
     - the side config `<stem>.config.yaml` exists and is not a config this pipeline wrote (a YAML
       mapping whose keys are config sections): unless `overwrite`."""
     path = Path(path)
+    side = bool(config_sections)
     outputs = [("--out", path)] + ([("the config beside --out", side_config(path))] if side else [])
     for what, output in outputs:
         for given in inputs:
@@ -235,7 +237,7 @@ def check_output_file(path: str | Path, inputs: Sequence[str | Path], kind: str,
             f"--out {path} exists and is not {what}; nothing was written. Choose another --out, or pass --overwrite to replace it"
         )
     config = side_config(path)
-    if side and config.exists() and not is_our_config(config):
+    if side and config.exists() and not is_our_config(config, config_sections):
         raise UserError(
             f"{config} (the config written beside --out {path.name}) exists and is not a config this pipeline wrote; nothing was written. "
             "Choose another --out, or pass --overwrite to replace it"
@@ -249,20 +251,15 @@ def _first_record_is(path: Path, test) -> bool:
     return isinstance(record, dict) and bool(test(record))
 
 
-def is_our_config(path: str | Path) -> bool:
-    """A config file this pipeline writes (`Config.save`): a YAML mapping of config sections."""
-    import dataclasses
-
+def is_our_config(path: str | Path, sections: Sequence[str]) -> bool:
+    """A config file this pipeline writes (`Config.save`): a YAML mapping of config `sections`."""
     import yaml
-
-    from pipeline.config import Config
 
     try:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    sections = {f.name for f in dataclasses.fields(Config)}
-    return isinstance(loaded, dict) and bool(loaded) and set(loaded) <= sections
+    return isinstance(loaded, dict) and bool(loaded) and set(loaded) <= set(sections)
 
 
 def read_once(paths: Sequence[str | Path], say=None) -> list[Path]:

@@ -27,7 +27,7 @@ from data.splits import SPLITS, format_split_summary, split_pairs, split_summary
 from data.summary import format_summary, summarize_pairs
 from data.text_table import aligned_table
 from pipeline import __version__
-from pipeline.config import load_config
+from pipeline.config import CONFIG_SECTIONS, load_config
 
 
 class _EchoHandler(logging.Handler):
@@ -195,7 +195,7 @@ def synth(n_pairs: int, seed: int, out: Path, config_path: Path | None, overwrit
     from data.synth import generate_pairs
 
     config = load_config(config_path)
-    check_output_file(out, [p for p in (config_path,) if p], "synthetic pairs", overwrite)
+    check_output_file(out, [p for p in (config_path,) if p], "synthetic pairs", overwrite, CONFIG_SECTIONS)
     pairs = pairs_from_records(generate_pairs(n_pairs, seed=seed, modules=config.data.modules), config.data.modules, source="synth")
     write_pairs(pairs, out)
     config.save(out.with_name(f"{out.stem}.config.yaml"))
@@ -703,7 +703,7 @@ def score(ctx, checkpoint, records, out, overwrite, source_format, success_thres
     from pipeline.score import input_kind, score_file
 
     config = load_config(config_path, {"serve.normalize": normalize, "serve.allow_untrained": allow_untrained, "training.device": device})
-    check_output_file(out, [*records, *(p for p in (config_path,) if p)], "scores", overwrite)
+    check_output_file(out, [*records, *(p for p in (config_path,) if p)], "scores", overwrite, CONFIG_SECTIONS)
     kind = input_kind(records, source_format)
     if kind != "chat":
         refuse_unused(ctx, (*CHAT_OPTIONS, "success_threshold"), "the chat importer's options, which apply only with --from chat")
@@ -835,7 +835,7 @@ def pairs_command(files: tuple[Path, ...], out: Path, max_pairs_per_task: int, s
     from data.runs import format_mining_report, load_runs, mine_pairs
 
     config = load_config(config_path)
-    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "mined pairs", overwrite)
+    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "mined pairs", overwrite, CONFIG_SECTIONS)
     runs = load_runs(files, success_threshold)
     records, report = mine_pairs(runs, config.data.modules, config.data.module_fields, max_pairs_per_task, seed)
     click.echo(format_mining_report(report))
@@ -868,7 +868,7 @@ def import_autogpt(reports: tuple[Path, ...], out: Path, config_path: Path | Non
     from data.runs import write_runs
 
     load_config(config_path)
-    check_output_file(out, [*reports, *(p for p in (config_path,) if p)], "imported runs", overwrite, side=False)
+    check_output_file(out, [*reports, *(p for p in (config_path,) if p)], "imported runs", overwrite)
     runs, summary = import_reports(list(reports))
     click.echo(format_import_summary(summary, runs))
     if not runs:
@@ -895,7 +895,7 @@ def import_intercode(files: tuple[Path, ...], out: Path, config_path: Path | Non
     from data.runs import write_runs
 
     load_config(config_path)
-    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "imported runs", overwrite, side=False)
+    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "imported runs", overwrite)
     runs, summary = import_files(list(files))
     click.echo(format_import_summary(summary, runs))
     if not runs:
@@ -928,7 +928,7 @@ def import_chat(
     from data.runs import write_runs
 
     load_config(config_path)
-    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "imported runs", overwrite, side=False)
+    check_output_file(out, [*files, *(p for p in (config_path,) if p)], "imported runs", overwrite)
     runs, summary = import_files(
         list(files), task_field=task_field, outcome_field=outcome_field, messages_field=messages_field, success_threshold=success_threshold,
         opening_message=opening_message, task_prefix=task_prefix, reflection_pattern=reflection_pattern, memory_pattern=memory_pattern,

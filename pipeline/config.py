@@ -206,6 +206,9 @@ class Config:
         return config
 
 
+CONFIG_SECTIONS = tuple(f.name for f in fields(Config))  # what a config file this pipeline writes holds
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Defaults, then the YAML file (if any), then `overrides` (dotted keys; None is skipped)."""
     config = Config()
@@ -354,6 +357,7 @@ _RANGES: dict[str, _Range] = {
     "serve.max_wait_ms": _Range(0, 60_000),  # a batch waiting a minute for company is a mistake
     "serve.max_request_rows": _POSITIVE,
     "serve.max_body_bytes": _POSITIVE,
+    "serve.max_request_chars": _POSITIVE,
     "serve.memory_size": _ZERO_OR_MORE,  # 0: no memory
     "serve.max_pending": _POSITIVE,
     "serve.read_timeout_s": _Range(0, 86_400, low_open=True),
