@@ -43,7 +43,8 @@ checkpoints answer exactly as before.
 Micro-batching: requests wait in a queue; a background task takes the first, keeps collecting
 rows of requests that arrive within `max_wait_ms` up to `max_batch` rows, scores them in one
 scorer call in a worker thread, and answers each request with its own rows. A request of more than
-`max_batch` rows is scored LARGE_REQUEST_ROWS (8) rows per call, the requests queued meanwhile in between,
+`max_batch` rows is scored in parts of at most LARGE_REQUEST_CHARS (32,000) characters of text (at least one
+row, at most `max_batch`) per call, the requests queued meanwhile in between,
 so small requests do not wait for a large one; a request whose client hangs up leaves the queue
 unscored (`abandoned` in /health). `max_batch 1` scores every request alone. When scoring
 a batch raises, each of its requests is scored again alone, so only the request at fault fails.
@@ -92,7 +93,10 @@ logger = logging.getLogger(__name__)
 _DRAIN_BYTES = 256 * 1024 * 1024
 # A request of more rows than max_batch is scored this many rows per scorer call, so that a small
 # request arriving meanwhile waits for a few rows of long texts at most, not for max_batch of them.
-LARGE_REQUEST_ROWS = 8
+# a part of a request larger than a batch: its rows' texts up to this many characters (at least one
+# row). Encoding costs by the tokens kept (texts are cut to the encoder's budget), so long texts make
+# parts of a row or two and short ones parts of many: measured with bench/serve.py --adversarial.
+LARGE_REQUEST_CHARS = 32_000
 MODULE_TAG = re.compile(r"<module>\s*([^<>]*?)\s*</module>")
 
 
@@ -145,16 +149,16 @@ class _Job:
 class MicroBatcher:
     """Collects the rows of requests that arrive together and scores them in one call of `score`
     (run in a worker thread, so the event loop keeps taking requests meanwhile). A request of more
-    than `max_batch` rows is scored `large_rows` rows per call, and after each of its calls the
+    than `max_batch` rows is scored in parts of `large_chars` characters per call, and after each of its calls the
     requests that queued up meanwhile go first, so a small request never waits for a whole large
     one. A request whose awaiting task is cancelled (its client went away) is dropped from the
     queue, and what is left of it is never scored."""
 
-    def __init__(self, score: Callable[[list, list, list], Rewards], max_batch: int, max_wait: float, max_pending: int = 256, large_rows: int | None = None):
+    def __init__(self, score: Callable[[list, list, list], Rewards], max_batch: int, max_wait: float, max_pending: int = 256, large_chars: int | None = None):
         self.score_rows = score
         self.max_batch = max_batch
-        # rows of a request larger than a batch scored per call: few, since its texts may be long
-        self.large_rows = min(max_batch, large_rows or max_batch)
+        # characters of text per call of a request larger than a batch (None: max_batch rows per call)
+        self.large_chars = large_chars
         self.max_wait = max_wait
         self.max_pending = max_pending
         self.batches = 0
@@ -220,7 +224,7 @@ class MicroBatcher:
                     batch.append((self._pending.popleft(), left))
                     rows += left
                 elif not batch:  # larger than a batch: a part of it now, the rest after those queued meanwhile
-                    batch.append((self._pending.popleft(), min(left, self.large_rows)))
+                    batch.append((self._pending.popleft(), self._part_rows(job)))
                     break
                 else:
                     break  # it opens the next batch
@@ -230,6 +234,20 @@ class MicroBatcher:
                     self.dropped += 1
                 elif not job.future.done():
                     self._pending.append(job)  # the rest of it, behind the requests that arrived while this batch was scored
+
+    def _part_rows(self, job: "_Job") -> int:
+        """How many of a large job's next rows one call scores: up to `large_chars` characters of
+        their texts, at least one row, at most `max_batch`."""
+        last = min(len(job.modules), job.scored + self.max_batch)
+        if self.large_chars is None:
+            return last - job.scored
+        rows, chars = 0, 0
+        for i in range(job.scored, last):
+            chars += len(job.contexts[i]) + len(job.module_texts[i])
+            if rows and chars > self.large_chars:
+                break
+            rows += 1
+        return rows
 
     async def _score(self, batch: list[tuple[_Job, int]]) -> None:
         batch = [(job, n) for job, n in batch if not job.future.done()]  # done: the client went away
@@ -528,7 +546,7 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
     if settings.module and settings.module not in scorer.modules:
         raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
     # one pass of the heads per batch gives each request its slice of rewards, uncertainty and round shares
-    batcher = MicroBatcher(scorer.rewards, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending, LARGE_REQUEST_ROWS)
+    batcher = MicroBatcher(scorer.rewards, settings.max_batch, settings.max_wait_ms / 1000, settings.max_pending, LARGE_REQUEST_CHARS)
     counters = {"requests": 0, "rows": 0, "refused": 0, "abandoned": 0}
     warned: set[str] = set()
 

@@ -508,3 +508,18 @@ def test_pipeline_serve_on_a_busy_port_fails_in_one_line_before_saying_it_serves
         result = CliRunner().invoke(main, ["serve", str(trained / "checkpoint"), "--device", "cpu", "--port", str(port)])
     assert result.exit_code == 1 and "serving" not in result.output, result.output
     assert f"cannot listen on 127.0.0.1:{port}" in result.output and "in use" in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_large_request_is_cut_into_parts_by_characters_not_rows():
+    """Long trajectories make parts of a row or two, short texts parts of up to max_batch rows."""
+    from pipeline.serve import MicroBatcher, _Job
+
+    batcher = MicroBatcher(lambda *rows: None, max_batch=64, max_wait=0.0, large_chars=32_000)
+    long = _Job(["c" * 1000] * 100, ["m" * 14_000] * 100, ["planner"] * 100, future=None)
+    assert batcher._part_rows(long) == 2
+    short = _Job(["c" * 100] * 100, ["m" * 100] * 100, ["planner"] * 100, future=None)
+    assert batcher._part_rows(short) == 64
+    huge = _Job(["c"] * 3, ["m" * 100_000] * 3, ["planner"] * 3, future=None)
+    huge.scored = 1
+    assert batcher._part_rows(huge) == 1  # one row over the budget still makes progress
+    assert MicroBatcher(lambda *rows: None, max_batch=4, max_wait=0.0)._part_rows(long) == 4  # no budget: a batch of rows
