@@ -913,7 +913,7 @@ def assert_nothing_half_written(verb: str, work: Path) -> None:
             assert namespace.verify() == [], namespace.verify()
 
 
-@pytest.mark.parametrize("verb", ["embed", "train-heads", "evaluate", "score", "cache gc"])
+@pytest.mark.parametrize("verb", ["embed", pytest.param("train-heads", marks=pytest.mark.slow), "evaluate", "score", "cache gc"])  # training: the slow lane
 def test_a_full_disk_is_one_line_saying_what_failed_what_was_kept_and_what_to_do(trained, tmp_path, monkeypatch, verb):
     work = prepare(tmp_path, trained, verb)
     fail_writes(monkeypatch, verb, work)
@@ -936,7 +936,7 @@ def test_a_full_disk_is_one_line_saying_what_failed_what_was_kept_and_what_to_do
         (errno.EDQUOT, "Disk quota exceeded", "free space within your quota"),
     ],
 )
-@pytest.mark.parametrize("verb", ["score", "train-heads"])
+@pytest.mark.parametrize("verb", ["score", pytest.param("train-heads", marks=pytest.mark.slow)])
 def test_a_read_only_forbidden_or_busy_disk_is_one_line_with_its_remedy(trained, tmp_path, monkeypatch, verb, code, words, remedy):
     work = prepare(tmp_path, trained, verb)
     fail_writes(monkeypatch, verb, work, code)
@@ -987,6 +987,7 @@ def test_a_second_writer_of_a_checkpoint_is_refused_at_once_naming_the_folder_an
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "plain"]  # no lock file, no scratch left beside it
 
 
+@pytest.mark.slow  # two training subprocesses
 def test_two_train_heads_processes_into_one_out_one_is_refused(trained, tmp_path):
     out = tmp_path / "ckpt"
     first = subprocess.Popen(pipeline_command(train_heads_args(trained, out, "--epochs", "30")), env=PIPELINE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -1240,6 +1241,7 @@ def modes(*roots: Path) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow  # a checkpoint, a report, a cache and scores under each umask
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_outputs_follow_the_umask(work, trained, umask):
     previous = os.umask(umask)
