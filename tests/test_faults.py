@@ -913,7 +913,7 @@ def assert_nothing_half_written(verb: str, work: Path) -> None:
             assert namespace.verify() == [], namespace.verify()
 
 
-@pytest.mark.parametrize("verb", ["embed", pytest.param("train-heads", marks=pytest.mark.slow), "evaluate", "score", "cache gc"])  # training: the slow lane
+@pytest.mark.parametrize("verb", [*(pytest.param(v, marks=pytest.mark.slow) for v in ("embed", "train-heads", "evaluate")), "score", "cache gc"])  # encoding, training: the slow lane
 def test_a_full_disk_is_one_line_saying_what_failed_what_was_kept_and_what_to_do(trained, tmp_path, monkeypatch, verb):
     work = prepare(tmp_path, trained, verb)
     fail_writes(monkeypatch, verb, work)
@@ -1004,6 +1004,7 @@ def test_two_train_heads_processes_into_one_out_one_is_refused(trained, tmp_path
     assert "checkpoint in" not in second.stdout
 
 
+@pytest.mark.slow  # trains twice
 def test_train_heads_writes_nothing_into_the_cache_it_reads_and_sweeps_a_killed_runs_scratch(trained, tmp_path, monkeypatch):
     """Its memory-mapped piece features went to CACHE/.pair-features-*, failing on a read-only or
     shared cache and staying there after a kill -9. (Root passes any permission check, so the cache
