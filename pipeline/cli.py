@@ -264,6 +264,8 @@ class StepRunner:
         result = self.ctx.invoke(command, **{"config_path": self.config_path, **arguments})
         click.echo(f"({time.perf_counter() - started:.0f} s)")
         return result
+
+
 DEMO_FILES = ("config.yaml", "config-no-logistic-baseline.yaml")  # the demo writes them first
 
 
