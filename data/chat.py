@@ -81,17 +81,15 @@ Bad input is a `DataError` listing every problem in every file, each naming the 
 first problem is reported, since what follows it would be read wrongly.
 """
 
-import gzip
 import json
 import math
 import re
-import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.errors import ConfigError
-from data.load import DataError, JSONProblem, Problem, decode_utf8, parse_json, read_bytes
+from data.load import DataError, JSONProblem, Problem, parse_json, read_text_maybe_gzipped
 from data.trajectory import ROUND_FIELDS
 
 SOURCE = "chat"
@@ -100,7 +98,6 @@ OPENINGS = ("task", "round")
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _LEFT_OUT = ("system", "developer")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -133,17 +130,8 @@ def file_label(path: Path) -> str:
 def read_records(path: str | Path) -> list[tuple[int, int | None, object]]:
     """(index, line, record) of every record of a file: a JSON array (line None) or JSON Lines,
     gzipped or not. Raises `DataError` naming the file, record and line when it cannot be read."""
-    path = Path(path)
     file = str(path)
-    raw = read_bytes(path)
-    if raw.startswith(_GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError([Problem(file, f"not a valid gzip file ({e})")]) from None
-    elif path.name.endswith(".gz"):
-        raise DataError([Problem(file, "named .gz but not gzip-compressed")])
-    text = decode_utf8(raw, file)
+    text = read_text_maybe_gzipped(path)
     if not text.strip():
         raise DataError([Problem(file, "file is empty; expected a JSON array of records or JSON Lines, one record per line")])
     if text.lstrip().startswith("["):

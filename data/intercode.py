@@ -61,15 +61,13 @@ Left out, with a count and the reason in the summary:
 - Attempts with no turns.
 """
 
-import gzip
 import json
 import re
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.load import DataError, JSONProblem, Problem, decode_utf8, parse_json, read_bytes
+from data.load import DataError, JSONProblem, Problem, parse_json, read_text_maybe_gzipped
 
 SOURCE = "intercode"
 
@@ -118,17 +116,8 @@ def file_label(path: Path) -> str:
 def read_result_file(path: str | Path) -> dict:
     """The JSON object of a result file, gzipped or not (told apart by content). Raises `DataError`
     naming the file when it cannot be read, decompressed or parsed, or is not an object."""
-    path = Path(path)
     file = str(path)
-    raw = read_bytes(path)
-    if raw.startswith(b"\x1f\x8b"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError([Problem(file, f"not a valid gzip file ({e}); expected an InterCode result file, .json or .json.gz")]) from None
-    elif path.name.endswith(".gz"):
-        raise DataError([Problem(file, "named .gz but not gzip-compressed; expected an InterCode result file, .json or .json.gz")])
-    text = decode_utf8(raw, file)
+    text = read_text_maybe_gzipped(path, "; expected an InterCode result file, .json or .json.gz")
     try:
         data = parse_json(text)
     except json.JSONDecodeError as e:

@@ -12,8 +12,10 @@ Every problem found in every file is collected before `DataError` is raised, so 
 `pipeline validate` lists them all.
 """
 
+import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -184,6 +186,23 @@ def read_bytes(path: str | Path) -> bytes:
         return Path(path).read_bytes()
     except OSError as e:
         raise DataError([Problem(str(path), f"cannot read file: {e.strerror or e}")]) from None
+
+
+def read_text_maybe_gzipped(path: str | Path, expected: str = "") -> str:
+    """The UTF-8 text of `path`, gunzipped when its first bytes say gzip (whatever its name), or
+    `DataError` naming the file: unreadable, a damaged gzip, a `.gz` name on a file that is not
+    gzip, or not UTF-8. `expected` ("; expected ...") ends the gzip problems' messages."""
+    path = Path(path)
+    file = str(path)
+    raw = read_bytes(path)
+    if raw.startswith(b"\x1f\x8b"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError([Problem(file, f"not a valid gzip file ({e}){expected}")]) from None
+    elif path.name.endswith(".gz"):
+        raise DataError([Problem(file, f"named .gz but not gzip-compressed{expected}")])
+    return decode_utf8(raw, file)
 
 
 def decode_utf8(raw: bytes, file: str) -> str:
