@@ -421,11 +421,12 @@ def best_of_n(scorer: RewardScorer, runs: Sequence[Run], config: Config) -> dict
     rewards = scorer.raw([contexts[i] for i, _, _ in rows], [text for _, _, text in rows], [m for _, m, _ in rows])
     try:
         normalization = checkpoint_normalization(scorer.config, scorer.modules, scorer.folder)
-        if any(m not in normalization for _, m, _ in rows):
-            raise CheckpointError("some modules have no mean/std")
+    except CheckpointError:  # none stored
+        normalization = {}
+    if all(m in normalization for _, m, _ in rows):
         rewards = scorer.normalized(rewards, [m for _, m, _ in rows])
         aggregate = "mean over the trained modules a run wrote text for of the module's normalised reward (r - mean) / std"
-    except CheckpointError:
+    else:
         aggregate = "mean over the trained modules a run wrote text for of the module's raw reward (the checkpoint stores no normalisation for every one of them)"
     run_of_row = np.array([i for i, _, _ in rows], dtype=np.int64)
     counts = np.bincount(run_of_row, minlength=len(used))
