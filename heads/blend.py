@@ -2,7 +2,7 @@
 heads' own features and a TF-IDF part on the words, at weights chosen on held-out pairs.
 
 The MLP heads are built for thousands of pairs: on a few hundred they overfit where a linear model
-on the same features does not (AutoGPT: heads 0.831, linear 0.885 on unseen tasks). Frozen
+on the same features does not (AutoGPT's unseen tasks: docs/results/real-runs.md). Frozen
 sentence vectors also lose lexical detail that decides many real pairs (which command ran, which
 error came back), which a TF-IDF logistic regression keeps; the three err on different pairs. So a
 checkpoint's reward is
@@ -88,14 +88,12 @@ class TfidfModel:
     blocks: the context and the module text (a plain TF-IDF, evaluate's baseline), and, when it is
     clearly better on held-out pairs (`fit_blend`), for the blend's part also `context_end`, the
     context's last round, where an episode shows how it ended: a TF-IDF of the whole text does not
-    know where a word stood ("Error" in round 1 or in the round the episode stopped on). On
-    InterCode's training pairs, out of fold by task, it raised TF-IDF from 0.954 to 0.962
-    (validation pairs 0.922 -> 0.943); on AutoGPT's few pairs it did worse, so it is a choice.
+    know where a word stood ("Error" in round 1 or in the round the episode stopped on). It helped
+    on InterCode and not on AutoGPT's few pairs, so it is a choice (docs/results/real-runs.md).
 
-    One model for all modules: a module indicator would cancel in phi(pos) - phi(neg), and on the
-    demo's synthetic data (200 val + test pairs) the shared model ranked better than one model per
-    module (0.755 vs 0.720 pairwise accuracy) or both blocks side by side (0.735). C=10: the rows
-    are unit-length TF-IDF vectors and C=1 underfits them (0.700 for the shared model).
+    One model for all modules: a module indicator would cancel in phi(pos) - phi(neg), and the
+    shared model ranked better than one per module or both blocks side by side. C=10: the rows are
+    unit-length TF-IDF vectors and C=1 underfits them (docs/results/demo-and-synthetic.md).
     """
 
     def __init__(self, vectorizers: dict[str, TfidfVectorizer], weights: np.ndarray):

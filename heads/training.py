@@ -72,7 +72,7 @@ class PairTensors:
 
     def joint_scores(self, model: MultiModuleRewardModel) -> tuple[torch.Tensor, torch.Tensor]:
         """`scores` with both sides through the heads in one call: half the calls, and matrix
-        products twice as tall, which made a CPU training epoch 1.6-1.8x cheaper (bench/search.py).
+        products twice as tall: a cheaper CPU epoch (docs/results/speed.md, bench/search.py).
         For training only: a row's score can differ in the last bits with its place in the product,
         so two identical sides might no longer tie, and validation keeps `scores`."""
         n = len(self)

@@ -1,7 +1,7 @@
 """verl reward function: a checkpoint's per-module rewards as verl's custom reward function.
 
-Which keys name it depends on verl's version (README "### verl" has the table and how each row was
-checked); verl >= 0.9 reads only `reward.*` and silently ignores the old top-level keys:
+Which keys name it depends on verl's version (docs/rl-rewards.md, "verl", has the table and how each
+row was checked); verl >= 0.9 reads only `reward.*` and silently ignores the old top-level keys:
 
     # verl >= 0.9 (also 0.7.1-0.8): in-process, each reward worker loads the checkpoint once
     # (REWARD_CACHE, REWARD_NORMALIZE=1, REWARD_DEVICE, REWARD_ENCODER are optional)

@@ -1,6 +1,6 @@
 """The fault suite (issue 14): every way a file, a crash or a client can break a verb, one test per
-class, so that a later change cannot quietly reopen any of them. What each must give (the README's
-"What happens when things go wrong"): exit 1 and one line saying what and where and the way out,
+class, so that a later change cannot quietly reopen any of them. What each must give (docs/troubleshooting.md,
+one section per fault): exit 1 and one line saying what and where and the way out,
 never a traceback; nothing half-written; the server answers the request at fault alone.
 
 The kill -9 tests (every verb that writes, killed at a random moment, then rerun) are slow."""
