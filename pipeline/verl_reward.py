@@ -254,7 +254,7 @@ def check_config(overrides: Sequence[str], config_name: str = "ppo_trainer") -> 
     with initialize_config_dir(config_dir=str(Path(verl.__file__).parent / "trainer" / "config"), version_base=None):
         config = compose(config_name=config_name, overrides=list(overrides))
     if "reward" not in config:
-        return False, f"verl {version} has no `reward` config (verl <= 0.7.0): this check knows verl >= 0.7.1; see the README's version table"
+        return False, f"verl {version} has no `reward` config (verl <= 0.7.0): this check knows verl >= 0.7.1; see the version table in docs/rl-rewards.md"
     legacy = [key for key in LEGACY_KEYS if OmegaConf.select(config, key) is not None]
     translated = hasattr(main_ppo, "migrate_legacy_reward_impl")  # 0.7.1-0.8: main() translates the old keys into reward.*
     if translated:
