@@ -28,6 +28,7 @@ from features.views import View, piece_features
 from heads.blend import ENDED_BLOCKS, TFIDF_BLOCKS, Blend, Blended, LinearModel, TfidfModel
 from heads.ensemble import RewardEnsemble
 from heads.model import MultiModuleRewardModel
+from pipeline.evaluate_scoring import pair_scores
 from pipeline.rewards import load
 
 GOLDEN = Path(__file__).parent / "fixtures" / "reward_scores.json"
@@ -128,27 +129,29 @@ def listed(value):
 
 
 def scores_of(folder: Path, normalize: bool) -> dict:
-    """Every path's scores of the test pairs, as today's API gives them."""
-    from pipeline.evaluate import _parts_alone
-
+    """Every path's scores of the test pairs."""
     scorer = scorer_of(folder, normalize)
     table = pairs()
     contexts, texts, modules = table["positive_context"].to_list(), table["positive_module_text"].to_list(), table["target_module"].to_list()
     scored = scorer.rewards(contexts, texts, modules)
-    blend, scorer.blend = scorer.blend, None
-    heads = scorer.raw(contexts, texts, modules)
-    scorer.blend = blend
-    found = {"reward": scored.rewards, "raw": scored.raw, "uncertainty": scored.uncertainty, "raw_uncertainty": scored.raw_uncertainty,
+    found = {
+        "reward": scored.rewards, "raw": scored.raw, "uncertainty": scored.uncertainty, "raw_uncertainty": scored.raw_uncertainty,
         "round_rewards": scored.round_rewards, "score": scorer.score(contexts, texts, modules),
-        "trajectory": scorer.score_trajectory(contexts[0], {m: x for m, x in zip(modules[:4], texts[:4])}), "heads": heads}
+        "trajectory": scorer.score_trajectory(contexts[0], {m: t for m, t in zip(modules[:4], texts[:4])}),
+        "heads": scored.parts["heads"],
+    }  # fmt: skip
     if not normalize:
         vectors = piece_features(HashedVectors(), table, scorer.view).pair_vectors()
-        members = scorer.member_pair_scores(vectors, table)
-        parts = _parts_alone(scorer, vectors, table) or {"heads": tuple(s.mean(axis=0) for s in scorer.head_pair_scores(vectors))}
-        found.update(pair_members=list(members), pair_reward=list(scorer.score_pair_vectors(vectors, table)),
-                     pair_parts={k: list(v) for k, v in parts.items()})
+        positive, negative = pair_scores(scorer, vectors, table)
+        found.update(
+            pair_members=[positive.members, negative.members], pair_reward=[positive.reward, negative.reward],
+            pair_parts={name: [positive.parts[name], negative.parts[name]] for name in positive.parts},
+        )  # fmt: skip
         if not scorer.view.attention:
-            found["vectors_heads"] = scorer.score_vectors(vectors.positive_context, vectors.positive_module_text, modules)
+            by_vectors = scorer.score_vectors(vectors.positive_context, vectors.positive_module_text, modules, contexts, texts)
+            found["vectors_heads"] = by_vectors.parts["heads"]
+            # the vectors' reward is the blend, as evaluation's pair scores give it
+            np.testing.assert_allclose(by_vectors.raw, positive.reward, rtol=1e-6, atol=1e-6)
     return listed(found)
 
 
