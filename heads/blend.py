@@ -26,7 +26,7 @@ at a million pairs, where the heads have the data they are built for.
     tfidf = TfidfModel.fit(train_pairs, blocks=ENDED_BLOCKS)                          # + the context's last round
     linear = LinearModel.fit(train_vectors, modules); linear.score_vectors(context_vectors, module_vectors, modules)
     blended, summary = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)   # or None: heads alone
-    blended.rewards(head_scores, linear_scores, contexts, module_texts)   # the reward, per row
+    blended.blend(head_scores, blended.linear_scores(ctx, mod, modules), blended.tfidf.score_texts(contexts, module_texts))   # the reward
     blended.save(folder); Blended.load(folder, config["blend"])
     describe_reward(config)     # the checkpoint's reward in words: "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: ..."
 """
@@ -282,12 +282,6 @@ class Blended:
         if self.linear is None:
             return None
         return self.linear.score_vectors(context, module_text, modules, unfitted=self.blend.means[1])
-
-    def rewards(self, head_scores: np.ndarray, linear_scores: np.ndarray | None, contexts, module_texts) -> np.ndarray:
-        """The blended rewards, shaped like `head_scores`; `linear_scores` are `linear_scores()` of
-        the rows' mean-pooled vectors (None when it has no linear part)."""
-        tfidf = self.tfidf.score_texts(contexts, module_texts) if self.tfidf is not None else None
-        return self.blend(head_scores, linear_scores, tfidf)
 
     def files(self) -> list[str]:
         return ([LINEAR_WEIGHTS] if self.linear is not None else []) + ([VOCABULARY, TFIDF_WEIGHTS] if self.tfidf is not None else [])

@@ -145,8 +145,8 @@ class RewardModel:
                     dimension = rows.vectors.shape[1]
                     pooled = tuple(np.concatenate([m[k] for m in means]) if means else np.zeros((0, dimension), np.float32) for k in (0, 1))
                 names = np.asarray(self.modules)[rows.module_index.cpu().numpy()]
-                parts["linear"] = blended.linear.score_vectors(*pooled, names)  # NaN: a module it was never fitted on
-                linear = np.where(np.isin(names, list(blended.linear.weights)), parts["linear"], blended.blend.means[PARTS.index("linear")])
+                linear = blended.linear_scores(*pooled, names)  # a module it was never fitted on: its mean
+                parts["linear"] = np.where(np.isin(names, list(blended.linear.weights)), linear, np.nan)  # alone: no score there
             if blended.tfidf is not None:
                 parts["tfidf"] = tfidf = blended.tfidf.score_texts(contexts, module_texts)
             blended_members = blended.blend(heads, linear, tfidf)

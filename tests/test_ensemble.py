@@ -126,7 +126,7 @@ def test_ensemble_checkpoint_holds_members_that_differ_and_the_reward_is_their_m
     assert not np.allclose(members[0], members[1])  # bootstrap resamples and seeds make them differ
     if scorer.blend is not None:  # each member's score is blended with the same linear and TF-IDF scores
         linear = scorer.blend.linear_scores(vectors[: len(texts)], vectors[len(texts) :], modules)
-        members = scorer.blend.rewards(members, linear, contexts, texts)
+        members = scorer.blend.blend(members, linear, scorer.blend.tfidf.score_texts(contexts, texts) if scorer.blend.tfidf else None)
     result = scorer.rewards(contexts, texts, modules)
     rewards, uncertainty = result.rewards, result.uncertainty
     np.testing.assert_allclose(rewards, members.mean(axis=0), atol=1e-6)
