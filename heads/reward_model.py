@@ -122,35 +122,41 @@ class RewardModel:
         blended = self.blended
         if blended is not None and blended.tfidf is not None and (contexts is None or module_texts is None):
             raise ScoringError("this checkpoint blends its heads with a TF-IDF model, which reads the texts: pass the rows' texts beside their vectors")
-        n = len(rows)
-        linear_wanted = blended is not None and blended.linear is not None and pooled is None
-        members, weights, means = [], [] if round_weights and self.view.attention else None, []
-        for index in torch.arange(n, device=rows.module_index.device).split(batch_size or max(n, 1)):
-            batch = rows.rows(index)
-            context, module_text = batch.pieces()
-            scores, piece_weights = self.heads.member_pieces(context, module_text, batch.module_index)
-            members.append(scores.float().cpu())
-            if weights is not None:
-                counts = module_text[1].sum(dim=1).tolist()
-                weights += [w[:count] for w, count in zip(piece_weights.mean(dim=0).float().cpu().numpy(), counts)]
-            if linear_wanted:
-                means.append([masked_mean(*pieces).float().cpu().numpy() for pieces in (context, module_text)])
-        heads = torch.cat(members, dim=1).numpy() if members else np.zeros((self.size, 0), np.float32)
-        parts = {"heads": heads.mean(axis=0)}
-        blended_members = heads
+        pool = blended is not None and blended.linear is not None and pooled is None
+        head_scores, weights, means = self._run_heads(rows, batch_size, round_weights and self.view.attention, pool)
+        parts = {"heads": head_scores.mean(axis=0)}
+        members = head_scores
         if blended is not None:
             linear = tfidf = None
             if blended.linear is not None:
-                if pooled is None:
-                    dimension = rows.vectors.shape[1]
-                    pooled = tuple(np.concatenate([m[k] for m in means]) if means else np.zeros((0, dimension), np.float32) for k in (0, 1))
                 names = np.asarray(self.modules)[rows.module_index.cpu().numpy()]
-                linear = blended.linear_scores(*pooled, names)  # a module it was never fitted on: its mean
+                linear = blended.linear_scores(*(means if pooled is None else pooled), names)  # a module it was never fitted on: its mean
                 parts["linear"] = np.where(np.isin(names, list(blended.linear.weights)), linear, np.nan)  # alone: no score there
             if blended.tfidf is not None:
                 parts["tfidf"] = tfidf = blended.tfidf.score_texts(contexts, module_texts)
-            blended_members = blended.blend(heads, linear, tfidf)
-        return RewardOutput(blended_members.mean(axis=0), blended_members.std(axis=0), blended_members, parts, weights)
+            members = blended.blend(head_scores, linear, tfidf)
+        return RewardOutput(members.mean(axis=0), members.std(axis=0), members, parts, weights)
+
+    def _run_heads(self, rows: RowTensors, batch_size: int | None, round_weights: bool, pool: bool) -> tuple[np.ndarray, list[np.ndarray] | None, tuple[np.ndarray, np.ndarray] | None]:
+        """Every member's heads' score of every row (members, rows), `batch_size` rows at a time; with
+        `round_weights` each row's module-text piece weights (the members' mean), with `pool` the
+        rows' mean piece vectors (context, module text)."""
+        scores, weights, means = [], [] if round_weights else None, []
+        for index in torch.arange(len(rows), device=rows.module_index.device).split(batch_size or max(len(rows), 1)):
+            batch = rows.rows(index)
+            context, module_text = batch.pieces()
+            members, piece_weights = self.heads.member_pieces(context, module_text, batch.module_index)
+            scores.append(members.float().cpu())
+            if round_weights:
+                counts = module_text[1].sum(dim=1).tolist()
+                weights += [w[:count] for w, count in zip(piece_weights.mean(dim=0).float().cpu().numpy(), counts)]
+            if pool:
+                means.append([masked_mean(*pieces).float().cpu().numpy() for pieces in (context, module_text)])
+        head_scores = torch.cat(scores, dim=1).numpy() if scores else np.zeros((self.size, 0), np.float32)
+        if not pool:
+            return head_scores, weights, None
+        empty = np.zeros((0, rows.vectors.shape[1]), np.float32)
+        return head_scores, weights, tuple(np.concatenate([m[k] for m in means]) if means else empty for k in (0, 1))
 
 
 def load_blend(folder: str | Path, config: dict) -> Blended | None:

@@ -302,7 +302,7 @@ class RewardScorer:
         if not len(context) == len(module_text) == len(modules):
             raise ScoringError(f"context, module_text and modules must be equally long, got {len(context)}, {len(module_text)}, {len(modules)}")
         self._check_modules(modules)
-        vectors = np.concatenate([np.asarray(context, np.float32), np.asarray(module_text, np.float32)]).reshape(2 * len(modules), -1)
+        vectors = np.concatenate([np.asarray(context, np.float32), np.asarray(module_text, np.float32)])
         rows = RowTensors.from_pieces(torch.from_numpy(vectors), [1] * (2 * len(modules)), self.model.module_index(modules)).to(self.device)
         texts = (list(contexts), list(module_texts)) if contexts is not None and module_texts is not None else (None, None)
         return self._rewards(self.model.score(rows, *texts, pooled=(context, module_text), batch_size=batch_size, round_weights=False), modules)

@@ -29,7 +29,7 @@ from heads.blend import ENDED_BLOCKS, TFIDF_BLOCKS, Blend, Blended, LinearModel,
 from heads.ensemble import RewardEnsemble
 from heads.model import MultiModuleRewardModel
 from pipeline.evaluate_scoring import pair_scores
-from pipeline.rewards import load
+from pipeline.rewards import ScoringError, load
 
 GOLDEN = Path(__file__).parent / "fixtures" / "reward_scores.json"
 MODULES = ["reflection", "planner", "executor", "memory"]
@@ -179,6 +179,21 @@ def test_every_scoring_path_gives_the_scores_of_before(checkpoints, kind):
     expected = json.loads(GOLDEN.read_text())[kind]
     for normalize in (False, True):
         assert_same(scores_of(checkpoints[kind], normalize), expected[str(normalize)], f"{kind} normalize={normalize}")
+
+
+def test_no_rows_score_to_empty_arrays(checkpoints):
+    for kind, folder in checkpoints.items():
+        scored = scorer_of(folder, normalize=True).rewards([], [], [])
+        assert scored.rewards.shape == scored.uncertainty.shape == (0,) and all(part.shape == (0,) for part in scored.parts.values()), kind
+        assert scored.round_rewards == ([] if KINDS[kind][1] == "rounds" else None), kind
+
+
+def test_vectors_score_the_blend_which_needs_the_texts_of_a_tfidf_part_and_rounds_read_pieces(checkpoints):
+    vectors = np.ones((1, DIM), np.float32)
+    with pytest.raises(ScoringError, match="reads the texts"):
+        scorer_of(checkpoints["ensemble-truncate-blended"], False).score_vectors(vectors, vectors, ["planner"])
+    with pytest.raises(ScoringError, match="rounds view"):
+        scorer_of(checkpoints["single-rounds"], False).score_vectors(vectors, vectors, ["planner"])
 
 
 if __name__ == "__main__":
