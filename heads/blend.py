@@ -35,18 +35,20 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from features.pairs import PairVectors
 from heads.metrics import pairwise_accuracy
-from heads.model import masked_mean
+from heads.model import CONFIG, CheckpointError, damaged, error_line, masked_mean
 from heads.training import PairTensors, pair_scores
 
 PARTS = ("heads", "linear", "tfidf")
@@ -296,9 +298,26 @@ class Blended:
                 part.save(folder)
 
     @classmethod
-    def load(cls, folder, record: dict) -> "Blended":
-        blend = Blend.from_record(record)
-        return cls(blend, LinearModel.load(folder) if blend.weights[1] else None, TfidfModel.load(folder) if blend.weights[2] else None)
+    def load(cls, folder: Path, record: dict) -> "Blended":
+        """The parts a checkpoint folder's reward blends with its heads, as its config.json's blend
+        `record` (or the `lexical` record of checkpoints from before the linear part) describes
+        them, those of weight > 0 read from their files. A record or a part that cannot be read is
+        one `CheckpointError` naming its file."""
+        try:
+            blend = Blend.from_record(record)
+        except (KeyError, TypeError, ValueError) as e:
+            raise damaged(folder / CONFIG, f"its blend is not what train-heads writes ({type(e).__name__}: {e})") from None
+        parts = {}
+        for name, what, files, part in (("linear", "linear", [LINEAR_WEIGHTS], LinearModel), ("tfidf", "TF-IDF", [VOCABULARY, TFIDF_WEIGHTS], TfidfModel)):
+            if blend.weights[PARTS.index(name)]:
+                try:
+                    parts[name] = part.load(folder)
+                except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+                    raise CheckpointError(
+                        f"{folder} blends its heads with a {what} part, but its {' and '.join(files)} could not be read "
+                        f"({error_line(e)}); copy the checkpoint folder whole, or retrain it"
+                    ) from None
+        return cls(blend, parts.get("linear"), parts.get("tfidf"))
 
 
 # --- choosing the weights ----------------------------------------------------------------------

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 
 from data.errors import UserError
 from features.views import View, ViewMismatch
-from heads.blend import LINEAR_WEIGHTS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, TfidfModel
+from heads.blend import Blended
 from heads.ensemble import RewardEnsemble, load_heads
-from heads.model import CONFIG, CheckpointError, damaged, error_line, masked_mean, read_config
+from heads.model import CheckpointError, masked_mean, read_config
 from heads.training import RowTensors
 
 
@@ -80,8 +79,9 @@ class RewardModel:
     @classmethod
     def from_checkpoint(cls, folder: str | Path, config: dict, device: str = "cpu") -> "RewardModel":
         """The reward model of a checkpoint folder whose config.json is `config`: its heads, its view
-        (none recorded: truncate) and its blend (`load_blend`). One `CheckpointError` naming the
-        file for a part that cannot be read or a view its encoder's vectors are not cut for."""
+        (none recorded: truncate) and its blend (`Blended.load`; none recorded: the heads alone). One
+        `CheckpointError` naming the file for a part that cannot be read or a view its encoder's
+        vectors are not cut for."""
         folder = Path(folder)
         heads, _ = load_heads(folder, device, config)
         view = View.from_checkpoint(config)
@@ -89,7 +89,9 @@ class RewardModel:
             view.check_vectors(config["encoder_fingerprint"], f"the encoder {folder} records")
         except ViewMismatch as e:
             raise CheckpointError(str(e)) from None
-        return cls(heads if isinstance(heads, RewardEnsemble) else RewardEnsemble([heads]), view, load_blend(folder, config))
+        record = config.get("blend") or config.get("lexical")  # lexical: the blend of checkpoints from before its linear part
+        blended = Blended.load(folder, record) if record else None
+        return cls(heads if isinstance(heads, RewardEnsemble) else RewardEnsemble([heads]), view, blended)
 
     @property
     def modules(self) -> list[str]:
@@ -157,28 +159,3 @@ class RewardModel:
             return head_scores, weights, None
         empty = np.zeros((0, rows.vectors.shape[1]), np.float32)
         return head_scores, weights, tuple(np.concatenate([m[k] for m in means]) if means else empty for k in (0, 1))
-
-
-def load_blend(folder: str | Path, config: dict) -> Blended | None:
-    """The parts the checkpoint's reward blends with its heads (heads/blend.py), or None when its
-    config.json names none (`lexical`: a checkpoint from before the linear part, TF-IDF only).
-    A part that cannot be read is one `CheckpointError` naming its files."""
-    folder = Path(folder)
-    record = config.get("blend") or config.get("lexical")
-    if not record:
-        return None
-    try:
-        blend = Blend.from_record(record)
-    except (KeyError, TypeError, ValueError) as e:
-        raise damaged(folder / CONFIG, f"its blend is not what train-heads writes ({type(e).__name__}: {e})") from None
-    parts = {}
-    for name, what, files, part in (("linear", "linear", [LINEAR_WEIGHTS], LinearModel), ("tfidf", "TF-IDF", [VOCABULARY, TFIDF_WEIGHTS], TfidfModel)):
-        if blend.weights[PARTS.index(name)]:
-            try:
-                parts[name] = part.load(folder)
-            except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
-                raise CheckpointError(
-                    f"{folder} blends its heads with a {what} part, but its {' and '.join(files)} could not be read "
-                    f"({error_line(e)}); copy the checkpoint folder whole, or retrain it"
-                ) from None
-    return Blended(blend, parts.get("linear"), parts.get("tfidf"))

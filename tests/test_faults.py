@@ -640,7 +640,7 @@ CHECKPOINT_DAMAGE = {
     "ensemble of more members than saved": (True, edited_config(lambda c: c.update(ensemble=3)), "heads.safetensors", "no weights for member 2's module reflection"),
     "ensemble member lacks a module": (True, without_module("executor", "members.1."), "heads.safetensors", "no weights for member 1's module executor"),
     "ensemble size not a number": (True, edited_config(lambda c: c.update(ensemble="2")), "config.json", "'ensemble' should be a positive integer"),
-    # the blend's parts (heads/reward_model.py load_blend), read by the verbs that score; "" names the folder
+    # the blend's parts (heads/blend.py Blended.load), read by the verbs that score; "" names the folder
     "blend vocabulary not JSON": (False, written("lexical.json", b'{"vectorizer": '), "", "TF-IDF part, but its lexical.json and lexical.safetensors could not be read"),
     "blend TF-IDF weights truncated": (False, cut_in_half("lexical.safetensors"), "", "TF-IDF part, but its lexical.json and lexical.safetensors could not be read"),
     "blend linear weights truncated": (False, cut_in_half("linear.safetensors"), "", "linear part, but its linear.safetensors could not be read"),
