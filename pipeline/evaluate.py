@@ -145,13 +145,13 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     modules = scorer.modules
     pairs = with_text_keys(load_pairs(files, modules))
     vectors, embedded = cached_pair_vectors(scorer, pairs, progress=progress)
-    scored = pair_scores(scorer, vectors, pairs)
-    positive, negative = scored[0].reward, scored[1].reward
+    scored_positive, scored_negative = pair_scores(scorer, vectors, pairs)
+    positive, negative = scored_positive.reward, scored_negative.reward
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
     blend = scorer.blend
     # each part of a blended reward alone: the heads (the members' mean) and the linear and TF-IDF
     # parts the checkpoint holds (those of weight above 0); none when the reward is the heads alone
-    parts = {name: (scored[0].parts[name], scored[1].parts[name]) for name in scored[0].parts} if blend is not None else {}
+    parts = {name: (scored_positive.parts[name], scored_negative.parts[name]) for name in scored_positive.parts} if blend is not None else {}
     # a TF-IDF part that reads more than evaluate's plain TF-IDF is not that baseline: it is refitted
     ended_tfidf = blend is not None and blend.tfidf is not None and blend.tfidf.blocks != TFIDF_BLOCKS
     if blend is not None:
@@ -281,7 +281,7 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         "notes": notes,
     }
     if scorer.members > 1:
-        report["uncertainty"] = _uncertainty(scored[0].members - scored[1].members, positive, negative, groups, module_of, modules, config)
+        report["uncertainty"] = _uncertainty(scored_positive.members - scored_negative.members, positive, negative, groups, module_of, modules, config)
     return report, {m: (positive[module_of == m], negative[module_of == m]) for m in modules}
 
 
