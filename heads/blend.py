@@ -26,7 +26,7 @@ at a million pairs, where the heads have the data they are built for.
     tfidf = TfidfModel.fit(train_pairs, blocks=ENDED_BLOCKS)                          # + the context's last round
     linear = LinearModel.fit(train_vectors, modules); linear.score_vectors(context_vectors, module_vectors, modules)
     blended, summary = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)   # or None: heads alone
-    blended.rewards(head_scores, linear_scores, contexts, module_texts)   # the reward, per row
+    blended.blend(head_scores, blended.linear_scores(ctx, mod, modules), blended.tfidf.score_texts(contexts, module_texts))   # the reward
     blended.save(folder); Blended.load(folder, config["blend"])
     describe_reward(config)     # the checkpoint's reward in words: "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: ..."
 """
@@ -35,18 +35,20 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from features.pairs import PairVectors
 from heads.metrics import pairwise_accuracy
-from heads.model import masked_mean
+from heads.model import CONFIG, CheckpointError, damaged, error_line, masked_mean
 from heads.training import PairTensors, pair_scores
 
 PARTS = ("heads", "linear", "tfidf")
@@ -281,12 +283,6 @@ class Blended:
             return None
         return self.linear.score_vectors(context, module_text, modules, unfitted=self.blend.means[1])
 
-    def rewards(self, head_scores: np.ndarray, linear_scores: np.ndarray | None, contexts, module_texts) -> np.ndarray:
-        """The blended rewards, shaped like `head_scores`; `linear_scores` are `linear_scores()` of
-        the rows' mean-pooled vectors (None when it has no linear part)."""
-        tfidf = self.tfidf.score_texts(contexts, module_texts) if self.tfidf is not None else None
-        return self.blend(head_scores, linear_scores, tfidf)
-
     def files(self) -> list[str]:
         return ([LINEAR_WEIGHTS] if self.linear is not None else []) + ([VOCABULARY, TFIDF_WEIGHTS] if self.tfidf is not None else [])
 
@@ -300,9 +296,26 @@ class Blended:
                 part.save(folder)
 
     @classmethod
-    def load(cls, folder, record: dict) -> "Blended":
-        blend = Blend.from_record(record)
-        return cls(blend, LinearModel.load(folder) if blend.weights[1] else None, TfidfModel.load(folder) if blend.weights[2] else None)
+    def load(cls, folder: Path, record: dict) -> "Blended":
+        """The parts a checkpoint folder's reward blends with its heads, as its config.json's blend
+        `record` (or the `lexical` record of checkpoints from before the linear part) describes
+        them, those of weight > 0 read from their files. A record or a part that cannot be read is
+        one `CheckpointError` naming its file."""
+        try:
+            blend = Blend.from_record(record)
+        except (KeyError, TypeError, ValueError) as e:
+            raise damaged(folder / CONFIG, f"its blend is not what train-heads writes ({type(e).__name__}: {e})") from None
+        parts = {}
+        for name, what, files, part in (("linear", "linear", [LINEAR_WEIGHTS], LinearModel), ("tfidf", "TF-IDF", [VOCABULARY, TFIDF_WEIGHTS], TfidfModel)):
+            if blend.weights[PARTS.index(name)]:
+                try:
+                    parts[name] = part.load(folder)
+                except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+                    raise CheckpointError(
+                        f"{folder} blends its heads with a {what} part, but its {' and '.join(files)} could not be read "
+                        f"({error_line(e)}); copy the checkpoint folder whole, or retrain it"
+                    ) from None
+        return cls(blend, parts.get("linear"), parts.get("tfidf"))
 
 
 # --- choosing the weights ----------------------------------------------------------------------

@@ -156,8 +156,8 @@ def _members() -> int:
 def _score(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[list[float], list[float] | None]:
     """Rewards and, for an ensemble checkpoint, their uncertainty (else None)."""
     if not os.environ.get("REWARD_URL"):
-        rewards, uncertainty = _local_scorer().score_with_uncertainty(contexts, module_texts, modules)
-        return rewards.tolist(), uncertainty.tolist() if _members() > 1 else None
+        scored = _local_scorer().rewards(contexts, module_texts, modules)
+        return scored.rewards.tolist(), scored.uncertainty.tolist() if _members() > 1 else None
     url, limits = os.environ["REWARD_URL"].rstrip("/"), _server()
     rewards: list[float] = []
     uncertainty: list[float] = []
