@@ -96,12 +96,14 @@ def test_a_number_out_of_range_is_refused_at_load_naming_the_key(tmp_path, text,
 
 
 def test_every_number_of_the_config_has_a_range():
-    """One table (`_RANGES`) says where each setting lies: a new int or float key needs its row."""
-    from pipeline.config import _RANGES, _numbers
+    """Each int or float key declares where it lies (`Field(ge=...)` and the like): a lower bound,
+    and for an int an upper one a C int holds; a new number key needs its bounds."""
+    from pipeline.config import INT_MAX, SETTINGS
 
-    keys = {key.split("[")[0] + ("[]" if "[" in key else "") for key, _ in _numbers(load_config())}
-    assert keys - set(_RANGES) == set()
-    assert set(_RANGES) - keys == {"stage_0.memory_map_above_mb"}  # "auto" by default
+    numbers = {key: setting.bounds for key, setting in SETTINGS.items() if setting.number is not None}
+    assert {"stage_0.lr", "search.lr", "stage_0.memory_map_above_mb", "serve.read_timeout_s"} <= set(numbers)
+    assert [key for key, bounds in numbers.items() if not {"ge", "gt"} & set(bounds)] == []
+    assert [key for key, bounds in numbers.items() if SETTINGS[key].number is int and not bounds.get("le", INT_MAX + 1) <= INT_MAX] == []
 
 
 def test_a_flag_out_of_range_is_refused_like_the_file():
