@@ -130,6 +130,14 @@ def config_option(function):
     )(function)
 
 
+class SettingOption(click.Option):
+    """A flag that overrides a config key (`setting_option`)."""
+
+    def __init__(self, *args, key: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.key = key
+
+
 def setting_option(*decls: str, key: str, help: str | None = None, **attrs):
     """A flag that overrides the config key `key`. Its default is None: the config's value (the
     file's, else the key's default). Its type, choices and range, and the help's closing
@@ -140,7 +148,8 @@ def setting_option(*decls: str, key: str, help: str | None = None, **attrs):
         attrs.setdefault("type", click.Choice(setting.choices))
     elif setting.number is not None:
         attrs.setdefault("type", _number_range(setting))
-    return click.option(*decls, default=None, help=f"{help or setting.description} [{key}: {setting.shown_default()}]", **attrs)
+    help = f"{help or setting.description} [{key}: {setting.shown_default()}]"
+    return click.option(*decls, cls=SettingOption, key=key, default=None, help=help, **attrs)
 
 
 def _number_range(setting) -> click.ParamType:
@@ -151,6 +160,22 @@ def _number_range(setting) -> click.ParamType:
     return (click.IntRange if setting.number is int else click.FloatRange)(
         min=bounds.get("ge", bounds.get("gt")), max=None if high == INT_MAX else high, min_open="gt" in bounds, max_open="lt" in bounds,
     )  # fmt: skip
+
+
+def setting_flags() -> dict[str, dict[str, list[str]]]:
+    """The flags that override each config key, with the verbs that take them, for the config
+    reference: {"stage_0.epochs": {"--epochs": ["fit", "train-heads"]}}."""
+    found: dict[str, dict[str, list[str]]] = {}
+
+    def visit(command: click.Command, name: str) -> None:
+        for param in command.params:
+            if isinstance(param, SettingOption):
+                found.setdefault(param.key, {}).setdefault("/".join(param.opts + param.secondary_opts), []).append(name)
+        for child, subcommand in sorted(getattr(command, "commands", {}).items()):
+            visit(subcommand, f"{name} {child}".strip())
+
+    visit(main, "")
+    return found
 
 
 def overwrite_option(help: str):

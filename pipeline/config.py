@@ -97,13 +97,13 @@ class DataConfig(Section):
 
     modules: list[str] = Field(default_factory=lambda: list(DEFAULT_MODULES), description="The agent's modules, one reward head each; distinct.")
     group_by: str = Field("task", description="Column no two splits share: pairs with the same value here always land in the same split.")
-    val_fraction: Fraction = Field(0.1, description="Share of pairs for validation.")
-    test_fraction: Fraction = Field(0.1, description="Share of pairs for test.")
+    val_fraction: Fraction = Field(0.1, description="Share of pairs for validation (with test_fraction, less than 1).")
+    test_fraction: Fraction = Field(0.1, description="Share of pairs for test (with val_fraction, less than 1).")
     split_seed: ZeroOrMore = Field(0, description="Seed of the split: same seed, same splits.")
     module_fields: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_MODULE_FIELDS.items()},
         description="Which round fields of a run (data/runs.py) make up each module's text when `pipeline pairs` mines pairs "
-        "from runs; give the whole mapping when you change it.",
+        f"from runs, among {', '.join(ROUND_FIELDS)}; give the whole mapping when you change it.",
     )
 
     @field_validator("modules")
@@ -212,7 +212,7 @@ class ServeConfig(Section):
     max_wait_ms: float = Field(5.0, ge=0, le=60_000, description="How long a batch waits for more requests after its first one arrived (a minute at most).")
     max_request_rows: OneOrMore = Field(1024, description="Rows (items, queries) one request may hold; more is refused with 413.")
     max_body_bytes: OneOrMore = Field(16 * 1024 * 1024, description="Largest request body in bytes; larger ones are refused with 413.")
-    module: str = Field("", description="/get_reward's module when neither the label nor a <module> tag in the prompt names one.")
+    module: str = Field("", description="/get_reward's module when neither the label nor a `<module>` tag in the prompt names one.")
     normalize: bool = Field(False, description="Rewards as (r - mean) / std per module, as `pipeline evaluate` stored them, instead of raw.")
     memory_size: ZeroOrMore = Field(20_000, description="Text vectors kept in memory (LRU) so repeated texts skip the encoder; 0: none.")
     max_pending: OneOrMore = Field(256, description="Requests waiting to be scored; past it a request gets 503 with Retry-After.")
@@ -477,8 +477,9 @@ def _message(error: dict) -> str:
     return f"{key} must be {'a ' if expected.startswith(('list', 'mapping')) else ''}{expected}, got {value!r}"
 
 
-def config_reference() -> str:
-    """docs/reference/config.md: every section and key with its type, default, allowed values and description."""
+def config_reference(flags: dict[str, dict[str, list[str]]]) -> str:
+    """docs/reference/config.md: every section and key with its type, default, allowed values and
+    description, and the flags that set it (`flags`: {key: {flag: [verb, ...]}}, pipeline.cli.setting_flags)."""
     lines = [
         "# Config reference",
         "",
@@ -501,8 +502,10 @@ def config_reference() -> str:
         lines += ["", f"## {section}", "", " ".join(model.__doc__.split()), ""]
         for setting in SETTINGS.values():
             if setting.key.startswith(f"{section}."):
-                facts = ", ".join(fact for fact in (setting.type_name, f"default `{setting.shown_default()}`", setting.allowed()) if fact)
-                lines.append(f"- **`{setting.key.partition('.')[2]}`** ({facts}): {setting.description}")
+                allowed = setting.allowed() and ("each " if setting.type_name.startswith("list") else "") + setting.allowed()
+                facts = ", ".join(fact for fact in (setting.type_name, f"default `{setting.shown_default()}`", allowed) if fact)
+                set_by = "; ".join(f"`{flag}` ({', '.join(verbs)})" for flag, verbs in flags.get(setting.key, {}).items())
+                lines.append(f"- **`{setting.key.partition('.')[2]}`** ({facts}): {setting.description}" + (f" Flag: {set_by}." if set_by else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -510,6 +513,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=__doc__.split("\n")[0])
     parser.add_argument("--reference", action="store_true", help="Print docs/reference/config.md, the reference of every key.")
     if parser.parse_args().reference:
-        print(config_reference(), end="")
+        from pipeline.cli import setting_flags  # the flags are the CLI's, which imports this module
+
+        print(config_reference(setting_flags()), end="")
     else:
         parser.print_help()

@@ -162,3 +162,33 @@ def test_memory_map_threshold_is_mib_or_half_the_available_memory(tmp_path):
     assert load_config().stage_0.memory_map_above_mb == "auto"
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert 0 < memory_map_above("auto") <= physical // 2
+
+
+def test_the_config_reference_is_the_one_the_declarations_make():
+    from pipeline.cli import setting_flags
+    from pipeline.config import config_reference
+
+    committed = (Path(__file__).parent.parent / "docs" / "reference" / "config.md").read_text(encoding="utf-8")
+    assert committed == config_reference(setting_flags()), (
+        "docs/reference/config.md differs from the declarations in pipeline/config.py: "
+        "regenerate it with `python -m pipeline.config --reference > docs/reference/config.md`"
+    )
+
+
+def test_a_flag_takes_its_choices_range_and_default_from_the_config():
+    from features.views import VIEWS
+
+    help_text = " ".join(CliRunner().invoke(main, ["train-heads", "--help"]).output.split())
+    assert f"[{'|'.join(VIEWS)}]" in help_text and "[features.view: truncate]" in help_text
+    assert "[stage_0.epochs: 5]" in help_text and "[stage_0.ensemble: 1] [1<=x<=1000]" in help_text
+    result = CliRunner().invoke(main, ["train-heads", str(FIXTURE), "--cache", "c", "--out", "o", "--ensemble", "1001"])
+    assert result.exit_code == 2 and "1<=x<=1000" in result.output
+
+
+def test_explicit_keys_are_those_of_the_file_and_the_flags(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("stage_0:\n  epochs: 3\nmodel:\n")
+    config = load_config(path, {"model.encoder": "minilm", "features.view": None})
+    assert config.explicit == {"stage_0.epochs", "model.encoder"}
+    assert config.override({"stage_0.lr": 0.01}).explicit == {"stage_0.epochs", "model.encoder", "stage_0.lr"}
+    assert load_config().explicit == frozenset()
