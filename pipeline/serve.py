@@ -353,20 +353,24 @@ Text = Annotated[str, AfterValidator(_text)]
 
 
 class Body(BaseModel):
-    """A request body: JSON of this shape (types as sent: a number is no string); fields of other
-    names are ignored."""
+    """A request body as an endpoint takes it: its fields with their types as sent (strict: a
+    number is no string); fields of other names are ignored."""
 
     model_config = ConfigDict(strict=True)
     shape: ClassVar[str]  # the shape, for the answer to a body that is not even an object
 
 
 class ScoreItem(Body):
+    """One row of /score."""
+
     context: Text
     module: Text
     module_text: Text
 
 
 class ScoreRequest(Body):
+    """/score's: rows to score, each its own context, module and module text."""
+
     shape = '{"items": [{"context": ..., "module": ..., "module_text": ...}, ...]}'
     items: list[ScoreItem]
 
