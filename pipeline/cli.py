@@ -839,12 +839,12 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
         "serve.extra_logs": False if no_extra_logs else None,
     }  # fmt: skip
     config = load_config(config_path, overrides)
-    settings = config.serve
+    settings = config.serve  # the server's limits and defaults
     sock = listen(host, port)  # a port in use fails here, in one line, before the model loads and anything says "serving"
     port = sock.getsockname()[1]  # --port 0: the free port picked
     scorer = load(
-        checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder,
-        memory_size=config.serve.memory_size, allow_untrained=config.serve.allow_untrained,
+        checkpoint, cache_dir, normalize=settings.normalize, device=config.training.device, encoder=encoder,
+        memory_size=settings.memory_size, allow_untrained=settings.allow_untrained,
     )  # fmt: skip
     if scorer.namespace is not None:
         scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
