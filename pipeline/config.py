@@ -384,7 +384,7 @@ class Setting:
         return yaml.safe_dump(self.default, default_flow_style=True, width=math.inf, sort_keys=False).removesuffix("...\n").strip()
 
 
-def settings() -> list[Setting]:
+def _declared() -> list[Setting]:
     """Every key of the config, section by section, in declaration order."""
     found = []
     for section in CONFIG_SECTIONS:
@@ -394,7 +394,7 @@ def settings() -> list[Setting]:
     return found
 
 
-SETTINGS = {setting.key: setting for setting in settings()}
+SETTINGS = {setting.key: setting for setting in _declared()}  # every key, in declaration order
 
 
 def _parts(annotation: Any) -> tuple[Any, list]:
