@@ -596,7 +596,7 @@ def refuse_val_in_training(val_file: Path | None, files: tuple[Path, ...]) -> No
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder.")
 @click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Validation pairs (else carved from FILES by task).")
 @setting_option("--epochs", key="stage_0.epochs")
-@click.option("--encoder", help="Whose cached vectors to train on [model.encoder; left out: the cache's only encoder].")
+@click.option("--encoder", help="Whose cached vectors to train on [model.encoder].")
 @click.option("--namespace", "namespace_id", help="Cache namespace to read, when the cache holds several of the encoder.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Continue from this checkpoint's heads.")
 @click.option("--embed-missing", is_flag=True, help="Embed texts the cache lacks instead of stopping.")
