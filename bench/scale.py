@@ -203,7 +203,7 @@ def cache_read(namespace: Namespace, pairs_file: Path, scratch: Path) -> tuple[f
     train, val = load_training_and_validation([pairs_file], None, MODULES, 0.1, 0, "task")
     source = CountingSource(namespace)
     start = time.perf_counter()
-    features = read_features(source, train, val, View(), Stage0Config.memory_map_above_mb, scratch)
+    features = read_features(source, train, val, View(), Stage0Config().memory_map_above_mb, scratch)
     ours = time.perf_counter() - start
     start = time.perf_counter()
     pq.read_table(namespace.shard_paths())

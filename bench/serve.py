@@ -162,7 +162,7 @@ def one_row(port: int, i: int) -> float:
 
 
 def adversarial(checkpoint: Path, cache: Path, work: Path) -> None:
-    limit = 4_000_000  # serve.max_request_chars' default
+    limit = load_config().serve.max_request_chars  # the default
     items, chars = [], 0
     for i in range(1024):
         text = ("w%d " % i) * 3000

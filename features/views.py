@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -34,7 +35,8 @@ from data.errors import UserError
 from data.trajectory import ROUND_HEADER
 from features.pairs import PairVectors, VectorSource, pair_text_keys, text_key, unique_texts, with_text_keys
 
-VIEWS = ("truncate", "head_tail", "chunks", "rounds")
+ViewName = Literal["truncate", "head_tail", "chunks", "rounds"]  # the one list of views: config, CLI and checkpoints take it from here
+VIEWS: tuple[str, ...] = get_args(ViewName)
 ONE_PIECE_VIEWS = ("truncate", "head_tail")
 ATTENTION_VIEWS = ("rounds",)  # the views whose heads pool pieces with a learned attention
 HEAD_TAIL = "head_tail"  # the view and the encoder truncation side it maps to

@@ -27,7 +27,7 @@ from data.splits import SPLITS, format_split_summary, split_pairs, split_summary
 from data.summary import format_summary, summarize_pairs
 from data.text_table import aligned_table
 from pipeline import __version__
-from pipeline.config import CONFIG_SECTIONS, load_config
+from pipeline.config import CONFIG_SECTIONS, INT_MAX, SETTINGS, load_config
 
 
 class _EchoHandler(logging.Handler):
@@ -126,8 +126,56 @@ def main() -> None:
 def config_option(function):
     return click.option(
         "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="YAML config (sections model, data, cache, stage_0, stage_1, loss, training, evaluation, serve, search); flags override it.",
+        help=f"YAML config (sections {', '.join(CONFIG_SECTIONS)}; docs/reference/config.md); flags override it.",
     )(function)
+
+
+class SettingOption(click.Option):
+    """A flag that overrides a config key (`setting_option`)."""
+
+    def __init__(self, *args, key: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.key = key
+
+
+def setting_option(*decls: str, key: str, help: str | None = None, **attrs):
+    """A flag that overrides the config key `key`. Its default is None: the config's value (the
+    file's, else the key's default). Its type, choices and range, and the help's closing
+    `[key: default]`, come from the key's declaration in pipeline/config.py; so does the help's
+    text unless `help` is given."""
+    setting = SETTINGS[key]
+    if setting.choices:
+        attrs.setdefault("type", click.Choice(setting.choices))
+    elif setting.number is not None:
+        attrs.setdefault("type", _number_range(setting))
+    help = f"{help or setting.description} [{key}: {setting.shown_default()}]"
+    return click.option(*decls, cls=SettingOption, key=key, default=None, help=help, **attrs)
+
+
+def _number_range(setting) -> click.ParamType:
+    """A number key's bounds as a click range. The cap of every int key at INT_MAX is left to the
+    config, which refuses a larger value all the same: in every range of --help it would be noise."""
+    bounds = setting.bounds
+    high = bounds.get("le", bounds.get("lt"))
+    return (click.IntRange if setting.number is int else click.FloatRange)(
+        min=bounds.get("ge", bounds.get("gt")), max=None if high == INT_MAX else high, min_open="gt" in bounds, max_open="lt" in bounds,
+    )  # fmt: skip
+
+
+def setting_flags() -> dict[str, dict[str, list[str]]]:
+    """The flags that override each config key, with the verbs that take them, for the config
+    reference: {"stage_0.epochs": {"--epochs": ["fit", "train-heads"]}}."""
+    found: dict[str, dict[str, list[str]]] = {}
+
+    def visit(command: click.Command, name: str) -> None:
+        for param in command.params:
+            if isinstance(param, SettingOption):
+                found.setdefault(param.key, {}).setdefault("/".join(param.opts + param.secondary_opts), []).append(name)
+        for child, subcommand in sorted(getattr(command, "commands", {}).items()):
+            visit(subcommand, f"{name} {child}".strip())
+
+    visit(main, "")
+    return found
 
 
 def overwrite_option(help: str):
@@ -147,6 +195,7 @@ def input_files(name: str = "files", required: bool = True):
 
 pair_files = input_files()
 
+MAX_PAIRS_PER_TASK, MINING_SEED = 8, 0  # `pipeline pairs`' defaults, which `fit` passes on
 CHAT_OPTIONS = ("task_field", "outcome_field", "messages_field", "opening_message", "task_prefix", "reflection_pattern", "memory_pattern")
 
 
@@ -220,10 +269,10 @@ def validate(files: tuple[Path, ...], config_path: Path | None) -> None:
 @main.command()
 @pair_files
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for train/val/test.jsonl.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="Share of pairs for validation [data.val_fraction].")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), help="Share of pairs for test [data.test_fraction].")
-@click.option("--seed", type=int, help="Split seed [data.split_seed].")
-@click.option("--group-by", help="Column no two splits share [data.group_by: task].")
+@setting_option("--val-fraction", key="data.val_fraction")
+@setting_option("--test-fraction", key="data.test_fraction")
+@setting_option("--seed", key="data.split_seed")
+@setting_option("--group-by", key="data.group_by")
 @overwrite_option("Write into OUT even when it holds other files (its train/val/test.jsonl and config.yaml are replaced).")
 @config_option
 def split(files, out: Path, val_fraction, test_fraction, seed, group_by, overwrite, config_path) -> None:
@@ -335,16 +384,16 @@ def open_first_line(report: Path, checkpoint_config: dict) -> str:
 @click.option("--from", "source_format", type=click.Choice(["runs", "pairs", "autogpt", "intercode", "chat"]),
               help="What FILES hold [default: runs or pairs, told apart by content]; autogpt, intercode, chat: logs `pipeline import` reads.")  # fmt: skip
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), help="Embedding cache to use (and fill) [default: OUT/cache].")
-@click.option("--max-pairs-per-task", type=click.IntRange(min=1), help="As `pipeline pairs`: most pairs per task and module [8].")
+@click.option("--max-pairs-per-task", type=click.IntRange(min=1), help=f"As `pipeline pairs`: most pairs per task and module [{MAX_PAIRS_PER_TASK}].")
 @click.option("--success-threshold", type=float, help="As `pipeline pairs` (and `import chat`): read outcomes as rewards, succeeded when reward >= this.")
-@click.option("--seed", type=int, help="As `pipeline pairs`: which pairs the cap keeps [0]. The split's seed is data.split_seed.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="Share of pairs for validation [data.val_fraction].")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), help="Share of pairs for test [data.test_fraction]; 0: no test report.")
-@click.option("--group-by", help="Column no two splits share [data.group_by: task].")
-@click.option("--encoder", help="Model id, local folder, or `minilm` (bundled all-MiniLM-L6-v2) [model.encoder].")
-@click.option("--view", type=click.Choice(["truncate", "head_tail", "chunks", "rounds"]), help="How long texts become vectors [features.view: truncate].")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs of the heads [stage_0.epochs].")
-@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@click.option("--seed", type=int, help=f"As `pipeline pairs`: which pairs the cap keeps [{MINING_SEED}]. The split's seed is data.split_seed.")
+@setting_option("--val-fraction", key="data.val_fraction")
+@setting_option("--test-fraction", key="data.test_fraction", help="Share of pairs for test; 0: no test report.")
+@setting_option("--group-by", key="data.group_by")
+@setting_option("--encoder", key="model.encoder")
+@setting_option("--view", key="features.view")
+@setting_option("--epochs", key="stage_0.epochs")
+@setting_option("--device", key="training.device")
 @chat_options("With --from chat: ")
 @overwrite_option("Write into OUT even when it holds other files; each step's file or folder of its own name is replaced.")
 @config_option
@@ -426,11 +475,11 @@ def _accuracy(value: float | None) -> str:
 @main.command()
 @pair_files
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
-@click.option("--encoder", help="Model id, local folder, or `minilm` (bundled all-MiniLM-L6-v2) [model.encoder].")
-@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Texts per encoder batch [model.batch_size].")
+@setting_option("--encoder", key="model.encoder")
+@setting_option("--device", key="training.device")
+@setting_option("--batch-size", key="model.batch_size")
 @click.option("--shard", help="i/n: embed slice i of n of the missing texts (torchrun sets it from RANK/WORLD_SIZE).")
-@click.option("--view", type=click.Choice(["truncate", "head_tail", "chunks", "rounds"]), help="How long texts become vectors [features.view: truncate].")
+@setting_option("--view", key="features.view")
 @config_option
 def embed(files, cache_dir, encoder, device, batch_size, shard, view, config_path) -> None:
     """Embed every unique text once into the cache (stage 0).
@@ -546,16 +595,16 @@ def refuse_val_in_training(val_file: Path | None, files: tuple[Path, ...]) -> No
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder.")
 @click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Validation pairs (else carved from FILES by task).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs [stage_0.epochs].")
+@setting_option("--epochs", key="stage_0.epochs")
 @click.option("--encoder", help="Whose cached vectors to train on [model.encoder].")
 @click.option("--namespace", "namespace_id", help="Cache namespace to read, when the cache holds several of the encoder.")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Continue from this checkpoint's heads.")
 @click.option("--embed-missing", is_flag=True, help="Embed texts the cache lacks instead of stopping.")
-@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@setting_option("--device", key="training.device")
 @click.option("--use-wandb", is_flag=True, help="Also log to Weights & Biases (offline unless WANDB_MODE says otherwise).")
 @click.option("--search", is_flag=True, help="Try every setting of the config's `search` grid; keep the lowest validation loss (OUT/search.md).")
-@click.option("--ensemble", type=click.IntRange(min=1), help="Members trained on bootstrap resamples of the training tasks [stage_0.ensemble: 1].")
-@click.option("--view", type=click.Choice(["truncate", "head_tail", "chunks", "rounds"]), help="How long texts become vectors [features.view: truncate].")
+@setting_option("--ensemble", key="stage_0.ensemble")
+@setting_option("--view", key="features.view")
 @overwrite_option("Replace OUT even when it is not a checkpoint (config.json + heads.safetensors), and all it holds.")
 @config_option
 def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, resume, embed_missing, device, use_wandb, search, ensemble, view, overwrite, config_path) -> None:
@@ -598,15 +647,15 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
 @click.option("--init", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Stage 0 checkpoint: the heads to start from, and whose encoder to fine-tune.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Checkpoint folder.")
 @click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Validation pairs (else carved from FILES by task).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs [stage_1.epochs].")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Pairs per batch and process [stage_1.batch_size].")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Autocast precision [stage_1.precision: auto].")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="Recompute activations: less memory, more time [stage_1.gradient_checkpointing].")
+@setting_option("--epochs", key="stage_1.epochs")
+@setting_option("--batch-size", key="stage_1.batch_size")
+@setting_option("--precision", key="stage_1.precision")
+@setting_option("--gradient-checkpointing/--no-gradient-checkpointing", key="stage_1.gradient_checkpointing")
 @click.option("--encoder", help="Local folder of the init checkpoint's encoder, when the name it recorded does not load here.")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in OUT from its last saved state.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Train at most this many optimiser steps in all (a short run), then validate and save.")
-@click.option("--save-every", "save_every_steps", type=click.IntRange(min=0), help="Optimiser steps between resumable saves; 0: each epoch [stage_1.save_every_steps].")
-@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto; cuda:LOCAL_RANK under torchrun]")
+@setting_option("--save-every", "save_every_steps", key="stage_1.save_every_steps")
+@setting_option("--device", key="training.device", help="cpu, cuda, cuda:1, ...; auto picks cuda when present (cuda:LOCAL_RANK under torchrun), else cpu.")
 @overwrite_option("Write into OUT even when it holds other files or an unfinished run (files of the names finetune writes are replaced).")
 @config_option
 def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient_checkpointing, encoder, resume, max_steps, save_every_steps, device, overwrite, config_path) -> None:
@@ -641,10 +690,10 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Embedding cache folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder.")
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
-@click.option("--bootstrap", "bootstrap_samples", type=click.IntRange(min=0), help="Bootstrap resamples for the CIs [evaluation.bootstrap_samples].")
+@setting_option("--bootstrap", "bootstrap_samples", key="evaluation.bootstrap_samples")
 @click.option("--store-normalization/--no-store-normalization", default=None,
               help="Store per-module reward mean/std in the checkpoint [default: only when FILES are its validation data].")  # fmt: skip
-@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@setting_option("--device", key="training.device")
 @overwrite_option("Replace OUT even when it is not a report folder (report.json + report.md), and all it holds.")
 @config_option
 def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, encoder, bootstrap_samples, store_normalization, device, overwrite, config_path) -> None:
@@ -683,11 +732,11 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
               help="Runs: also score each round's module text alone, in the run up to that round (one more context per round to encode; a rounds-view checkpoint's per-round shares cost nothing and are always written).")  # fmt: skip
 @chat_options("With --from chat: ")
 @click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Embedding cache to read vectors from (never written).")
-@click.option("--normalize", is_flag=True, default=None, help="(r - mean) / std per module, as `pipeline evaluate` stored them [serve.normalize].")
+@setting_option("--normalize", key="serve.normalize", is_flag=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="(record, module) rows per scorer call.")
-@click.option("--allow-untrained", is_flag=True, default=None, help="Also score modules whose head saw no training pairs (their scores mean nothing) [serve.allow_untrained].")
+@setting_option("--allow-untrained", key="serve.allow_untrained", is_flag=True)
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
-@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@setting_option("--device", key="training.device")
 @config_option
 @click.pass_context
 def score(ctx, checkpoint, records, out, overwrite, source_format, success_threshold, round_rewards, cache_dir, normalize, batch_size, allow_untrained, encoder, device, config_path,
@@ -758,20 +807,20 @@ def _runs_to_score(kind: str, files: tuple[Path, ...], success_threshold: float 
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--cache", "cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Embedding cache to read vectors from (never written).")
-@click.option("--normalize", is_flag=True, default=None, help="Serve (r - mean) / std per module [serve.normalize].")
-@click.option("--module", help="/get_reward's module when neither the label nor a <module> tag in the prompt names one [serve.module].")
-@click.option("--max-batch", type=click.IntRange(min=1), help="Rows per scorer call; 1 turns micro-batching off [serve.max_batch: 64].")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0), help="How long a batch waits for more requests [serve.max_wait_ms: 5].")
-@click.option("--max-request-rows", type=click.IntRange(min=1), help="Rows one request may hold [serve.max_request_rows: 1024].")
-@click.option("--max-body-bytes", type=click.IntRange(min=1), help="Largest request body [serve.max_body_bytes: 16 MiB].")
-@click.option("--max-request-chars", type=click.IntRange(min=1), help="Characters of text (contexts + module texts) one request may hold [serve.max_request_chars: 4,000,000].")
-@click.option("--max-pending", type=click.IntRange(min=1), help="Requests waiting to be scored; past it 503 with Retry-After [serve.max_pending: 256].")
-@click.option("--read-timeout", "read_timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds a request's headers and body may take to arrive [serve.read_timeout_s: 30].")
-@click.option("--docs", is_flag=True, default=None, help="Serve /docs and /openapi.json [serve.docs: off].")
-@click.option("--allow-untrained", is_flag=True, default=None, help="Also score modules whose head saw no training pairs (their scores mean nothing) [serve.allow_untrained].")
-@click.option("--no-extra-logs", is_flag=True, default=None, help="Leave extra_logs out of /get_reward's answers, for OpenRLHF 0.8.x, whose client fails on them [serve.extra_logs: true].")
+@setting_option("--normalize", key="serve.normalize", is_flag=True)
+@setting_option("--module", key="serve.module")
+@setting_option("--max-batch", key="serve.max_batch")
+@setting_option("--max-wait-ms", key="serve.max_wait_ms")
+@setting_option("--max-request-rows", key="serve.max_request_rows")
+@setting_option("--max-body-bytes", key="serve.max_body_bytes")
+@setting_option("--max-request-chars", key="serve.max_request_chars")
+@setting_option("--max-pending", key="serve.max_pending")
+@setting_option("--read-timeout", "read_timeout_s", key="serve.read_timeout_s")
+@setting_option("--docs", key="serve.docs", is_flag=True)
+@setting_option("--allow-untrained", key="serve.allow_untrained", is_flag=True)
+@setting_option("--no-extra-logs", key="serve.extra_logs", is_flag=True, help="Leave extra_logs out of /get_reward's answers, for OpenRLHF 0.8.x, whose client fails on them.")
 @click.option("--encoder", help="Local folder of the checkpoint's encoder, when the name it recorded does not load here.")
-@click.option("--device", help="cpu, cuda, cuda:1, ... [training.device: auto]")
+@setting_option("--device", key="training.device")
 @config_option
 def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_wait_ms, max_request_rows, max_body_bytes, max_request_chars, max_pending, read_timeout_s, docs, allow_untrained, no_extra_logs, encoder, device, config_path) -> None:
     """Serve rewards over HTTP (OpenRLHF, verl).
@@ -780,7 +829,7 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
     arrive together are scored in one batch. See pipeline/serve.py for the request formats.
     """
     from pipeline.rewards import load
-    from pipeline.serve import ServeSettings, listen, serve as run
+    from pipeline.serve import listen, serve as run
 
     overrides = {
         "serve.normalize": normalize, "serve.module": module, "serve.max_batch": max_batch, "serve.max_wait_ms": max_wait_ms,
@@ -790,12 +839,12 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
         "serve.extra_logs": False if no_extra_logs else None,
     }  # fmt: skip
     config = load_config(config_path, overrides)
-    settings = ServeSettings.from_config(config.serve)
+    settings = config.serve  # the server's limits and defaults
     sock = listen(host, port)  # a port in use fails here, in one line, before the model loads and anything says "serving"
     port = sock.getsockname()[1]  # --port 0: the free port picked
     scorer = load(
-        checkpoint, cache_dir, normalize=config.serve.normalize, device=config.training.device, encoder=encoder,
-        memory_size=config.serve.memory_size, allow_untrained=config.serve.allow_untrained,
+        checkpoint, cache_dir, normalize=settings.normalize, device=config.training.device, encoder=encoder,
+        memory_size=settings.memory_size, allow_untrained=settings.allow_untrained,
     )  # fmt: skip
     if scorer.namespace is not None:
         scorer.namespace.check_shards()  # a damaged cache fails here, in one line, not at the first request
@@ -820,9 +869,9 @@ def serve(checkpoint, host, port, cache_dir, normalize, module, max_batch, max_w
 @main.command("pairs")
 @input_files()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output pairs: .json (array), .jsonl or .parquet.")
-@click.option("--max-pairs-per-task", type=click.IntRange(min=1), default=8, show_default=True, help="Most pairs per task and module.")
+@click.option("--max-pairs-per-task", type=click.IntRange(min=1), default=MAX_PAIRS_PER_TASK, show_default=True, help="Most pairs per task and module.")
 @click.option("--success-threshold", type=float, help="Read outcomes as rewards: succeeded when reward >= this (default: outcomes must be 1 or 0).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Which pairs the cap keeps; same seed, same pairs.")
+@click.option("--seed", type=int, default=MINING_SEED, show_default=True, help="Which pairs the cap keeps; same seed, same pairs.")
 @overwrite_option("Replace OUT (and OUT's .config.yaml) even when it is not pairs `pipeline pairs` mined; never one of FILES.")
 @config_option
 def pairs_command(files: tuple[Path, ...], out: Path, max_pairs_per_task: int, success_threshold: float | None, seed: int, config_path: Path | None,

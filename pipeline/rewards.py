@@ -77,6 +77,7 @@ from heads.model import CheckpointError
 from heads.reward_model import RewardModel, RewardOutput, ScoringError
 from heads.training import RowTensors
 from pipeline.checkpoint import load_checkpoint_encoder
+from pipeline.config import ServeConfig
 
 
 class UntrainedModule(ScoringError):
@@ -86,6 +87,8 @@ class UntrainedModule(ScoringError):
     def __init__(self, message: str, row: int, module: str):
         super().__init__(message)
         self.row, self.module = row, module
+
+MEMORY_SIZE = ServeConfig.model_fields["memory_size"].default  # the serve section's default, declared once there
 
 
 @dataclass
@@ -131,7 +134,7 @@ class RewardScorer:
         encoder: str | None = None,
         device: str = "cpu",
         normalize: bool = False,
-        memory_size: int = 20_000,
+        memory_size: int = MEMORY_SIZE,
         index_memory_map_above_mb: int | str = "auto",
         allow_untrained: bool = False,
     ):
@@ -384,7 +387,7 @@ def load(
     normalize: bool = False,
     device: str = "auto",
     encoder: str | None = None,
-    memory_size: int = 20_000,
+    memory_size: int = MEMORY_SIZE,
     write_cache: bool = False,
     index_memory_map_above_mb: int | str = "auto",
     allow_untrained: bool = False,

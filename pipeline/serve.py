@@ -76,16 +76,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from data.errors import UserError
 from heads.blend import blend_weights, describe_reward
+from pipeline.config import ServeConfig
 from pipeline.rewards import Rewards, RewardScorer, sigmoid
 
 logger = logging.getLogger(__name__)
@@ -98,29 +101,6 @@ _DRAIN_BYTES = 256 * 1024 * 1024
 # parts of a row or two and short ones parts of many: measured with bench/serve.py --adversarial.
 LARGE_REQUEST_CHARS = 32_000
 MODULE_TAG = re.compile(r"<module>\s*([^<>]*?)\s*</module>")
-
-
-@dataclass
-class ServeSettings:
-    """The server's limits and defaults (config section `serve`, see pipeline/config.py)."""
-
-    max_batch: int = 64
-    max_wait_ms: float = 5.0
-    max_request_rows: int = 1024
-    max_body_bytes: int = 16 * 1024 * 1024
-    module: str = ""
-    max_pending: int = 256
-    read_timeout_s: float = 30.0
-    docs: bool = False
-    extra_logs: bool = True  # /get_reward's answer holds "extra_logs"; off for OpenRLHF 0.8.x, whose client fails on them
-    max_request_chars: int = 4_000_000  # characters of text (contexts + module texts) one request may hold; more is refused with 413
-
-    @classmethod
-    def from_config(cls, serve) -> "ServeSettings":
-        return cls(
-            serve.max_batch, serve.max_wait_ms, serve.max_request_rows, serve.max_body_bytes, serve.module,
-            serve.max_pending, serve.read_timeout_s, serve.docs, serve.extra_logs, serve.max_request_chars,
-        )  # fmt: skip
 
 
 class RequestError(UserError):
@@ -353,47 +333,104 @@ async def read_json(request: Request, limit: int) -> object:
         raise RequestError(400, "request body is JSON nested too deeply") from None
 
 
-def _check_text(value: str, where: str) -> None:
+def _text(value: str) -> str:
     """Refuse a string that is no text: JSON's "\\ud800" parses to a lone surrogate, which cannot be
     encoded, so hashing or tokenising it would fail inside the batch shared with other requests."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise RequestError(422, f"{where}: a lone surrogate ({value[e.start]!r}) at character {e.start} is not text; send valid Unicode") from None
-
-
-def _list_field(body: dict, name: str, limit: int, required: bool = True) -> list | None:
-    if name not in body or body[name] is None:
-        if required:
-            raise RequestError(422, f"missing field {name!r}")
-        return None
-    value = body[name]
-    if not isinstance(value, list):
-        raise RequestError(422, f"{name!r} must be a list, got {_kind(value)}")
-    if len(value) > limit:
-        raise RequestError(413, f"{len(value)} entries in {name!r}, at most {limit} per request (serve.max_request_rows); split the request")
+        raise ValueError(f"a lone surrogate ({value[e.start]!r}) at character {e.start} is not text; send valid Unicode") from None
     return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+
+
+class Body(BaseModel):
+    """A request body as an endpoint takes it: its fields with their types as sent (strict: a
+    number is no string); fields of other names are ignored."""
+
+    model_config = ConfigDict(strict=True)
+    shape: ClassVar[str]  # the shape, for the answer to a body that is not even an object
+
+
+class ScoreItem(Body):
+    """One row of /score."""
+
+    context: Text
+    module: Text
+    module_text: Text
+
+
+class ScoreRequest(Body):
+    """/score's: rows to score, each its own context, module and module text."""
+
+    shape = '{"items": [{"context": ..., "module": ..., "module_text": ...}, ...]}'
+    items: list[ScoreItem]
+
+
+class GetRewardRequest(Body):
+    """OpenRLHF's: query i is prompts[i] (or the tail of it OpenRLHF kept) and then the response;
+    labels[i], when given, may name the module (`read_openrlhf_query`)."""
+
+    shape = '{"query": [...], "prompts": [...], "labels": [...]}'
+    query: list[Text]
+    prompts: list[Text]
+    labels: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _equally_long(self) -> "GetRewardRequest":
+        if len(self.prompts) != len(self.query) or (self.labels is not None and len(self.labels) != len(self.query)):
+            sizes = f"{len(self.query)} queries, {len(self.prompts)} prompts" + (f", {len(self.labels)} labels" if self.labels is not None else "")
+            raise ValueError(f"query, prompts and labels must be equally long, got {sizes}")
+        return self
+
+
+def read_body(model: type[Body], body: object, limit: int) -> Body:
+    """`body` as a `model`, or `RequestError`: 413 when one of its lists holds more than `limit`
+    entries (before anything else is read), else 422 saying which field is wrong and how."""
+    if not isinstance(body, dict):
+        raise RequestError(422, f"expected {model.shape}, got {_kind(body)}")
+    for name in model.model_fields:
+        value = body.get(name)
+        if isinstance(value, list) and len(value) > limit:
+            raise RequestError(413, f"{len(value)} entries in {name!r}, at most {limit} per request (serve.max_request_rows); split the request")
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise RequestError(422, _reason(e.errors()[0])) from None
+
+
+def _reason(error: dict) -> str:
+    """pydantic's complaint about a body in the API's words: "items[0].context must be a string, got a number"."""
+    kind, loc, value = error["type"], error["loc"], error["input"]
+    where = _where(loc)
+    if kind == "missing":
+        return f"{_where(loc[:-1])}: missing field {loc[-1]!r}" if len(loc) > 1 else f"missing field {loc[-1]!r}"
+    if kind == "model_type":  # the one object inside a body
+        return f"{where} must be an object with {', '.join(ScoreItem.model_fields)}, got {_kind(value)}"
+    if kind == "list_type":
+        return f"{where!r} must be a list, got {_kind(value)}"
+    if kind == "string_type":
+        return f"{where} must be a string, got {_kind(value)}"
+    if kind == "value_error":  # ours: a lone surrogate, unequal lists
+        reason = str(error["ctx"]["error"])
+        return f"{where}: {reason}" if where else reason
+    return f"{where}: {error['msg']}"
+
+
+def _where(loc: tuple) -> str:
+    """A place in a body as the API names it: items[0].context."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
 def read_score_items(body: object, modules: Sequence[str], limit: int) -> tuple[list[str], list[str], list[str]]:
     """(contexts, module_texts, modules) of a /score request, or `RequestError` naming the bad field."""
-    if not isinstance(body, dict):
-        raise RequestError(422, f'expected {{"items": [{{"context": ..., "module": ..., "module_text": ...}}, ...]}}, got {_kind(body)}')
-    items = _list_field(body, "items", limit)
-    columns: dict[str, list[str]] = {"context": [], "module_text": [], "module": []}
+    items = read_body(ScoreRequest, body, limit).items
     for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise RequestError(422, f"items[{i}] must be an object with context, module and module_text, got {_kind(item)}")
-        for name, values in columns.items():
-            if name not in item:
-                raise RequestError(422, f"items[{i}]: missing field {name!r}")
-            if not isinstance(item[name], str):
-                raise RequestError(422, f"items[{i}].{name} must be a string, got {_kind(item[name])}")
-            _check_text(item[name], f"items[{i}].{name}")
-            values.append(item[name])
-        if item["module"] not in modules:
-            raise RequestError(422, f"items[{i}].module: unknown module {item['module']!r} (this checkpoint has: {', '.join(modules)})")
-    return columns["context"], columns["module_text"], columns["module"]
+        if item.module not in modules:
+            raise RequestError(422, f"items[{i}].module: unknown module {item.module!r} (this checkpoint has: {', '.join(modules)})")
+    return [item.context for item in items], [item.module_text for item in items], [item.module for item in items]
 
 
 MIN_PROMPT_TAIL = 16  # characters: a shorter piece of a prompt found in a query could be chance
@@ -480,21 +517,12 @@ def read_get_reward(
     body: object, modules: Sequence[str], default_module: str, limit: int, warn: Callable[[str, str], None] | None = None
 ) -> tuple[list[str], list[str], list[str], list[bool]]:
     """(contexts, module_texts, modules, prompt_truncated) of an OpenRLHF /get_reward request."""
-    if not isinstance(body, dict):
-        raise RequestError(422, f'expected {{"query": [...], "prompts": [...], "labels": [...]}}, got {_kind(body)}')
-    queries = _list_field(body, "query", limit)
-    prompts = _list_field(body, "prompts", limit)
-    labels = _list_field(body, "labels", limit, required=False)
-    if len(prompts) != len(queries) or (labels is not None and len(labels) != len(queries)):
-        sizes = f"{len(queries)} queries, {len(prompts)} prompts" + (f", {len(labels)} labels" if labels is not None else "")
-        raise RequestError(422, f"query, prompts and labels must be equally long, got {sizes}")
-    rows: list[tuple[str, str, str, bool]] = []
-    for i, (query, prompt) in enumerate(zip(queries, prompts)):
-        for name, value in (("query", query), ("prompts", prompt)):
-            if not isinstance(value, str):
-                raise RequestError(422, f"{name}[{i}] must be a string, got {_kind(value)}")
-            _check_text(value, f"{name}[{i}]")
-        rows.append(read_openrlhf_query(query, prompt, labels[i] if labels is not None else None, modules, default_module, i, warn))
+    request = read_body(GetRewardRequest, body, limit)
+    labels = request.labels if request.labels is not None else [None] * len(request.query)
+    rows = [
+        read_openrlhf_query(query, prompt, label, modules, default_module, i, warn)
+        for i, (query, prompt, label) in enumerate(zip(request.query, request.prompts, labels))
+    ]
     contexts, module_texts, row_modules, truncated = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
     return contexts, module_texts, row_modules, truncated
 
@@ -535,8 +563,9 @@ def _kind(value: object) -> str:
 # --- the app -------------------------------------------------------------------------------------
 
 
-def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
-    """The FastAPI app serving `scorer`; its micro-batcher starts and stops with the app."""
+def create_app(scorer: RewardScorer, settings: ServeConfig) -> FastAPI:
+    """The FastAPI app serving `scorer` under the config's `serve` section (limits, default module,
+    extra_logs, docs); its micro-batcher starts and stops with the app."""
     if settings.module and settings.module not in scorer.modules:
         raise ValueError(f"--module {settings.module!r} is not a module of this checkpoint (it has: {', '.join(scorer.modules)})")
     # one pass of the heads per batch gives each request its slice of rewards, uncertainty and round shares
@@ -745,7 +774,7 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(scorer: RewardScorer, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", sock: socket.socket | None = None) -> None:
+def serve(scorer: RewardScorer, settings: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", sock: socket.socket | None = None) -> None:
     """Run the server in the foreground until interrupted (Ctrl-C or SIGTERM), on `sock` when given
     (see `listen`), else on a socket bound to (host, port) here."""
     import uvicorn

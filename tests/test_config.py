@@ -96,12 +96,14 @@ def test_a_number_out_of_range_is_refused_at_load_naming_the_key(tmp_path, text,
 
 
 def test_every_number_of_the_config_has_a_range():
-    """One table (`_RANGES`) says where each setting lies: a new int or float key needs its row."""
-    from pipeline.config import _RANGES, _numbers
+    """Each int or float key declares where it lies (`Field(ge=...)` and the like): a lower bound,
+    and for an int an upper one a C int holds; a new number key needs its bounds."""
+    from pipeline.config import INT_MAX, SETTINGS
 
-    keys = {key.split("[")[0] + ("[]" if "[" in key else "") for key, _ in _numbers(load_config())}
-    assert keys - set(_RANGES) == set()
-    assert set(_RANGES) - keys == {"stage_0.memory_map_above_mb"}  # "auto" by default
+    numbers = {key: setting.bounds for key, setting in SETTINGS.items() if setting.number is not None}
+    assert {"stage_0.lr", "search.lr", "stage_0.memory_map_above_mb", "serve.read_timeout_s"} <= set(numbers)
+    assert [key for key, bounds in numbers.items() if not {"ge", "gt"} & set(bounds)] == []
+    assert [key for key, bounds in numbers.items() if SETTINGS[key].number is int and not bounds.get("le", INT_MAX + 1) <= INT_MAX] == []
 
 
 def test_a_flag_out_of_range_is_refused_like_the_file():
@@ -160,3 +162,33 @@ def test_memory_map_threshold_is_mib_or_half_the_available_memory(tmp_path):
     assert load_config().stage_0.memory_map_above_mb == "auto"
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert 0 < memory_map_above("auto") <= physical // 2
+
+
+def test_the_config_reference_is_the_one_the_declarations_make():
+    from pipeline.cli import setting_flags
+    from pipeline.config import config_reference
+
+    committed = (Path(__file__).parent.parent / "docs" / "reference" / "config.md").read_text(encoding="utf-8")
+    assert committed == config_reference(setting_flags()), (
+        "docs/reference/config.md differs from the declarations in pipeline/config.py: "
+        "regenerate it with `python -m pipeline.config --reference > docs/reference/config.md`"
+    )
+
+
+def test_a_flag_takes_its_choices_range_and_default_from_the_config():
+    from features.views import VIEWS
+
+    help_text = " ".join(CliRunner().invoke(main, ["train-heads", "--help"]).output.split())
+    assert f"[{'|'.join(VIEWS)}]" in help_text and "[features.view: truncate]" in help_text
+    assert "[stage_0.epochs: 5]" in help_text and "[stage_0.ensemble: 1] [1<=x<=1000]" in help_text
+    result = CliRunner().invoke(main, ["train-heads", str(FIXTURE), "--cache", "c", "--out", "o", "--ensemble", "1001"])
+    assert result.exit_code == 2 and "1<=x<=1000" in result.output
+
+
+def test_explicit_keys_are_those_of_the_file_and_the_flags(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("stage_0:\n  epochs: 3\nmodel:\n")
+    config = load_config(path, {"model.encoder": "minilm", "features.view": None})
+    assert config.explicit == {"stage_0.epochs", "model.encoder"}
+    assert config.override({"stage_0.lr": 0.01}).explicit == {"stage_0.epochs", "model.encoder", "stage_0.lr"}
+    assert load_config().explicit == frozenset()

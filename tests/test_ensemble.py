@@ -18,11 +18,11 @@ from heads.ensemble import RewardEnsemble, accuracy_by_uncertainty, bootstrap_ta
 from heads.model import CheckpointError
 from pipeline import verl_reward
 from pipeline.cli import main
-from pipeline.config import Config
+from pipeline.config import Config, ServeConfig
 from pipeline.evaluate import evaluate
 from pipeline.finetune import finetune
 from pipeline.rewards import load
-from pipeline.serve import BackgroundServer, ServeSettings, create_app
+from pipeline.serve import BackgroundServer, create_app
 from pipeline.train_heads import search_grid, train_heads
 
 SMALL_GRID = {"search.head": ["linear", "16"], "search.lr": [1e-3, 3e-3], "search.weight_decay": [0.01], "search.dropout": [0.1, 0.3], "search.epochs": [2]}
@@ -168,7 +168,7 @@ def test_serve_answers_uncertainty_in_score_and_get_reward_extra_logs(scorer, da
     contexts, texts, modules = contexts_and_texts(data, 5)
     result = scorer.rewards(contexts, texts, modules)
     rewards, uncertainty = result.rewards, result.uncertainty
-    with BackgroundServer(create_app(scorer, ServeSettings())) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig())) as server:
         assert request(f"{server.url}/health")[1]["ensemble"] == MEMBERS
         status, body = request(f"{server.url}/score", {"items": [{"context": c, "module": m, "module_text": t} for c, t, m in zip(contexts, texts, modules)]})
         assert status == 200

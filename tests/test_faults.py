@@ -38,9 +38,10 @@ from data.files import check_output_folder, is_leftover, json_text
 from features.pairs import unique_texts
 from heads.model import CheckpointError
 from pipeline.cli import main
+from pipeline.config import ServeConfig
 from pipeline.embed import embed_pairs, load_encoder
 from pipeline.rewards import UntrainedModule, load
-from pipeline.serve import BackgroundServer, ServeSettings, create_app
+from pipeline.serve import BackgroundServer, create_app
 
 PAIRS = Path(__file__).parent / "fixtures" / "pairs_original.json"
 
@@ -407,7 +408,7 @@ def test_a_lone_surrogate_or_deep_json_is_refused_and_its_batch_neighbours_are_a
     """A lone surrogate is valid JSON but no text: it cannot be hashed or encoded, so it is refused
     before it can reach (and break) the micro-batch it would share with others."""
     items = items_of(trained, 12)
-    with BackgroundServer(create_app(scorer, ServeSettings(max_wait_ms=300))) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig(max_wait_ms=300))) as server:
         for path, body, where in SURROGATES:
             status, answer, _ = request(f"{server.url}{path}", raw=body)
             assert status == 422 and where in answer["error"] and "lone surrogate" in answer["error"], answer
@@ -423,7 +424,7 @@ def test_a_lone_surrogate_or_deep_json_is_refused_and_its_batch_neighbours_are_a
 def test_a_request_whose_scoring_fails_fails_alone_and_its_batch_neighbours_get_their_rewards(scorer, trained):
     items = items_of(trained, 16)
     items[5] = {**items[5], "module_text": "the text this scorer breaks on"}
-    app = create_app(scorer, ServeSettings(max_batch=64, max_wait_ms=300))
+    app = create_app(scorer, ServeConfig(max_batch=64, max_wait_ms=300))
     real_scorer = app.state.batcher.score_rows
 
     def breaks_on_one_text(contexts, module_texts, modules):
@@ -443,7 +444,7 @@ def test_a_request_whose_scoring_fails_fails_alone_and_its_batch_neighbours_get_
 
 def test_requests_past_max_pending_get_503_with_retry_after_and_the_rest_are_scored(scorer, trained):
     items = items_of(trained, 12)
-    app = create_app(scorer, ServeSettings(max_batch=1, max_wait_ms=0, max_pending=3))
+    app = create_app(scorer, ServeConfig(max_batch=1, max_wait_ms=0, max_pending=3))
     real_scorer = app.state.batcher.score_rows
 
     def slow(contexts, module_texts, modules):  # the real scorer, slowed so that a queue forms
@@ -467,7 +468,7 @@ def test_requests_past_max_pending_get_503_with_retry_after_and_the_rest_are_sco
     ids=["nothing", "half the headers", "half the body"],
 )
 def test_a_half_sent_request_is_dropped_after_the_read_timeout_and_others_are_served(scorer, trained, sent):
-    with BackgroundServer(create_app(scorer, ServeSettings(read_timeout_s=0.5))) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig(read_timeout_s=0.5))) as server:
         started = time.monotonic()
         with socket.create_connection((server.host, server.port), timeout=10) as idle:
             idle.sendall(sent)
@@ -479,7 +480,7 @@ def test_a_half_sent_request_is_dropped_after_the_read_timeout_and_others_are_se
 
 def test_docs_and_openapi_are_served_only_when_asked_for(scorer):
     for docs, status in ((False, 404), (True, 200)):
-        with BackgroundServer(create_app(scorer, ServeSettings(docs=docs))) as server:
+        with BackgroundServer(create_app(scorer, ServeConfig(docs=docs))) as server:
             for path in ("/docs", "/openapi.json", "/redoc"):
                 try:
                     with urllib.request.urlopen(f"{server.url}{path}", timeout=30) as response:
@@ -491,13 +492,13 @@ def test_docs_and_openapi_are_served_only_when_asked_for(scorer):
 
 def test_a_label_that_looks_like_a_mistyped_module_is_refused_without_module_and_logged_with_it(scorer, caplog):
     query = {"query": ["Task: a\n<plan>b</plan>"], "prompts": ["Task: a\n"], "labels": ["critic"]}
-    with BackgroundServer(create_app(scorer, ServeSettings())) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig())) as server:
         status, answer, _ = request(f"{server.url}/get_reward", query)
         assert status == 422 and "labels[0]: unknown module 'critic'" in answer["error"], answer
         # a reference answer is no module name: with no other module source it is the usual refusal
         status, answer, _ = request(f"{server.url}/get_reward", {**query, "labels": ["The answer is 42."]})
         assert status == 422 and "no module for query[0]" in answer["error"]
-    with BackgroundServer(create_app(scorer, ServeSettings(module="planner"))) as server, caplog.at_level("WARNING", "pipeline.serve"):
+    with BackgroundServer(create_app(scorer, ServeConfig(module="planner"))) as server, caplog.at_level("WARNING", "pipeline.serve"):
         status, answer, _ = request(f"{server.url}/get_reward", {**query, "query": query["query"] * 2, "prompts": query["prompts"] * 2, "labels": ["critic"] * 2})
         assert status == 200 and answer["extra_logs"]["module_id"] == [scorer.modules.index("planner")] * 2
     # (the refusals above are logged too, each as "422 POST /get_reward (...): labels[0]: ...")
@@ -510,7 +511,7 @@ def test_verl_through_a_full_server_waits_as_retry_after_says_and_gets_every_rew
     from pipeline import verl_reward
 
     items = items_of(trained, 6)
-    app = create_app(scorer, ServeSettings(max_batch=1, max_wait_ms=0, max_pending=1))
+    app = create_app(scorer, ServeConfig(max_batch=1, max_wait_ms=0, max_pending=1))
     real_scorer = app.state.batcher.score_rows
 
     def slow(contexts, module_texts, modules):

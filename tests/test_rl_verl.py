@@ -20,8 +20,9 @@ from test_untrained import executor_only  # noqa: F401  (the executor-only check
 from data import load_pairs
 from data.synth import generate_pairs
 from data.trajectory import module_texts_from_trajectory
+from pipeline.config import ServeConfig
 from pipeline.rewards import load
-from pipeline.serve import BackgroundServer, ServeSettings, create_app
+from pipeline.serve import BackgroundServer, create_app
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +96,7 @@ def verl_runs(reward_checkpoint, executor_only, tmp_path_factory):  # noqa: F811
     only_executor = {"REWARD_CHECKPOINT": str(executor_only / "plain"), "REWARD_DEVICE": "cpu"}
     gsm8k = [{**s, "data_source": "openai/gsm8k", "ground_truth": "42"} for s in full]
     server_scorer = load(reward_checkpoint / "checkpoint", device="cpu")
-    with BackgroundServer(create_app(server_scorer, ServeSettings())) as server:
+    with BackgroundServer(create_app(server_scorer, ServeConfig())) as server:
         runs = [
             ("function", documented["function"], in_process, full),
             ("manager", documented["manager"], in_process, full),

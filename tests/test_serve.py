@@ -26,7 +26,8 @@ from heads.blend import describe_reward
 from pipeline.rewards import load, sigmoid
 from pipeline import verl_reward
 from pipeline.cli import main
-from pipeline.serve import BackgroundServer, ServeSettings, create_app
+from pipeline.config import ServeConfig
+from pipeline.serve import BackgroundServer, create_app
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def scorer(trained):
 
 @pytest.fixture(scope="module")
 def server(scorer):
-    settings = ServeSettings(max_batch=64, max_wait_ms=5, max_request_rows=16, max_body_bytes=200_000, module="")
+    settings = ServeConfig(max_batch=64, max_wait_ms=5, max_request_rows=16, max_body_bytes=200_000, module="")
     with BackgroundServer(create_app(scorer, settings)) as running:
         yield running
 
@@ -162,7 +163,7 @@ def test_every_refusal_is_logged_with_its_reason_and_the_requests_size(server, c
 
 def test_extra_logs_can_be_left_out_for_openrlhf_0_8(scorer):
     body = {"query": ["Task: a\n<plan>b</plan>"], "prompts": ["Task: a\n"], "labels": ["planner"]}
-    with BackgroundServer(create_app(scorer, ServeSettings(extra_logs=False))) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig(extra_logs=False))) as server:
         status, answer = request(f"{server.url}/get_reward", body)
         assert request(f"{server.url}/health")[1]["extra_logs"] is False
     assert status == 200 and set(answer) == {"rewards", "scores"}, answer
@@ -184,7 +185,7 @@ def test_no_extra_logs_reaches_the_server_settings_from_the_flag_or_the_config(t
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert [s.extra_logs for s in ran] == [False] and "without extra_logs" in result.output
-    assert ServeSettings().extra_logs is True
+    assert ServeConfig().extra_logs is True
 
 
 BAD = [
@@ -243,7 +244,7 @@ def concurrent_scores(url: str, items: list[dict]) -> list[list[float]]:
 @pytest.mark.parametrize("max_batch, fewest, most", [(64, 1, 4), (4, 4, 8), (1, 16, 16)])
 def test_concurrent_requests_are_scored_in_micro_batches(scorer, trained, max_batch, fewest, most):
     items = items_of(load_pairs(trained / "unseen.jsonl"))[:16]
-    settings = ServeSettings(max_batch=max_batch, max_wait_ms=300)
+    settings = ServeConfig(max_batch=max_batch, max_wait_ms=300)
     with BackgroundServer(create_app(scorer, settings)) as server:
         answers = concurrent_scores(server.url, items)
         calls = request(f"{server.url}/health")[1]["scorer_calls"]
@@ -255,7 +256,7 @@ def test_concurrent_requests_are_scored_in_micro_batches(scorer, trained, max_ba
 def test_a_normalizing_server_serves_the_normalized_api_scores(trained):
     normalized = load(trained / "checkpoint", device="cpu", normalize=True)
     items = items_of(load_pairs(trained / "val.jsonl"))[:8]
-    with BackgroundServer(create_app(normalized, ServeSettings())) as server:
+    with BackgroundServer(create_app(normalized, ServeConfig())) as server:
         status, answer = request(f"{server.url}/score", {"items": items})
         assert status == 200 and answer["normalized"] is True
         np.testing.assert_allclose(answer["rewards"], api_scores(normalized, items), atol=1e-5)
@@ -281,7 +282,7 @@ def test_verl_through_the_server_equals_verl_in_process(scorer, trained, monkeyp
     monkeypatch.delenv("REWARD_CHECKPOINT")
     monkeypatch.setattr(verl_reward, "_scorer", None)
     monkeypatch.setattr(verl_reward, "_server_info", None)
-    with BackgroundServer(create_app(scorer, ServeSettings(max_request_rows=2))) as server:  # a trajectory's rows take two requests
+    with BackgroundServer(create_app(scorer, ServeConfig(max_request_rows=2))) as server:  # a trajectory's rows take two requests
         monkeypatch.setenv("REWARD_URL", server.url)
         remote = [verl_reward.compute_score("agent", s, None, e) for s, e in samples]
         assert request(f"{server.url}/health")[1]["requests"] >= 3
@@ -449,7 +450,7 @@ def test_a_request_whose_waiter_is_cancelled_leaves_the_queue_and_the_rest_of_it
 
 
 def test_a_client_that_hangs_up_has_its_request_dropped_unscored(scorer, trained):
-    app = create_app(scorer, ServeSettings(max_batch=2, max_wait_ms=0, max_request_rows=64))
+    app = create_app(scorer, ServeConfig(max_batch=2, max_wait_ms=0, max_request_rows=64))
     calls: list[int] = []
     real_scorer = app.state.batcher.score_rows
 
@@ -493,7 +494,7 @@ def test_a_post_that_is_not_declared_json_is_refused_with_415(server, trained, c
 def test_a_request_over_max_request_chars_is_refused_with_413(scorer, trained):
     item = items_of(load_pairs(trained / "val.jsonl"))[0]
     chars = len(item["context"]) + len(item["module_text"])
-    with BackgroundServer(create_app(scorer, ServeSettings(max_request_chars=3 * chars))) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig(max_request_chars=3 * chars))) as server:
         assert request(f"{server.url}/score", {"items": [item] * 3})[0] == 200
         status, answer = request(f"{server.url}/score", {"items": [item] * 4})
         assert status == 413 and f"{4 * chars:,} characters" in answer["error"] and "serve.max_request_chars" in answer["error"], answer

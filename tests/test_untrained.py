@@ -17,10 +17,11 @@ from data.splits import module_pairs
 from data.synth import generate_pairs
 from pipeline import verl_reward
 from pipeline.cli import main
+from pipeline.config import ServeConfig
 from pipeline.evaluate import evaluate
 from pipeline.finetune import _module_pairs
 from pipeline.rewards import UntrainedModule, load
-from pipeline.serve import BackgroundServer, ServeSettings, create_app
+from pipeline.serve import BackgroundServer, create_app
 from pipeline.train_heads import train_heads
 from test_serve import request
 
@@ -88,7 +89,7 @@ def test_finetune_counts_training_pairs_over_both_stages():
 def test_the_server_refuses_an_untrained_module_with_422_and_says_what_it_has(executor_only):
     scorer = load(executor_only / "plain", device="cpu")
     contexts, texts, _ = executor_rows(executor_only, 1)
-    with BackgroundServer(create_app(scorer, ServeSettings())) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig())) as server:
         status, health = request(f"{server.url}/health")
         assert health["trained_modules"] == ["executor"] and health["scorable_modules"] == ["executor"]
         assert health["module_pairs"]["planner"] == {"train": 0, "val": 0} and health["allow_untrained"] is False
@@ -99,7 +100,7 @@ def test_the_server_refuses_an_untrained_module_with_422_and_says_what_it_has(ex
         assert status == 422 and answer["error"].startswith("query[0]: module 'planner'"), answer
         status, answer = request(f"{server.url}/score", {"items": [{**item, "module": "executor"}]})
         assert status == 200 and answer["rewards"][0] == pytest.approx(float(scorer.score(contexts, texts, ["executor"])[0]), abs=1e-5)
-    with BackgroundServer(create_app(load(executor_only / "plain", device="cpu", allow_untrained=True), ServeSettings())) as server:
+    with BackgroundServer(create_app(load(executor_only / "plain", device="cpu", allow_untrained=True), ServeConfig())) as server:
         status, answer = request(f"{server.url}/score", {"items": [{**item, "module": "planner"}]})
         assert status == 200 and np.isfinite(answer["rewards"][0])
 
@@ -169,7 +170,7 @@ def test_verl_scores_a_trajectory_on_its_trained_modules_and_names_the_others(ex
 
 def test_verl_through_the_server_leaves_out_what_the_server_does_not_score(executor_only, verl_executor_only, monkeypatch):
     scorer = load(executor_only / "plain", device="cpu")
-    with BackgroundServer(create_app(scorer, ServeSettings())) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig())) as server:
         monkeypatch.setenv("REWARD_URL", server.url)
         monkeypatch.setattr(verl_reward, "_server_info", None)
         record = generate_pairs(4, seed=9)[0]["positive"]

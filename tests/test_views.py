@@ -312,13 +312,14 @@ def test_round_rewards_sum_to_the_reward_and_the_score_cli_writes_them(rounds_se
 def test_served_items_carry_their_round_rewards(rounds_setup):
     import urllib.request
 
-    from pipeline.serve import BackgroundServer, ServeSettings, create_app
+    from pipeline.config import ServeConfig
+    from pipeline.serve import BackgroundServer, create_app
 
     root, _, _ = rounds_setup
     scorer = load(root / "rounds-ckpt", root / "cache", device="cpu")
     pairs = load_pairs(root / "val.jsonl").head(4)
     items = [{"context": c, "module": m, "module_text": t} for c, m, t in zip(pairs["negative_context"], pairs["target_module"], pairs["negative_module_text"])]
-    with BackgroundServer(create_app(scorer, ServeSettings())) as server:
+    with BackgroundServer(create_app(scorer, ServeConfig())) as server:
         call = urllib.request.Request(f"{server.url}/score", data=json.dumps({"items": items}).encode(), headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(call, timeout=60) as response:
             answer = json.loads(response.read())
