@@ -1,5 +1,5 @@
 """Training pieces shared by the stage recipes: pair tensors, the warmup schedule, one epoch of
-heads over cached vectors, and per-module validation."""
+heads over cached vectors, per-module validation, and early stopping on the best epoch."""
 
 import math
 from dataclasses import dataclass
@@ -112,6 +112,33 @@ def warmup_linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, 
 def warmup_steps_for(total_steps: int, warmup_steps: int, max_fraction: float) -> int:
     """The configured warmup, capped to a fraction of all steps so small data still trains at full lr."""
     return max(1, min(warmup_steps, int(max_fraction * total_steps)))
+
+
+@dataclass
+class EarlyStopping:
+    """The best epoch so far by validation loss, and when to stop: after `patience` epochs in a row
+    without a lower one. Both stages' loops use it (heads/fitting.py, pipeline/finetune.py); stage 1
+    keeps its three counters in its resume state (`state()`, `EarlyStopping(patience, **saved)`)."""
+
+    patience: int
+    best_loss: float | None = None
+    best_epoch: int = 0  # 0: no epoch validated yet
+    since_best: int = 0
+
+    def update(self, epoch: int, loss: float) -> bool:
+        """Record `epoch`'s validation loss; True when it is the lowest so far (the first always is)."""
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.since_best = loss, epoch, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.since_best >= self.patience
+
+    def state(self) -> dict:
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "since_best": self.since_best}
 
 
 def optimizer_steps(n_pairs: int, batch_size: int, grad_accumulation: int) -> int:

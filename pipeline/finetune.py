@@ -58,7 +58,7 @@ from heads.finetuning import (
     save_state,
 )
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel, bradley_terry_loss
-from heads.training import PairTensors, evaluate_pairs, optimizer_steps, warmup_linear_schedule, warmup_steps_for
+from heads.training import EarlyStopping, PairTensors, evaluate_pairs, optimizer_steps, warmup_linear_schedule, warmup_steps_for
 from pipeline.checkpoint import library_versions, load_checkpoint_encoder
 from pipeline.config import Config
 
@@ -194,15 +194,11 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
         record = {"epoch": epoch, "train_loss": sum(state["epoch_losses"]) / max(1, len(state["epoch_losses"])), "step_losses": state["epoch_losses"],
                   "lr": scheduler.get_last_lr(), "val": validation}  # fmt: skip
         state["history"].append(record)
-        improved = state["best_loss"] is None or validation["loss"] < state["best_loss"]
-        if improved:
-            state.update(best_loss=validation["loss"], best_epoch=epoch, since_best=0)
-            if rank == 0:
-                _save_best(out, encoder, heads, config, {**checkpoint_config, "best_epoch": epoch, "metrics": {"train_loss": record["train_loss"], "val": validation}})
-        else:
-            state["since_best"] += 1
-        state.update(epoch=epoch + 1, batches_done=0, epoch_losses=[])
-        if state["since_best"] >= stage.patience or state["step"] >= total_steps:
+        stopping = EarlyStopping(stage.patience, state["best_loss"], state["best_epoch"], state["since_best"])
+        if stopping.update(epoch, validation["loss"]) and rank == 0:
+            _save_best(out, encoder, heads, config, {**checkpoint_config, "best_epoch": epoch, "metrics": {"train_loss": record["train_loss"], "val": validation}})
+        state.update(**stopping.state(), epoch=epoch + 1, batches_done=0, epoch_losses=[])
+        if stopping.should_stop or state["step"] >= total_steps:
             state["epoch"] = stage.epochs + 1  # early stop, or the step budget is spent
         else:
             _save_resume(out, model, optimizer, scheduler, scaler, state, rank, world_size)

@@ -14,7 +14,7 @@ from data import ConfigError, UserError, load_pairs, pairs_from_records, write_p
 from data.synth import generate_pairs
 from heads import CheckpointError, MultiModuleRewardModel, RewardHead, bradley_terry_loss
 from heads.blend import describe_reward
-from heads.training import PairTensors, train_epoch, warmup_linear_schedule
+from heads.training import EarlyStopping, PairTensors, train_epoch, warmup_linear_schedule
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs, load_encoder
@@ -267,3 +267,11 @@ def test_a_smaller_head_trains_saves_and_loads_with_its_shape(setup, tmp_path):
     with pytest.raises(ConfigError, match="model.head 'wide'"):
         train_heads([root / "train.jsonl"], root / "cache", tmp_path / "bad", config.override({"model.head": "wide"}), val_file=root / "val.jsonl", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_early_stopping_keeps_the_lowest_loss_and_stops_after_patience_epochs_without_one():
+    stopping = EarlyStopping(patience=2)
+    seen = [(stopping.update(epoch, loss), stopping.should_stop) for epoch, loss in enumerate([0.7, 0.6, 0.65, 0.6, 0.5, 0.55, 0.56], start=1)]
+    assert seen == [(True, False), (True, False), (False, False), (False, True), (True, False), (False, False), (False, True)]  # a tie is no improvement
+    assert (stopping.best_epoch, stopping.best_loss) == (5, 0.5)
+    assert EarlyStopping(2, **stopping.state()) == stopping  # what stage 1's resume state restores
