@@ -2,6 +2,7 @@
 heads over cached vectors, per-module validation, and early stopping on the best epoch."""
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from features.pairs import PairVectors
 from features.views import PieceFeatures, View
-from heads.model import MultiModuleRewardModel, bradley_terry_loss
+from heads.model import MultiModuleRewardModel, bradley_terry_loss, module_index
 
 
 @dataclass
@@ -28,7 +29,8 @@ class PairTensors:
     module_index: torch.Tensor
 
     @classmethod
-    def from_pieces(cls, features: PieceFeatures, model: MultiModuleRewardModel, device: str = "cpu") -> "PairTensors":
+    def from_pieces(cls, features: PieceFeatures, model: MultiModuleRewardModel | Sequence[str], device: str = "cpu") -> "PairTensors":
+        """`model`: the heads whose module order the pairs' head indices follow, or that order itself."""
         vectors = features.vectors
         if isinstance(vectors, np.memmap) and device == "cpu":
             # stays on disk: batches are gathered from the page cache, never the whole matrix
@@ -40,7 +42,7 @@ class PairTensors:
             torch.from_numpy(np.asarray(features.offsets, np.int64)).to(device),
             torch.from_numpy(np.asarray(features.piece_ids, np.int64)).to(device),
             torch.from_numpy(np.asarray(features.pair_texts, np.int64)).to(device),
-            model.module_index(features.target_module.tolist()).to(device),
+            _module_index(model, features.target_module.tolist()).to(device),
         )
 
     @classmethod
@@ -80,6 +82,10 @@ class PairTensors:
         module_text = self.pieces(torch.cat([self.pair_texts[:, 1], self.pair_texts[:, 3]]))
         scores = model.score_pieces(context, module_text, torch.cat([self.module_index, self.module_index]))[0]
         return scores[:n], scores[n:]
+
+
+def _module_index(model: MultiModuleRewardModel | Sequence[str], names: Sequence[str]) -> torch.Tensor:
+    return module_index(model if isinstance(model, (list, tuple)) else model.modules_order, names)
 
 
 def gather_pieces(vectors: torch.Tensor, offsets: torch.Tensor, piece_ids: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -571,7 +571,10 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
 
     config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device, "stage_0.ensemble": ensemble, "features.view": view})
     refuse_val_in_training(val_file, files)
-    result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo, overwrite=overwrite, search=search)
+    result = run(
+        files=files, cache_dir=cache_dir, out=out, config=config, val_file=val_file, resume=resume, namespace_id=namespace_id,
+        embed_missing=embed_missing, search=search, use_wandb=use_wandb, say=click.echo, overwrite=overwrite,
+    )  # fmt: skip
     if result.search is not None:
         from heads.search import table_rows
 

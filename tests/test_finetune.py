@@ -49,7 +49,7 @@ def make_stage0(root: Path, encoder: str, n_pairs: int = 48, tokens: int = 48) -
     }  # fmt: skip
     config = load_config(overrides=overrides)
     embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", config, progress=False)
-    train_heads([root / "train.jsonl"], root / "cache", root / "stage0", config, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=root / "stage0", config=config, val_file=root / "val.jsonl", progress=False)
     return root
 
 
