@@ -31,7 +31,7 @@ from tqdm import tqdm
 from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, memory_map_above
 from data.errors import UserError
 from data.files import atomic_dir, check_output_folder, json_text
-from data.guards import check_writable_folder, output_lock, scratch_folder
+from data.guards import check_writable_folder, output_lock, scratch_folder, terminate_as_exit
 from data.schema import TEXT_COLUMNS, TEXT_KEY_COLUMNS
 from data.splits import load_training_and_validation, module_pairs
 from features.encoder import TextEncoder, pick_device
@@ -144,11 +144,12 @@ def train_heads(
     check_writable_folder(out, "--out", inputs=[*files, val_file, cache_dir, resume])
     if embed_missing:
         check_writable_folder(cache_dir, "--cache", replaced=False)
-    with output_lock(out, "train-heads"):
+    with terminate_as_exit(), output_lock(out, "train-heads"):
         check_output_folder(out, (CONFIG, WEIGHTS), "checkpoint", overwrite)  # before training, not after
         # Piece features larger than stage_0.memory_map_above_mb go to .npy files in a scratch
         # folder beside --out (on the disk chosen for the output; never in the cache, which this
-        # run only reads and which may be read-only or shared), removed when training ends or fails.
+        # run only reads and which may be read-only or shared), removed when training ends, fails
+        # or is terminated (a kill -9 leaves it to the next run's sweep).
         with scratch_folder(out, "pair-features") as scratch:
             run = setup(
                 files=files, cache_dir=cache_dir, config=config, val_file=val_file, resume=resume, namespace_id=namespace_id,
