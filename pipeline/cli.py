@@ -627,7 +627,7 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
         "stage_1.gradient_checkpointing": gradient_checkpointing, "stage_1.save_every_steps": save_every_steps, "training.device": device,
     })  # fmt: skip
     refuse_val_in_training(val_file, files)
-    result = run(files, init, out, config, val_file, encoder, resume, max_steps, overwrite=overwrite)
+    result = run(files=files, init=init, out=out, config=config, val_file=val_file, encoder_name=encoder, resume=resume, max_steps=max_steps, overwrite=overwrite)
     if int(os.environ.get("RANK", 0)) != 0:
         return
     click.echo(f"precision {result.precision}")

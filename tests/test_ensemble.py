@@ -231,7 +231,7 @@ def test_evaluate_reports_accuracy_by_uncertainty_quartile_and_stores_the_normal
 
 def test_finetune_refuses_an_ensemble_checkpoint_in_one_line(ensemble, data, tmp_path):
     with pytest.raises(CheckpointError, match="ensemble of 3 heads.*single-head checkpoint: stage 1") as refused:
-        finetune([data / "train.jsonl"], ensemble[0], tmp_path / "ft", checkpoint_config(), val_file=data / "val.jsonl", progress=False)
+        finetune(files=[data / "train.jsonl"], init=ensemble[0], out=tmp_path / "ft", config=checkpoint_config(), val_file=data / "val.jsonl", progress=False)
     assert "\n" not in str(refused.value)
 
 

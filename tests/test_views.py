@@ -402,7 +402,7 @@ def test_a_rounds_view_finetune_runs_and_keeps_its_view(which, tiny_qwen3_path, 
     rewards, shares = scorer.round_rewards(pairs["positive_context"].to_list(), pairs["positive_module_text"].to_list(), pairs["target_module"].to_list())
     np.testing.assert_allclose([s.sum() for s in shares], rewards, atol=1e-5)
     with pytest.raises(CheckpointError, match="view 'rounds'.*'chunks'"):
-        finetune([tmp_path / "train.jsonl"], tmp_path / "stage0", tmp_path / "other", config.override({"features.view": "chunks"}), max_steps=1, progress=False)
+        finetune(files=[tmp_path / "train.jsonl"], init=tmp_path / "stage0", out=tmp_path / "other", config=config.override({"features.view": "chunks"}), max_steps=1, progress=False)
 
 
 @pytest.mark.slow  # it runs the encoder or several trainings: the full suite runs it, the fast lane stays quick
