@@ -1,5 +1,5 @@
 """The reward heads against every cheap baseline on real agent runs and the hard synthetic data,
-end to end with `pipeline` verbs, and issue 15's targets checked: the README's quality tables.
+end to end with `pipeline` verbs, and issue 15's targets checked: the quality tables of docs/results/real-runs.md.
 
     python bench/real_quality.py --intercode DIR --autogpt REPORT.md... --synthetic [--stage1] \
         [--train-pairs-per-task 8] [--work rq/] [--config overlay.yaml] [--train-args "--search --ensemble 5"]

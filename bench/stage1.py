@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the pipeline command sets it; see README "CPU threads"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the pipeline command sets it; see docs/gpu.md "CPU threads"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETTINGS = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]

@@ -5,8 +5,9 @@ side by side in one run:
    input, its wall time, and which heavy libraries it imported and what they cost
    (`python -X importtime`). Only verbs that encode text should import the encoder stack
    (sentence-transformers, transformers).
-2. The quick test: 32 synthetic pairs, MiniLM, 5 epochs. Ours is `pipeline embed` then
-   `pipeline train-heads`, two processes; the original loop is one process that loads the
+2. The quick test: 32 synthetic pairs, MiniLM, 5 epochs. Ours is one process,
+   `pipeline train-heads --embed-missing` on a fresh cache, and (as the README's steps run it)
+   `pipeline embed` then `pipeline train-heads`, two processes; the original loop is one process that loads the
    encoder and, every epoch, encodes the four texts of every pair of every batch before stepping
    the heads (bench/stage0.py `original_epoch`), then encodes the validation pairs to validate.
 
@@ -97,10 +98,16 @@ def main() -> None:
         heads, _ = run([*cli, "train-heads", train, "--val", val, "--cache", str(work / "cache"), "--out", str(work / "ckpt"), *tokens])
         return embed + heads
 
+    def ours_one_process() -> float:
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        arguments = ["train-heads", train, "--val", val, "--cache", str(work / "cache"), "--out", str(work / "ckpt"), "--embed-missing", *tokens]
+        return run([*cli, *arguments])[0]
+
     def original() -> float:
         script = ORIGINAL_LOOP.format(bench=str(Path(__file__).parent), tokens=args.max_tokens, train=train, val=val, epochs=args.epochs)
         return run(["-c", script])[0]
 
+    one = best(args.repeat, ours_one_process)
     quick = best(args.repeat, ours)
     loop = best(args.repeat, original)
     run([*cli, "embed", test, "--cache", str(work / "cache"), *tokens])
@@ -124,9 +131,11 @@ def main() -> None:
         imported = heavy_imports(run([*cli, *arguments], importtime=True)[1])
         listing = ", ".join(f"{lib} {s:.2f}" for lib, s in sorted(imported.items(), key=lambda kv: -kv[1]))
         print(f"{name:<22} {seconds:7.2f}  {listing}")
-    print(f"\nquick test, ours (embed + train-heads, two processes): {quick:7.2f} s")
-    print(f"quick test, original loop (encode at every step):      {loop:7.2f} s")
-    print(f"speed-up:                                              {loop / quick:7.2f}x   (target >= 8x)")
+    print(f"\nquick test, ours in one process (train-heads --embed-missing): {one:7.2f} s")
+    print(f"quick test, ours in two processes (embed, then train-heads):  {quick:7.2f} s")
+    print(f"quick test, original loop (encode at every step):             {loop:7.2f} s")
+    print(f"speed-up, one process:                                        {loop / one:7.2f}x   (target >= 8x)")
+    print(f"speed-up, two processes:                                      {loop / quick:7.2f}x")
     shutil.rmtree(work)
 
 

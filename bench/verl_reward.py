@@ -1,7 +1,7 @@
 """verl's reward path per sample vs batched, side by side in one run, on the same samples.
 
 Both go through verl 0.9.1's own `RewardLoopWorker` (its ppo_trainer config composed with the
-README's overrides, `compute_score_batch` on a DataProto of the samples, as
+overrides of docs/rl-rewards.md, `compute_score_batch` on a DataProto of the samples, as
 tests/rl_clients/drive_verl.py drives it):
 - per sample: verl's naive manager calling `pipeline/verl_reward.py:compute_score` once per sample
   (on verl's thread pool, so the calls overlap; the scorer serialises them);
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the pipeline command sets it; see README "CPU threads"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the pipeline command sets it; see docs/gpu.md "CPU threads"
 
 import numpy as np  # noqa: E402
 

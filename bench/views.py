@@ -31,6 +31,7 @@ from heads.baselines import LogisticBaseline  # noqa: E402
 from heads.metrics import group_draws, percentile_interval  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.embed import embed_pairs, load_encoder  # noqa: E402
+from pipeline.evaluate_scoring import cached_pair_vectors, pair_scores  # noqa: E402
 from pipeline.rewards import load  # noqa: E402
 from pipeline.train_heads import train_heads  # noqa: E402
 
@@ -64,13 +65,13 @@ def run(train_file: Path, val_file: Path, work: Path, encoder: str, max_tokens: 
                 seeded = config.override({"model.head": head, "training.seed": seed, "model.blend": "off"})  # the views, heads alone
                 train_heads(files=[train_file], cache_dir=cache, out=out, config=seeded, val_file=val_file, namespace_id=report.namespace, progress=False, say=lambda *_: None, overwrite=True)
                 scorer = load(out, cache, device="cpu")
-                vectors, _ = scorer.pair_vectors(val, embed_missing=False)
-                positive, negative = scorer.score_pair_vectors(vectors)
-                outcomes.append(positive > negative)
+                vectors, _ = cached_pair_vectors(scorer, val, embed_missing=False)
+                positive, negative = pair_scores(scorer, vectors)
+                outcomes.append(positive.reward > negative.reward)
             correct[(name, label)] = np.mean(outcomes, axis=0)
             row[label] = summary(correct[(name, label)], groups, samples)
             row[label]["per_seed"] = [float(o.mean()) for o in outcomes]
-        train_vectors, _ = scorer.pair_vectors(train, embed_missing=False)
+        train_vectors, _ = cached_pair_vectors(scorer, train, embed_missing=False)
         probe = LogisticBaseline.fit(train_vectors, scorer.modules)
         positive, negative = probe.scores(vectors)
         correct[(name, "probe")] = (positive > negative).astype(float)

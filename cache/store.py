@@ -56,7 +56,7 @@ FRAGMENTS = "manifests"
 UNLISTED_GRACE = 3600.0  # seconds an unlisted shard is left alone by embed runs: another machine may be about to list it
 FORMAT_VERSION = 1
 DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
-# How new namespaces write their shards, chosen by bench/shard_encoding.py (README "Cache"): float
+# How new namespaces write their shards, chosen by bench/shard_encoding.py (docs/results/speed.md): float
 # vectors barely compress, so codecs cost decode time for a few percent of disk.
 # Hashed keys and float vectors never repeat, so dictionary encoding only wastes write time.
 SHARD_ENCODING = {"compression": "none", "byte_stream_split": False, "dictionary": False}
@@ -300,8 +300,8 @@ class Namespace:
         return index
 
     def _vector_column(self, column: str) -> str:
-        """`column` as a fixed-size FLOAT array in SQL: DuckDB hands those to Arrow a quarter cheaper
-        than variable lists (bench/shard_encoding.py), and a shard of another dimension fails the cast."""
+        """`column` as a fixed-size FLOAT array in SQL: DuckDB hands those to Arrow cheaper
+        than variable lists (docs/results/speed.md), and a shard of another dimension fails the cast."""
         return f"{column}::FLOAT[{int(self.dimension)}] AS vector"
 
     def _vectors(self, column: pa.Array) -> np.ndarray:

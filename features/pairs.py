@@ -70,8 +70,8 @@ def _group_texts(pairs: pl.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndar
 
 def text_keys(role: str, texts: pl.Series, chunk: int = 4096) -> list[str]:
     """`text_key(role, text)` of each text, hashed from the UTF-8 bytes Arrow holds, a chunk of
-    texts at a time: no Python string per text and no copy to encode it (a third faster than
-    `text_key` per text). A thread per core gained nothing measurable on 2 shared cores (hashlib
+    texts at a time: no Python string per text and no copy to encode it (faster than `text_key`
+    per text: docs/results/speed.md). A thread per core gained nothing measurable on 2 shared cores (hashlib
     lets go of the GIL only for inputs over 2 KB), so it runs on one."""
     prefix = hashlib.blake2b(f"{role}\0".encode(), digest_size=16)
     keys = []

@@ -2,7 +2,7 @@
 heads' own features and a TF-IDF part on the words, at weights chosen on held-out pairs.
 
 The MLP heads are built for thousands of pairs: on a few hundred they overfit where a linear model
-on the same features does not (AutoGPT: heads 0.831, linear 0.885 on unseen tasks). Frozen
+on the same features does not (AutoGPT's unseen tasks: docs/results/real-runs.md). Frozen
 sentence vectors also lose lexical detail that decides many real pairs (which command ran, which
 error came back), which a TF-IDF logistic regression keeps; the three err on different pairs. So a
 checkpoint's reward is
@@ -26,7 +26,7 @@ at a million pairs, where the heads have the data they are built for.
     tfidf = TfidfModel.fit(train_pairs, blocks=ENDED_BLOCKS)                          # + the context's last round
     linear = LinearModel.fit(train_vectors, modules); linear.score_vectors(context_vectors, module_vectors, modules)
     blended, summary = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)   # or None: heads alone
-    blended.rewards(head_scores, linear_scores, contexts, module_texts)   # the reward, per row
+    blended.blend(head_scores, blended.linear_scores(ctx, mod, modules), blended.tfidf.score_texts(contexts, module_texts))   # the reward
     blended.save(folder); Blended.load(folder, config["blend"])
     describe_reward(config)     # the checkpoint's reward in words: "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: ..."
 """
@@ -35,18 +35,20 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from features.pairs import PairVectors
 from heads.metrics import pairwise_accuracy
-from heads.model import masked_mean
+from heads.model import CONFIG, CheckpointError, damaged, error_line, masked_mean
 from heads.training import PairTensors, pair_scores
 
 PARTS = ("heads", "linear", "tfidf")
@@ -88,14 +90,12 @@ class TfidfModel:
     blocks: the context and the module text (a plain TF-IDF, evaluate's baseline), and, when it is
     clearly better on held-out pairs (`fit_blend`), for the blend's part also `context_end`, the
     context's last round, where an episode shows how it ended: a TF-IDF of the whole text does not
-    know where a word stood ("Error" in round 1 or in the round the episode stopped on). On
-    InterCode's training pairs, out of fold by task, it raised TF-IDF from 0.954 to 0.962
-    (validation pairs 0.922 -> 0.943); on AutoGPT's few pairs it did worse, so it is a choice.
+    know where a word stood ("Error" in round 1 or in the round the episode stopped on). It helped
+    on InterCode and not on AutoGPT's few pairs, so it is a choice (docs/results/real-runs.md).
 
-    One model for all modules: a module indicator would cancel in phi(pos) - phi(neg), and on the
-    demo's synthetic data (200 val + test pairs) the shared model ranked better than one model per
-    module (0.755 vs 0.720 pairwise accuracy) or both blocks side by side (0.735). C=10: the rows
-    are unit-length TF-IDF vectors and C=1 underfits them (0.700 for the shared model).
+    One model for all modules: a module indicator would cancel in phi(pos) - phi(neg), and the
+    shared model ranked better than one per module or both blocks side by side. C=10: the rows are
+    unit-length TF-IDF vectors and C=1 underfits them (docs/results/demo-and-synthetic.md).
     """
 
     def __init__(self, vectorizers: dict[str, TfidfVectorizer], weights: np.ndarray):
@@ -283,12 +283,6 @@ class Blended:
             return None
         return self.linear.score_vectors(context, module_text, modules, unfitted=self.blend.means[1])
 
-    def rewards(self, head_scores: np.ndarray, linear_scores: np.ndarray | None, contexts, module_texts) -> np.ndarray:
-        """The blended rewards, shaped like `head_scores`; `linear_scores` are `linear_scores()` of
-        the rows' mean-pooled vectors (None when it has no linear part)."""
-        tfidf = self.tfidf.score_texts(contexts, module_texts) if self.tfidf is not None else None
-        return self.blend(head_scores, linear_scores, tfidf)
-
     def files(self) -> list[str]:
         return ([LINEAR_WEIGHTS] if self.linear is not None else []) + ([VOCABULARY, TFIDF_WEIGHTS] if self.tfidf is not None else [])
 
@@ -302,9 +296,26 @@ class Blended:
                 part.save(folder)
 
     @classmethod
-    def load(cls, folder, record: dict) -> "Blended":
-        blend = Blend.from_record(record)
-        return cls(blend, LinearModel.load(folder) if blend.weights[1] else None, TfidfModel.load(folder) if blend.weights[2] else None)
+    def load(cls, folder: Path, record: dict) -> "Blended":
+        """The parts a checkpoint folder's reward blends with its heads, as its config.json's blend
+        `record` (or the `lexical` record of checkpoints from before the linear part) describes
+        them, those of weight > 0 read from their files. A record or a part that cannot be read is
+        one `CheckpointError` naming its file."""
+        try:
+            blend = Blend.from_record(record)
+        except (KeyError, TypeError, ValueError) as e:
+            raise damaged(folder / CONFIG, f"its blend is not what train-heads writes ({type(e).__name__}: {e})") from None
+        parts = {}
+        for name, what, files, part in (("linear", "linear", [LINEAR_WEIGHTS], LinearModel), ("tfidf", "TF-IDF", [VOCABULARY, TFIDF_WEIGHTS], TfidfModel)):
+            if blend.weights[PARTS.index(name)]:
+                try:
+                    parts[name] = part.load(folder)
+                except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+                    raise CheckpointError(
+                        f"{folder} blends its heads with a {what} part, but its {' and '.join(files)} could not be read "
+                        f"({error_line(e)}); copy the checkpoint folder whole, or retrain it"
+                    ) from None
+        return cls(blend, parts.get("linear"), parts.get("tfidf"))
 
 
 # --- choosing the weights ----------------------------------------------------------------------

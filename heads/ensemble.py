@@ -4,7 +4,7 @@ tasks; the reward is the members' mean and its uncertainty their standard deviat
     fits = train_ensemble(train, val, groups=train_tasks, dimension=384, modules=MODULES, setting=setting, recipe=recipe, members=5)
     ensemble = RewardEnsemble([fit.model for fit in fits])
     ensemble(e_ctx, e_mod, module_index)                 # (N,) the mean of the members' rewards
-    member_scores(ensemble, e_ctx, e_mod, module_index)  # (K, N); (1, N) for a single model
+    ensemble.member_scores(e_ctx, e_mod, module_index)   # (K, N)
     model, config = load_heads("ckpt/")                  # a single-model or an ensemble checkpoint
 
 - **Bootstrap over tasks.** Member k draws as many tasks as the training data has, with replacement,
@@ -85,30 +85,12 @@ class RewardEnsemble(nn.Module):
         (folder / CONFIG).write_text(json_text(full, indent=2, default=str))
 
 
-def member_scores(model: nn.Module, context: torch.Tensor, module_text: torch.Tensor, module_index: torch.Tensor) -> torch.Tensor:
-    """(K, N) rewards of each member; a single model is one member: (1, N)."""
-    if isinstance(model, RewardEnsemble):
-        return model.member_scores(context, module_text, module_index)
-    return model(context, module_text, module_index).unsqueeze(0)
-
-
-def member_piece_scores(model: nn.Module, context, module_text, module_index) -> torch.Tensor:
-    """(K, N) rewards of each member, from pieces (`PairTensors.pieces`); a single model is (1, N)."""
-    if isinstance(model, RewardEnsemble):
-        return model.member_pieces(context, module_text, module_index)[0]
-    return model.score_pieces(context, module_text, module_index)[0].unsqueeze(0)
-
-
-def ensemble_size(model: nn.Module) -> int:
-    return model.size if isinstance(model, RewardEnsemble) else 1
-
-
-def load_heads(folder: str | Path, device: str = "cpu") -> tuple[MultiModuleRewardModel | RewardEnsemble, dict]:
+def load_heads(folder: str | Path, device: str = "cpu", config: dict | None = None) -> tuple[MultiModuleRewardModel | RewardEnsemble, dict]:
     """The heads saved in `folder` (a single model or an ensemble, as its config.json says) and that
-    config, both checked as `heads.model.read_config` and `load_weights` check them. No pickle:
-    safetensors only."""
+    config, both checked as `heads.model.read_config` and `load_weights` check them (`config`: the
+    folder's config.json when the caller has read it already). No pickle: safetensors only."""
     folder = Path(folder)
-    config = read_config(folder)
+    config = read_config(folder) if config is None else config
     size = config.get("ensemble", 1)
     model = MultiModuleRewardModel.from_config(config) if size == 1 else RewardEnsemble([MultiModuleRewardModel.from_config(config) for _ in range(size)])
     load_weights(model, folder, device)

@@ -157,7 +157,7 @@ class MultiModuleRewardModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores (N,) for rows given as pieces: `context` and `module_text` are each (pieces
         (N, L, d), mask (N, L)), pooled by the row's head. Also each module-text piece's weight in
-        its text's pooled vector (N, L), which `pipeline/rewards.py` turns into per-round rewards."""
+        its text's pooled vector (N, L), which `heads/reward_model.py` turns into per-round rewards."""
         pieces, mask = module_text
         scores = pieces.new_empty(pieces.shape[0])
         weights = pieces.new_zeros(mask.shape)

@@ -65,6 +65,10 @@ class PairTensors:
     def pieces(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return gather_pieces(self.vectors, self.offsets, self.piece_ids, texts)
 
+    def side(self, k: int) -> "RowTensors":
+        """The pairs' positive (k = 0) or negative (k = 1) sides as rows to score."""
+        return RowTensors(self.vectors, self.offsets, self.piece_ids, self.pair_texts[:, 2 * k], self.pair_texts[:, 2 * k + 1], self.module_index)
+
     def scores(self, model: MultiModuleRewardModel) -> tuple[torch.Tensor, torch.Tensor]:
         columns = [self.pieces(self.pair_texts[:, j]) for j in range(4)]
         return (
@@ -74,7 +78,7 @@ class PairTensors:
 
     def joint_scores(self, model: MultiModuleRewardModel) -> tuple[torch.Tensor, torch.Tensor]:
         """`scores` with both sides through the heads in one call: half the calls, and matrix
-        products twice as tall, which made a CPU training epoch 1.6-1.8x cheaper (bench/search.py).
+        products twice as tall: a cheaper CPU epoch (docs/results/speed.md, bench/search.py).
         For training only: a row's score can differ in the last bits with its place in the product,
         so two identical sides might no longer tie, and validation keeps `scores`."""
         n = len(self)
@@ -86,6 +90,40 @@ class PairTensors:
 
 def _module_index(model: MultiModuleRewardModel | Sequence[str], names: Sequence[str]) -> torch.Tensor:
     return module_index(model if isinstance(model, (list, tuple)) else model.modules_order, names)
+
+
+@dataclass
+class RowTensors:
+    """Rows to score, in the layout of `PairTensors`: each row a context and a module text (text
+    ids into one matrix of piece vectors) and its module's head (`module_index`)."""
+
+    vectors: torch.Tensor
+    offsets: torch.Tensor
+    piece_ids: torch.Tensor
+    context: torch.Tensor
+    module_text: torch.Tensor
+    module_index: torch.Tensor
+
+    @classmethod
+    def from_pieces(cls, vectors: torch.Tensor, counts: list[int], module_index: torch.Tensor) -> "RowTensors":
+        """Rows of `vectors` listed text by text, the contexts of all rows first, then their module
+        texts, text t having `counts[t]` pieces."""
+        n = len(module_index)
+        offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64))
+        return cls(vectors, offsets, torch.arange(len(vectors)), torch.arange(n), torch.arange(n, 2 * n), module_index)
+
+    def to(self, device: str) -> "RowTensors":
+        return RowTensors(*(t.to(device) for t in (self.vectors, self.offsets, self.piece_ids, self.context, self.module_text, self.module_index)))
+
+    def __len__(self) -> int:
+        return self.module_index.shape[0]
+
+    def rows(self, index: torch.Tensor) -> "RowTensors":
+        return RowTensors(self.vectors, self.offsets, self.piece_ids, self.context[index], self.module_text[index], self.module_index[index])
+
+    def pieces(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """The rows' context and module-text pieces, each padded (N, L, d) with its mask (N, L)."""
+        return gather_pieces(self.vectors, self.offsets, self.piece_ids, self.context), gather_pieces(self.vectors, self.offsets, self.piece_ids, self.module_text)
 
 
 def gather_pieces(vectors: torch.Tensor, offsets: torch.Tensor, piece_ids: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

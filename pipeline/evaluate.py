@@ -49,7 +49,8 @@ from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_
 from heads.model import CheckpointError
 from heads.report import markdown, terminal_table, write_plots
 from pipeline.config import Config, EvaluationConfig
-from pipeline.rewards import RewardScorer, checkpoint_normalization, load
+from pipeline.evaluate_scoring import cached_pair_vectors, pair_scores
+from pipeline.rewards import RewardScorer, checkpoint_normalization, load, normalized
 
 PICKS = ("heads", "random", "shortest", "longest", "oracle")
 
@@ -143,12 +144,14 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     (r_pos, r_neg) for the plots."""
     modules = scorer.modules
     pairs = with_text_keys(load_pairs(files, modules))
-    vectors, embedded = scorer.pair_vectors(pairs, progress=progress)
-    member_positive, member_negative = scorer.member_pair_scores(vectors, pairs)
-    positive, negative = member_positive.mean(axis=0), member_negative.mean(axis=0)
+    vectors, embedded = cached_pair_vectors(scorer, pairs, progress=progress)
+    scored_positive, scored_negative = pair_scores(scorer, vectors, pairs)
+    positive, negative = scored_positive.reward, scored_negative.reward
     notes = [f"{embedded} texts had no cached vector and were embedded with the checkpoint's encoder."] if embedded else []
     blend = scorer.blend
-    parts = _parts_alone(scorer, vectors, pairs)
+    # each part of a blended reward alone: the heads (the members' mean) and the linear and TF-IDF
+    # parts the checkpoint holds (those of weight above 0); none when the reward is the heads alone
+    parts = {name: (scored_positive.parts[name], scored_negative.parts[name]) for name in scored_positive.parts} if blend is not None else {}
     notes += _blend_note(blend)
     lengths = {
         "module_text": length_scores(pairs),
@@ -172,7 +175,7 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         "notes": notes,
     }
     if scorer.members > 1:
-        report["uncertainty"] = _uncertainty(member_positive - member_negative, positive, negative, groups, module_of, modules, config)
+        report["uncertainty"] = _uncertainty(scored_positive.members - scored_negative.members, positive, negative, groups, module_of, modules, config)
     return report, {m: (positive[module_of == m], negative[module_of == m]) for m in modules}
 
 
@@ -219,7 +222,7 @@ def _baselines(scorer: RewardScorer, pairs: pl.DataFrame, vectors, parts: dict, 
     elif not config.evaluation.logistic_baseline:
         notes.append("no logistic-regression baseline: evaluation.logistic_baseline is off in the config")
     elif train is not None:
-        train_vectors, _ = scorer.pair_vectors(train, progress=progress)
+        train_vectors, _ = cached_pair_vectors(scorer, train, progress=progress)
         baselines["logistic_regression"] = LogisticBaseline.fit(train_vectors, scorer.modules, seed=config.training.seed).scores(vectors)
     if SourcePrior.applies(pairs) and train is not None:
         if SourcePrior.applies(train):
@@ -314,21 +317,6 @@ class _PairMetrics:
                 positive[usable], negative[usable], p[usable], n[usable], self.groups[usable], settings.bootstrap_samples, settings.confidence, seed
             ),
         }
-
-
-def _parts_alone(scorer: RewardScorer, vectors, pairs: pl.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each part of a blended reward alone, (r_pos, r_neg) per pair: the heads (the members' mean)
-    and the linear and TF-IDF parts the checkpoint holds (those of weight above 0); {} when the
-    reward is the heads alone."""
-    blend = scorer.blend
-    if blend is None:
-        return {}
-    parts = {"heads": tuple(side.mean(axis=0) for side in scorer.head_pair_scores(vectors))}
-    if blend.linear is not None:
-        parts["linear"] = blend.linear.scores(vectors)
-    if blend.tfidf is not None:
-        parts["tfidf"] = blend.tfidf.scores(pairs)
-    return parts
 
 
 def _uncertainty(differences: np.ndarray, positive: np.ndarray, negative: np.ndarray, groups: np.ndarray, module_of: np.ndarray, modules: Sequence[str], config: Config) -> dict:
@@ -452,13 +440,13 @@ def best_of_n(scorer: RewardScorer, runs: Sequence[Run], config: Config) -> dict
     rows = [(i, m, render_module(run.rounds, module_fields[m])) for i, run in enumerate(used) for m in scorer.trained_modules]
     rows = [row for row in rows if row[2]]
     encoded_before = scorer.encoded
-    rewards = scorer.raw([contexts[i] for i, _, _ in rows], [text for _, _, text in rows], [m for _, m, _ in rows])
+    rewards = scorer.rewards([contexts[i] for i, _, _ in rows], [text for _, _, text in rows], [m for _, m, _ in rows]).raw
     try:
         normalization = checkpoint_normalization(scorer.config, scorer.modules, scorer.folder)
     except CheckpointError:  # none stored
         normalization = {}
     if all(m in normalization for _, m, _ in rows):
-        rewards = scorer.normalized(rewards, [m for _, m, _ in rows])
+        rewards = normalized(rewards, [m for _, m, _ in rows], normalization)
         aggregate = "mean over the trained modules a run wrote text for of the module's normalised reward (r - mean) / std"
     else:
         aggregate = "mean over the trained modules a run wrote text for of the module's raw reward (the checkpoint stores no normalisation for every one of them)"

@@ -6,18 +6,23 @@ frameworks, the `pipeline score` / `pipeline serve` / `pipeline evaluate` verbs 
     scorer = load("ckpt/", cache_dir="embeddings/", normalize=True)   # also read cached vectors; normalised rewards
     rewards = scorer.score(contexts, module_texts, modules)       # float32 numpy array, one reward per row
     scorer.score_trajectory(context, {"planner": plan, "executor": actions})   # {"planner": 0.41, "executor": -1.2}
-    rewards, uncertainty = scorer.score_with_uncertainty(contexts, module_texts, modules)   # two float32 arrays
+    scored = scorer.rewards(contexts, module_texts, modules)      # all of it from one pass of the heads:
+    scored.rewards, scored.uncertainty    # float32 arrays (normalised when the scorer is), .raw and .raw_uncertainty never
+    scored.parts["tfidf"]                 # each part of a blended reward alone (raw): "heads", "linear", "tfidf"
+    scored.round_rewards[i]               # rounds view: the reward of row i split over its module text's pieces
+    scorer.rewards(contexts, module_texts, modules, round_rewards=True)   # ScoringError unless of the rounds view
+    scorer.score_vectors(context_vectors, module_vectors, modules, contexts, module_texts)   # a `Rewards` of cached vectors
 
     from data.trajectory import module_texts_from_trajectory     # module texts cut out of a tagged trajectory
 
-    rewards, shares = scorer.round_rewards(contexts, module_texts, modules)   # checkpoints of the rounds view
-    scored = scorer.rewards(contexts, module_texts, modules)   # all of it from one pass: .rewards, .raw, .uncertainty, .round_rewards
-    shares[i]          # float32 array: the reward of row i split over its module text's pieces
+The reward is the checkpoint's `heads.reward_model.RewardModel` (its members, blend and view): this
+module adds where its vectors come from, normalisation and the refusal of rows it cannot score.
+Pair tables for evaluation are scored by pipeline/evaluate_scoring.py.
 
 A checkpoint reads texts through the view it was trained with (features/views.py, recorded in its
 config.json; none recorded means `truncate`): a text's vector is its pieces' vectors pooled by the
 heads, and each piece is looked up like any text. **Per-round rewards** (checkpoints of the `rounds`
-view): `round_rewards` returns, beside each row's reward, its share per piece of the module text,
+view): `rewards(...).round_rewards` holds, beside each row's reward, its share per piece of the module text,
 in order: piece i is the module text's i-th `[Round N]` block (a round longer than the view's window
 is several pieces, and a text of more than `max_pieces` pieces keeps its first and last ones, as
 `View.pieces(text, "module")` lists them). A piece's share is its attention weight in the head's
@@ -44,47 +49,34 @@ Normalised rewards are (r - mean) / std with the per-module mean and std that `p
 stores in the checkpoint's config.json when run on its validation data.
 
 Uncertainty: a checkpoint trained with `--ensemble K` holds K members (heads/ensemble.py); its
-reward is their mean, and `score_with_uncertainty` also returns their spread, the population
-standard deviation (ddof 0) of the members' rewards, one per row, in the same units as the rewards
-(divided by the module's std when normalised). A single-model checkpoint is an ensemble of one:
-its uncertainty is 0. `score` and `raw` return the rewards alone, as they always did;
-`scorer.members` says how many members there are.
+reward is their mean, and `rewards` also returns their spread, the population standard deviation
+(ddof 0) of the members' rewards, one per row, in the same units as the rewards (divided by the
+module's std when normalised). A single-model checkpoint is an ensemble of one: its uncertainty is
+0. `score` returns the rewards alone, as it always did; `scorer.members` says how many members
+there are.
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
-from scipy.special import expit
 import torch
-from safetensors import SafetensorError
+from scipy.special import expit
 
-from cache import CacheError, EmbeddingCache, MissingVectors, Namespace, NoNamespace, VectorIndex, memory_map_above
-from data.errors import UserError
-from features.embedding import encode_into
+from cache import CacheError, EmbeddingCache, Namespace, NoNamespace, VectorIndex, memory_map_above
 from features.encoder import ROLES, TextEncoder, pick_device
-from features.pairs import PairVectors, text_key, unique_texts, with_text_keys
-from features.views import View, ViewMismatch, cut_texts, piece_features
-from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_piece_scores, member_scores
-from heads.blend import LINEAR_WEIGHTS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, TfidfModel
-from heads.model import CONFIG, CheckpointError, MultiModuleRewardModel, damaged, error_line, masked_mean
-from heads.training import PairTensors
+from features.pairs import text_key
+from heads.blend import Blended
+from heads.model import CheckpointError
+from heads.reward_model import RewardModel, RewardOutput, ScoringError
+from heads.training import RowTensors
 from pipeline.checkpoint import load_checkpoint_encoder
-
-logger = logging.getLogger(__name__)
-
-
-class ScoringError(UserError):
-    """A request the scorer cannot answer: unknown module, texts that are not strings, rows of
-    unequal length."""
 
 
 class UntrainedModule(ScoringError):
@@ -106,21 +98,32 @@ class Rewards:
     uncertainty: np.ndarray  # the members' std (0 for a single model), in the units of `rewards`
     raw_uncertainty: np.ndarray
     round_rewards: list[np.ndarray] | None  # rounds view only: each row's reward split over its rounds
+    parts: dict[str, np.ndarray] = field(default_factory=dict)  # each part of the reward alone, raw (heads.reward_model.RewardOutput)
 
     def __len__(self) -> int:
         return len(self.rewards)
 
     def __getitem__(self, rows: slice) -> "Rewards":
         shares = None if self.round_rewards is None else self.round_rewards[rows]
-        return Rewards(self.rewards[rows], self.raw[rows], self.uncertainty[rows], self.raw_uncertainty[rows], shares)
+        parts = {name: scores[rows] for name, scores in self.parts.items()}
+        return Rewards(self.rewards[rows], self.raw[rows], self.uncertainty[rows], self.raw_uncertainty[rows], shares, parts)
+
+    @classmethod
+    def concatenate(cls, batches: Sequence["Rewards"]) -> "Rewards":
+        """The rows of `batches`, in order, as one `Rewards`."""
+        shares = None if batches[0].round_rewards is None else [s for batch in batches for s in batch.round_rewards]
+        columns = [np.concatenate([getattr(batch, name) for batch in batches]) for name in ("rewards", "raw", "uncertainty", "raw_uncertainty")]
+        parts = {name: np.concatenate([batch.parts[name] for batch in batches]) for name in batches[0].parts}
+        return cls(*columns, shares, parts)
 
 
 class RewardScorer:
-    """A checkpoint's heads, the cache of its encoder's vectors (optional) and the encoder itself."""
+    """A checkpoint's reward model (heads/reward_model.py), the cache of its encoder's vectors
+    (optional) and the encoder itself."""
 
     def __init__(
         self,
-        model: MultiModuleRewardModel | RewardEnsemble,
+        model: RewardModel,
         config: dict,
         folder: Path,
         namespace: Namespace | None = None,
@@ -129,23 +132,21 @@ class RewardScorer:
         device: str = "cpu",
         normalize: bool = False,
         memory_size: int = 20_000,
-        blend: Blended | None = None,
         index_memory_map_above_mb: int | str = "auto",
         allow_untrained: bool = False,
     ):
-        self.model = model.eval()
+        self.model = model
         self.config = config
         self.folder = Path(folder)
         self.namespace = namespace
         self.device = device
-        self.modules = list(model.modules_order)
+        self.modules = model.modules
         self.normalize = normalize
         self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
         # {module: {"train": n, "val": n}} as training recorded it; None for checkpoints from before the record
         self.module_pairs = module_pair_counts(config, self.modules)
         self.allow_untrained = allow_untrained
-        self.view = View.from_checkpoint(config)
-        self.blend = blend  # the linear and TF-IDF parts blended with the heads, when the checkpoint has them
+        self.view = model.view
         self.memory = VectorMemory(memory_size)
         self.index_memory_map_above_mb = index_memory_map_above_mb
         self._index: VectorIndex | None = None
@@ -162,7 +163,12 @@ class RewardScorer:
     @property
     def members(self) -> int:
         """How many members the checkpoint's ensemble has; 1 for a single model."""
-        return ensemble_size(self.model)
+        return self.model.size
+
+    @property
+    def blend(self) -> Blended | None:
+        """The linear and TF-IDF parts blended with the heads, when the checkpoint has them."""
+        return self.model.blended
 
     @property
     def trained_modules(self) -> list[str]:
@@ -253,96 +259,23 @@ class RewardScorer:
     def score(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> np.ndarray:
         """One reward per row: `module_texts[i]` scored by the head of `modules[i]` in `contexts[i]`;
         normalised when the scorer was loaded with `normalize=True`."""
-        rewards = self.raw(contexts, module_texts, modules)
-        return self.normalized(rewards, modules) if self.normalize else rewards
+        return self.rewards(contexts, module_texts, modules).rewards
 
-    def raw(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> np.ndarray:
-        """The heads' rewards, never normalised."""
-        return self.rewards(contexts, module_texts, modules).raw
-
-    def score_with_uncertainty(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(rewards, uncertainty), one of each per row: `score`'s rewards and the members' standard
-        deviation (0 for a single model), both normalised when the scorer is."""
-        scored = self.rewards(contexts, module_texts, modules)
-        return scored.rewards, scored.uncertainty
-
-    def raw_with_uncertainty(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The heads' rewards and the members' standard deviation, never normalised."""
-        scored = self.rewards(contexts, module_texts, modules)
-        return scored.raw, scored.raw_uncertainty
-
-    def round_rewards(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Each row's reward (as `score` gives it) and its share per piece of the module text
-        (`View.pieces(module_text, "module")`, in order): attention weight x reward, summing to the
-        reward. Only for checkpoints of the `rounds` view; `ScoringError` for others."""
-        if not self.view.attention:
-            raise ScoringError(f"per-round rewards need a checkpoint of the rounds view; {self.folder} reads texts with view {self.view.name!r}")
-        scored = self.rewards(contexts, module_texts, modules)
-        return scored.rewards, scored.round_rewards
-
-    def rewards(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str]) -> "Rewards":
+    def rewards(self, contexts: Sequence[str], module_texts: Sequence[str], modules: Sequence[str], *, round_rewards: bool = False) -> Rewards:
         """Everything the scorer says about each row, from one pass of the heads: the reward
-        (normalised when the scorer is), the raw reward, the members' spread and, for a checkpoint
-        of the rounds view, the reward's share per round of the module text."""
+        (normalised when the scorer is), the raw reward, the members' spread, each part of a
+        blended reward alone and, for a checkpoint of the rounds view, the reward's share per
+        piece of the module text (`round_rewards=True`: `ScoringError` for a checkpoint of another
+        view, instead of None)."""
+        if round_rewards and not self.view.attention:
+            raise ScoringError(f"per-round rewards need a checkpoint of the rounds view; {self.folder} reads texts with view {self.view.name!r}")
         contexts, module_texts, modules = list(contexts), list(module_texts), list(modules)
-        self.check(contexts, module_texts, modules)
+        self._check(contexts, module_texts, modules)
         with self._lock:
             self.calls += 1
             self.rows += len(modules)
-            members, weights, counts, linear = self._score_texts(contexts, module_texts, modules)
-        if self.blend is not None:
-            members = self.blend.rewards(members, linear, contexts, module_texts)
-        raw, spread = members.mean(axis=0), members.std(axis=0)
-        rewards, uncertainty = raw, spread
-        if self.normalize:
-            rewards, uncertainty = self.normalized(raw, modules), self.normalized_uncertainty(spread, modules)
-        shares = [(weights[i, :n] * r).astype(np.float32) for i, (n, r) in enumerate(zip(counts, rewards))] if self.view.attention else None
-        return Rewards(rewards, raw, uncertainty, spread, shares)
-
-    def normalized_uncertainty(self, uncertainty: np.ndarray, modules: Sequence[str]) -> np.ndarray:
-        """The uncertainty in normalised units: divided by the std of the row's module."""
-        normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
-        return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
-
-    @torch.no_grad()
-    def _score_texts(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray | None]:
-        """Raw rewards of every member (members, rows), each module-text piece's weight in its
-        pooling (rows, most pieces; the members' mean), each module text's number of pieces, and
-        the blend's linear part's scores (rows; None without one)."""
-        n = len(modules)
-        if not n:
-            return np.zeros((self.members, 0), np.float32), np.zeros((0, 1), np.float32), [], np.zeros(0)
-        texts, roles = contexts + module_texts, ["context"] * n + ["module"] * n
-        cut = [self.view.pieces(text, role) for text, role in zip(texts, roles)]
-        flat = [piece for pieces in cut for piece in pieces]
-        vectors = torch.from_numpy(self.vectors(flat, [role for role, pieces in zip(roles, cut) for _ in pieces]))
-        counts = [len(pieces) for pieces in cut]
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        data = PairTensors(vectors, torch.from_numpy(offsets), torch.arange(len(flat)), torch.arange(2 * n).reshape(2, n).T, self.model.module_index(modules))
-        data = PairTensors(*(t.to(self.device) for t in (data.vectors, data.offsets, data.piece_ids, data.pair_texts, data.module_index)))
-        context, module_text = data.pieces(data.pair_texts[:, 0]), data.pieces(data.pair_texts[:, 1])
-        if isinstance(self.model, RewardEnsemble):
-            scores, weights = self.model.member_pieces(context, module_text, data.module_index)
-            weights = weights.mean(dim=0)
-        else:
-            scores, weights = self.model.score_pieces(context, module_text, data.module_index)
-            scores = scores.unsqueeze(0)
-        return scores.float().cpu().numpy(), weights.float().cpu().numpy(), counts[n:], self._linear(context, module_text, modules)
-
-    def _linear(self, context: tuple[torch.Tensor, torch.Tensor], module_text: tuple[torch.Tensor, torch.Tensor], modules) -> np.ndarray | None:
-        """The blend's linear part's scores of rows given as pieces (padded, mask): it reads each
-        text's mean piece vector."""
-        if self.blend is None or self.blend.linear is None:
-            return None
-        mean = lambda pieces: masked_mean(*pieces).float().cpu().numpy()  # noqa: E731
-        return self.blend.linear_scores(mean(context), mean(module_text), modules)
-
-    def normalized(self, rewards: np.ndarray, modules: Sequence[str]) -> np.ndarray:
-        """(r - mean) / std per row, with the mean and std of the row's module."""
-        normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
-        mean = np.array([normalization[m][0] for m in modules], np.float32)
-        std = np.array([normalization[m][1] for m in modules], np.float32)
-        return ((np.asarray(rewards, np.float32) - mean) / std).astype(np.float32)
+            rows = self._rows(contexts, module_texts, modules)
+        return self._rewards(self.model.score(rows, contexts, module_texts, batch_size=None), modules)
 
     def score_trajectory(self, context: str, module_texts: Mapping[str, str]) -> dict[str, float]:
         """Every given module's reward for one trajectory, in one call: `{module: reward}`."""
@@ -350,15 +283,59 @@ class RewardScorer:
         rewards = self.score([context] * len(modules), [module_texts[m] for m in modules], modules)
         return {m: float(r) for m, r in zip(modules, rewards)}
 
-    def check(self, contexts: list, module_texts: list, modules: list) -> None:
+    def score_vectors(
+        self,
+        context: np.ndarray,
+        module_text: np.ndarray,
+        modules: Sequence[str],
+        contexts: Sequence[str] | None = None,
+        module_texts: Sequence[str] | None = None,
+        batch_size: int = 4096,
+    ) -> Rewards:
+        """`rewards` of rows given as vectors (context, module_text: (rows, d) float32, each text's
+        vector, pooled by its pieces' mean under a view that cuts texts), the reward the checkpoint
+        blends; a blend with a TF-IDF part reads the texts too (`contexts`, `module_texts`).
+        Checkpoints of the rounds view read pieces, not one vector per text: score their texts."""
+        modules = list(modules)
+        if self.view.attention:
+            raise ScoringError(f"{self.folder} reads texts with the rounds view, whose heads pool each text's pieces: score its texts with `rewards`, not one vector per text")
+        if not len(context) == len(module_text) == len(modules):
+            raise ScoringError(f"context, module_text and modules must be equally long, got {len(context)}, {len(module_text)}, {len(modules)}")
+        self._check_modules(modules)
+        vectors = np.concatenate([np.asarray(context, np.float32), np.asarray(module_text, np.float32)])
+        rows = RowTensors.from_pieces(torch.from_numpy(vectors), [1] * (2 * len(modules)), self.model.module_index(modules)).to(self.device)
+        texts = (list(contexts), list(module_texts)) if contexts is not None and module_texts is not None else (None, None)
+        return self._rewards(self.model.score(rows, *texts, pooled=(context, module_text), batch_size=batch_size, round_weights=False), modules)
+
+    def _rewards(self, scored: RewardOutput, modules: list[str]) -> Rewards:
+        raw, spread = scored.reward, scored.uncertainty
+        rewards, uncertainty = raw, spread
+        if self.normalize:
+            rewards, uncertainty = normalized(raw, modules, self.normalization), normalized_uncertainty(spread, modules, self.normalization)
+        return Rewards(rewards, raw, uncertainty, spread, scored.round_rewards(rewards), scored.parts)
+
+    def _rows(self, contexts: list[str], module_texts: list[str], modules: list[str]) -> RowTensors:
+        """The rows as the heads read them: every text cut into the view's pieces, each piece's
+        vector looked up (`vectors`)."""
+        n = len(modules)
+        texts, roles = contexts + module_texts, ["context"] * n + ["module"] * n
+        cut = [self.view.pieces(text, role) for text, role in zip(texts, roles)]
+        flat = [piece for pieces in cut for piece in pieces]
+        vectors = self.vectors(flat, [role for role, pieces in zip(roles, cut) for _ in pieces]) if flat else np.zeros((0, self.model.heads.dimension), np.float32)
+        return RowTensors.from_pieces(torch.from_numpy(vectors), [len(pieces) for pieces in cut], self.model.module_index(modules)).to(self.device)
+
+    def _check(self, contexts: list, module_texts: list, modules: list) -> None:
         """Raise `ScoringError` unless the three are equally long, texts are strings and every
-        module has a head."""
+        module has a head this scorer answers for."""
         if not len(contexts) == len(module_texts) == len(modules):
             raise ScoringError(f"contexts, module_texts and modules must be equally long, got {len(contexts)}, {len(module_texts)}, {len(modules)}")
         for name, values in (("contexts", contexts), ("module_texts", module_texts), ("modules", modules)):
             wrong = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
             if wrong is not None:
                 raise ScoringError(f"{name}[{wrong}] must be a string, got {type(values[wrong]).__name__}")
+        self._check_modules(modules)
+
+    def _check_modules(self, modules: list[str]) -> None:
         unknown = sorted(set(modules) - set(self.modules))
         if unknown:
             raise ScoringError(f"no head for module(s) {', '.join(map(repr, unknown))}; this checkpoint has {', '.join(self.modules)}")
@@ -393,87 +370,11 @@ class RewardScorer:
         found, vectors = self.index().get(keys)
         return dict(zip((key for key, hit in zip(keys, found) if hit), vectors))
 
-    # --- vectors in, rewards out: pair tables, for evaluation ---------------------------------
-
-    def score_vectors(self, context: np.ndarray, module_text: np.ndarray, modules: np.ndarray | list[str], batch_size: int = 4096) -> np.ndarray:
-        """One reward per row, each scored by the head of its module (the members' mean): the heads
-        alone, without the blend's parts (its TF-IDF part reads texts, not vectors)."""
-        return self.member_scores(context, module_text, modules, batch_size).mean(axis=0)
-
-    @torch.no_grad()
-    def member_scores(self, context: np.ndarray, module_text: np.ndarray, modules: np.ndarray | list[str], batch_size: int = 4096) -> np.ndarray:
-        """(members, rows): every member's reward for every row; (1, rows) for a single model."""
-        index = self.model.module_index(list(modules))
-        scores = []
-        for rows in torch.arange(len(index)).split(batch_size):
-            c = torch.from_numpy(np.ascontiguousarray(context[rows.numpy()], np.float32)).to(self.device)
-            m = torch.from_numpy(np.ascontiguousarray(module_text[rows.numpy()], np.float32)).to(self.device)
-            scores.append(member_scores(self.model, c, m, index[rows].to(self.device)).float().cpu())
-        return torch.cat(scores, dim=1).numpy() if scores else np.zeros((self.members, 0), np.float32)
-
-    def pair_vectors(self, pairs: pl.DataFrame, embed_missing: bool = True, progress: bool = False) -> tuple[PairVectors, int]:
-        """The four vectors of every pair, each text's pieces pooled by their mean, with the piece
-        features the heads read attached (`.pieces`); and how many texts (pieces) had to be
-        embedded into the cache first (with `embed_missing`; else `MissingVectors`)."""
-        if self.namespace is None:
-            raise CacheError("scoring pair tables needs an embedding cache: load the scorer with cache_dir=")
-        pairs = with_text_keys(pairs)  # hashed once, for the first try, the missing texts and the retry
-        try:
-            return piece_features(self.namespace, pairs, self.view).pair_vectors(), 0
-        except MissingVectors:
-            if not embed_missing:
-                raise
-        texts = cut_texts(unique_texts(pairs), self.view).table
-        missing = texts.filter(pl.col("key").is_in(self.namespace.missing(texts["key"].to_list())))
-        logger.warning("embedding %d texts that %s has no vectors for", missing.height, self.namespace.root.parent)
-        with self.namespace.writer():
-            encode_into(self.namespace, self.encoder(), missing, 4096, progress)
+    def reread_cache(self) -> None:
+        """Read the cache namespace again after vectors were written into it
+        (`pipeline.evaluate_scoring.cached_pair_vectors`): its index is read anew on the next lookup."""
         self.namespace.reload()
-        self._index = None  # read again, with the new vectors, on the next lookup
-        return piece_features(self.namespace, pairs, self.view).pair_vectors(), missing.height
-
-    def score_pair_vectors(self, vectors: PairVectors, pairs: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(r_pos, r_neg) per pair (the members' mean)."""
-        positive, negative = self.member_pair_scores(vectors, pairs)
-        return positive.mean(axis=0), negative.mean(axis=0)
-
-    def member_pair_scores(self, vectors: PairVectors, pairs: pl.DataFrame | None = None, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """(r_pos, r_neg) per member and pair, each (members, pairs): the heads' scores from the
-        pairs' pieces (when they carry them), blended with the blend's parts when the checkpoint has
-        them: the linear part of the pooled vectors, the TF-IDF part of the pairs' texts (then
-        `pairs`, the table `vectors` came from, is needed)."""
-        positive, negative = self.head_pair_scores(vectors, batch_size)
-        if self.blend is None:
-            return positive, negative
-        if pairs is None and self.blend.tfidf is not None:
-            raise ScoringError(f"{self.folder} blends its heads with a TF-IDF model, which reads the texts: pass the pair table beside its vectors")
-        linear = [self.blend.linear_scores(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
-                  self.blend.linear_scores(vectors.negative_context, vectors.negative_module_text, vectors.target_module)]  # fmt: skip
-        texts = lambda side: (pairs[f"{side}_context"], pairs[f"{side}_module_text"]) if pairs is not None else ([], [])  # noqa: E731
-        return (
-            self.blend.rewards(positive, linear[0], *texts("positive")),
-            self.blend.rewards(negative, linear[1], *texts("negative")),
-        )
-
-    @torch.no_grad()
-    def head_pair_scores(self, vectors: PairVectors, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """(r_pos, r_neg) per member and pair of the heads alone, without the blend's parts."""
-        if vectors.pieces is not None:
-            self.model.eval()
-            data = PairTensors.from_pieces(vectors.pieces, self.model, self.device)
-            sides = ([], [])
-            for rows in torch.arange(len(data), device=self.device).split(batch_size):
-                batch = data.rows(rows)
-                for k, side in enumerate(sides):
-                    context, module_text = batch.pieces(batch.pair_texts[:, 2 * k]), batch.pieces(batch.pair_texts[:, 2 * k + 1])
-                    side.append(member_piece_scores(self.model, context, module_text, batch.module_index).float().cpu())
-            if not sides[0]:
-                return np.zeros((self.members, 0), np.float32), np.zeros((self.members, 0), np.float32)
-            return tuple(torch.cat(side, dim=1).numpy() for side in sides)
-        return (
-            self.member_scores(vectors.positive_context, vectors.positive_module_text, vectors.target_module),
-            self.member_scores(vectors.negative_context, vectors.negative_module_text, vectors.target_module),
-        )
+        self._index = None
 
 
 def load(
@@ -490,19 +391,15 @@ def load(
 ) -> RewardScorer:
     """A `RewardScorer` for the checkpoint folder. `cache_dir`: an embedding cache to read vectors
     from (it must hold the checkpoint's encoder namespace, unless `write_cache`, which creates it
-    and lets `pair_vectors` embed what it lacks); `encoder`: a local folder of the checkpoint's
-    encoder when the name it recorded does not load here; `memory_size`: how many recent text
-    vectors to keep in memory (0: none); `index_memory_map_above_mb`: a cache namespace larger than
-    this (MiB; "auto": half the memory available) is indexed through a memory map rather than read
-    into RAM; `allow_untrained`: score modules whose head saw no training pairs too (refused by
-    default, `UntrainedModule`)."""
+    and lets `pipeline.evaluate_scoring.cached_pair_vectors` embed what it lacks); `encoder`: a
+    local folder of the checkpoint's encoder when the name it recorded does not load here;
+    `memory_size`: how many recent text vectors to keep in memory (0: none);
+    `index_memory_map_above_mb`: a cache namespace larger than this (MiB; "auto": half the memory
+    available) is indexed through a memory map rather than read into RAM; `allow_untrained`: score
+    modules whose head saw no training pairs too (refused by default, `UntrainedModule`)."""
     folder = Path(checkpoint)
     device = pick_device(device)
-    model, config = load_heads(folder, device=device)
-    try:
-        View.from_checkpoint(config).check_vectors(config["encoder_fingerprint"], f"the encoder {folder} records")
-    except ViewMismatch as e:
-        raise CheckpointError(str(e)) from None
+    model, config = RewardModel.load(folder, device)
     namespace = None
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir)
@@ -516,32 +413,20 @@ def load(
             ) from None
     return RewardScorer(
         model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size,
-        index_memory_map_above_mb=index_memory_map_above_mb, blend=load_blend(folder, config), allow_untrained=allow_untrained,
+        index_memory_map_above_mb=index_memory_map_above_mb, allow_untrained=allow_untrained,
     )  # fmt: skip
 
 
-def load_blend(folder: Path, config: dict) -> Blended | None:
-    """The parts the checkpoint's reward blends with its heads (heads/blend.py), or None when its
-    config.json names none (`lexical`: a checkpoint from before the linear part, TF-IDF only).
-    A part that cannot be read is one `CheckpointError` naming its files."""
-    record = config.get("blend") or config.get("lexical")
-    if not record:
-        return None
-    try:
-        blend = Blend.from_record(record)
-    except (KeyError, TypeError, ValueError) as e:
-        raise damaged(folder / CONFIG, f"its blend is not what train-heads writes ({type(e).__name__}: {e})") from None
-    parts = {}
-    for name, what, files, part in (("linear", "linear", [LINEAR_WEIGHTS], LinearModel), ("tfidf", "TF-IDF", [VOCABULARY, TFIDF_WEIGHTS], TfidfModel)):
-        if blend.weights[PARTS.index(name)]:
-            try:
-                parts[name] = part.load(folder)
-            except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
-                raise CheckpointError(
-                    f"{folder} blends its heads with a {what} part, but its {' and '.join(files)} could not be read "
-                    f"({error_line(e)}); copy the checkpoint folder whole, or retrain it"
-                ) from None
-    return Blended(blend, parts.get("linear"), parts.get("tfidf"))
+def normalized(rewards: np.ndarray, modules: Sequence[str], normalization: dict[str, tuple[float, float]]) -> np.ndarray:
+    """(r - mean) / std per row, with the mean and std (`checkpoint_normalization`) of the row's module."""
+    mean = np.array([normalization[m][0] for m in modules], np.float32)
+    std = np.array([normalization[m][1] for m in modules], np.float32)
+    return ((np.asarray(rewards, np.float32) - mean) / std).astype(np.float32)
+
+
+def normalized_uncertainty(uncertainty: np.ndarray, modules: Sequence[str], normalization: dict[str, tuple[float, float]]) -> np.ndarray:
+    """The uncertainty in normalised units: divided by the std of the row's module."""
+    return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
 
 
 def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:

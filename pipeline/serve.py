@@ -12,7 +12,7 @@ Endpoints:
   POST /score       {"items": [{"context", "module", "module_text"}, ...]} -> {"rewards": [...], "normalized": bool};
                     the rewards are exactly what `pipeline.rewards.RewardScorer.score` returns for the same rows;
                     a checkpoint of the rounds view adds "round_rewards": per item, its reward split over
-                    the module text's rounds (`RewardScorer.round_rewards`).
+                    the module text's rounds (`RewardScorer.rewards`).
   POST /get_reward  OpenRLHF's remote reward model (`--remote_rm_url http://HOST:PORT/get_reward`):
                     {"query": [...], "prompts": [...], "labels": [...]} ->
                     {"rewards": [...], "scores": [...], "extra_logs": {"raw_reward": [...], "module_id": [...], "prompt_truncated": [...]}}.
@@ -278,7 +278,7 @@ class MicroBatcher:
             job.scored += n
             start += n
             if job.scored == len(job.modules) and not job.future.done():
-                job.future.set_result(job.parts[0] if len(job.parts) == 1 else _concatenate(job.parts))
+                job.future.set_result(job.parts[0] if len(job.parts) == 1 else Rewards.concatenate(job.parts))
             if job.future.done():
                 job.parts = []
 
@@ -297,12 +297,6 @@ def _release_memory() -> None:
 
 
 _malloc_trim = None
-
-
-def _concatenate(parts: list[Rewards]) -> Rewards:
-    shares = None if parts[0].round_rewards is None else [s for part in parts for s in part.round_rewards]
-    columns = ("rewards", "raw", "uncertainty", "raw_uncertainty")
-    return Rewards(*(np.concatenate([getattr(part, name) for part in parts]) for name in columns), shares)
 
 
 # --- reading requests ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """verl reward function: a checkpoint's per-module rewards as verl's custom reward function.
 
-Which keys name it depends on verl's version (README "### verl" has the table and how each row was
-checked); verl >= 0.9 reads only `reward.*` and silently ignores the old top-level keys:
+Which keys name it depends on verl's version (docs/rl-rewards.md, "verl", has the table and how each
+row was checked); verl >= 0.9 reads only `reward.*` and silently ignores the old top-level keys:
 
     # verl >= 0.9 (also 0.7.1-0.8): in-process, each reward worker loads the checkpoint once
     # (REWARD_CACHE, REWARD_NORMALIZE=1, REWARD_DEVICE, REWARD_ENCODER are optional)
@@ -156,8 +156,8 @@ def _members() -> int:
 def _score(contexts: list[str], module_texts: list[str], modules: list[str]) -> tuple[list[float], list[float] | None]:
     """Rewards and, for an ensemble checkpoint, their uncertainty (else None)."""
     if not os.environ.get("REWARD_URL"):
-        rewards, uncertainty = _local_scorer().score_with_uncertainty(contexts, module_texts, modules)
-        return rewards.tolist(), uncertainty.tolist() if _members() > 1 else None
+        scored = _local_scorer().rewards(contexts, module_texts, modules)
+        return scored.rewards.tolist(), scored.uncertainty.tolist() if _members() > 1 else None
     url, limits = os.environ["REWARD_URL"].rstrip("/"), _server()
     rewards: list[float] = []
     uncertainty: list[float] = []
@@ -254,7 +254,7 @@ def check_config(overrides: Sequence[str], config_name: str = "ppo_trainer") -> 
     with initialize_config_dir(config_dir=str(Path(verl.__file__).parent / "trainer" / "config"), version_base=None):
         config = compose(config_name=config_name, overrides=list(overrides))
     if "reward" not in config:
-        return False, f"verl {version} has no `reward` config (verl <= 0.7.0): this check knows verl >= 0.7.1; see the README's version table"
+        return False, f"verl {version} has no `reward` config (verl <= 0.7.0): this check knows verl >= 0.7.1; see the version table in docs/rl-rewards.md"
     legacy = [key for key in LEGACY_KEYS if OmegaConf.select(config, key) is not None]
     translated = hasattr(main_ppo, "migrate_legacy_reward_impl")  # 0.7.1-0.8: main() translates the old keys into reward.*
     if translated:

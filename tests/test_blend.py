@@ -19,6 +19,7 @@ from heads.blend import (
     _clustered_z, blend_sample, blend_weights, choose_weights, describe_reward, episode_end, reward_formula, task_folds,
 )  # fmt: skip
 from pipeline.cli import main
+from pipeline.evaluate_scoring import cached_pair_vectors, pair_scores
 from pipeline.rewards import load
 from pipeline.train_heads import train_heads
 
@@ -193,15 +194,14 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
 
     scorer = load(folder, root / "cache", device="cpu")
     texts = val["positive_context"].to_list(), val["positive_module_text"].to_list(), val["target_module"].to_list()
-    blended, scorer.blend = scorer.blend, None
-    heads_alone = scorer.score(*texts)
-    scorer.blend = blended
+    blended = scorer.blend
+    heads_alone = scorer.rewards(*texts).parts["heads"]
     linear = blended.linear_scores(scorer.vectors(texts[0], ["context"] * val.height), scorer.vectors(texts[1], ["module"] * val.height), texts[2])
     tfidf = blended.tfidf.score_texts(texts[0], texts[1]) if blended.tfidf else None
     expected = blended.blend(heads_alone, linear, tfidf)
     np.testing.assert_allclose(scorer.score(*texts), expected, atol=1e-5)
-    positive, _ = scorer.score_pair_vectors(scorer.pair_vectors(val)[0], val)  # evaluation's path
-    np.testing.assert_allclose(positive, expected, atol=1e-5)
+    positive, _ = pair_scores(scorer, cached_pair_vectors(scorer, val)[0], val)  # evaluation's path
+    np.testing.assert_allclose(positive.reward, expected, atol=1e-5)
 
     report = tmp_path / "report"
     result = CliRunner().invoke(main, ["evaluate", str(folder), str(root / "val.jsonl"), "--cache", str(root / "cache"), "--out", str(report)])
@@ -293,9 +293,8 @@ def test_a_checkpoint_from_before_the_linear_part_scores_with_its_tfidf_part(rew
     (folder / "config.json").write_text(json.dumps({**saved, "lexical": record}))
     scorer = load(folder, device="cpu")
     texts = val["positive_context"].to_list(), val["positive_module_text"].to_list(), val["target_module"].to_list()
-    blended, scorer.blend = scorer.blend, None
-    heads_alone = scorer.score(*texts)
-    scorer.blend = blended
+    blended = scorer.blend
+    heads_alone = scorer.rewards(*texts).parts["heads"]
     np.testing.assert_allclose(scorer.score(*texts), 0.6 * heads_alone + 0.4 * tfidf.score_texts(texts[0], texts[1]) / 2.0, atol=1e-5)
 
 

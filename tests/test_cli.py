@@ -102,7 +102,7 @@ def test_split_writes_three_task_disjoint_files_and_its_config(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
-    """The README's main job, as a user runs it: 1000 hard synthetic pairs, MiniLM at 256 tokens.
+    """The README's first command, as a user runs it: 1000 hard synthetic pairs, MiniLM at 256 tokens.
     The heads must learn something real: training loss falls, and pairwise accuracy on the
     held-out, task-grouped validation split is well above chance (0.67 measured, held to within
     0.05; 0.5 is chance)."""

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from reward_checkpoint import MODULES, checkpoint_config
@@ -119,13 +120,15 @@ def test_ensemble_checkpoint_holds_members_that_differ_and_the_reward_is_their_m
 
     contexts, texts, modules = contexts_and_texts(data)
     vectors = scorer.vectors(contexts + texts, ["context"] * len(texts) + ["module"] * len(texts))
-    members = scorer.member_scores(vectors[: len(texts)], vectors[len(texts) :], modules)
+    tensors = torch.from_numpy(vectors[: len(texts)]), torch.from_numpy(vectors[len(texts) :])
+    members = scorer.model.heads.member_scores(*tensors, scorer.model.module_index(modules)).detach().numpy()
     assert members.shape == (MEMBERS, len(texts))
     assert not np.allclose(members[0], members[1])  # bootstrap resamples and seeds make them differ
     if scorer.blend is not None:  # each member's score is blended with the same linear and TF-IDF scores
         linear = scorer.blend.linear_scores(vectors[: len(texts)], vectors[len(texts) :], modules)
-        members = scorer.blend.rewards(members, linear, contexts, texts)
-    rewards, uncertainty = scorer.score_with_uncertainty(contexts, texts, modules)
+        members = scorer.blend.blend(members, linear, scorer.blend.tfidf.score_texts(contexts, texts) if scorer.blend.tfidf else None)
+    result = scorer.rewards(contexts, texts, modules)
+    rewards, uncertainty = result.rewards, result.uncertainty
     np.testing.assert_allclose(rewards, members.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(uncertainty, members.std(axis=0), atol=1e-6)  # population std
     np.testing.assert_allclose(scorer.score(contexts, texts, modules), rewards, atol=0)
@@ -135,7 +138,8 @@ def test_ensemble_checkpoint_holds_members_that_differ_and_the_reward_is_their_m
 def test_a_single_checkpoint_loads_as_before_with_zero_uncertainty(data):
     scorer = load(data / "plain", device="cpu")
     contexts, texts, modules = contexts_and_texts(data, 4)
-    rewards, uncertainty = scorer.score_with_uncertainty(contexts, texts, modules)
+    result = scorer.rewards(contexts, texts, modules)
+    rewards, uncertainty = result.rewards, result.uncertainty
     assert scorer.members == 1 and np.array_equal(rewards, scorer.score(contexts, texts, modules))
     assert np.array_equal(uncertainty, np.zeros(4, np.float32))
 
@@ -151,7 +155,8 @@ def test_score_cli_writes_uncertainty_per_module_only_for_an_ensemble(ensemble, 
         result = CliRunner().invoke(main, ["score", str(checkpoint), str(tmp_path / "in.jsonl"), "--out", str(tmp_path / f"{name}.jsonl"), "--device", "cpu"])
         assert result.exit_code == 0, result.output
     scored = [json.loads(line) for line in (tmp_path / "ensemble.jsonl").read_text().splitlines()]
-    rewards, uncertainty = scorer.score_with_uncertainty(contexts, texts, modules)
+    result = scorer.rewards(contexts, texts, modules)
+    rewards, uncertainty = result.rewards, result.uncertainty
     for record, m, r, u in zip(scored, modules, rewards, uncertainty):
         assert record["scores"][m] == pytest.approx(float(r), abs=1e-5) and record["uncertainty"][m] == pytest.approx(float(u), abs=1e-5)
     assert all("uncertainty" not in json.loads(line) for line in (tmp_path / "single.jsonl").read_text().splitlines())
@@ -161,7 +166,8 @@ def test_serve_answers_uncertainty_in_score_and_get_reward_extra_logs(scorer, da
     from test_serve import request
 
     contexts, texts, modules = contexts_and_texts(data, 5)
-    rewards, uncertainty = scorer.score_with_uncertainty(contexts, texts, modules)
+    result = scorer.rewards(contexts, texts, modules)
+    rewards, uncertainty = result.rewards, result.uncertainty
     with BackgroundServer(create_app(scorer, ServeSettings())) as server:
         assert request(f"{server.url}/health")[1]["ensemble"] == MEMBERS
         status, body = request(f"{server.url}/score", {"items": [{"context": c, "module": m, "module_text": t} for c, t, m in zip(contexts, texts, modules)]})
@@ -181,7 +187,7 @@ def test_verl_function_returns_the_uncertainty(ensemble, scorer, data, monkeypat
     monkeypatch.setattr(verl_reward, "_scorer", None)
     contexts, texts, modules = contexts_and_texts(data, 1)
     result = verl_reward.compute_score("agent", texts[0], None, {"module": modules[0], "context": contexts[0]})
-    _, uncertainty = scorer.score_with_uncertainty(contexts, texts, modules)
+    uncertainty = scorer.rewards(contexts, texts, modules).uncertainty
     assert set(result) == {"score", "uncertainty", *(f"{m}_score" for m in MODULES)}
     assert result["uncertainty"] == pytest.approx(float(uncertainty[0]), abs=1e-5) and result["uncertainty"] > 0
     assert verl_reward.compute_score("agent", "no tags", None, None)["uncertainty"] == 0.0
@@ -226,7 +232,7 @@ def test_evaluate_reports_accuracy_by_uncertainty_quartile_and_stores_the_normal
     raw, normalised = load(tmp_path / "ckpt", device="cpu"), load(tmp_path / "ckpt", device="cpu", normalize=True)
     contexts, texts, modules = contexts_and_texts(data, 6)
     std = np.array([normalised.normalization[m][1] for m in modules], np.float32)
-    np.testing.assert_allclose(normalised.score_with_uncertainty(contexts, texts, modules)[1], raw.score_with_uncertainty(contexts, texts, modules)[1] / std, rtol=1e-5)
+    np.testing.assert_allclose(normalised.rewards(contexts, texts, modules).uncertainty, raw.rewards(contexts, texts, modules).uncertainty / std, rtol=1e-5)
 
 
 def test_finetune_refuses_an_ensemble_checkpoint_in_one_line(ensemble, data, tmp_path):

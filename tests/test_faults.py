@@ -1,6 +1,6 @@
 """The fault suite (issue 14): every way a file, a crash or a client can break a verb, one test per
-class, so that a later change cannot quietly reopen any of them. What each must give (the README's
-"What happens when things go wrong"): exit 1 and one line saying what and where and the way out,
+class, so that a later change cannot quietly reopen any of them. What each must give (docs/troubleshooting.md,
+one section per fault): exit 1 and one line saying what and where and the way out,
 never a traceback; nothing half-written; the server answers the request at fault alone.
 
 The kill -9 tests (every verb that writes, killed at a random moment, then rerun) are slow."""
@@ -640,7 +640,7 @@ CHECKPOINT_DAMAGE = {
     "ensemble of more members than saved": (True, edited_config(lambda c: c.update(ensemble=3)), "heads.safetensors", "no weights for member 2's module reflection"),
     "ensemble member lacks a module": (True, without_module("executor", "members.1."), "heads.safetensors", "no weights for member 1's module executor"),
     "ensemble size not a number": (True, edited_config(lambda c: c.update(ensemble="2")), "config.json", "'ensemble' should be a positive integer"),
-    # the blend's parts (pipeline/rewards.py load_blend), read by the verbs that score; "" names the folder
+    # the blend's parts (heads/blend.py Blended.load), read by the verbs that score; "" names the folder
     "blend vocabulary not JSON": (False, written("lexical.json", b'{"vectorizer": '), "", "TF-IDF part, but its lexical.json and lexical.safetensors could not be read"),
     "blend TF-IDF weights truncated": (False, cut_in_half("lexical.safetensors"), "", "TF-IDF part, but its lexical.json and lexical.safetensors could not be read"),
     "blend linear weights truncated": (False, cut_in_half("linear.safetensors"), "", "linear part, but its linear.safetensors could not be read"),
@@ -711,7 +711,8 @@ def test_a_normalisation_of_non_finite_rewards_is_unusable_not_damage(trained, t
     shutil.copytree(trained / "checkpoint", tmp_path / "ckpt")
     edited_config(lambda c: c["normalization"].update(planner={"mean": None, "std": None, "n_responses": 10}))(tmp_path / "ckpt")
     vectors = np.random.default_rng(0).standard_normal((2, 3, 384)).astype(np.float32)
-    raw = [load(folder, device="cpu").score_vectors(*vectors, ["planner"] * 3) for folder in (tmp_path / "ckpt", trained / "checkpoint")]
+    texts = ["ctx"] * 3, ["[Round 1]\n<plan>go</plan>"] * 3  # a blend's TF-IDF part reads them
+    raw = [load(folder, device="cpu").score_vectors(*vectors, ["planner"] * 3, *texts).raw for folder in (tmp_path / "ckpt", trained / "checkpoint")]
     np.testing.assert_array_equal(*raw)
     scorer = load(tmp_path / "ckpt", device="cpu", normalize=True)
     assert "planner" not in scorer.scorable_modules and "executor" in scorer.scorable_modules

@@ -29,6 +29,7 @@ from pipeline.config import load_config
 from pipeline.embed import embed_pairs
 from data import UserError
 from pipeline.finetune import finetune
+from pipeline.evaluate_scoring import cached_pair_vectors
 from pipeline.rewards import load
 from pipeline.train_heads import train_heads
 
@@ -112,8 +113,8 @@ def test_loss_falls_and_the_checkpoint_evaluates_with_its_own_encoder(minilm, tm
     encoder, then after each epoch of stage 1 (0.47 -> 0.43, 0.41, 0.41 measured)."""
     train = minilm / "train.jsonl"
     stage0 = load(minilm / "stage0", minilm / "cache", device="cpu")
-    vectors, _ = stage0.pair_vectors(load_pairs(train))
-    before = evaluate_pairs(stage0.model, PairTensors.from_vectors(vectors, stage0.model), 0.1, 0.1)["loss"]
+    vectors, _ = cached_pair_vectors(stage0, load_pairs(train))
+    before = evaluate_pairs(stage0.model.heads, PairTensors.from_vectors(vectors, stage0.model.heads), 0.1, 0.1)["loss"]
 
     out = tmp_path / "ft"
     result = finetune(files=[train], init=minilm / "stage0", out=out, config=stage1_config(**{"stage_1.epochs": 3}), val_file=train, progress=False)

@@ -1,9 +1,9 @@
 """verl 0.9.1's own trainer reward path (its ppo_trainer config composed with Hydra, RewardLoopWorker,
 load_reward_manager, assemble_rm_scores, the extra-info columns) on a small real checkpoint, in the
-RL clients' environment (tests/rl_clients/drive_verl.py), with exactly the overrides README's
-"### verl" section shows; its rewards against the Python API's in this environment.
+RL clients' environment (tests/rl_clients/drive_verl.py), with exactly the overrides the "## verl"
+section of docs/rl-rewards.md shows; its rewards against the Python API's in this environment.
 
-Also what the README warns about: the old top-level `custom_reward_function.*` keys never reach
+Also what that page warns about: the old top-level `custom_reward_function.*` keys never reach
 our function on 0.9.1 (an error for data_source 'agent', verl's own scorer for 'openai/gsm8k'),
 and `python -m pipeline.verl_reward --check-config` says so."""
 
@@ -26,14 +26,15 @@ from pipeline.serve import BackgroundServer, ServeSettings, create_app
 pytestmark = pytest.mark.slow
 
 MODULES = ["reflection", "planner", "executor", "memory"]
-LEGACY = [f"custom_reward_function.path={ROOT}/pipeline/verl_reward.py", "custom_reward_function.name=compute_score"]  # the old README's keys
+LEGACY = [f"custom_reward_function.path={ROOT}/pipeline/verl_reward.py", "custom_reward_function.name=compute_score"]  # the old keys (verl <= 0.7.0)
 
 
-def readme_overrides() -> dict[str, list[str]]:
-    """The verl overrides in README's "### verl" code block, by what they set: "function" (the
-    reward.custom_reward_function.* keys) and "manager" (the reward.reward_manager.* keys)."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("\n### verl\n") :]
+def documented_overrides() -> dict[str, list[str]]:
+    """The verl overrides in the code block of docs/rl-rewards.md's "## verl" section (the README's
+    until the docs moved there), by what they set: "function" (the reward.custom_reward_function.*
+    keys) and "manager" (the reward.reward_manager.* keys)."""
+    text = (ROOT / "docs" / "rl-rewards.md").read_text()
+    section = text[text.index("\n## verl\n") :]
     block = section[section.index("```bash") : section.index("```\n", section.index("```bash") + 7)]
     tokens = re.findall(r"(?<!\S)(reward\.[\w.]+=\S+)", block.replace("/path/to/module-reward-models", str(ROOT)))
     groups = {
@@ -88,7 +89,7 @@ def verl_runs(reward_checkpoint, executor_only, tmp_path_factory):  # noqa: F811
     shared checkpoint in this process for the case that goes through it."""
     rl_python()
     work = tmp_path_factory.mktemp("verl")
-    documented = readme_overrides()
+    documented = documented_overrides()
     full, executor = samples(reward_checkpoint, MODULES), samples(executor_only, ["executor"])
     in_process = {"REWARD_CHECKPOINT": str(reward_checkpoint / "checkpoint"), "REWARD_DEVICE": "cpu"}
     only_executor = {"REWARD_CHECKPOINT": str(executor_only / "plain"), "REWARD_DEVICE": "cpu"}

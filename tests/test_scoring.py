@@ -13,6 +13,7 @@ from data.synth import generate_pairs
 from data.trajectory import DEFAULT_MODULE_FIELDS, module_texts_from_trajectory, render_context, render_module
 from features.pairs import text_key
 from heads import CheckpointError
+from pipeline.evaluate_scoring import cached_pair_vectors, pair_scores
 from pipeline.rewards import ScoringError, VectorMemory, load
 from pipeline import verl_reward
 from pipeline.cli import main
@@ -35,7 +36,7 @@ def rows(pairs, side: str = "positive") -> tuple[list[str], list[str], list[str]
 def test_scores_equal_the_heads_on_cached_vectors_with_and_without_the_cache(trained, scorer):
     pairs = load_pairs(trained / "val.jsonl")
     reference = load(trained / "checkpoint", trained / "cache", device="cpu")
-    positive, negative = reference.score_pair_vectors(reference.pair_vectors(pairs, embed_missing=False)[0], pairs)
+    positive, negative = (side.reward for side in pair_scores(reference, cached_pair_vectors(reference, pairs, embed_missing=False)[0], pairs))
 
     in_memory = load(trained / "checkpoint", device="cpu", memory_size=0)
     np.testing.assert_allclose(in_memory.score(*rows(pairs)), positive, atol=1e-5)
@@ -61,7 +62,7 @@ def test_a_cached_scorer_reads_the_cache_once_into_an_index(trained, memory_map_
     np.testing.assert_array_equal(cached.vectors(contexts, ["context"] * len(contexts)), cached.namespace.fetch([text_key("context", c) for c in contexts]))
 
     evaluating = load(trained / "checkpoint", trained / "cache", device="cpu")
-    evaluating.pair_vectors(pairs, embed_missing=False)
+    cached_pair_vectors(evaluating, pairs, embed_missing=False)
     assert evaluating.namespace.reads == 1, "a pair table's pieces in one read"
 
 

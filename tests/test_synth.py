@@ -153,7 +153,7 @@ def test_not_trivially_separable():
 
     # Measured on seed 0 (2000 pairs, 520 held out from 7 families), to the layout of data.trajectory;
     # seeds 1-3 land within 0.03 of these. Margin 0.05 either side: a change to the generator that
-    # moves a shortcut further than that has changed how hard the data is, and the README's numbers.
+    # moves a shortcut further than that has changed how hard the data is, and the numbers in docs/results/demo-and-synthetic.md.
     measured = {
         "longer module text wins": 0.446,
         "shorter module text wins": 0.421,

@@ -24,6 +24,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs, load_encoder
 from pipeline.finetune import finetune
+from pipeline.evaluate_scoring import cached_pair_vectors, pair_scores
 from pipeline.rewards import ScoringError, load
 from pipeline.train_heads import read_features, train_heads
 
@@ -285,7 +286,8 @@ def test_round_rewards_sum_to_the_reward_and_the_score_cli_writes_them(rounds_se
     scorer = load(root / "rounds-ckpt", root / "cache", device="cpu")
     pairs = load_pairs(root / "val.jsonl").head(6)
     contexts, texts, modules = pairs["positive_context"].to_list(), pairs["positive_module_text"].to_list(), pairs["target_module"].to_list()
-    rewards, shares = scorer.round_rewards(contexts, texts, modules)
+    result = scorer.rewards(contexts, texts, modules, round_rewards=True)
+    rewards, shares = result.rewards, result.round_rewards
     np.testing.assert_allclose(rewards, scorer.score(contexts, texts, modules), atol=1e-5)
     np.testing.assert_allclose([s.sum() for s in shares], rewards, atol=1e-5)
     assert [len(s) for s in shares] == [len(scorer.view.pieces(t, "module")) for t in texts]
@@ -321,7 +323,8 @@ def test_served_items_carry_their_round_rewards(rounds_setup):
         with urllib.request.urlopen(call, timeout=60) as response:
             answer = json.loads(response.read())
     assert scorer.calls == 1  # rewards and round shares came from one pass of the heads
-    rewards, shares = scorer.round_rewards(pairs["negative_context"].to_list(), pairs["negative_module_text"].to_list(), pairs["target_module"].to_list())
+    result = scorer.rewards(pairs["negative_context"].to_list(), pairs["negative_module_text"].to_list(), pairs["target_module"].to_list(), round_rewards=True)
+    rewards, shares = result.rewards, result.round_rewards
     np.testing.assert_allclose(answer["rewards"], rewards, atol=1e-5)
     for served, expected in zip(answer["round_rewards"], shares):
         np.testing.assert_allclose(served, expected, atol=1e-5)
@@ -335,7 +338,7 @@ def test_round_rewards_are_refused_for_views_without_rounds(reward_checkpoint, t
     scorer = load(old, device="cpu")
     assert scorer.view == View()  # a checkpoint from before views reads as truncate
     with pytest.raises(ScoringError, match="rounds view"):
-        scorer.round_rewards(["Task: x"], ["[Round 1]\n<plan>y</plan>"], ["planner"])
+        scorer.rewards(["Task: x"], ["[Round 1]\n<plan>y</plan>"], ["planner"], round_rewards=True)
 
 
 def test_a_checkpoint_refuses_another_view(rounds_setup, tmp_path):
@@ -399,7 +402,8 @@ def test_a_rounds_view_finetune_runs_and_keeps_its_view(which, tiny_qwen3_path, 
     assert (saved["view"], saved["pooling"]) == ("rounds", "attention")
     scorer = load(tmp_path / "stage1", device="cpu")  # no cache: its own fine-tuned encoder reads the pieces
     pairs = load_pairs(tmp_path / "val.jsonl")
-    rewards, shares = scorer.round_rewards(pairs["positive_context"].to_list(), pairs["positive_module_text"].to_list(), pairs["target_module"].to_list())
+    result = scorer.rewards(pairs["positive_context"].to_list(), pairs["positive_module_text"].to_list(), pairs["target_module"].to_list(), round_rewards=True)
+    rewards, shares = result.rewards, result.round_rewards
     np.testing.assert_allclose([s.sum() for s in shares], rewards, atol=1e-5)
     with pytest.raises(CheckpointError, match="view 'rounds'.*'chunks'"):
         finetune(files=[tmp_path / "train.jsonl"], init=tmp_path / "stage0", out=tmp_path / "other", config=config.override({"features.view": "chunks"}), max_steps=1, progress=False)
@@ -429,11 +433,13 @@ def test_an_ensemble_of_the_rounds_view_gives_uncertainty_and_round_rewards(roun
     assert scorer.members == 2 and scorer.view.attention
     pairs = load_pairs(root / "val.jsonl").head(6)
     texts = (pairs["positive_context"].to_list(), pairs["positive_module_text"].to_list(), pairs["target_module"].to_list())
-    rewards, uncertainty = scorer.score_with_uncertainty(*texts)
+    result = scorer.rewards(*texts)
+    rewards, uncertainty = result.rewards, result.uncertainty
     assert (uncertainty > 0).all()  # members trained on other task resamples disagree
-    same, shares = scorer.round_rewards(*texts)
+    result = scorer.rewards(*texts, round_rewards=True)
+    same, shares = result.rewards, result.round_rewards
     np.testing.assert_allclose(same, rewards, atol=1e-5)
     np.testing.assert_allclose([s.sum() for s in shares], rewards, atol=1e-5)
     # evaluation scores the pairs' pieces with every member: the mean is what the scorer gives
-    positive, _ = scorer.member_pair_scores(scorer.pair_vectors(pairs)[0], pairs)
-    np.testing.assert_allclose(positive.mean(axis=0), rewards, atol=1e-5)
+    positive, _ = pair_scores(scorer, cached_pair_vectors(scorer, pairs)[0], pairs)
+    np.testing.assert_allclose(positive.members.mean(axis=0), rewards, atol=1e-5)

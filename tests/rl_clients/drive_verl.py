@@ -137,14 +137,14 @@ def run(spec: dict, tokenizer, tokenizer_folder: Path) -> dict:
 
 def count_scorer_calls() -> None:
     """Count the checkpoint's scoring calls in this process, whichever copy of our module makes them."""
-    original = RewardScorer.score_with_uncertainty
+    original = RewardScorer.rewards
 
     def counted(self, *args, **kwargs):
         RewardScorer.calls_seen += 1
         return original(self, *args, **kwargs)
 
     RewardScorer.calls_seen = 0
-    RewardScorer.score_with_uncertainty = counted
+    RewardScorer.rewards = counted
 
 
 def main() -> None:
