@@ -255,7 +255,7 @@ def main() -> None:
     )  # fmt: skip
     print(f"embedding {args.pairs} pairs and training heads (setup, not measured) in {work} ...", flush=True)
     embed_pairs([work / "cached.jsonl"], work / "cache", config, encoder=load_encoder(config), progress=False)
-    train_heads([work / "cached.jsonl"], work / "cache", work / "checkpoint", config, progress=False)
+    train_heads(files=[work / "cached.jsonl"], cache_dir=work / "cache", out=work / "checkpoint", config=config, progress=False)
     if args.adversarial:
         adversarial(work / "checkpoint", work / "cache", work)
         shutil.rmtree(work)

@@ -80,7 +80,7 @@ def train_checkpoint(work: Path, max_tokens: int) -> Path:
         }
     )  # fmt: skip
     embed_pairs([work / "train.jsonl"], work / "cache", config, encoder=load_encoder(config), progress=False)
-    train_heads([work / "train.jsonl"], work / "cache", work / "checkpoint", config, progress=False)
+    train_heads(files=[work / "train.jsonl"], cache_dir=work / "cache", out=work / "checkpoint", config=config, progress=False)
     return work / "checkpoint"
 
 

@@ -63,7 +63,7 @@ def run(train_file: Path, val_file: Path, work: Path, encoder: str, max_tokens: 
             for seed in range(seeds):
                 out = work / f"ckpt-{name}-{head}-{seed}"
                 seeded = config.override({"model.head": head, "training.seed": seed, "model.blend": "off"})  # the views, heads alone
-                train_heads([train_file], cache, out, seeded, val_file, namespace_id=report.namespace, progress=False, say=lambda *_: None, overwrite=True)
+                train_heads(files=[train_file], cache_dir=cache, out=out, config=seeded, val_file=val_file, namespace_id=report.namespace, progress=False, say=lambda *_: None, overwrite=True)
                 scorer = load(out, cache, device="cpu")
                 vectors, _ = cached_pair_vectors(scorer, val, embed_missing=False)
                 positive, negative = pair_scores(scorer, vectors)

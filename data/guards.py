@@ -13,8 +13,10 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -168,6 +170,26 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """While the block runs, SIGTERM (`kill`, `timeout`, a scheduler ending a job) raises
+    SystemExit(143) in the main thread, as Ctrl-C raises KeyboardInterrupt, so the block's own
+    clean-up (a scratch folder, a lock) runs before the process ends. Nothing changes in another
+    thread or when the process already handles SIGTERM itself."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from heads.model import MultiModuleRewardModel
-from heads.training import PairTensors, evaluate_pairs, optimizer_steps, train_epoch, warmup_linear_schedule, warmup_steps_for
+from heads.training import EarlyStopping, PairTensors, evaluate_pairs, optimizer_steps, train_epoch, warmup_linear_schedule, warmup_steps_for
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def fit_heads(
     generator = torch.Generator().manual_seed(seed)
 
     history: list[dict] = []
-    best_state, best_loss, best_epoch, since_best = None, float("inf"), 0, 0
+    best_state, stopping = None, EarlyStopping(recipe.patience)
     started = time.perf_counter()
     for epoch in range(1, setting.epochs + 1):
         train_loss = train_epoch(
@@ -113,13 +113,10 @@ def fit_heads(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if validation["loss"] < best_loss:
+        if stopping.update(epoch, validation["loss"]):
             # a copy on the model's own device: no transfer per epoch
             best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
-            best_loss, best_epoch, since_best = validation["loss"], epoch, 0
-        else:
-            since_best += 1
-            if since_best >= recipe.patience:
-                break
+        elif stopping.should_stop:
+            break
     model.load_state_dict(best_state)
-    return Fit(model, best_epoch, history, time.perf_counter() - started)
+    return Fit(model, stopping.best_epoch, history, time.perf_counter() - started)

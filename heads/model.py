@@ -121,6 +121,15 @@ class RewardHead(nn.Module):
         return masked_mean(pieces, mask), weights / weights.sum(1, keepdim=True).clamp(min=1)
 
 
+def module_index(order: Sequence[str], names: Sequence[str]) -> torch.Tensor:
+    """Each of `names` as its index in the heads' module `order` (N,)."""
+    lookup = {name: i for i, name in enumerate(order)}
+    unknown = sorted(set(names) - lookup.keys())
+    if unknown:
+        raise ValueError(f"no head for module(s) {', '.join(unknown)}; this model has {', '.join(order)}")
+    return torch.tensor([lookup[n] for n in names], dtype=torch.long)
+
+
 class MultiModuleRewardModel(nn.Module):
     """One `RewardHead` per module of the configured set."""
 
@@ -163,11 +172,7 @@ class MultiModuleRewardModel(nn.Module):
         return scores, weights
 
     def module_index(self, names: Sequence[str]) -> torch.Tensor:
-        lookup = {name: i for i, name in enumerate(self.modules_order)}
-        unknown = sorted(set(names) - lookup.keys())
-        if unknown:
-            raise ValueError(f"no head for module(s) {', '.join(unknown)}; this model has {', '.join(self.modules_order)}")
-        return torch.tensor([lookup[n] for n in names], dtype=torch.long)
+        return module_index(self.modules_order, names)
 
     def save(self, folder: str | Path, config: dict) -> None:
         """`heads.safetensors` + `config.json` (dimension, modules and whatever `config` adds)."""

@@ -1,7 +1,8 @@
 """Training pieces shared by the stage recipes: pair tensors, the warmup schedule, one epoch of
-heads over cached vectors, and per-module validation."""
+heads over cached vectors, per-module validation, and early stopping on the best epoch."""
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from features.pairs import PairVectors
 from features.views import PieceFeatures, View
-from heads.model import MultiModuleRewardModel, bradley_terry_loss
+from heads.model import MultiModuleRewardModel, bradley_terry_loss, module_index
 
 
 @dataclass
@@ -28,7 +29,8 @@ class PairTensors:
     module_index: torch.Tensor
 
     @classmethod
-    def from_pieces(cls, features: PieceFeatures, model: MultiModuleRewardModel, device: str = "cpu") -> "PairTensors":
+    def from_pieces(cls, features: PieceFeatures, model: MultiModuleRewardModel | Sequence[str], device: str = "cpu") -> "PairTensors":
+        """`model`: the heads whose module order the pairs' head indices follow, or that order itself."""
         vectors = features.vectors
         if isinstance(vectors, np.memmap) and device == "cpu":
             # stays on disk: batches are gathered from the page cache, never the whole matrix
@@ -40,7 +42,7 @@ class PairTensors:
             torch.from_numpy(np.asarray(features.offsets, np.int64)).to(device),
             torch.from_numpy(np.asarray(features.piece_ids, np.int64)).to(device),
             torch.from_numpy(np.asarray(features.pair_texts, np.int64)).to(device),
-            model.module_index(features.target_module.tolist()).to(device),
+            _module_index(model, features.target_module.tolist()).to(device),
         )
 
     @classmethod
@@ -84,6 +86,10 @@ class PairTensors:
         module_text = self.pieces(torch.cat([self.pair_texts[:, 1], self.pair_texts[:, 3]]))
         scores = model.score_pieces(context, module_text, torch.cat([self.module_index, self.module_index]))[0]
         return scores[:n], scores[n:]
+
+
+def _module_index(model: MultiModuleRewardModel | Sequence[str], names: Sequence[str]) -> torch.Tensor:
+    return module_index(model if isinstance(model, (list, tuple)) else model.modules_order, names)
 
 
 @dataclass
@@ -150,6 +156,33 @@ def warmup_linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, 
 def warmup_steps_for(total_steps: int, warmup_steps: int, max_fraction: float) -> int:
     """The configured warmup, capped to a fraction of all steps so small data still trains at full lr."""
     return max(1, min(warmup_steps, int(max_fraction * total_steps)))
+
+
+@dataclass
+class EarlyStopping:
+    """The best epoch so far by validation loss, and when to stop: after `patience` epochs in a row
+    without a lower one. Both stages' loops use it (heads/fitting.py, pipeline/finetune.py); stage 1
+    keeps its three counters in its resume state (`state()`, `EarlyStopping(patience, **saved)`)."""
+
+    patience: int
+    best_loss: float | None = None
+    best_epoch: int = 0  # 0: no epoch validated yet
+    since_best: int = 0
+
+    def update(self, epoch: int, loss: float) -> bool:
+        """Record `epoch`'s validation loss; True when it is the lowest so far (the first always is)."""
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.since_best = loss, epoch, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.since_best >= self.patience
+
+    def state(self) -> dict:
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "since_best": self.since_best}
 
 
 def optimizer_steps(n_pairs: int, batch_size: int, grad_accumulation: int) -> int:

@@ -620,7 +620,10 @@ def train_heads(files, cache_dir, out, val_file, epochs, encoder, namespace_id, 
 
     config = load_config(config_path, {"stage_0.epochs": epochs, "model.encoder": encoder, "training.device": device, "stage_0.ensemble": ensemble, "features.view": view})
     refuse_val_in_training(val_file, files)
-    result = run(files, cache_dir, out, config, val_file, resume, namespace_id, embed_missing, use_wandb, say=click.echo, overwrite=overwrite, search=search)
+    result = run(
+        files=files, cache_dir=cache_dir, out=out, config=config, val_file=val_file, resume=resume, namespace_id=namespace_id,
+        embed_missing=embed_missing, search=search, use_wandb=use_wandb, say=click.echo, overwrite=overwrite,
+    )  # fmt: skip
     if result.search is not None:
         from heads.search import table_rows
 
@@ -673,7 +676,7 @@ def finetune(files, init, out, val_file, epochs, batch_size, precision, gradient
         "stage_1.gradient_checkpointing": gradient_checkpointing, "stage_1.save_every_steps": save_every_steps, "training.device": device,
     })  # fmt: skip
     refuse_val_in_training(val_file, files)
-    result = run(files, init, out, config, val_file, encoder, resume, max_steps, overwrite=overwrite)
+    result = run(files=files, init=init, out=out, config=config, val_file=val_file, encoder_name=encoder, resume=resume, max_steps=max_steps, overwrite=overwrite)
     if int(os.environ.get("RANK", 0)) != 0:
         return
     click.echo(f"precision {result.precision}")

@@ -48,7 +48,7 @@ from heads.ensemble import accuracy_by_uncertainty
 from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
 from heads.model import CheckpointError
 from heads.report import markdown, terminal_table, write_plots
-from pipeline.config import Config
+from pipeline.config import Config, EvaluationConfig
 from pipeline.evaluate_scoring import cached_pair_vectors, pair_scores
 from pipeline.rewards import RewardScorer, checkpoint_normalization, load, normalized
 
@@ -152,27 +152,62 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
     # each part of a blended reward alone: the heads (the members' mean) and the linear and TF-IDF
     # parts the checkpoint holds (those of weight above 0); none when the reward is the heads alone
     parts = {name: (scored_positive.parts[name], scored_negative.parts[name]) for name in scored_positive.parts} if blend is not None else {}
-    # a TF-IDF part that reads more than evaluate's plain TF-IDF is not that baseline: it is refitted
-    ended_tfidf = blend is not None and blend.tfidf is not None and blend.tfidf.blocks != TFIDF_BLOCKS
-    if blend is not None:
-        weights = ", ".join(f"{name} {w:g}" for name, w in zip(PARTS, blend.blend.weights))
-        notes.append(
-            f"The reward blends the heads with their linear and TF-IDF parts at weights {weights} (chosen on held-out pairs by train-heads); "
-            + (
-                "the logistic-regression and TF-IDF baselines below are those parts alone (when their weight is above 0)."
-                if not ended_tfidf
-                else "the logistic-regression baseline below is the linear part alone (when its weight is above 0); the TF-IDF part also reads "
-                "the context's last round, so the TF-IDF baseline is a plain one of the context and module text, fitted on the training pairs."
-            )
-        )
-
+    notes += _blend_note(blend)
     lengths = {
         "module_text": length_scores(pairs),
         "context": (pairs["positive_context"].str.len_chars().to_numpy(), pairs["negative_context"].str.len_chars().to_numpy()),
     }
+    baselines = _baselines(scorer, pairs, vectors, parts, lengths, config, progress, notes)
+    group_by = config.data.group_by
+    groups = pairs[group_by].to_numpy() if group_by in pairs.columns else pairs["task"].to_numpy()
+    module_of = vectors.target_module
+    part_weights = dict(zip(PARTS, blend.blend.weights)) if blend is not None else {}
+    metrics = _PairMetrics(positive, negative, groups, lengths, parts, part_weights, baselines, config.evaluation)
+    seed = config.training.seed
+    report = {
+        "data_sha256": pair_table_hash(pairs, vectors.text_keys),
+        "n_pairs": pairs.height,
+        "embedded_texts": embedded,
+        "overall": metrics.summary(np.ones(pairs.height, bool), seed),
+        "modules": {m: metrics.summary(module_of == m, seed + 1 + i) for i, m in enumerate(modules)},
+        "sources": _sources(pairs, positive, negative, groups, config, seed),
+        "normalization": _normalization(positive, negative, module_of, modules),
+        "notes": notes,
+    }
+    if scorer.members > 1:
+        report["uncertainty"] = _uncertainty(scored_positive.members - scored_negative.members, positive, negative, groups, module_of, modules, config)
+    return report, {m: (positive[module_of == m], negative[module_of == m]) for m in modules}
+
+
+def _refitted_tfidf(blend) -> bool:
+    """A TF-IDF part that reads more than evaluate's plain TF-IDF is not that baseline: it is refitted."""
+    return blend is not None and blend.tfidf is not None and blend.tfidf.blocks != TFIDF_BLOCKS
+
+
+def _blend_note(blend) -> list[str]:
+    """For a blended reward, the report's note of its weights and of which baselines are its parts."""
+    if blend is None:
+        return []
+    weights = ", ".join(f"{name} {w:g}" for name, w in zip(PARTS, blend.blend.weights))
+    return [
+        f"The reward blends the heads with their linear and TF-IDF parts at weights {weights} (chosen on held-out pairs by train-heads); "
+        + (
+            "the logistic-regression and TF-IDF baselines below are those parts alone (when their weight is above 0)."
+            if not _refitted_tfidf(blend)
+            else "the logistic-regression baseline below is the linear part alone (when its weight is above 0); the TF-IDF part also reads "
+            "the context's last round, so the TF-IDF baseline is a plain one of the context and module text, fitted on the training pairs."
+        )
+    ]
+
+
+def _baselines(scorer: RewardScorer, pairs: pl.DataFrame, vectors, parts: dict, lengths: dict, config: Config, progress: bool, notes: list[str]) -> dict:
+    """(r_pos, r_neg) of every pair by each baseline: length, cosine, and those fitted on the
+    checkpoint's training pairs (TF-IDF, logistic regression, source prior), unless the blend
+    carries them as its parts. What could not be fitted, and why, goes to `notes`."""
+    blend = scorer.blend
     baselines = {"length": lengths["module_text"], "cosine": cosine_scores(vectors)}
     # the baselines fitted on the checkpoint's training pairs, unless the blend carries them
-    own_tfidf = blend is not None and blend.tfidf is not None and not ended_tfidf
+    own_tfidf = blend is not None and blend.tfidf is not None and not _refitted_tfidf(blend)
     own_linear = blend is not None and blend.linear is not None
     fitted = [name for name, wanted in (("TF-IDF", not own_tfidf), ("logistic-regression", config.evaluation.logistic_baseline and not own_linear)) if wanted]
     fitted += ["source-prior"] if SourcePrior.applies(pairs) else []
@@ -188,34 +223,47 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         notes.append("no logistic-regression baseline: evaluation.logistic_baseline is off in the config")
     elif train is not None:
         train_vectors, _ = cached_pair_vectors(scorer, train, progress=progress)
-        baselines["logistic_regression"] = LogisticBaseline.fit(train_vectors, modules, seed=config.training.seed).scores(vectors)
+        baselines["logistic_regression"] = LogisticBaseline.fit(train_vectors, scorer.modules, seed=config.training.seed).scores(vectors)
     if SourcePrior.applies(pairs) and train is not None:
         if SourcePrior.applies(train):
             baselines["source"] = SourcePrior.fit(train).scores(pairs)
         else:
             notes.append("no source-prior baseline: the checkpoint's training pairs carry no positive_source and negative_source")
+    return baselines
 
-    settings = config.evaluation
-    group_by = config.data.group_by
-    groups = pairs[group_by].to_numpy() if group_by in pairs.columns else pairs["task"].to_numpy()
-    module_of = vectors.target_module
 
-    def debiased(p: np.ndarray, n: np.ndarray, rows: np.ndarray, seed: int) -> dict:
+@dataclass
+class _PairMetrics:
+    """The reward's metrics on a subset of the pairs (all, a module's), beside each part of a blended
+    reward alone and each baseline, with the reward's lead over them."""
+
+    positive: np.ndarray
+    negative: np.ndarray
+    groups: np.ndarray
+    lengths: dict[str, tuple[np.ndarray, np.ndarray]]  # module_text, context: (positive's, negative's)
+    parts: dict[str, tuple[np.ndarray, np.ndarray]]
+    part_weights: dict[str, float]
+    baselines: dict[str, tuple[np.ndarray, np.ndarray]]
+    settings: EvaluationConfig
+
+    def debiased(self, p: np.ndarray, n: np.ndarray, rows: np.ndarray, seed: int) -> dict:
+        settings, groups = self.settings, self.groups
         return {
             kind: length_debiased_accuracy(
                 p[rows], n[rows], long_p[rows], long_n[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
                 confidence=settings.confidence, seed=seed,
             )  # fmt: skip
-            for kind, (long_p, long_n) in lengths.items()
+            for kind, (long_p, long_n) in self.lengths.items()
         }
 
-    def source_debiased(rows: np.ndarray, seed: int) -> dict:
+    def source_debiased(self, rows: np.ndarray, seed: int) -> dict:
         """The length-debiased accuracy's mean of two halves, with the source prior for length:
         the pairs whose positive side has the source that won more often in training, and the
         pairs whose negative side has it (equal priors left out)."""
-        prior_p, prior_n = baselines["source"]
+        settings, positive, negative = self.settings, self.positive, self.negative
+        prior_p, prior_n = self.baselines["source"]
         result = length_debiased_accuracy(
-            positive[rows], negative[rows], prior_p[rows], prior_n[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
+            positive[rows], negative[rows], prior_p[rows], prior_n[rows], self.groups[rows], bootstrap_samples=settings.bootstrap_samples,
             confidence=settings.confidence, seed=seed, sides=("the favoured source's", "the other source's"),
         )  # fmt: skip
         return {
@@ -223,10 +271,11 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
             "favoured_lost": result["shorter_won"], "equal_prior_pairs": result["equal_length_pairs"], "why_none": result["why_none"],
         }  # fmt: skip
 
-    def alone(p: np.ndarray, n: np.ndarray, rows: np.ndarray, seed: int) -> tuple[dict | None, np.ndarray]:
+    def alone(self, p: np.ndarray, n: np.ndarray, rows: np.ndarray, seed: int) -> tuple[dict | None, np.ndarray]:
         """Other scores of the same pairs (a baseline, a part of the reward): their accuracy and AUC
         with intervals on the `rows` they score (NaN: no score), and those rows; None when they
         score none of them."""
+        settings, groups = self.settings, self.groups
         usable = rows & ~np.isnan(p)
         if not usable.any():
             return None, usable
@@ -235,54 +284,39 @@ def _pair_report(scorer: RewardScorer, files: Sequence[Path], config: Config, pr
         )  # fmt: skip
         return {k: base[k] for k in ("pairwise_accuracy", "auc", "n_pairs", "ci")}, usable
 
-    part_weights = dict(zip(PARTS, blend.blend.weights)) if blend is not None else {}
-
-    def summary(rows: np.ndarray, seed: int) -> dict:
+    def summary(self, rows: np.ndarray, seed: int) -> dict:
+        settings, positive, negative = self.settings, self.positive, self.negative
         metrics = pair_metrics(
-            positive[rows], negative[rows], groups[rows], bootstrap_samples=settings.bootstrap_samples,
+            positive[rows], negative[rows], self.groups[rows], bootstrap_samples=settings.bootstrap_samples,
             confidence=settings.confidence, calibration_bins=settings.calibration_bins, seed=seed,
         )  # fmt: skip
-        metrics["length_debiased"] = debiased(positive, negative, rows, seed)
-        if "source" in baselines:
-            metrics["source_debiased"] = source_debiased(rows, seed)
+        metrics["length_debiased"] = self.debiased(positive, negative, rows, seed)
+        if "source" in self.baselines:
+            metrics["source_debiased"] = self.source_debiased(rows, seed)
         metrics["parts"] = {}  # each part of a blended reward alone, with its weight in the reward
-        for name, (p, n) in parts.items():
-            part, _ = alone(p, n, rows, seed)
-            metrics["parts"][name] = None if part is None else {"weight": part_weights[name], **part}
+        for name, (p, n) in self.parts.items():
+            part, _ = self.alone(p, n, rows, seed)
+            metrics["parts"][name] = None if part is None else {"weight": self.part_weights[name], **part}
         metrics["baselines"], metrics["above_baselines"] = {}, {}
-        for name, (p, n) in baselines.items():
-            base, usable = alone(p, n, rows, seed)
+        for name, (p, n) in self.baselines.items():
+            base, usable = self.alone(p, n, rows, seed)
             if base is None:
                 metrics["baselines"][name] = metrics["above_baselines"][name] = None
                 continue
-            metrics["baselines"][name] = {**base, "length_debiased": debiased(p, n, usable, seed)}
-            metrics["above_baselines"][name] = (
-                None
-                if metrics["n_pairs"] == 0
-                else {
-                    **{k: metrics[k] - base[k] for k in ("pairwise_accuracy", "auc")},
-                    # on the baseline's pairs: the lead's interval, the reward and the baseline resampled together
-                    "pairwise_accuracy_ci": accuracy_difference_ci(
-                        positive[usable], negative[usable], p[usable], n[usable], groups[usable], settings.bootstrap_samples, settings.confidence, seed
-                    ),
-                }
-            )
+            metrics["baselines"][name] = {**base, "length_debiased": self.debiased(p, n, usable, seed)}
+            metrics["above_baselines"][name] = None if metrics["n_pairs"] == 0 else self.lead(metrics, base, p, n, usable, seed)
         return metrics
 
-    seed = config.training.seed
-    report = {
-        "data_sha256": pair_table_hash(pairs, vectors.text_keys),
-        "n_pairs": pairs.height,
-        "embedded_texts": embedded,
-        "overall": summary(np.ones(pairs.height, bool), seed),
-        "modules": {m: summary(module_of == m, seed + 1 + i) for i, m in enumerate(modules)},
-        "sources": _sources(pairs, positive, negative, groups, config, seed),
-        "normalization": _normalization(positive, negative, module_of, modules),
-        "notes": notes,
-    }
-    if scorer.members > 1:
-        report["uncertainty"] = _uncertainty(scored_positive.members - scored_negative.members, positive, negative, groups, module_of, modules, config)
-    return report, {m: (positive[module_of == m], negative[module_of == m]) for m in modules}
+    def lead(self, metrics: dict, base: dict, p: np.ndarray, n: np.ndarray, usable: np.ndarray, seed: int) -> dict:
+        """The reward's accuracy and AUC minus a baseline's; on the baseline's pairs, the lead's
+        interval, the reward and the baseline resampled together."""
+        settings, positive, negative = self.settings, self.positive, self.negative
+        return {
+            **{k: metrics[k] - base[k] for k in ("pairwise_accuracy", "auc")},
+            "pairwise_accuracy_ci": accuracy_difference_ci(
+                positive[usable], negative[usable], p[usable], n[usable], self.groups[usable], settings.bootstrap_samples, settings.confidence, seed
+            ),
+        }
 
 
 def _uncertainty(differences: np.ndarray, positive: np.ndarray, negative: np.ndarray, groups: np.ndarray, module_of: np.ndarray, modules: Sequence[str], config: Config) -> dict:

@@ -20,6 +20,8 @@ keeps the best epoch in OUT:
                             the end of each epoch and every `stage_1.save_every_steps` steps, until the run ends
 
 Only rank 0 writes; every rank validates the whole validation set, so all take the same decisions.
+The recipe, as `finetune` runs it: `setup`, then `train` (each epoch `_train_epoch`, then
+`_validate_epoch`, whose best is saved by `_save_best`), then `_save_last`.
 """
 
 import copy
@@ -33,6 +35,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
@@ -43,7 +46,7 @@ from data.errors import UserError
 from data.files import atomic_dir, atomic_path, check_output_folder, json_text, write_text_atomic
 from data.guards import check_writable_folder, output_lock
 from data.splits import load_training_and_validation, module_pairs
-from features.encoder import pick_device
+from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from features.views import View, encode_piece_features
 from heads.finetuning import (
@@ -58,7 +61,7 @@ from heads.finetuning import (
     save_state,
 )
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel, bradley_terry_loss
-from heads.training import PairTensors, evaluate_pairs, optimizer_steps, warmup_linear_schedule, warmup_steps_for
+from heads.training import EarlyStopping, PairTensors, evaluate_pairs, optimizer_steps, warmup_linear_schedule, warmup_steps_for
 from pipeline.checkpoint import library_versions, load_checkpoint_encoder
 from pipeline.config import Config
 
@@ -72,7 +75,33 @@ class FinetuneResult:
     precision: str
 
 
+@dataclass
+class FinetuneSetup:
+    """What `setup` hands the training loop: the pairs, the encoder with the heads on the device,
+    the optimiser and its schedule, and what the checkpoint records of the run."""
+
+    config: Config
+    train: pl.DataFrame
+    columns: PairColumns  # the training pairs' texts, which batches are cut from
+    val: pl.DataFrame
+    view: View
+    encoder: TextEncoder
+    heads: MultiModuleRewardModel
+    model: EncoderWithHeads
+    parallel: torch.nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    total_steps: int
+    device: str
+    precision: str
+    rank: int
+    world_size: int
+    record: dict  # what config.json says of the run besides the best epoch's metrics
+
+
 def finetune(
+    *,
     files: Sequence[Path],
     init: Path,
     out: Path,
@@ -90,27 +119,44 @@ def finetune(
     # is writing (its lock, held by rank 0 until the run ends) at once (data/guards.py)
     check_writable_folder(out, "--out", inputs=[*files, val_file, init])
     rank, world_size = _start_distributed(config.training.device)
+    out = Path(out)
     try:
         with output_lock(out, "finetune") if rank == 0 else nullcontext():
-            return _finetune(files, init, Path(out), config, val_file, encoder_name, resume, max_steps, overwrite, progress and rank == 0, rank, world_size)
+            _check_out(out, resume, overwrite)
+            run = setup(files=files, init=init, config=config, val_file=val_file, encoder_name=encoder_name, max_steps=max_steps, rank=rank, world_size=world_size)
+            state = {"epoch": 1, "batches_done": 0, "step": 0, "history": [], "epoch_losses": [], **EarlyStopping(config.stage_1.patience).state()}
+            if resume:
+                state = load_state(out / "resume", run.model, run.optimizer, run.scheduler, run.scaler, run.device)
+            started = time.perf_counter()
+            train(run, state, out, progress=progress and rank == 0)
+            if rank == 0:
+                _save_last(out, config, state["history"], time.perf_counter() - started)
+            _barrier(world_size)
     finally:
         if world_size > 1:
             dist.destroy_process_group()
+    best = state["history"][state["best_epoch"] - 1]["val"] if state["best_epoch"] else {}
+    return FinetuneResult(state["best_epoch"], len(state["history"]), best, state["history"], run.precision)
 
 
-def _finetune(files, init, out, config, val_file, encoder_name, resume, max_steps, overwrite, progress, rank, world_size) -> FinetuneResult:
-    # OUT is written step by step from the first save on, so it is checked before anything runs
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """OUT is written step by step from the first save on, so it is checked before anything runs."""
     if resume and not (out / "resume" / "progress.json").is_file():
         raise UserError(f"nothing to resume: {out / 'resume'} holds no training state (start without --resume)")
     if not resume and not overwrite:
         if (out / "resume").exists():
             raise UserError(f"{out} holds an unfinished run: continue it with --resume, start it over with --overwrite, or choose another --out")
         check_output_folder(out, (CONFIG, WEIGHTS), "checkpoint", overwrite)
-    stage, modules = config.stage_1, config.data.modules
-    data = config.data
+
+
+def setup(
+    *, files: Sequence[Path], init: Path, config: Config, val_file: Path | None, encoder_name: str | None, max_steps: int | None, rank: int, world_size: int
+) -> FinetuneSetup:
+    """The pairs, the init checkpoint's heads and encoder (in its view) on the device, AdamW with
+    the encoder's and the heads' learning rates, warmup then linear decay, and the grad scaler."""
+    stage, modules, data = config.stage_1, config.data.modules, config.data
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
     train, val = with_text_keys(train), with_text_keys(val)  # not hashed again at every validation
-
     device = pick_device(config.training.device)
     precision = resolve_precision(stage.precision, device)
     heads, init_config = MultiModuleRewardModel.load(init)
@@ -140,86 +186,94 @@ def _finetune(files, init, out, config, val_file, encoder_name, resume, max_step
     per_epoch = optimizer_steps(math.ceil(train.height / world_size), stage.batch_size, stage.grad_accumulation)  # a rank's share
     total_steps = per_epoch * stage.epochs if max_steps is None else min(max_steps, per_epoch * stage.epochs)
     scheduler = warmup_linear_schedule(optimizer, warmup_steps_for(total_steps, stage.warmup_steps, config.training.max_warmup_fraction), total_steps)
-    scaler = grad_scaler(device, precision)
-
-    state = {"epoch": 1, "batches_done": 0, "step": 0, "history": [], "epoch_losses": [], "best_loss": None, "best_epoch": 0, "since_best": 0}
-    if resume:
-        state = load_state(out / "resume", model, optimizer, scheduler, scaler, device)
-
-    columns = PairColumns(train)
-    loss_config = config.loss
-    checkpoint_config = {
+    record = {
         "stage": 1, "init_checkpoint": str(init), "init_encoder_fingerprint": init_config["encoder_fingerprint"],
         "cache_namespace": None, "cache_dtype": init_config.get("cache_dtype", "float32"), **view.record(),
         "training_config": config.to_dict(), "train_files": [str(f) for f in files], "val_file": str(val_file) if val_file else None,
         "train_data_sha256": pair_table_hash(train, pair_text_keys(train)), "val_data_sha256": pair_table_hash(val, pair_text_keys(val)),
         "precision": precision, "world_size": world_size, "module_pairs": _module_pairs(train, val, modules, init_config),
     }  # fmt: skip
-    bar = tqdm(total=total_steps, initial=state["step"], desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
-    started = time.perf_counter()
-    while state["epoch"] <= stage.epochs:
-        epoch = state["epoch"]
-        batches = epoch_batches(train.height, stage.batch_size, epoch, config.training.seed, rank, world_size)
-        start = state["batches_done"]  # after a resume mid-epoch, the batches not yet trained on
-        loader = DataLoader(range(train.height), batch_sampler=batches[start:], collate_fn=lambda rows: TextBatch.of(columns, rows, model.heads, view))
-        for i, batch in enumerate(loader, start=start):
-            batch = batch.to(device)
-            last_of_step = (i + 1) % stage.grad_accumulation == 0 or i + 1 == len(batches)
-            with parallel.no_sync() if world_size > 1 and not last_of_step else nullcontext():
-                with autocast(device, precision):
-                    positive, negative = parallel(batch)
-                loss = bradley_terry_loss(positive, negative, loss_config.margin, loss_config.margin_weight)
-                scaler.scale(loss / stage.grad_accumulation).backward()
-            state["batches_done"] = i + 1
-            if not last_of_step:
-                continue
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["epoch_losses"].append(_mean_over_ranks(loss.detach(), world_size))
-            bar.update(1)
-            bar.set_postfix(loss=f"{state['epoch_losses'][-1]:.4f}")
-            if state["step"] >= total_steps:
-                break  # --max-steps: this epoch ends here, validated like any other
-            if stage.save_every_steps and state["step"] % stage.save_every_steps == 0:
-                _save_resume(out, model, optimizer, scheduler, scaler, state, rank, world_size)
+    return FinetuneSetup(
+        config, train, PairColumns(train), val, view, encoder, heads, model, parallel, optimizer, scheduler, grad_scaler(device, precision),
+        total_steps, device, precision, rank, world_size, record,
+    )  # fmt: skip
 
+
+def train(run: FinetuneSetup, state: dict, out: Path, *, progress: bool) -> None:
+    """Epochs until `stage_1.epochs`, the step budget or early stopping ends them: each trained
+    (from `state`'s place in it, after a resume), validated, its best kept in OUT, its state saved."""
+    bar = tqdm(total=run.total_steps, initial=state["step"], desc="finetune", unit="step", disable=not progress, dynamic_ncols=True)
+    while state["epoch"] <= run.config.stage_1.epochs:
+        _train_epoch(run, state, out, bar)
         # the epoch is complete: validate with the vectors `pipeline evaluate` would compute
-        validation = evaluate_pairs(heads, PairTensors.from_pieces(encode_piece_features(encoder, val, view), heads, device), loss_config.margin, loss_config.margin_weight)
-        model.train()  # encode() put the encoder in eval mode, and evaluate_pairs the heads
-        record = {"epoch": epoch, "train_loss": sum(state["epoch_losses"]) / max(1, len(state["epoch_losses"])), "step_losses": state["epoch_losses"],
-                  "lr": scheduler.get_last_lr(), "val": validation}  # fmt: skip
-        state["history"].append(record)
-        improved = state["best_loss"] is None or validation["loss"] < state["best_loss"]
-        if improved:
-            state.update(best_loss=validation["loss"], best_epoch=epoch, since_best=0)
-            if rank == 0:
-                _save_best(out, encoder, heads, config, {**checkpoint_config, "best_epoch": epoch, "metrics": {"train_loss": record["train_loss"], "val": validation}})
+        if _validate_epoch(run, state, out) or state["step"] >= run.total_steps:
+            state["epoch"] = run.config.stage_1.epochs + 1  # early stop, or the step budget is spent
         else:
-            state["since_best"] += 1
-        state.update(epoch=epoch + 1, batches_done=0, epoch_losses=[])
-        if state["since_best"] >= stage.patience or state["step"] >= total_steps:
-            state["epoch"] = stage.epochs + 1  # early stop, or the step budget is spent
-        else:
-            _save_resume(out, model, optimizer, scheduler, scaler, state, rank, world_size)
+            _save_resume(out, run, state)
     bar.close()
 
-    if rank == 0:
-        history = state["history"]
-        write_text_atomic(out / "metrics.jsonl", "".join(json_text(r) + "\n" for r in history))
-        config.save(out / "config.yaml")
-        saved = json.loads((out / "config.json").read_text())
-        saved["seconds"] = time.perf_counter() - started
-        saved["epochs_run"] = len(history)
-        write_text_atomic(out / "config.json", json_text(saved, indent=2, default=str))
-        shutil.rmtree(out / "resume", ignore_errors=True)
-    _barrier(world_size)
-    best = state["history"][state["best_epoch"] - 1]["val"] if state["best_epoch"] else {}
-    return FinetuneResult(state["best_epoch"], len(state["history"]), best, state["history"], precision)
+
+def _train_epoch(run: FinetuneSetup, state: dict, out: Path, bar: tqdm) -> None:
+    """The batches of `state`'s epoch not yet trained on, an optimiser step every
+    `grad_accumulation` of them; the resume state saved every `save_every_steps` steps."""
+    stage, loss_config, columns = run.config.stage_1, run.config.loss, run.columns
+    batches = epoch_batches(run.train.height, stage.batch_size, state["epoch"], run.config.training.seed, run.rank, run.world_size)
+    start = state["batches_done"]  # after a resume mid-epoch, the batches not yet trained on
+    loader = DataLoader(range(run.train.height), batch_sampler=batches[start:], collate_fn=lambda rows: TextBatch.of(columns, rows, run.model.heads, run.view))
+    for i, batch in enumerate(loader, start=start):
+        batch = batch.to(run.device)
+        last_of_step = (i + 1) % stage.grad_accumulation == 0 or i + 1 == len(batches)
+        with run.parallel.no_sync() if run.world_size > 1 and not last_of_step else nullcontext():
+            with autocast(run.device, run.precision):
+                positive, negative = run.parallel(batch)
+            loss = bradley_terry_loss(positive, negative, loss_config.margin, loss_config.margin_weight)
+            run.scaler.scale(loss / stage.grad_accumulation).backward()
+        state["batches_done"] = i + 1
+        if not last_of_step:
+            continue
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.training.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["epoch_losses"].append(_mean_over_ranks(loss.detach(), run.world_size))
+        bar.update(1)
+        bar.set_postfix(loss=f"{state['epoch_losses'][-1]:.4f}")
+        if state["step"] >= run.total_steps:
+            break  # --max-steps: this epoch ends here, validated like any other
+        if stage.save_every_steps and state["step"] % stage.save_every_steps == 0:
+            _save_resume(out, run, state)
+
+
+def _validate_epoch(run: FinetuneSetup, state: dict, out: Path) -> bool:
+    """The finished epoch validated, recorded in `state`, and saved to OUT when it is the best so
+    far; True when early stopping ends the run."""
+    epoch, heads, loss_config = state["epoch"], run.heads, run.config.loss
+    val_data = PairTensors.from_pieces(encode_piece_features(run.encoder, run.val, run.view), heads, run.device)
+    validation = evaluate_pairs(heads, val_data, loss_config.margin, loss_config.margin_weight)
+    run.model.train()  # encode() put the encoder in eval mode, and evaluate_pairs the heads
+    record = {"epoch": epoch, "train_loss": sum(state["epoch_losses"]) / max(1, len(state["epoch_losses"])), "step_losses": state["epoch_losses"],
+              "lr": run.scheduler.get_last_lr(), "val": validation}  # fmt: skip
+    state["history"].append(record)
+    stopping = EarlyStopping(run.config.stage_1.patience, state["best_loss"], state["best_epoch"], state["since_best"])
+    if stopping.update(epoch, validation["loss"]) and run.rank == 0:
+        _save_best(out, run.encoder, heads, run.config, {**run.record, "best_epoch": epoch, "metrics": {"train_loss": record["train_loss"], "val": validation}})
+    state.update(**stopping.state(), epoch=epoch + 1, batches_done=0, epoch_losses=[])
+    return stopping.should_stop
+
+
+def _save_last(out: Path, config: Config, history: list[dict], seconds: float) -> None:
+    """The run is over: its metrics and config beside the best epoch's checkpoint, and the resume
+    state gone (the checkpoint is complete)."""
+    write_text_atomic(out / "metrics.jsonl", "".join(json_text(r) + "\n" for r in history))
+    config.save(out / "config.yaml")
+    saved = json.loads((out / "config.json").read_text())
+    saved["seconds"] = seconds
+    saved["epochs_run"] = len(history)
+    write_text_atomic(out / "config.json", json_text(saved, indent=2, default=str))
+    shutil.rmtree(out / "resume", ignore_errors=True)
 
 
 def _module_pairs(train, val, modules, init_config: dict) -> dict[str, dict[str, int]] | None:
@@ -249,11 +303,11 @@ def _save_best(out: Path, encoder, heads: MultiModuleRewardModel, config: Config
     write_text_atomic(out / "config.json", json_text(full, indent=2, default=str))
 
 
-def _save_resume(out: Path, model, optimizer, scheduler, scaler, state: dict, rank: int, world_size: int) -> None:
-    if rank == 0:
+def _save_resume(out: Path, run: FinetuneSetup, state: dict) -> None:
+    if run.rank == 0:
         with atomic_dir(out / "resume") as folder:
-            save_state(folder, model, optimizer, scheduler, scaler, copy.deepcopy(state))
-    _barrier(world_size)
+            save_state(folder, run.model, run.optimizer, run.scheduler, run.scaler, copy.deepcopy(state))
+    _barrier(run.world_size)
 
 
 def _start_distributed(device: str) -> tuple[int, int]:

@@ -589,6 +589,14 @@ def create_app(scorer: RewardScorer, settings: ServeConfig) -> FastAPI:
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="module reward models", lifespan=lifespan, **docs)
     app.state.scorer, app.state.batcher, app.state.settings = scorer, batcher, settings
+    _add_error_handlers(app, counters)
+    rewards_for = _rewards_for(scorer, settings, batcher, counters)
+    _add_routes(app, scorer, settings, batcher, counters, started, warn_once, rewards_for)
+    return app
+
+
+def _add_error_handlers(app: FastAPI, counters: dict) -> None:
+    """Every refusal answered as JSON {"error": ...} and logged with its reason; a bug of ours as 500."""
 
     def log_refusal(request: Request, status: int, message: str) -> None:
         # the client may log only the status line (OpenRLHF does), so the reason must be here
@@ -610,6 +618,10 @@ def create_app(scorer: RewardScorer, settings: ServeConfig) -> FastAPI:
     async def fail(request: Request, error: Exception) -> JSONResponse:
         # a bug of ours, not the client's: JSON like every other answer; the log has the traceback
         return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
+
+
+def _rewards_for(scorer: RewardScorer, settings: ServeConfig, batcher: MicroBatcher, counters: dict):
+    """The endpoints' one way to score rows: through the micro-batcher, refusals first."""
 
     async def rewards_for(request: Request, contexts: list[str], module_texts: list[str], modules: list[str], where: str) -> tuple[Rewards, dict]:
         """(the rows' `Rewards`, {"uncertainty": [...]} for an ensemble checkpoint, else {}); a row of
@@ -642,6 +654,12 @@ def create_app(scorer: RewardScorer, settings: ServeConfig) -> FastAPI:
             raise RequestError(499, f"the client closed the connection before its answer; {len(modules)} rows dropped unscored (or part-scored)")
         scored = scoring.result()
         return scored, ({"uncertainty": scored.uncertainty.tolist()} if scorer.members > 1 else {})
+
+    return rewards_for
+
+
+def _add_routes(app: FastAPI, scorer: RewardScorer, settings: ServeConfig, batcher: MicroBatcher, counters: dict, started: float, warn_once, rewards_for) -> None:
+    """GET /health, POST /score (ours) and POST /get_reward (OpenRLHF's remote reward model)."""
 
     @app.get("/health")
     async def health() -> dict:
@@ -703,8 +721,6 @@ def create_app(scorer: RewardScorer, settings: ServeConfig) -> FastAPI:
                 "prompt_truncated": [int(t) for t in truncated], **extra,
             }  # fmt: skip
         return answer
-
-    return app
 
 
 # --- running it ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def train_checkpoint(root: Path) -> tuple[Path, Config]:
         write_pairs(pairs_from_records(part), root / f"{name}.jsonl")
     config = checkpoint_config()
     embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", config, encoder=load_encoder(config), progress=False)
-    train_heads([root / "train.jsonl"], root / "cache", root / "checkpoint", config, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=root / "checkpoint", config=config, val_file=root / "val.jsonl", progress=False)
     return root, config
 
 

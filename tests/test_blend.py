@@ -173,7 +173,7 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
     root = reward_checkpoint
     # a learning rate that leaves the heads at their random start: the other parts must carry the ranking
     config = checkpoint_config().override({"stage_0.lr": 1e-9, "stage_0.epochs": 1})
-    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    result = train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config, val_file=root / "val.jsonl", progress=False)
     folder = tmp_path / "ckpt"
     saved = json.loads((folder / "config.json").read_text())
     choice = saved["blend_choice"]
@@ -231,7 +231,7 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
 def test_blend_off_trains_heads_alone(reward_checkpoint, tmp_path):
     root = reward_checkpoint
     config = checkpoint_config().override({"model.blend": "off"})
-    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    result = train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config, val_file=root / "val.jsonl", progress=False)
     assert result.reward == "reward = the heads alone (no blend: model.blend is off)"
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert "blend" not in saved and "blend_choice" not in saved

@@ -69,7 +69,7 @@ def test_default_grid_tries_at_least_12_settings():
 
 def test_search_writes_the_table_and_keeps_the_setting_of_lowest_validation_loss(data, tmp_path):
     config = checkpoint_config().override(SMALL_GRID)
-    result = train_heads([data / "train.jsonl"], data / "cache", tmp_path / "ckpt", config, val_file=data / "val.jsonl", progress=False, search=True)
+    result = train_heads(files=[data / "train.jsonl"], cache_dir=data / "cache", out=tmp_path / "ckpt", config=config, val_file=data / "val.jsonl", progress=False, search=True)
     rows = [json.loads(line) for line in (tmp_path / "ckpt" / "search.jsonl").read_text().splitlines()]
     assert len(rows) == len(search_grid(config)) == 6  # a linear head is tried once per lr, not once per dropout
     chosen = min(rows, key=lambda r: r["val_loss"])
@@ -82,7 +82,7 @@ def test_search_writes_the_table_and_keeps_the_setting_of_lowest_validation_loss
     markdown = (tmp_path / "ckpt" / "search.md").read_text()
     assert markdown.count("\n| ") == len(rows) + 1 and f"**#{chosen['setting']}**" in markdown
 
-    again = train_heads([data / "train.jsonl"], data / "cache", tmp_path / "again", config, val_file=data / "val.jsonl", progress=False, search=True)
+    again = train_heads(files=[data / "train.jsonl"], cache_dir=data / "cache", out=tmp_path / "again", config=config, val_file=data / "val.jsonl", progress=False, search=True)
     without_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in run.search.rows] for run in (result, again)]
     assert without_time[0] == without_time[1]  # same seed, same table
     first, second = (load_file(folder / "heads.safetensors") for folder in (tmp_path / "ckpt", tmp_path / "again"))
@@ -237,13 +237,13 @@ def test_evaluate_reports_accuracy_by_uncertainty_quartile_and_stores_the_normal
 
 def test_finetune_refuses_an_ensemble_checkpoint_in_one_line(ensemble, data, tmp_path):
     with pytest.raises(CheckpointError, match="ensemble of 3 heads.*single-head checkpoint: stage 1") as refused:
-        finetune([data / "train.jsonl"], ensemble[0], tmp_path / "ft", checkpoint_config(), val_file=data / "val.jsonl", progress=False)
+        finetune(files=[data / "train.jsonl"], init=ensemble[0], out=tmp_path / "ft", config=checkpoint_config(), val_file=data / "val.jsonl", progress=False)
     assert "\n" not in str(refused.value)
 
 
 def test_resume_refuses_an_ensemble_and_cannot_be_combined_with_search(ensemble, data, tmp_path):
     config = checkpoint_config()
     with pytest.raises(CheckpointError, match="single-head checkpoint"):
-        train_heads([data / "train.jsonl"], data / "cache", tmp_path / "a", config, val_file=data / "val.jsonl", resume=ensemble[0], progress=False)
+        train_heads(files=[data / "train.jsonl"], cache_dir=data / "cache", out=tmp_path / "a", config=config, val_file=data / "val.jsonl", resume=ensemble[0], progress=False)
     with pytest.raises(Exception, match="--resume continues one model's heads"):
-        train_heads([data / "train.jsonl"], data / "cache", tmp_path / "b", config, val_file=data / "val.jsonl", resume=data / "plain", progress=False, search=True)
+        train_heads(files=[data / "train.jsonl"], cache_dir=data / "cache", out=tmp_path / "b", config=config, val_file=data / "val.jsonl", resume=data / "plain", progress=False, search=True)

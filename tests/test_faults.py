@@ -1031,6 +1031,37 @@ def test_train_heads_writes_nothing_into_the_cache_it_reads_and_sweeps_a_killed_
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ckpt"]
 
 
+def test_sigterm_inside_terminate_as_exit_raises_system_exit_so_clean_up_runs(tmp_path):
+    from data.guards import scratch_folder, terminate_as_exit
+
+    with pytest.raises(SystemExit) as stopped:
+        with terminate_as_exit(), scratch_folder(tmp_path / "ckpt", "pair-features"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert stopped.value.code == 128 + signal.SIGTERM and list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the process's own handling is back
+
+
+@pytest.mark.slow  # a training subprocess
+def test_train_heads_terminated_mid_training_leaves_no_scratch_or_lock(trained, tmp_path):
+    (tmp_path / "mmap.yaml").write_text("stage_0: {memory_map_above_mb: 0, patience: 1000}\n")  # features on disk; no early stop
+    out = tmp_path / "out" / "ckpt"
+    args = train_heads_args(trained, out, "--epochs", "100000", "--config", tmp_path / "mmap.yaml")
+    process = subprocess.Popen(pipeline_command(args), env=PIPELINE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "out").glob(".ckpt.pair-features-*/pieces/*")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None and list((tmp_path / "out").glob(".ckpt.pair-features-*")), "the run ended before it could be terminated"
+        time.sleep(1)  # into training
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []  # no scratch, lock or checkpoint
+
+
 def test_cache_info_lists_and_cache_gc_removes_pair_features_an_earlier_version_left_in_a_cache(work):
     old = work / "cache" / ".pair-features-x1y2"
     (old / "pieces").mkdir(parents=True)

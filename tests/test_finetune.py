@@ -50,7 +50,7 @@ def make_stage0(root: Path, encoder: str, n_pairs: int = 48, tokens: int = 48) -
     }  # fmt: skip
     config = load_config(overrides=overrides)
     embed_pairs([root / "train.jsonl", root / "val.jsonl"], root / "cache", config, progress=False)
-    train_heads([root / "train.jsonl"], root / "cache", root / "stage0", config, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=root / "stage0", config=config, val_file=root / "val.jsonl", progress=False)
     return root
 
 
@@ -117,7 +117,7 @@ def test_loss_falls_and_the_checkpoint_evaluates_with_its_own_encoder(minilm, tm
     before = evaluate_pairs(stage0.model.heads, PairTensors.from_vectors(vectors, stage0.model.heads), 0.1, 0.1)["loss"]
 
     out = tmp_path / "ft"
-    result = finetune([train], minilm / "stage0", out, stage1_config(**{"stage_1.epochs": 3}), val_file=train, progress=False)
+    result = finetune(files=[train], init=minilm / "stage0", out=out, config=stage1_config(**{"stage_1.epochs": 3}), val_file=train, progress=False)
     losses = [r["val"]["loss"] for r in result.history]
     assert len(losses) == 3 and losses[0] < before and losses[-1] < before - 0.04 and losses[-1] <= losses[0], (before, losses)
     for name in ("heads.safetensors", "config.json", "metrics.jsonl", "config.yaml", "encoder/config_sentence_transformers.json"):
@@ -140,7 +140,7 @@ def test_autocast_paths_run_on_cpu(qwen, tmp_path, precision):
     """bf16 autocast, and fp16 with the GradScaler that CUDA fp16 needs, exercised on the CPU."""
     out = tmp_path / precision
     config = stage1_config(**{"stage_1.precision": precision, "stage_1.epochs": 1, "stage_1.save_every_steps": 1})
-    result = finetune([qwen / "train.jsonl"], qwen / "stage0", out, config, val_file=qwen / "val.jsonl", max_steps=2, progress=False)
+    result = finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=out, config=config, val_file=qwen / "val.jsonl", max_steps=2, progress=False)
     assert result.precision == precision and all(np.isfinite(result.history[0]["step_losses"]))
     assert json.loads((out / "config.json").read_text())["precision"] == precision
 
@@ -153,7 +153,7 @@ def test_fp16_scaler_state_is_saved_for_resume(qwen, tmp_path):
     assert killed
     state = torch.load(out / "resume" / "training_state.pt", weights_only=True)
     assert state["scaler"]["scale"] > 0 and state["scaler"]["_growth_tracker"] >= 1
-    finetune([qwen / "train.jsonl"], qwen / "stage0", out, config, val_file=qwen / "val.jsonl", resume=True, progress=False)
+    finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=out, config=config, val_file=qwen / "val.jsonl", resume=True, progress=False)
 
 
 def _run_and_kill(root: Path, out: Path, config_overrides: list[str], after_step: int) -> bool:
@@ -180,13 +180,13 @@ def _run_and_kill(root: Path, out: Path, config_overrides: list[str], after_step
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result(qwen, tmp_path):
     config = stage1_config(**{"stage_1.save_every_steps": 1})
-    straight = finetune([qwen / "train.jsonl"], qwen / "stage0", tmp_path / "straight", config, val_file=qwen / "val.jsonl", progress=False)
+    straight = finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=tmp_path / "straight", config=config, val_file=qwen / "val.jsonl", progress=False)
 
     out = tmp_path / "killed"
     assert _run_and_kill(qwen, out, ["--precision", "fp32", "--save-every", "1"], after_step=3)
     with pytest.raises(UserError, match="--resume"):
-        finetune([qwen / "train.jsonl"], qwen / "stage0", out, config, val_file=qwen / "val.jsonl", progress=False)
-    resumed = finetune([qwen / "train.jsonl"], qwen / "stage0", out, config, val_file=qwen / "val.jsonl", resume=True, progress=False)
+        finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=out, config=config, val_file=qwen / "val.jsonl", progress=False)
+    resumed = finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=out, config=config, val_file=qwen / "val.jsonl", resume=True, progress=False)
 
     assert len(resumed.history) == len(straight.history) == 2
     for a, b in zip(resumed.history, straight.history):
@@ -213,13 +213,13 @@ def test_a_damaged_resume_state_is_one_error_naming_its_file(qwen, tmp_path):
         shutil.copytree(killed, out)
         damage(out / "resume" / name)
         with pytest.raises(CheckpointError) as error:
-            finetune([qwen / "train.jsonl"], qwen / "stage0", out, config, val_file=qwen / "val.jsonl", resume=True, progress=False)
+            finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=out, config=config, val_file=qwen / "val.jsonl", resume=True, progress=False)
         message = str(error.value)
         assert message.startswith(f"{out / 'resume' / name}: ") and "--overwrite" in message and "\n" not in message, message
 
 def test_resume_without_a_saved_state_says_so(qwen, tmp_path):
     with pytest.raises(UserError, match="nothing to resume"):
-        finetune([qwen / "train.jsonl"], qwen / "stage0", tmp_path / "new", stage1_config(), val_file=qwen / "val.jsonl", resume=True, progress=False)
+        finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=tmp_path / "new", config=stage1_config(), val_file=qwen / "val.jsonl", resume=True, progress=False)
 
 
 def test_gradient_checkpointing_gives_the_same_training(qwen, tmp_path, tiny_qwen3_path):
@@ -231,9 +231,9 @@ def test_gradient_checkpointing_gives_the_same_training(qwen, tmp_path, tiny_qwe
     assert not backbone.is_activation_checkpointing
 
     config = stage1_config(**{"stage_1.epochs": 1})
-    plain = finetune([qwen / "train.jsonl"], qwen / "stage0", tmp_path / "plain", config, val_file=qwen / "val.jsonl", max_steps=3, progress=False)
+    plain = finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=tmp_path / "plain", config=config, val_file=qwen / "val.jsonl", max_steps=3, progress=False)
     config = stage1_config(**{"stage_1.epochs": 1, "stage_1.gradient_checkpointing": True})
-    checkpointed = finetune([qwen / "train.jsonl"], qwen / "stage0", tmp_path / "ckpt", config, val_file=qwen / "val.jsonl", max_steps=3, progress=False)
+    checkpointed = finetune(files=[qwen / "train.jsonl"], init=qwen / "stage0", out=tmp_path / "ckpt", config=config, val_file=qwen / "val.jsonl", max_steps=3, progress=False)
     assert checkpointed.history[0]["step_losses"] == pytest.approx(plain.history[0]["step_losses"], abs=1e-5)
 
 

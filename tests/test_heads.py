@@ -14,7 +14,8 @@ from data import ConfigError, UserError, load_pairs, pairs_from_records, write_p
 from data.synth import generate_pairs
 from heads import CheckpointError, MultiModuleRewardModel, RewardHead, bradley_terry_loss
 from heads.blend import describe_reward
-from heads.training import PairTensors, train_epoch, warmup_linear_schedule
+from heads.training import EarlyStopping, PairTensors, train_epoch, warmup_linear_schedule
+import pipeline.train_heads
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.embed import embed_pairs, load_encoder
@@ -83,7 +84,7 @@ def test_a_head_stays_unchanged_when_only_other_modules_pairs_train(setup):
 
 def test_checkpoint_is_a_readable_folder_without_pickle(setup, tmp_path):
     root, config, _ = setup
-    result = train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config.override(BLEND), val_file=root / "val.jsonl", progress=False)
+    result = train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config.override(BLEND), val_file=root / "val.jsonl", progress=False)
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     blend = saved["blend"]["files"] if "blend" in saved else []  # the linear and TF-IDF parts, when held-out pairs chose them
@@ -103,7 +104,7 @@ def test_checkpoint_is_a_readable_folder_without_pickle(setup, tmp_path):
 def test_training_is_deterministic_on_cpu(setup, tmp_path):
     root, config, _ = setup
     for name in ("a", "b"):
-        train_heads([root / "train.jsonl"], root / "cache", tmp_path / name, config.override(BLEND), val_file=root / "val.jsonl", progress=False)
+        train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / name, config=config.override(BLEND), val_file=root / "val.jsonl", progress=False)
     a, b = load_file(tmp_path / "a" / "heads.safetensors"), load_file(tmp_path / "b" / "heads.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the blend too: its out-of-fold heads, folds and weights
@@ -114,15 +115,15 @@ def test_training_is_deterministic_on_cpu(setup, tmp_path):
 
 def test_resume_starts_from_the_checkpoint_and_learns_new_pairs(setup, tmp_path):
     root, config, encoder = setup
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "first", config, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "first", config=config, val_file=root / "val.jsonl", progress=False)
     embed_pairs([root / "more.jsonl"], root / "cache", config, encoder=encoder, progress=False)  # only the new texts
 
     frozen = config.override({"stage_0.lr": 1e-30, "training.weight_decay": 0.0})  # lr must be > 0: as good as frozen
-    train_heads([root / "more.jsonl"], root / "cache", tmp_path / "same", frozen, val_file=root / "val.jsonl", resume=tmp_path / "first", progress=False)
+    train_heads(files=[root / "more.jsonl"], cache_dir=root / "cache", out=tmp_path / "same", config=frozen, val_file=root / "val.jsonl", resume=tmp_path / "first", progress=False)
     first, same = load_file(tmp_path / "first" / "heads.safetensors"), load_file(tmp_path / "same" / "heads.safetensors")
     assert all(torch.allclose(first[k], same[k], rtol=0, atol=1e-20) for k in first), "with lr ~0 a resumed run must keep the checkpoint's weights"
 
-    train_heads([root / "train.jsonl", root / "more.jsonl"], root / "cache", tmp_path / "second", config.override(BLEND), val_file=root / "val.jsonl", resume=tmp_path / "first", progress=False)
+    train_heads(files=[root / "train.jsonl", root / "more.jsonl"], cache_dir=root / "cache", out=tmp_path / "second", config=config.override(BLEND), val_file=root / "val.jsonl", resume=tmp_path / "first", progress=False)
     second = json.loads((tmp_path / "second" / "config.json").read_text())
     assert second["resumed_from"] == str(tmp_path / "first")
     # a resumed model's start cannot be repeated per fold: its blend is chosen on validation alone
@@ -132,11 +133,11 @@ def test_resume_starts_from_the_checkpoint_and_learns_new_pairs(setup, tmp_path)
 
 def test_resume_refuses_a_cache_of_another_encoder(setup, tmp_path, tiny_qwen3_path):
     root, config, _ = setup
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config, val_file=root / "val.jsonl", progress=False)
     qwen = config.override({"model.encoder": str(tiny_qwen3_path)})
     embed_pairs([root / "train.jsonl", root / "val.jsonl"], tmp_path / "qwen-cache", qwen, progress=False)
     with pytest.raises(CheckpointError, match="trained on vectors of encoder 'minilm'"):
-        train_heads([root / "train.jsonl"], tmp_path / "qwen-cache", tmp_path / "out", qwen, val_file=root / "val.jsonl", resume=tmp_path / "ckpt", progress=False)
+        train_heads(files=[root / "train.jsonl"], cache_dir=tmp_path / "qwen-cache", out=tmp_path / "out", config=qwen, val_file=root / "val.jsonl", resume=tmp_path / "ckpt", progress=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -158,7 +159,7 @@ def test_embed_missing_embeds_then_trains(setup, tmp_path):
     unseen = tmp_path / "unseen.jsonl"
     write_pairs(pairs_from_records(generate_pairs(8, seed=78)), unseen)
     cache = tmp_path / "cache"
-    result = train_heads([unseen], cache, tmp_path / "ckpt", config.override({"stage_0.epochs": 1}), val_file=root / "val.jsonl", embed_missing=True, progress=False)
+    result = train_heads(files=[unseen], cache_dir=cache, out=tmp_path / "ckpt", config=config.override({"stage_0.epochs": 1}), val_file=root / "val.jsonl", embed_missing=True, progress=False)
     assert result.epochs_run == 1 and (tmp_path / "ckpt" / "heads.safetensors").exists()
 
 
@@ -200,8 +201,8 @@ def test_memory_mapped_features_train_exactly_like_in_memory_ones(setup, tmp_pat
     assert isinstance(piece_features(namespace, pairs, View(), tmp_path / "over", memory_map_above=size - 1).vectors, np.memmap)
 
     on_disk = config.override({"stage_0.memory_map_above_mb": 0})
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "mapped", on_disk, val_file=root / "val.jsonl", progress=False)
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ram", config, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "mapped", config=on_disk, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ram", config=config, val_file=root / "val.jsonl", progress=False)
     a, b = load_file(tmp_path / "mapped" / "heads.safetensors"), load_file(tmp_path / "ram" / "heads.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list((root / "cache").glob(".pair-features-*")), "the scratch folder is removed after training"
@@ -211,7 +212,7 @@ def test_use_wandb_without_wandb_installed_says_how_to_get_it(setup, tmp_path, m
     root, config, _ = setup
     monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # as if not installed
     with pytest.raises(UserError, match="pip install wandb"):
-        train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", use_wandb=True, progress=False)
+        train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config, val_file=root / "val.jsonl", use_wandb=True, progress=False)
 
 
 @pytest.mark.slow  # a subprocess or several trainings: the full suite runs it, the fast lane stays quick
@@ -245,7 +246,7 @@ def test_embed_missing_uses_the_namespaces_own_encoder_whatever_the_config_names
     config = load_config(overrides={"stage_0.epochs": 1, "training.device": "cpu"})  # names no encoder: Qwen3 by default, not loadable here
     write_pairs(pairs_from_records(generate_pairs(8, seed=79)), tmp_path / "unseen.jsonl")
     notes = []
-    train_heads([root / "train.jsonl", tmp_path / "unseen.jsonl"], tmp_path / "cache", tmp_path / "ckpt", config, val_file=root / "val.jsonl", embed_missing=True, progress=False, say=notes.append)
+    train_heads(files=[root / "train.jsonl", tmp_path / "unseen.jsonl"], cache_dir=tmp_path / "cache", out=tmp_path / "ckpt", config=config, val_file=root / "val.jsonl", embed_missing=True, progress=False, say=notes.append)
     (after,) = EmbeddingCache(tmp_path / "cache").namespaces()  # the missing texts went into the same namespace
     assert after.id == namespace.id and len(after) > before and notes and "the only vectors" in notes[0]
 
@@ -261,9 +262,33 @@ def test_head_widths_follow_the_setting(head, widths):
 
 def test_a_smaller_head_trains_saves_and_loads_with_its_shape(setup, tmp_path):
     root, config, _ = setup
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ckpt", config.override({"model.head": "linear", "stage_0.epochs": 1}), val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config.override({"model.head": "linear", "stage_0.epochs": 1}), val_file=root / "val.jsonl", progress=False)
     model, saved = MultiModuleRewardModel.load(tmp_path / "ckpt")
     assert saved["head"] == "linear" and sum(p.numel() for p in model.heads["planner"].parameters()) == 3 * 384 + 1
     with pytest.raises(ConfigError, match="model.head 'wide'"):
-        train_heads([root / "train.jsonl"], root / "cache", tmp_path / "bad", config.override({"model.head": "wide"}), val_file=root / "val.jsonl", progress=False)
+        train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "bad", config=config.override({"model.head": "wide"}), val_file=root / "val.jsonl", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_early_stopping_keeps_the_lowest_loss_and_stops_after_patience_epochs_without_one():
+    stopping = EarlyStopping(patience=2)
+    seen = [(stopping.update(epoch, loss), stopping.should_stop) for epoch, loss in enumerate([0.7, 0.6, 0.65, 0.6, 0.5, 0.55, 0.56], start=1)]
+    assert seen == [(True, False), (True, False), (False, False), (False, True), (True, False), (False, False), (False, True)]  # a tie is no improvement
+    assert (stopping.best_epoch, stopping.best_loss) == (5, 0.5)
+    assert EarlyStopping(2, **stopping.state()) == stopping  # what stage 1's resume state restores
+
+
+def test_a_run_that_fails_mid_training_leaves_no_scratch_folder(setup, tmp_path, monkeypatch):
+    root, config, _ = setup
+    seen = []
+
+    def fails(*args, **kwargs):
+        seen.extend(tmp_path.glob(".ckpt.pair-features-*/pieces/*"))  # the features are memory-mapped from there
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(pipeline.train_heads, "fit_heads", fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config.override({"stage_0.memory_map_above_mb": 0}),
+                    val_file=root / "val.jsonl", progress=False)  # fmt: skip
+    assert seen, "the run failed after its scratch folder was filled"
+    assert list(tmp_path.iterdir()) == [], "no scratch folder, lock or checkpoint left"

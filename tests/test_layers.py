@@ -76,3 +76,30 @@ def test_importing_the_library_leaves_the_openmp_policy_alone():
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     changed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout
     assert changed.strip() == "None"
+
+
+
+MAX_FUNCTION_LINES = 80  # a recipe reads top to bottom (setup, training, checkpoint) in functions of a screen or so
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """The functions of the module at `path` longer than `limit` lines, from `def` to their last
+    line (nested functions count in the one that holds them, too): "name:line (n lines)"."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > limit:
+                found.append(f"{node.name}:{node.lineno} ({lines} lines)")
+    return found
+
+
+def test_no_function_in_pipeline_is_over_80_lines():
+    too_long = [f"{path.relative_to(ROOT)}: {f}" for path in sorted((ROOT / "pipeline").rglob("*.py")) for f in long_functions(path)]
+    assert too_long == []
+
+
+def test_the_length_check_counts_nested_functions_in_the_one_that_holds_them(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def outer():\n    def inner():\n        return 1\n\n    return inner\n")
+    assert long_functions(module, limit=5) == [] and long_functions(module, limit=4) == ["outer:1 (5 lines)"]

@@ -36,7 +36,7 @@ def executor_only(reward_checkpoint, tmp_path_factory):
         pairs = load_pairs([reward_checkpoint / f"{name}.jsonl"])
         write_pairs(pairs.filter(pl.col("target_module") == "executor"), root / f"{name}.jsonl")
     config = checkpoint_config()
-    train_heads([root / "train.jsonl"], root / "cache", root / "checkpoint", config, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=root / "checkpoint", config=config, val_file=root / "val.jsonl", progress=False)
     shutil.copytree(root / "checkpoint", root / "plain")
     evaluate(root / "checkpoint", [root / "val.jsonl"], root / "cache", root / "report", config, progress=False)
     return root

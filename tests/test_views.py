@@ -154,7 +154,7 @@ def rounds_setup(tmp_path_factory):
     files = [root / "train.jsonl", root / "val.jsonl"]
     reports = {view: embed_pairs(files, root / "cache", base.override({"features.view": view}), encoder=encoder, progress=False) for view in ("truncate", "rounds")}
     rounds = base.override({"features.view": "rounds"})
-    train_heads([root / "train.jsonl"], root / "cache", root / "rounds-ckpt", rounds, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=root / "rounds-ckpt", config=rounds, val_file=root / "val.jsonl", progress=False)
     return root, base, reports
 
 
@@ -347,10 +347,10 @@ def test_a_checkpoint_refuses_another_view(rounds_setup, tmp_path):
     saved = json.loads((root / "rounds-ckpt" / "config.json").read_text())
     assert (saved["view"], saved["window_words"], saved["max_pieces"], saved["pooling"]) == ("rounds", {"context": 24, "module": 24}, 32, "attention")
     with pytest.raises(CheckpointError, match="view rounds.*this run uses truncate"):
-        train_heads([root / "train.jsonl"], root / "cache", tmp_path / "resumed", base, val_file=root / "val.jsonl", resume=root / "rounds-ckpt", progress=False)
+        train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "resumed", config=base, val_file=root / "val.jsonl", resume=root / "rounds-ckpt", progress=False)
     # head_tail vectors are another namespace: the truncate-view cache holds none of them
     with pytest.raises(ViewMismatch, match="head_tail"):
-        train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ht", base.override({"features.view": "head_tail"}), val_file=root / "val.jsonl", progress=False)
+        train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ht", config=base.override({"features.view": "head_tail"}), val_file=root / "val.jsonl", progress=False)
     # a checkpoint whose recorded view does not match its vectors' truncation is refused on load
     forged = tmp_path / "forged"
     shutil.copytree(root / "rounds-ckpt", forged)
@@ -396,8 +396,8 @@ def test_a_rounds_view_finetune_runs_and_keeps_its_view(which, tiny_qwen3_path, 
         "features.window_words": 24, "stage_0.epochs": 1, "training.device": "cpu", "stage_1.batch_size": 4, "stage_1.precision": "fp32",
     })  # fmt: skip
     embed_pairs([tmp_path / "train.jsonl", tmp_path / "val.jsonl"], tmp_path / "cache", config, progress=False)
-    train_heads([tmp_path / "train.jsonl"], tmp_path / "cache", tmp_path / "stage0", config, val_file=tmp_path / "val.jsonl", progress=False)
-    result = finetune([tmp_path / "train.jsonl"], tmp_path / "stage0", tmp_path / "stage1", config, val_file=tmp_path / "val.jsonl", max_steps=2, progress=False)
+    train_heads(files=[tmp_path / "train.jsonl"], cache_dir=tmp_path / "cache", out=tmp_path / "stage0", config=config, val_file=tmp_path / "val.jsonl", progress=False)
+    result = finetune(files=[tmp_path / "train.jsonl"], init=tmp_path / "stage0", out=tmp_path / "stage1", config=config, val_file=tmp_path / "val.jsonl", max_steps=2, progress=False)
     assert all(np.isfinite(result.history[0]["step_losses"])) and result.validation["loss"] is not None
     saved = json.loads((tmp_path / "stage1" / "config.json").read_text())
     assert (saved["view"], saved["pooling"]) == ("rounds", "attention")
@@ -407,7 +407,7 @@ def test_a_rounds_view_finetune_runs_and_keeps_its_view(which, tiny_qwen3_path, 
     rewards, shares = result.rewards, result.round_rewards
     np.testing.assert_allclose([s.sum() for s in shares], rewards, atol=1e-5)
     with pytest.raises(CheckpointError, match="view 'rounds'.*'chunks'"):
-        finetune([tmp_path / "train.jsonl"], tmp_path / "stage0", tmp_path / "other", config.override({"features.view": "chunks"}), max_steps=1, progress=False)
+        finetune(files=[tmp_path / "train.jsonl"], init=tmp_path / "stage0", out=tmp_path / "other", config=config.override({"features.view": "chunks"}), max_steps=1, progress=False)
 
 
 @pytest.mark.slow  # it runs the encoder or several trainings: the full suite runs it, the fast lane stays quick
@@ -419,17 +419,17 @@ def test_train_heads_picks_the_namespace_of_its_view(rounds_setup, tmp_path):
     files = [root / "train.jsonl", root / "val.jsonl"]
     embed_pairs(files, cache, head_tail, progress=False)
     assert len(EmbeddingCache(cache).namespaces()) == 2  # the same encoder, two truncations
-    train_heads([root / "train.jsonl"], cache, tmp_path / "ht", head_tail, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=cache, out=tmp_path / "ht", config=head_tail, val_file=root / "val.jsonl", progress=False)
     saved = json.loads((tmp_path / "ht" / "config.json").read_text())
     assert saved["view"] == "head_tail" and saved["encoder_fingerprint"]["truncation_side"] == "head_tail"
-    train_heads([root / "train.jsonl"], cache, tmp_path / "tr", base, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=cache, out=tmp_path / "tr", config=base, val_file=root / "val.jsonl", progress=False)
     assert json.loads((tmp_path / "tr" / "config.json").read_text())["encoder_fingerprint"]["truncation_side"] == "left"
 
 
 def test_an_ensemble_of_the_rounds_view_gives_uncertainty_and_round_rewards(rounds_setup, tmp_path):
     root, base, _ = rounds_setup
     config = base.override({"features.view": "rounds", "stage_0.ensemble": 2})
-    train_heads([root / "train.jsonl"], root / "cache", tmp_path / "ens", config, val_file=root / "val.jsonl", progress=False)
+    train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ens", config=config, val_file=root / "val.jsonl", progress=False)
     scorer = load(tmp_path / "ens", root / "cache", device="cpu")
     assert scorer.members == 2 and scorer.view.attention
     pairs = load_pairs(root / "val.jsonl").head(6)
