@@ -15,7 +15,7 @@ frameworks, the `pipeline score` / `pipeline serve` / `pipeline evaluate` verbs 
     shares[i]          # float32 array: the reward of row i split over its module text's pieces
 
 A checkpoint reads texts through the view it was trained with (features/views.py, recorded in its
-config.json; none recorded means `truncate`): a text's vector is its pieces' vectors pooled by the
+config.json): a text's vector is its pieces' vectors pooled by the
 heads, and each piece is looked up like any text. **Per-round rewards** (checkpoints of the `rounds`
 view): `round_rewards` returns, beside each row's reward, its share per piece of the module text,
 in order: piece i is the module text's i-th `[Round N]` block (a round longer than the view's window
@@ -41,7 +41,7 @@ one the checkpoint's fingerprint names (or `encoder=`, a folder with the same we
 refused when its fingerprint differs.
 
 Normalised rewards are (r - mean) / std with the per-module mean and std that `pipeline evaluate`
-stores in the checkpoint's config.json when run on its validation data.
+stores in the checkpoint's normalization.json when run on its validation data.
 
 Uncertainty: a checkpoint trained with `--ensemble K` holds K members (heads/ensemble.py); its
 reward is their mean, and `score_with_uncertainty` also returns their spread, the population
@@ -72,9 +72,10 @@ from data.errors import UserError
 from features.embedding import encode_into
 from features.encoder import ROLES, TextEncoder, pick_device
 from features.pairs import PairVectors, text_key, unique_texts, with_text_keys
-from features.views import View, ViewMismatch, cut_texts, piece_features
+from features.views import ViewMismatch, cut_texts, piece_features
 from heads.ensemble import RewardEnsemble, ensemble_size, load_heads, member_piece_scores, member_scores
 from heads.blend import LINEAR_WEIGHTS, PARTS, TFIDF_WEIGHTS, VOCABULARY, Blend, Blended, LinearModel, TfidfModel
+from heads.checkpoint import CheckpointRecord
 from heads.model import CONFIG, CheckpointError, MultiModuleRewardModel, damaged, error_line, masked_mean
 from heads.training import PairTensors
 from pipeline.checkpoint import load_checkpoint_encoder
@@ -121,7 +122,7 @@ class RewardScorer:
     def __init__(
         self,
         model: MultiModuleRewardModel | RewardEnsemble,
-        config: dict,
+        record: CheckpointRecord,
         folder: Path,
         namespace: Namespace | None = None,
         *,
@@ -134,17 +135,17 @@ class RewardScorer:
         allow_untrained: bool = False,
     ):
         self.model = model.eval()
-        self.config = config
+        self.record = record
         self.folder = Path(folder)
         self.namespace = namespace
         self.device = device
         self.modules = list(model.modules_order)
         self.normalize = normalize
-        self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
+        self.normalization = checkpoint_normalization(record, self.modules, self.folder) if normalize else None
         # {module: {"train": n, "val": n}} as training recorded it; None for checkpoints from before the record
-        self.module_pairs = module_pair_counts(config, self.modules)
+        self.module_pairs = module_pair_counts(record, self.modules)
         self.allow_untrained = allow_untrained
-        self.view = View.from_checkpoint(config)
+        self.view = record.view
         self.blend = blend  # the linear and TF-IDF parts blended with the heads, when the checkpoint has them
         self.memory = VectorMemory(memory_size)
         self.index_memory_map_above_mb = index_memory_map_above_mb
@@ -221,7 +222,7 @@ class RewardScorer:
 
     @property
     def fingerprint(self) -> dict:
-        return self.config["encoder_fingerprint"]
+        return self.record.encoder_fingerprint
 
     def encoder(self) -> TextEncoder:
         """The checkpoint's encoder, loaded on first use with the settings its fingerprint records."""
@@ -301,7 +302,7 @@ class RewardScorer:
 
     def normalized_uncertainty(self, uncertainty: np.ndarray, modules: Sequence[str]) -> np.ndarray:
         """The uncertainty in normalised units: divided by the std of the row's module."""
-        normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
+        normalization = self.normalization or checkpoint_normalization(self.record, self.modules, self.folder)
         return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
 
     @torch.no_grad()
@@ -339,7 +340,7 @@ class RewardScorer:
 
     def normalized(self, rewards: np.ndarray, modules: Sequence[str]) -> np.ndarray:
         """(r - mean) / std per row, with the mean and std of the row's module."""
-        normalization = self.normalization or checkpoint_normalization(self.config, self.modules, self.folder)
+        normalization = self.normalization or checkpoint_normalization(self.record, self.modules, self.folder)
         mean = np.array([normalization[m][0] for m in modules], np.float32)
         std = np.array([normalization[m][1] for m in modules], np.float32)
         return ((np.asarray(rewards, np.float32) - mean) / std).astype(np.float32)
@@ -498,37 +499,35 @@ def load(
     default, `UntrainedModule`)."""
     folder = Path(checkpoint)
     device = pick_device(device)
-    model, config = load_heads(folder, device=device)
+    model, record = load_heads(folder, device=device)
     try:
-        View.from_checkpoint(config).check_vectors(config["encoder_fingerprint"], f"the encoder {folder} records")
+        record.view.check_vectors(record.encoder_fingerprint, f"the encoder {folder} records")
     except ViewMismatch as e:
         raise CheckpointError(str(e)) from None
     namespace = None
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir)
         try:
-            namespace = cache.namespace(config["encoder_fingerprint"], dtype=config.get("cache_dtype", "float32"), create=write_cache)
+            namespace = cache.namespace(record.encoder_fingerprint, dtype=record.cache_dtype, create=write_cache)
         except NoNamespace:
             raise CacheError(
-                f"{cache_dir} holds no vectors of {folder}'s encoder {config['encoder_fingerprint'].get('encoder')!r}; it holds:\n"
+                f"{cache_dir} holds no vectors of {folder}'s encoder {record.encoder_fingerprint.get('encoder')!r}; it holds:\n"
                 f"{cache.describe()}\nLeave the cache out (texts are then encoded in memory), or embed into it first with "
                 f"`pipeline embed FILE... --cache {cache_dir}` and that encoder."
             ) from None
     return RewardScorer(
-        model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size,
-        index_memory_map_above_mb=index_memory_map_above_mb, blend=load_blend(folder, config), allow_untrained=allow_untrained,
+        model, record, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size,
+        index_memory_map_above_mb=index_memory_map_above_mb, blend=load_blend(folder, record), allow_untrained=allow_untrained,
     )  # fmt: skip
 
 
-def load_blend(folder: Path, config: dict) -> Blended | None:
+def load_blend(folder: Path, record: CheckpointRecord) -> Blended | None:
     """The parts the checkpoint's reward blends with its heads (heads/blend.py), or None when its
-    config.json names none (`lexical`: a checkpoint from before the linear part, TF-IDF only).
-    A part that cannot be read is one `CheckpointError` naming its files."""
-    record = config.get("blend") or config.get("lexical")
-    if not record:
+    record names none. A part that cannot be read is one `CheckpointError` naming its files."""
+    if not record.blend:
         return None
     try:
-        blend = Blend.from_record(record)
+        blend = Blend.from_record(record.blend)
     except (KeyError, TypeError, ValueError) as e:
         raise damaged(folder / CONFIG, f"its blend is not what train-heads writes ({type(e).__name__}: {e})") from None
     parts = {}
@@ -544,12 +543,12 @@ def load_blend(folder: Path, config: dict) -> Blended | None:
     return Blended(blend, parts.get("linear"), parts.get("tfidf"))
 
 
-def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:
-    """{module: (mean, std)} from a checkpoint's config.json, for the modules it has a usable mean
+def checkpoint_normalization(record: CheckpointRecord, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:
+    """{module: (mean, std)} from a checkpoint's normalisation, for the modules it has a usable mean
     and std for (a module evaluate saw fewer than 2 responses of, with zero spread or rewards that
     were not finite has none: only rows of that module are refused, by `RewardScorer.check`);
     `CheckpointError` when it has no normalisation at all."""
-    stored = config.get("normalization")
+    stored = record.normalization
     if not stored:
         raise CheckpointError(
             f"{folder} has no reward normalisation (per-module mean and std). Run "
@@ -560,10 +559,10 @@ def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path)
     return {m: (float(stored[m]["mean"]), float(stored[m]["std"])) for m in modules if usable(m)}
 
 
-def module_pair_counts(config: dict, modules: Sequence[str]) -> dict[str, dict[str, int]] | None:
+def module_pair_counts(record: CheckpointRecord, modules: Sequence[str]) -> dict[str, dict[str, int]] | None:
     """{module: {"train": n, "val": n}}: how many training and validation pairs each module's head
     saw, as train-heads and finetune record it (`module_pairs`); None for a checkpoint from before."""
-    recorded = config.get("module_pairs")
+    recorded = record.module_pairs
     if recorded is None:
         return None
     return {m: {"train": int(recorded.get(m, {}).get("train", 0)), "val": int(recorded.get(m, {}).get("val", 0))} for m in modules}

@@ -633,8 +633,8 @@ def create_app(scorer: RewardScorer, settings: ServeSettings) -> FastAPI:
             "normalized": scorer.normalize,
             "ensemble": scorer.members,
             "encoder": scorer.fingerprint.get("encoder"),
-            "reward": describe_reward(scorer.config),  # what the rewards are made of, in words
-            "blend": blend_weights(scorer.config),  # {"heads": w, "linear": w, "tfidf": w}; null: the heads alone
+            "reward": describe_reward(scorer.record),  # what the rewards are made of, in words
+            "blend": blend_weights(scorer.record),  # {"heads": w, "linear": w, "tfidf": w}; null: the heads alone
             "max_batch": settings.max_batch,
             "max_wait_ms": settings.max_wait_ms,
             "max_request_rows": settings.max_request_rows,

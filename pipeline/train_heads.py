@@ -32,6 +32,7 @@ from data.splits import load_training_and_validation, module_pairs
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, with_text_keys
 from features.views import PieceFeatures, View, ViewMismatch, check_same_view, piece_features
+from heads.checkpoint import CheckpointRecord, save_checkpoint
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
@@ -97,7 +98,7 @@ def _train_heads(files, cache_dir, out, config, val_file, resume, namespace_id, 
     previous = MultiModuleRewardModel.load(resume) if resume else None
     if previous is not None:
         try:
-            check_same_view(view, View.from_checkpoint(previous[1]), f"the checkpoint {resume}")
+            check_same_view(view, previous[1].view, f"the checkpoint {resume}")
         except ViewMismatch as e:
             raise CheckpointError(str(e)) from None
     every_file = [*files, *([val_file] if val_file else [])]
@@ -204,35 +205,29 @@ def _train_heads(files, cache_dir, out, config, val_file, resume, namespace_id, 
         blended, blend_summary = fit_blend(model, texts["train"], texts["val"], train_data, val_data, modules, fit_fold, seed=config.training.seed)
         say(blend_line(blended, blend_summary))
 
-    checkpoint_config = {
-        "stage": 0,
-        "encoder_fingerprint": namespace.fingerprint,
-        "cache_namespace": namespace.id,
-        "cache_dtype": namespace.dtype,
-        **view.record(),
-        "training_config": config.to_dict(),
-        "train_files": [str(f) for f in files],
-        "val_file": str(val_file) if val_file else None,
-        "train_data_sha256": hashes["train"],
-        "val_data_sha256": hashes["val"],
-        "module_pairs": counts,  # a module with no training pairs is refused when scored (pipeline/rewards.py)
+    provenance = {
         "resumed_from": str(resume) if resume else None,
         "best_epoch": fit.best_epoch if fit is not None else None,
         "metrics": {"train_loss": fit.train_loss if fit is not None else None, "val": best},
         "versions": library_versions(),
     }
-    if blend_summary:  # the weights chosen and on what; every point of the grid goes to blend.jsonl
-        checkpoint_config["blend_choice"] = {key: value for key, value in blend_summary.items() if key != "table"}
-    if blended is not None:
-        checkpoint_config["blend"] = blended.record()
     if searched is not None:
-        checkpoint_config["search"] = {"settings": len(searched.rows), "chosen": searched.rows[searched.best], "table": "search.jsonl"}
+        provenance["search"] = {"settings": len(searched.rows), "chosen": searched.rows[searched.best], "table": "search.jsonl"}
     if fits:
-        checkpoint_config["members"] = [
+        provenance["members"] = [
             {"member": k + 1, "seed": recipe.seed + k, "best_epoch": f.best_epoch, "val": f.validation} for k, f in enumerate(fits)
         ]  # fmt: skip
+    record = CheckpointRecord.of(
+        model, stage=0, encoder_fingerprint=namespace.fingerprint, cache_namespace=namespace.id, cache_dtype=namespace.dtype, view=view,
+        blend=blended.record() if blended is not None else None,
+        # the weights chosen and on what; every point of the grid goes to blend.jsonl
+        blend_choice={key: value for key, value in blend_summary.items() if key != "table"} if blend_summary else None,
+        module_pairs=counts,  # a module with no training pairs is refused when scored (pipeline/rewards.py)
+        training_config=config.to_dict(), train_files=[str(f) for f in files], val_file=str(val_file) if val_file else None,
+        train_data_sha256=hashes["train"], val_data_sha256=hashes["val"], provenance=provenance,
+    )  # fmt: skip
     with atomic_dir(out) as folder:
-        model.to("cpu").save(folder, checkpoint_config)
+        save_checkpoint(folder, model.to("cpu"), record)
         if blended is not None:
             blended.save(folder)
         if blend_summary:
@@ -243,7 +238,7 @@ def _train_heads(files, cache_dir, out, config, val_file, resume, namespace_id, 
             validation = f"`{val_file}`" if val_file else f"the validation {config.data.group_by}s carved out of the training files (data.val_fraction {config.data.val_fraction:g})"
             (folder / "search.md").write_text(search_markdown(searched.rows, searched.best, validation))
         config.save(folder / "config.yaml")
-    return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, describe_reward(checkpoint_config), searched, fits)
+    return TrainResult(fit.best_epoch if fit else None, epochs_run, best, seconds_per_epoch, history, describe_reward(record), searched, fits)
 
 
 def read_features(source, train: pl.DataFrame, val: pl.DataFrame, view: View, memory_map_above_mb: int | str, scratch: Path) -> dict[str, PieceFeatures]:
@@ -283,19 +278,19 @@ def _log_epoch(run, record: dict) -> None:
     run.log({"epoch": record["epoch"], "train/loss": record["train_loss"], "val/loss": val["loss"], "val/pairwise_accuracy": val["pairwise_accuracy"]})
 
 
-def select_namespace(cache_dir: Path, config: Config, namespace_id: str | None, checkpoint: dict | None) -> tuple[Namespace, str]:
+def select_namespace(cache_dir: Path, config: Config, namespace_id: str | None, checkpoint: CheckpointRecord | None) -> tuple[Namespace, str]:
     """The cache namespace to read, and a note on how it was chosen when the user did not name it:
     the one a resumed checkpoint was trained on (a mismatch is refused), `--namespace`, the only one
     of the encoder the user named (flag or config file), or, with no encoder named, the only one the
     cache holds."""
     cache = EmbeddingCache(cache_dir)
     if checkpoint is not None:
-        wanted = checkpoint["encoder_fingerprint"]
-        matching = [ns for ns in cache.namespaces() if ns.fingerprint == wanted and ns.dtype == checkpoint.get("cache_dtype", ns.dtype)]
+        wanted = checkpoint.encoder_fingerprint
+        matching = [ns for ns in cache.namespaces() if ns.fingerprint == wanted and ns.dtype == checkpoint.cache_dtype]
         if not matching:
             raise CheckpointError(
                 f"the checkpoint's heads were trained on vectors of encoder {wanted.get('encoder')!r} (namespace "
-                f"{checkpoint.get('cache_namespace')}), and {cache_dir} holds no vectors of that encoder; it holds:\n{cache.describe()}\n"
+                f"{checkpoint.cache_namespace}), and {cache_dir} holds no vectors of that encoder; it holds:\n{cache.describe()}\n"
                 "Heads only score vectors of the encoder they were trained on: embed with that encoder, or train new heads."
             )
         return matching[0], ""
