@@ -117,13 +117,6 @@ class View:
         windows = {role: features.window_words or max(1, n) for role, n in auto.items()}
         return cls(features.view, windows, features.max_pieces)
 
-    @classmethod
-    def from_checkpoint(cls, config: dict) -> View:
-        """The view a checkpoint's config.json records; none recorded (older checkpoints): truncate."""
-        if "view" not in config:
-            return cls()
-        return cls(config["view"], dict(config["window_words"]), int(config["max_pieces"]))
-
     def record(self) -> dict:
         """What a checkpoint's config.json records of the view."""
         return {"view": self.name, "window_words": dict(self.window_words), "max_pieces": self.max_pieces}

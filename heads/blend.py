@@ -27,8 +27,8 @@ at a million pairs, where the heads have the data they are built for.
     linear = LinearModel.fit(train_vectors, modules); linear.score_vectors(context_vectors, module_vectors, modules)
     blended, summary = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)   # or None: heads alone
     blended.blend(head_scores, blended.linear_scores(ctx, mod, modules), blended.tfidf.score_texts(contexts, module_texts))   # the reward
-    blended.save(folder); Blended.load(folder, config["blend"])
-    describe_reward(config)     # the checkpoint's reward in words: "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: ..."
+    blended.save(folder); Blended.load(folder, record.blend)
+    describe_reward(record)     # the checkpoint's reward in words: "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: ..."
 """
 
 import json
@@ -36,6 +36,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -50,6 +51,9 @@ from features.pairs import PairVectors
 from heads.metrics import pairwise_accuracy
 from heads.model import CONFIG, CheckpointError, damaged, error_line, masked_mean
 from heads.training import PairTensors, pair_scores
+
+if TYPE_CHECKING:
+    from heads.checkpoint import CheckpointRecord
 
 PARTS = ("heads", "linear", "tfidf")
 VOCABULARY = "lexical.json"  # the TF-IDF part's files
@@ -259,11 +263,7 @@ class Blend:
 
     @classmethod
     def from_record(cls, record: dict) -> "Blend":
-        """From `record()`, or the lexical record of checkpoints trained before the linear part
-        (`weight`, `head_mean`, `head_std`, `lexical_mean`, `lexical_std`)."""
-        if "weight" in record:
-            w = float(record["weight"])
-            return cls((1 - w, 0.0, w), (float(record["head_mean"]), 0.0, float(record["lexical_mean"])), (float(record["head_std"]), 1.0, float(record["lexical_std"])))
+        """From `record()` (heads/checkpoint.py migrates the `lexical` record of older checkpoints to it)."""
         parts = [record[name] for name in PARTS]
         return cls(*(tuple(float(part[field]) for part in parts) for field in ("weight", "mean", "std")))
 
@@ -297,9 +297,9 @@ class Blended:
 
     @classmethod
     def load(cls, folder: Path, record: dict) -> "Blended":
-        """The parts a checkpoint folder's reward blends with its heads, as its config.json's blend
-        `record` (or the `lexical` record of checkpoints from before the linear part) describes
-        them, those of weight > 0 read from their files. A record or a part that cannot be read is
+        """The parts a checkpoint folder's reward blends with its heads, as its record's blend
+        (heads/checkpoint.py, which migrates older forms) describes them, those of weight > 0 read
+        from their files. A record or a part that cannot be read is
         one `CheckpointError` naming its file."""
         try:
             blend = Blend.from_record(record)
@@ -562,24 +562,22 @@ def blend_line(blended: Blended | None, summary: dict) -> str:
 PART_NAMES = {"heads": "heads", "linear": "linear", "tfidf": "TF-IDF"}
 
 
-def blend_weights(checkpoint_config: dict) -> dict[str, float] | None:
-    """A checkpoint's blend weights by part (`PARTS`), read from its config.json (`blend`, or the
-    `lexical` record of checkpoints from before the linear part); None when its reward is the heads
-    alone."""
-    record = checkpoint_config.get("blend") or checkpoint_config.get("lexical")
-    return dict(zip(PARTS, Blend.from_record(record).weights)) if record else None
+def blend_weights(record: "CheckpointRecord") -> dict[str, float] | None:
+    """A checkpoint's blend weights by part (`PARTS`), from its record (heads/checkpoint.py); None
+    when its reward is the heads alone."""
+    return dict(zip(PARTS, Blend.from_record(record.blend).weights)) if record.blend else None
 
 
-def reward_formula(checkpoint_config: dict) -> str:
+def reward_formula(record: "CheckpointRecord") -> str:
     """What a checkpoint's reward is made of, short: "0.5 × linear + 0.5 × TF-IDF", "the heads alone"."""
-    weights = blend_weights(checkpoint_config)
+    weights = blend_weights(record)
     if weights is None:
         return "the heads alone"
     return " + ".join(f"{w:g} × {PART_NAMES[name]}" for name, w in weights.items() if w)
 
 
-def describe_reward(checkpoint_config: dict) -> str:
-    """What a checkpoint's reward is made of, in words, from its config.json: the parts and their
+def describe_reward(record: "CheckpointRecord") -> str:
+    """What a checkpoint's reward is made of, in words, from its record: the parts and their
     weights, why a part weighs 0, and each part's accuracy alone beside the reward's on the
     held-out pairs the weights were chosen on (`blend_choice`, when the checkpoint recorded it).
     The one sentence train-heads, evaluate's report, the demo and /health say:
@@ -588,12 +586,12 @@ def describe_reward(checkpoint_config: dict) -> str:
         gave them weight did worse on held-out pairs; on the 900 held-out pairs the weights were chosen
         on: heads alone 0.660, linear alone 0.620, TF-IDF alone 0.770, reward 0.780
     """
-    weights = blend_weights(checkpoint_config)
-    choice = checkpoint_config.get("blend_choice")
+    weights = blend_weights(record)
+    choice = record.blend_choice
     if weights is None and not choice:
-        if checkpoint_config.get("stage") == 1:
+        if record.stage == 1:
             why = "a stage 1 checkpoint: its encoder changed the heads' scale, so no blend"
-        elif (checkpoint_config.get("training_config") or {}).get("model", {}).get("blend") == "off":
+        elif record.training_config.get("model", {}).get("blend") == "off":
             why = "no blend: model.blend is off"
         else:
             why = "no blend"
@@ -604,13 +602,13 @@ def describe_reward(checkpoint_config: dict) -> str:
         others = "the linear or TF-IDF part" if linear_fitted else "the TF-IDF part"
         line = f"reward = the heads alone: no blend with {others} did better on held-out pairs"
     else:
-        line = f"reward = {reward_formula(checkpoint_config)}"
+        line = f"reward = {reward_formula(record)}"
         if weights["tfidf"] and (choice or {}).get("tfidf_blocks") == list(ENDED_BLOCKS):
             line += " (TF-IDF reads the episode's end too)"
         if not weights["heads"]:
             trained = f"trained on {training_pairs} pairs, " if training_pairs else ""
             line += f"; the heads weigh 0: {trained}every blend that gave them weight did worse on held-out pairs"
-        if not checkpoint_config.get("blend"):  # the `lexical` record: TF-IDF was the only part then
+        if record.blend.get("before_linear_part"):  # format 1's `lexical` record: TF-IDF was the only part then
             line += "; no linear part (a checkpoint from before it)"
         elif not weights["linear"]:
             line += "; the linear part weighs 0" + ("" if linear_fitted else f" (not fitted above {MAX_PAIRS:,} training pairs)")

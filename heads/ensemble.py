@@ -5,7 +5,7 @@ tasks; the reward is the members' mean and its uncertainty their standard deviat
     ensemble = RewardEnsemble([fit.model for fit in fits])
     ensemble(e_ctx, e_mod, module_index)                 # (N,) the mean of the members' rewards
     ensemble.member_scores(e_ctx, e_mod, module_index)   # (K, N)
-    model, config = load_heads("ckpt/")                  # a single-model or an ensemble checkpoint
+    model, record = load_heads("ckpt/")                  # a single-model or an ensemble checkpoint
 
 - **Bootstrap over tasks.** Member k draws as many tasks as the training data has, with replacement,
   from a generator seeded by (seed, k), and trains on all the pairs of every drawn task (twice if
@@ -16,7 +16,7 @@ tasks; the reward is the members' mean and its uncertainty their standard deviat
   member it is 0, so a single-model checkpoint is an ensemble of one with uncertainty 0.
 - **Checkpoint.** One folder as for a single model: `heads.safetensors` with every member's weights
   under `members.<k>.` (`members.0.heads.planner.mlp.0.weight`, ...) and `config.json` with
-  `"ensemble": K`. A single-model checkpoint has no `ensemble` key (or 1) and loads as before.
+  `"ensemble": K` (1 for a single model; heads/checkpoint.py writes it).
 - **By uncertainty quartile** (`accuracy_by_uncertainty`): a pair's uncertainty is the standard
   deviation across members of r_pos − r_neg; pairs are cut into quartiles of it and each quartile's
   pairwise accuracy (of the mean reward) is reported with its interval, to see whether the pairs the
@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from data.files import json_text
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
-from heads.model import CONFIG, WEIGHTS, MultiModuleRewardModel, load_weights, read_config
+from heads.checkpoint import CheckpointRecord, read_record
+from heads.model import MultiModuleRewardModel, load_weights
 from heads.training import PairTensors
 
 
@@ -76,25 +75,17 @@ class RewardEnsemble(nn.Module):
     def module_index(self, names: Sequence[str]) -> torch.Tensor:
         return self.members[0].module_index(names)
 
-    def save(self, folder: str | Path, config: dict) -> None:
-        """`heads.safetensors` (keys `members.<k>.…`) + `config.json` with `"ensemble": K`."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS)
-        full = {"dimension": self.dimension, "modules": self.modules_order, "dropout": self.dropout, "head": self.head, "pooling": self.pooling, "ensemble": self.size, **config}
-        (folder / CONFIG).write_text(json_text(full, indent=2, default=str))
 
-
-def load_heads(folder: str | Path, device: str = "cpu", config: dict | None = None) -> tuple[MultiModuleRewardModel | RewardEnsemble, dict]:
-    """The heads saved in `folder` (a single model or an ensemble, as its config.json says) and that
-    config, both checked as `heads.model.read_config` and `load_weights` check them (`config`: the
-    folder's config.json when the caller has read it already). No pickle: safetensors only."""
+def load_heads(folder: str | Path, device: str = "cpu", record: CheckpointRecord | None = None) -> tuple[MultiModuleRewardModel | RewardEnsemble, CheckpointRecord]:
+    """The heads saved in `folder` (a single model or an ensemble, as its record says) and that
+    record (heads/checkpoint.py), both checked as `read_record` and `load_weights` check them
+    (`record`: the folder's, when the caller has read it already). No pickle: safetensors only."""
     folder = Path(folder)
-    config = read_config(folder) if config is None else config
-    size = config.get("ensemble", 1)
-    model = MultiModuleRewardModel.from_config(config) if size == 1 else RewardEnsemble([MultiModuleRewardModel.from_config(config) for _ in range(size)])
+    record = read_record(folder) if record is None else record
+    size = record.ensemble
+    model = MultiModuleRewardModel.from_record(record) if size == 1 else RewardEnsemble([MultiModuleRewardModel.from_record(record) for _ in range(size)])
     load_weights(model, folder, device)
-    return model.to(device), config
+    return model.to(device), record
 
 
 def bootstrap_task_rows(groups: np.ndarray, member: int, seed: int = 0) -> np.ndarray:

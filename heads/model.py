@@ -4,7 +4,7 @@ the Bradley–Terry loss they train with, and their checkpoint folder.
     model = MultiModuleRewardModel(dimension=384, modules=["reflection", "planner", "executor", "memory"])
     scores = model(e_ctx, e_mod, module_index)          # one reward per row, each row scored by its own module's head
     loss = bradley_terry_loss(scores_pos, scores_neg)    # BCE(r_pos - r_neg, 1) + alpha * ReLU(margin - (r_pos - r_neg))
-    model, config = MultiModuleRewardModel.load("ckpt/")  # a damaged config.json or heads.safetensors: one CheckpointError naming it
+    model, record = MultiModuleRewardModel.load("ckpt/")  # a damaged config.json or heads.safetensors: one CheckpointError naming it
 
 A head reads concat(e_ctx, e_mod, e_ctx * e_mod) (3d) and, by design, goes 3d -> 2d -> d -> 1, each
 hidden layer Linear + GELU + LayerNorm + Dropout. For d = 1024 that is 3072 -> 2048 -> 1024 -> 1
@@ -25,16 +25,19 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from data.errors import ConfigError, UserError
-from data.files import json_text
 from features.views import VIEWS
+
+if TYPE_CHECKING:
+    from heads.checkpoint import CheckpointRecord
 
 WEIGHTS = "heads.safetensors"
 CONFIG = "config.json"
@@ -174,39 +177,33 @@ class MultiModuleRewardModel(nn.Module):
     def module_index(self, names: Sequence[str]) -> torch.Tensor:
         return module_index(self.modules_order, names)
 
-    def save(self, folder: str | Path, config: dict) -> None:
-        """`heads.safetensors` + `config.json` (dimension, modules and whatever `config` adds)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS)
-        full = {"dimension": self.dimension, "modules": self.modules_order, "dropout": self.dropout, "head": self.head, "pooling": self.pooling, **config}
-        (folder / CONFIG).write_text(json_text(full, indent=2, default=str))
+    @classmethod
+    def from_record(cls, record: "CheckpointRecord") -> "MultiModuleRewardModel":
+        """Untrained heads of the shape a checkpoint's record (heads/checkpoint.py) names."""
+        return cls(record.dimension, record.modules, record.dropout, record.head, record.pooling)
 
     @classmethod
-    def from_config(cls, config: dict) -> "MultiModuleRewardModel":
-        """Untrained heads of the shape a checkpoint's config.json (checked by `read_config`) records."""
-        return cls(config["dimension"], config["modules"], config.get("dropout", 0.1), config.get("head", DESIGN_HEAD), config.get("pooling", "mean"))
+    def load(cls, folder: str | Path, device: str = "cpu") -> tuple["MultiModuleRewardModel", "CheckpointRecord"]:
+        """The model saved in `folder`, and its record. No pickle: safetensors only."""
+        from heads.checkpoint import read_record  # the record module builds on this one
 
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> tuple["MultiModuleRewardModel", dict]:
-        """The model saved in `folder`, and its config.json. No pickle: safetensors only."""
         folder = Path(folder)
-        config = read_config(folder)
-        if config.get("ensemble", 1) > 1:
+        record = read_record(folder)
+        if record.ensemble > 1:
             raise CheckpointError(
-                f"{folder} holds an ensemble of {config['ensemble']} heads, and this needs a single-head checkpoint: stage 1 "
+                f"{folder} holds an ensemble of {record.ensemble} heads, and this needs a single-head checkpoint: stage 1 "
                 "(finetune) and --resume start from one. Train one without --ensemble (heads.ensemble.load_heads reads ensembles)."
             )
-        model = cls.from_config(config)
+        model = cls.from_record(record)
         load_weights(model, folder, device)
-        return model.to(device), config
+        return model.to(device), record
 
 
 # --- reading a checkpoint folder -----------------------------------------------------------------
 # Every verb that reads a checkpoint (evaluate, score, serve, train-heads --resume, finetune --init,
-# the reward API) loads it through `read_config` and `load_weights`, so a damaged or hand-edited
-# folder is one CheckpointError naming the file and what is wrong, never a KeyError or a
-# safetensors traceback deep inside a verb.
+# the reward API) loads it through `read_config` (by heads/checkpoint.py's `read_record`) and
+# `load_weights`, so a damaged or hand-edited folder is one CheckpointError naming the file and
+# what is wrong, never a KeyError or a safetensors traceback deep inside a verb.
 
 
 def _positive_int(value) -> bool:
@@ -235,7 +232,7 @@ def _windows(value) -> bool:
     return isinstance(value, dict) and all(_positive_int(value.get(role)) for role in ("context", "module"))
 
 
-def _normalization(value) -> bool:
+def valid_normalization(value) -> bool:
     """{module: {"mean": x, "std": y, ...}, "data_sha256": ...}, as `pipeline evaluate` stores it
     (null where a reward was not finite: that module's normalisation is then unusable, not damaged)."""
     if not isinstance(value, dict):
@@ -244,13 +241,20 @@ def _normalization(value) -> bool:
     return all(isinstance(v, dict) and all(_number(v.get(k)) or v.get(k) is None for k in ("mean", "std")) for v in entries)
 
 
+def _lexical(value) -> bool:
+    fields = ("weight", "head_mean", "head_std", "lexical_mean", "lexical_std")
+    return isinstance(value, dict) and all(_number(value.get(k)) for k in fields)
+
+
 # key -> (required, valid, what it should be); keys older checkpoints lack are not required
+# (heads/checkpoint.py's `migrate` reads them as their format meant)
 def _module_pairs(value) -> bool:
     count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
     return isinstance(value, dict) and all(isinstance(c, dict) and count(c.get("train")) and count(c.get("val", 0)) for c in value.values())
 
 
 CONFIG_KEYS = {
+    "format_version": (False, _positive_int, "a positive integer (the checkpoint format)"),
     "dimension": (True, _positive_int, "a positive integer"),
     "modules": (True, _names, "a non-empty list of distinct module names"),
     "dropout": (False, lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
@@ -262,9 +266,9 @@ CONFIG_KEYS = {
     "view": (False, lambda v: v in VIEWS, f"one of {', '.join(VIEWS)}"),
     "window_words": (False, _windows, 'an object of positive integers {"context": ..., "module": ...}'),
     "max_pieces": (False, _positive_int, "a positive integer"),
-    "normalization": (False, _normalization, "an object of {module: {mean, std}} with numbers (or null)"),
+    "normalization": (False, valid_normalization, "an object of {module: {mean, std}} with numbers (or null)"),
     "blend": (False, lambda v: isinstance(v, dict), "an object"),
-    "lexical": (False, lambda v: isinstance(v, dict), "an object"),  # the blend of checkpoints from before its linear part
+    "lexical": (False, _lexical, "an object of numbers weight, head_mean, head_std, lexical_mean, lexical_std"),  # format 1's blend before its linear part
     "training_config": (False, lambda v: isinstance(v, dict), "an object"),
     "train_files": (False, lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v), "a list of file names"),
     "val_file": (False, lambda v: v is None or isinstance(v, str), "a file name or null"),
@@ -288,9 +292,9 @@ def damaged(path: Path, problem: str) -> CheckpointError:
 
 
 def read_config(folder: str | Path) -> dict:
-    """The checkpoint's config.json, checked against `CONFIG_KEYS`: what the heads are built from
-    and what the verbs read (encoder fingerprint, view, normalisation). `CheckpointError` naming the
-    file and the key when the folder is no checkpoint or the file is not what we wrote."""
+    """The checkpoint's config.json as written (of any format), checked against `CONFIG_KEYS`:
+    `CheckpointError` naming the file and the key when the folder is no checkpoint or the file is
+    not what we wrote. Readers use `heads.checkpoint.read_record`, which migrates it."""
     folder = Path(folder)
     path = folder / CONFIG
     if not (folder / WEIGHTS).is_file() or not path.is_file():

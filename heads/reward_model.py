@@ -1,7 +1,7 @@
 """A checkpoint's reward, all of it in one object: its heads, the blend they are part of, and the
 view that cuts texts into the pieces the heads read.
 
-    model, config = RewardModel.load("ckpt/")     # the one reader of a checkpoint's reward
+    model, record = RewardModel.load("ckpt/")     # the one reader of a checkpoint's reward
     rows = RowTensors.from_pieces(piece_vectors, counts, model.module_index(modules))   # heads/training.py
     out = model.score(rows, contexts, module_texts)   # a RewardOutput, one entry per row:
     out.reward, out.uncertainty        # the members' mean reward and their spread (ddof 0)
@@ -33,7 +33,8 @@ from data.errors import UserError
 from features.views import View, ViewMismatch
 from heads.blend import Blended
 from heads.ensemble import RewardEnsemble, load_heads
-from heads.model import CheckpointError, masked_mean, read_config
+from heads.checkpoint import CheckpointRecord, read_record
+from heads.model import CheckpointError, masked_mean
 from heads.training import RowTensors
 
 
@@ -71,27 +72,24 @@ class RewardModel:
         self.blended = blended
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> tuple["RewardModel", dict]:
-        """The reward model saved in `folder`, and its config.json (checked by `read_config`)."""
-        config = read_config(folder)
-        return cls.from_checkpoint(folder, config, device), config
+    def load(cls, folder: str | Path, device: str = "cpu") -> tuple["RewardModel", CheckpointRecord]:
+        """The reward model saved in `folder`, and its record (heads/checkpoint.py `read_record`)."""
+        record = read_record(folder)
+        return cls.from_checkpoint(folder, record, device), record
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, config: dict, device: str = "cpu") -> "RewardModel":
-        """The reward model of a checkpoint folder whose config.json is `config`: its heads, its view
-        (none recorded: truncate) and its blend (`Blended.load`; none recorded: the heads alone). One
-        `CheckpointError` naming the file for a part that cannot be read or a view its encoder's
-        vectors are not cut for."""
+    def from_checkpoint(cls, folder: str | Path, record: CheckpointRecord, device: str = "cpu") -> "RewardModel":
+        """The reward model of a checkpoint folder whose record is `record`: its heads, its view and
+        its blend (`Blended.load`; none recorded: the heads alone). One `CheckpointError` naming the
+        file for a part that cannot be read or a view its encoder's vectors are not cut for."""
         folder = Path(folder)
-        heads, _ = load_heads(folder, device, config)
-        view = View.from_checkpoint(config)
+        heads, _ = load_heads(folder, device, record)
         try:
-            view.check_vectors(config["encoder_fingerprint"], f"the encoder {folder} records")
+            record.view.check_vectors(record.encoder_fingerprint, f"the encoder {folder} records")
         except ViewMismatch as e:
             raise CheckpointError(str(e)) from None
-        record = config.get("blend") or config.get("lexical")  # lexical: the blend of checkpoints from before its linear part
-        blended = Blended.load(folder, record) if record else None
-        return cls(heads if isinstance(heads, RewardEnsemble) else RewardEnsemble([heads]), view, blended)
+        blended = Blended.load(folder, record.blend) if record.blend else None
+        return cls(heads if isinstance(heads, RewardEnsemble) else RewardEnsemble([heads]), record.view, blended)
 
     @property
     def modules(self) -> list[str]:

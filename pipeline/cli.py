@@ -10,12 +10,12 @@ Every verb takes `--config FILE.yaml` (see pipeline/config.py); its flags overri
 """
 
 import errno
-import json
 import logging
 import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -28,6 +28,9 @@ from data.summary import format_summary, summarize_pairs
 from data.text_table import aligned_table
 from pipeline import __version__
 from pipeline.config import CONFIG_SECTIONS, INT_MAX, SETTINGS, load_config
+
+if TYPE_CHECKING:
+    from heads.checkpoint import CheckpointRecord
 
 
 class _EchoHandler(logging.Handler):
@@ -366,16 +369,17 @@ def demo(ctx: click.Context, out: Path, n_pairs: int, encoder: str, max_tokens: 
     for name, purpose, command, arguments in steps:
         run_step(name, purpose, command, arguments)
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.0f} s: outputs in {out}", bold=True)
-    checkpoint_config = json.loads((out / "checkpoint" / "config.json").read_text(encoding="utf-8"))
-    click.secho(open_first_line(out / "report-test" / "report.md", checkpoint_config), bold=True)
+    from heads.checkpoint import read_record
+
+    click.secho(open_first_line(out / "report-test" / "report.md", read_record(out / "checkpoint")), bold=True)
 
 
-def open_first_line(report: Path, checkpoint_config: dict) -> str:
+def open_first_line(report: Path, record: "CheckpointRecord") -> str:
     """The demo's last line: which report to open first, and what the reward it reports is made of."""
     from heads.blend import blend_weights, reward_formula
 
-    against = "its parts and the baselines" if blend_weights(checkpoint_config) else "the baselines"
-    return f"open {report} first: the reward ({reward_formula(checkpoint_config)}) against {against} on unseen tasks"
+    against = "its parts and the baselines" if blend_weights(record) else "the baselines"
+    return f"open {report} first: the reward ({reward_formula(record)}) against {against} on unseen tasks"
 
 
 @main.command()
@@ -719,7 +723,7 @@ def evaluate(checkpoint, files, runs_files, success_threshold, cache_dir, out, e
     for note in result.report["notes"]:
         click.echo(f"note: {note}")
     click.echo(result.table)
-    stored = f"; per-module reward mean/std stored in {checkpoint / 'config.json'}" if result.normalization_stored else ""
+    stored = f"; per-module reward mean/std stored in {checkpoint / 'normalization.json'}" if result.normalization_stored else ""
     click.echo(f"report in {out} ({', '.join(['report.md', 'report.json', *result.report['plots']])}){stored}")
 
 
@@ -788,7 +792,7 @@ def score(ctx, checkpoint, records, out, overwrite, source_format, success_thres
         else "round_rewards: each round's module text scored alone, in the run up to that round; " if round_rewards else ""
     )  # fmt: skip
     click.echo(f"scored {len(runs)} runs ({result.rows} module texts, {rewards}; {per_round}{result.encoded} texts encoded, {result.from_cache} read from the cache) into {out}")
-    mean_of = "normalised rewards" if scorer.normalize else "raw rewards (--normalize puts the modules on one scale)" if scorer.config.get("normalization") else "raw rewards"
+    mean_of = "normalised rewards" if scorer.normalize else "raw rewards (--normalize puts the modules on one scale)" if scorer.record.normalization else "raw rewards"
     click.echo(f"runs ranked by total, the mean of each run's scored modules' {mean_of}:")
     click.echo(ranking(result.records))
 

@@ -23,7 +23,8 @@ rate of the run the heads rank first beside a random pick, the shortest and long
 oracle.
 
 Run on the checkpoint's own validation data (or with `--store-normalization`), it also stores each
-module's reward mean and std in the checkpoint's config.json, which serving uses to normalise.
+module's reward mean and std in the checkpoint's normalization.json, which serving uses to normalise
+(heads/checkpoint.py). The training artifacts (config.json, the weights) are never rewritten.
 """
 
 from collections import defaultdict
@@ -36,7 +37,7 @@ import numpy as np
 import polars as pl
 
 from data import UserError, load_pairs
-from data.files import atomic_dir, check_output_folder, json_text, write_text_atomic
+from data.files import atomic_dir, check_output_folder, json_text
 from data.guards import check_writable_folder, output_lock
 from data.runs import Run, check_module_fields, load_runs
 from data.splits import carve_validation
@@ -44,6 +45,7 @@ from data.trajectory import render_context, render_module
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from heads.baselines import LogisticBaseline, SourcePrior, TfidfBaseline, cosine_scores, length_scores
 from heads.blend import PARTS, TFIDF_BLOCKS, blend_weights, describe_reward
+from heads.checkpoint import write_normalization
 from heads.ensemble import accuracy_by_uncertainty
 from heads.metrics import accuracy_difference_ci, bootstrap_ci, length_debiased_accuracy, pair_metrics, pairwise_accuracy, task_mean
 from heads.model import CheckpointError
@@ -87,7 +89,7 @@ def evaluate(
     if store_normalization and not files:
         raise EvaluationError("storing the reward normalisation needs pair files (the checkpoint's validation pairs); runs alone give none")
     # a report folder this run cannot write is refused before anything is scored; the report and,
-    # unless --no-store-normalization, the checkpoint (whose config.json may get the normalisation)
+    # unless --no-store-normalization, the checkpoint (whose normalization.json may be written)
     # are locked against other runs writing them until this one ends (data/guards.py)
     check_writable_folder(out, "--out", inputs=[checkpoint, *files, *runs_files, cache_dir])
     with ExitStack() as locks:
@@ -107,8 +109,8 @@ def _evaluate(checkpoint, files, cache_dir, out, config, encoder, store_normaliz
         "runs_files": [str(f) for f in runs_files],
         "encoder": scorer.fingerprint.get("encoder"),
         "cache_namespace": scorer.namespace.id,
-        "reward": describe_reward(scorer.config),  # what the scores below are made of, in words
-        "blend": blend_weights(scorer.config),  # its weights by part; None: the heads alone
+        "reward": describe_reward(scorer.record),  # what the scores below are made of, in words
+        "blend": blend_weights(scorer.record),  # its weights by part; None: the heads alone
         "settings": {
             "bootstrap_samples": settings.bootstrap_samples, "confidence": settings.confidence,
             "calibration_bins": settings.calibration_bins, "group_by": config.data.group_by, "seed": config.training.seed,
@@ -128,11 +130,10 @@ def _evaluate(checkpoint, files, cache_dir, out, config, encoder, store_normaliz
         (folder / "report.md").write_text(markdown(report))
         config.save(folder / "config.yaml")
 
-    is_validation = bool(files) and report["data_sha256"] == scorer.config.get("val_data_sha256")
+    is_validation = bool(files) and report["data_sha256"] == scorer.record.val_data_sha256
     store = is_validation if store_normalization is None else store_normalization
     if store:
-        stored = dict(scorer.config, normalization={**report["normalization"], "data_sha256": report["data_sha256"]})
-        write_text_atomic(Path(checkpoint) / "config.json", json_text(stored, indent=2, default=str))
+        write_normalization(checkpoint, {**report["normalization"], "data_sha256": report["data_sha256"]})
     return Evaluation(report, terminal_table(report), store)
 
 
@@ -389,20 +390,19 @@ def _normalization(positive: np.ndarray, negative: np.ndarray, module_of: np.nda
 
 
 def _training_pairs(scorer: RewardScorer, baselines: list[str]) -> tuple[pl.DataFrame | None, str]:
-    """The checkpoint's own training pairs, which its config.json names (the part left for
-    training when validation was carved out of them), for the `baselines` fitted on them; or None
-    and why not."""
-    checkpoint = scorer.config
-    files = [Path(f) for f in checkpoint.get("train_files") or []]
+    """The checkpoint's own training pairs, which its record names (the part left for training when
+    validation was carved out of them), for the `baselines` fitted on them; or None and why not."""
+    checkpoint = scorer.record
+    files = [Path(f) for f in checkpoint.train_files]
     absent = [str(f) for f in files if not f.is_file()]
     if not files or absent:
         return None, f"no {' or '.join(baselines)} baseline: the checkpoint's training files are not readable here ({', '.join(absent) or 'none recorded'})"
     train = with_text_keys(load_pairs(files, scorer.modules))  # for the hash below and both baselines
-    if checkpoint.get("val_file") is None:
-        data = checkpoint.get("training_config", {}).get("data", {})
+    if checkpoint.val_file is None:
+        data = checkpoint.training_config.get("data", {})
         train, _ = carve_validation(train, data.get("val_fraction", 0.1), data.get("split_seed", 0), data.get("group_by", "task"))
     note = ""
-    if checkpoint.get("train_data_sha256") and pair_table_hash(train, pair_text_keys(train)) != checkpoint["train_data_sha256"]:
+    if checkpoint.train_data_sha256 and pair_table_hash(train, pair_text_keys(train)) != checkpoint.train_data_sha256:
         note = f"the {' and '.join(baselines)} baseline{'s were' if len(baselines) > 1 else ' was'} fitted on training files that changed since the checkpoint was trained"
     return train, note
 
@@ -442,7 +442,7 @@ def best_of_n(scorer: RewardScorer, runs: Sequence[Run], config: Config) -> dict
     encoded_before = scorer.encoded
     rewards = scorer.rewards([contexts[i] for i, _, _ in rows], [text for _, _, text in rows], [m for _, m, _ in rows]).raw
     try:
-        normalization = checkpoint_normalization(scorer.config, scorer.modules, scorer.folder)
+        normalization = checkpoint_normalization(scorer.record, scorer.modules, scorer.folder)
     except CheckpointError:  # none stored
         normalization = {}
     if all(m in normalization for _, m, _ in rows):

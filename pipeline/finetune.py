@@ -25,7 +25,7 @@ The recipe, as `finetune` runs it: `setup`, then `train` (each epoch `_train_epo
 """
 
 import copy
-import json
+import dataclasses
 import math
 import os
 import shutil
@@ -38,17 +38,17 @@ from pathlib import Path
 import polars as pl
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.errors import UserError
-from data.files import atomic_dir, atomic_path, check_output_folder, json_text, write_text_atomic
+from data.files import atomic_dir, check_output_folder, json_text, write_text_atomic
 from data.guards import check_writable_folder, output_lock
 from data.splits import load_training_and_validation, module_pairs
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, pair_text_keys, with_text_keys
 from features.views import View, encode_piece_features
+from heads.checkpoint import CheckpointRecord, read_record, save_checkpoint
 from heads.finetuning import (
     EncoderWithHeads,
     PairColumns,
@@ -97,7 +97,7 @@ class FinetuneSetup:
     precision: str
     rank: int
     world_size: int
-    record: dict  # what config.json says of the run besides the best epoch's metrics
+    record: CheckpointRecord  # what config.json says of the run besides the best epoch and its metrics
 
 
 def finetune(
@@ -159,14 +159,14 @@ def setup(
     train, val = with_text_keys(train), with_text_keys(val)  # not hashed again at every validation
     device = pick_device(config.training.device)
     precision = resolve_precision(stage.precision, device)
-    heads, init_config = MultiModuleRewardModel.load(init)
+    heads, init_record = MultiModuleRewardModel.load(init)
     if heads.modules_order != list(modules):
         raise CheckpointError(f"{init} has heads for {heads.modules_order}, but the config's modules are {list(modules)}")
     # the heads pool pieces of the view they were trained on: stage 1 feeds the encoder the same pieces
-    view = View.from_checkpoint(init_config)
+    view = init_record.view
     if "features.view" in config.explicit and config.features.view != view.name:
         raise CheckpointError(f"{init} was trained on view {view.name!r}, but the config asks for view {config.features.view!r}; stage 1 keeps the view of its init checkpoint")
-    encoder = load_checkpoint_encoder(init, init_config["encoder_fingerprint"], encoder_name, device)
+    encoder = load_checkpoint_encoder(init, init_record.encoder_fingerprint, encoder_name, device)
     encoder.model.float()  # fp32 master weights; autocast does the low-precision compute
     if stage.gradient_checkpointing:
         encoder.gradient_checkpointing(True)
@@ -186,13 +186,14 @@ def setup(
     per_epoch = optimizer_steps(math.ceil(train.height / world_size), stage.batch_size, stage.grad_accumulation)  # a rank's share
     total_steps = per_epoch * stage.epochs if max_steps is None else min(max_steps, per_epoch * stage.epochs)
     scheduler = warmup_linear_schedule(optimizer, warmup_steps_for(total_steps, stage.warmup_steps, config.training.max_warmup_fraction), total_steps)
-    record = {
-        "stage": 1, "init_checkpoint": str(init), "init_encoder_fingerprint": init_config["encoder_fingerprint"],
-        "cache_namespace": None, "cache_dtype": init_config.get("cache_dtype", "float32"), **view.record(),
-        "training_config": config.to_dict(), "train_files": [str(f) for f in files], "val_file": str(val_file) if val_file else None,
-        "train_data_sha256": pair_table_hash(train, pair_text_keys(train)), "val_data_sha256": pair_table_hash(val, pair_text_keys(val)),
-        "precision": precision, "world_size": world_size, "module_pairs": _module_pairs(train, val, modules, init_config),
-    }  # fmt: skip
+    # the encoder fingerprint is the init's until _save_best saves the fine-tuned encoder and fingerprints it
+    record = CheckpointRecord.of(
+        heads, stage=1, encoder_fingerprint=init_record.encoder_fingerprint, cache_namespace=None, cache_dtype=init_record.cache_dtype, view=view,
+        module_pairs=_module_pairs(train, val, modules, init_record), training_config=config.to_dict(), train_files=[str(f) for f in files],
+        val_file=str(val_file) if val_file else None, train_data_sha256=pair_table_hash(train, pair_text_keys(train)),
+        val_data_sha256=pair_table_hash(val, pair_text_keys(val)),
+        provenance={"init_checkpoint": str(init), "init_encoder_fingerprint": init_record.encoder_fingerprint, "precision": precision, "world_size": world_size},
+    )  # fmt: skip
     return FinetuneSetup(
         config, train, PairColumns(train), val, view, encoder, heads, model, parallel, optimizer, scheduler, grad_scaler(device, precision),
         total_steps, device, precision, rank, world_size, record,
@@ -254,12 +255,12 @@ def _validate_epoch(run: FinetuneSetup, state: dict, out: Path) -> bool:
     val_data = PairTensors.from_pieces(encode_piece_features(run.encoder, run.val, run.view), heads, run.device)
     validation = evaluate_pairs(heads, val_data, loss_config.margin, loss_config.margin_weight)
     run.model.train()  # encode() put the encoder in eval mode, and evaluate_pairs the heads
-    record = {"epoch": epoch, "train_loss": sum(state["epoch_losses"]) / max(1, len(state["epoch_losses"])), "step_losses": state["epoch_losses"],
-              "lr": run.scheduler.get_last_lr(), "val": validation}  # fmt: skip
-    state["history"].append(record)
+    row = {"epoch": epoch, "train_loss": sum(state["epoch_losses"]) / max(1, len(state["epoch_losses"])), "step_losses": state["epoch_losses"],
+           "lr": run.scheduler.get_last_lr(), "val": validation}  # fmt: skip
+    state["history"].append(row)
     stopping = EarlyStopping(run.config.stage_1.patience, state["best_loss"], state["best_epoch"], state["since_best"])
     if stopping.update(epoch, validation["loss"]) and run.rank == 0:
-        _save_best(out, run.encoder, heads, run.config, {**run.record, "best_epoch": epoch, "metrics": {"train_loss": record["train_loss"], "val": validation}})
+        _save_best(out, run.encoder, heads, {"best_epoch": epoch, "metrics": {"train_loss": row["train_loss"], "val": validation}}, run.record)
     state.update(**stopping.state(), epoch=epoch + 1, batches_done=0, epoch_losses=[])
     return stopping.should_stop
 
@@ -269,18 +270,16 @@ def _save_last(out: Path, config: Config, history: list[dict], seconds: float) -
     state gone (the checkpoint is complete)."""
     write_text_atomic(out / "metrics.jsonl", "".join(json_text(r) + "\n" for r in history))
     config.save(out / "config.yaml")
-    saved = json.loads((out / "config.json").read_text())
-    saved["seconds"] = seconds
-    saved["epochs_run"] = len(history)
-    write_text_atomic(out / "config.json", json_text(saved, indent=2, default=str))
+    saved = read_record(out)
+    dataclasses.replace(saved, provenance={**saved.provenance, "seconds": seconds, "epochs_run": len(history)}).save(out)
     shutil.rmtree(out / "resume", ignore_errors=True)
 
 
-def _module_pairs(train, val, modules, init_config: dict) -> dict[str, dict[str, int]] | None:
+def _module_pairs(train, val, modules, init_record: CheckpointRecord) -> dict[str, dict[str, int]] | None:
     """Each module's pairs in stage 1, its training pairs counted over both stages (a head trained in
     stage 0 stays trained when stage 1 has no pairs of its module). None, like its init, when the
     init checkpoint predates the record: what its heads were trained on is not known."""
-    before = init_config.get("module_pairs")
+    before = init_record.module_pairs
     if before is None:
         return None
     counts = module_pairs(train, val, modules)
@@ -289,18 +288,16 @@ def _module_pairs(train, val, modules, init_config: dict) -> dict[str, dict[str,
     return counts
 
 
-def _save_best(out: Path, encoder, heads: MultiModuleRewardModel, config: Config, checkpoint_config: dict) -> None:
-    """The best epoch so far into OUT: encoder folder, heads, and config.json last (it names the
-    encoder's fingerprint, so a checkpoint caught between two writes is refused, never misread)."""
+def _save_best(out: Path, encoder, heads: MultiModuleRewardModel, best: dict, record: CheckpointRecord) -> None:
+    """The best epoch so far into OUT: encoder folder, then heads and config.json (`save_checkpoint`:
+    config.json last, as it names the encoder's fingerprint, so a checkpoint caught between two
+    writes is refused, never misread). `best`: its epoch and metrics."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out / "encoder") as folder:
         encoder.model.save(str(folder))
         fingerprint = encoder.saved_fingerprint(folder, name=str(out / "encoder"))
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, tmp)
-    full = {"dimension": heads.dimension, "modules": heads.modules_order, "dropout": heads.dropout, "head": heads.head, "pooling": heads.pooling, "encoder_fingerprint": fingerprint,
-            **checkpoint_config, "versions": library_versions()}  # fmt: skip
-    write_text_atomic(out / "config.json", json_text(full, indent=2, default=str))
+    provenance = {**record.provenance, **best, "versions": library_versions()}
+    save_checkpoint(out, heads, dataclasses.replace(record, encoder_fingerprint=fingerprint, provenance=provenance))
 
 
 def _save_resume(out: Path, run: FinetuneSetup, state: dict) -> None:

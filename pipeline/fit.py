@@ -20,7 +20,6 @@ records the inputs, their kind, and (once done) those commands. Before the split
 pairs come from enough tasks to fill train, val and test, and refuses with what is needed if not.
 """
 
-import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,8 +158,9 @@ class FitPlan:
 
     def normalized(self) -> bool:
         """Whether the checkpoint stores a reward normalisation (the validation report stored it)."""
-        config = json.loads((self.checkpoint / "config.json").read_text())
-        return bool(config.get("normalization"))
+        from heads.checkpoint import read_normalization  # torch: only when asked
+
+        return bool(read_normalization(self.checkpoint))
 
     def record(self, **more) -> None:
         """OUT/fit.json: what this fit read and made."""

@@ -20,7 +20,7 @@ module adds where its vectors come from, normalisation and the refusal of rows i
 Pair tables for evaluation are scored by pipeline/evaluate_scoring.py.
 
 A checkpoint reads texts through the view it was trained with (features/views.py, recorded in its
-config.json; none recorded means `truncate`): a text's vector is its pieces' vectors pooled by the
+config.json): a text's vector is its pieces' vectors pooled by the
 heads, and each piece is looked up like any text. **Per-round rewards** (checkpoints of the `rounds`
 view): `rewards(...).round_rewards` holds, beside each row's reward, its share per piece of the module text,
 in order: piece i is the module text's i-th `[Round N]` block (a round longer than the view's window
@@ -46,7 +46,7 @@ one the checkpoint's fingerprint names (or `encoder=`, a folder with the same we
 refused when its fingerprint differs.
 
 Normalised rewards are (r - mean) / std with the per-module mean and std that `pipeline evaluate`
-stores in the checkpoint's config.json when run on its validation data.
+stores in the checkpoint's normalization.json when run on its validation data.
 
 Uncertainty: a checkpoint trained with `--ensemble K` holds K members (heads/ensemble.py); its
 reward is their mean, and `rewards` also returns their spread, the population standard deviation
@@ -73,6 +73,7 @@ from cache import CacheError, EmbeddingCache, Namespace, NoNamespace, VectorInde
 from features.encoder import ROLES, TextEncoder, pick_device
 from features.pairs import text_key
 from heads.blend import Blended
+from heads.checkpoint import CheckpointRecord
 from heads.model import CheckpointError
 from heads.reward_model import RewardModel, RewardOutput, ScoringError
 from heads.training import RowTensors
@@ -127,7 +128,7 @@ class RewardScorer:
     def __init__(
         self,
         model: RewardModel,
-        config: dict,
+        record: CheckpointRecord,
         folder: Path,
         namespace: Namespace | None = None,
         *,
@@ -139,15 +140,15 @@ class RewardScorer:
         allow_untrained: bool = False,
     ):
         self.model = model
-        self.config = config
+        self.record = record
         self.folder = Path(folder)
         self.namespace = namespace
         self.device = device
         self.modules = model.modules
         self.normalize = normalize
-        self.normalization = checkpoint_normalization(config, self.modules, self.folder) if normalize else None
+        self.normalization = checkpoint_normalization(record, self.modules, self.folder) if normalize else None
         # {module: {"train": n, "val": n}} as training recorded it; None for checkpoints from before the record
-        self.module_pairs = module_pair_counts(config, self.modules)
+        self.module_pairs = module_pair_counts(record, self.modules)
         self.allow_untrained = allow_untrained
         self.view = model.view
         self.memory = VectorMemory(memory_size)
@@ -230,7 +231,7 @@ class RewardScorer:
 
     @property
     def fingerprint(self) -> dict:
-        return self.config["encoder_fingerprint"]
+        return self.record.encoder_fingerprint
 
     def encoder(self) -> TextEncoder:
         """The checkpoint's encoder, loaded on first use with the settings its fingerprint records."""
@@ -402,20 +403,20 @@ def load(
     modules whose head saw no training pairs too (refused by default, `UntrainedModule`)."""
     folder = Path(checkpoint)
     device = pick_device(device)
-    model, config = RewardModel.load(folder, device)
+    model, record = RewardModel.load(folder, device)
     namespace = None
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir)
         try:
-            namespace = cache.namespace(config["encoder_fingerprint"], dtype=config.get("cache_dtype", "float32"), create=write_cache)
+            namespace = cache.namespace(record.encoder_fingerprint, dtype=record.cache_dtype, create=write_cache)
         except NoNamespace:
             raise CacheError(
-                f"{cache_dir} holds no vectors of {folder}'s encoder {config['encoder_fingerprint'].get('encoder')!r}; it holds:\n"
+                f"{cache_dir} holds no vectors of {folder}'s encoder {record.encoder_fingerprint.get('encoder')!r}; it holds:\n"
                 f"{cache.describe()}\nLeave the cache out (texts are then encoded in memory), or embed into it first with "
                 f"`pipeline embed FILE... --cache {cache_dir}` and that encoder."
             ) from None
     return RewardScorer(
-        model, config, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size,
+        model, record, folder, namespace, encoder=encoder, device=device, normalize=normalize, memory_size=memory_size,
         index_memory_map_above_mb=index_memory_map_above_mb, allow_untrained=allow_untrained,
     )  # fmt: skip
 
@@ -432,12 +433,12 @@ def normalized_uncertainty(uncertainty: np.ndarray, modules: Sequence[str], norm
     return (np.asarray(uncertainty, np.float32) / np.array([normalization[m][1] for m in modules], np.float32)).astype(np.float32)
 
 
-def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:
-    """{module: (mean, std)} from a checkpoint's config.json, for the modules it has a usable mean
+def checkpoint_normalization(record: CheckpointRecord, modules: Sequence[str], folder: Path) -> dict[str, tuple[float, float]]:
+    """{module: (mean, std)} from a checkpoint's normalisation, for the modules it has a usable mean
     and std for (a module evaluate saw fewer than 2 responses of, with zero spread or rewards that
     were not finite has none: only rows of that module are refused, by `RewardScorer.check`);
     `CheckpointError` when it has no normalisation at all."""
-    stored = config.get("normalization")
+    stored = record.normalization
     if not stored:
         raise CheckpointError(
             f"{folder} has no reward normalisation (per-module mean and std). Run "
@@ -448,10 +449,10 @@ def checkpoint_normalization(config: dict, modules: Sequence[str], folder: Path)
     return {m: (float(stored[m]["mean"]), float(stored[m]["std"])) for m in modules if usable(m)}
 
 
-def module_pair_counts(config: dict, modules: Sequence[str]) -> dict[str, dict[str, int]] | None:
+def module_pair_counts(record: CheckpointRecord, modules: Sequence[str]) -> dict[str, dict[str, int]] | None:
     """{module: {"train": n, "val": n}}: how many training and validation pairs each module's head
     saw, as train-heads and finetune record it (`module_pairs`); None for a checkpoint from before."""
-    recorded = config.get("module_pairs")
+    recorded = record.module_pairs
     if recorded is None:
         return None
     return {m: {"train": int(recorded.get(m, {}).get("train", 0)), "val": int(recorded.get(m, {}).get("val", 0))} for m in modules}

@@ -224,7 +224,7 @@ def import_runs(kind: str, paths: Sequence[Path], **chat_options) -> list[dict]:
 def module_fields_of(scorer: RewardScorer, configured: dict[str, list[str]], explicit: bool) -> dict[str, list[str]]:
     """Which round fields make up each module's text: the config's when it sets data.module_fields
     (`explicit`), else those the checkpoint was trained with (its training config), else the config's."""
-    trained = scorer.config.get("training_config", {}).get("data", {}).get("module_fields")
+    trained = scorer.record.training_config.get("data", {}).get("module_fields")
     fields = configured if explicit or not trained else trained
     check_module_fields(scorer.modules, fields)
     return fields

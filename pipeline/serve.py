@@ -78,7 +78,6 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
@@ -674,8 +673,8 @@ def _add_routes(app: FastAPI, scorer: RewardScorer, settings: ServeConfig, batch
             "normalized": scorer.normalize,
             "ensemble": scorer.members,
             "encoder": scorer.fingerprint.get("encoder"),
-            "reward": describe_reward(scorer.config),  # what the rewards are made of, in words
-            "blend": blend_weights(scorer.config),  # {"heads": w, "linear": w, "tfidf": w}; null: the heads alone
+            "reward": describe_reward(scorer.record),  # what the rewards are made of, in words
+            "blend": blend_weights(scorer.record),  # {"heads": w, "linear": w, "tfidf": w}; null: the heads alone
             "max_batch": settings.max_batch,
             "max_wait_ms": settings.max_wait_ms,
             "max_request_rows": settings.max_request_rows,

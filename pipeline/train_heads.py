@@ -37,6 +37,8 @@ from data.splits import load_training_and_validation, module_pairs
 from features.encoder import TextEncoder, pick_device
 from features.pairs import pair_table_hash, with_text_keys
 from features.views import PieceFeatures, View, ViewMismatch, check_same_view, piece_features
+from heads.checkpoint import CheckpointRecord
+from heads.checkpoint import save_checkpoint as write_checkpoint
 from heads.model import CONFIG, WEIGHTS, CheckpointError, MultiModuleRewardModel
 from heads.ensemble import RewardEnsemble, train_ensemble
 from heads.fitting import Fit, HeadSetting, TrainingRecipe, fit_heads
@@ -195,9 +197,9 @@ def setup(
     train, val = load_training_and_validation(files, val_file, modules, data.val_fraction, data.split_seed, data.group_by)
     train, val = with_text_keys(train), with_text_keys(val)  # each text hashed once, whatever reads them
     view = View.from_config(config.features, config.model)
-    previous, previous_config = _load_resumed(resume, view, modules)
+    previous, previous_record = _load_resumed(resume, view, modules)
     every_file = [*files, *([val_file] if val_file else [])]
-    namespace = _namespace(cache_dir, config, namespace_id, previous_config, embed_missing, every_file, progress, say)
+    namespace = _namespace(cache_dir, config, namespace_id, previous_record, embed_missing, every_file, progress, say)
     view.check_vectors(namespace.fingerprint, f"the vectors of namespace {namespace.id} in {cache_dir}")
     try:
         vectors = read_features(namespace, train, val, view, config.stage_0.memory_map_above_mb, scratch)
@@ -226,13 +228,13 @@ def setup(
     )  # fmt: skip
 
 
-def _load_resumed(resume: Path | None, view: View, modules: Sequence[str]) -> tuple[MultiModuleRewardModel | None, dict | None]:
-    """--resume's heads and config.json, refused when trained under another view or other modules."""
+def _load_resumed(resume: Path | None, view: View, modules: Sequence[str]) -> tuple[MultiModuleRewardModel | None, CheckpointRecord | None]:
+    """--resume's heads and record, refused when trained under another view or other modules."""
     if resume is None:
         return None, None
     model, saved = MultiModuleRewardModel.load(resume)
     try:
-        check_same_view(view, View.from_checkpoint(saved), f"the checkpoint {resume}")
+        check_same_view(view, saved.view, f"the checkpoint {resume}")
     except ViewMismatch as e:
         raise CheckpointError(str(e)) from None
     if model.modules_order != list(modules):
@@ -240,7 +242,7 @@ def _load_resumed(resume: Path | None, view: View, modules: Sequence[str]) -> tu
     return model, saved
 
 
-def _namespace(cache_dir, config: Config, namespace_id, checkpoint: dict | None, embed_missing: bool, every_file, progress: bool, say) -> Namespace:
+def _namespace(cache_dir, config: Config, namespace_id, checkpoint: CheckpointRecord | None, embed_missing: bool, every_file, progress: bool, say) -> Namespace:
     """`select_namespace`, saying how it chose; with --embed-missing and a cache holding no vectors
     of the configured encoder, after embedding the pairs with it."""
     try:
@@ -341,51 +343,45 @@ def fit_reward_blend(run: TrainingSetup, trained: Trained, *, say: Callable[[str
 # --- the checkpoint ----------------------------------------------------------------------------------
 
 
-def save_checkpoint(out: Path, *, run: TrainingSetup, trained: Trained, blended: Blended | None, blend_summary: dict) -> dict:
-    """The checkpoint folder, written atomically: heads.safetensors and config.json (what the heads
-    were trained on and how), the blend's files, metrics.jsonl, search.jsonl + search.md after a
-    search, and the resolved config.yaml. Returns the config.json written."""
+def save_checkpoint(out: Path, *, run: TrainingSetup, trained: Trained, blended: Blended | None, blend_summary: dict) -> CheckpointRecord:
+    """The checkpoint folder, written atomically: heads.safetensors and config.json (the record of
+    what the heads were trained on and how, heads/checkpoint.py), the blend's files, metrics.jsonl,
+    search.jsonl + search.md after a search, and the resolved config.yaml. Returns the record written."""
     config, namespace, fit, searched = trained.config, run.namespace, trained.fit, trained.searched
-    checkpoint_config = {
-        "stage": 0,
-        "encoder_fingerprint": namespace.fingerprint,
-        "cache_namespace": namespace.id,
-        "cache_dtype": namespace.dtype,
-        **run.view.record(),
-        "training_config": config.to_dict(),
-        "train_files": [str(f) for f in run.files],
-        "val_file": str(run.val_file) if run.val_file else None,
-        "train_data_sha256": run.hashes["train"],
-        "val_data_sha256": run.hashes["val"],
-        "module_pairs": run.module_pairs,  # a module with no training pairs is refused when scored (pipeline/rewards.py)
+    provenance = {
         "resumed_from": str(run.resume) if run.resume else None,
         "best_epoch": fit.best_epoch if fit is not None else None,
         "metrics": {"train_loss": fit.train_loss if fit is not None else None, "val": trained.validation},
         "versions": library_versions(),
     }
-    if blend_summary:  # the weights chosen and on what; every point of the grid goes to blend.jsonl
-        checkpoint_config["blend_choice"] = {key: value for key, value in blend_summary.items() if key != "table"}
-    if blended is not None:
-        checkpoint_config["blend"] = blended.record()
     if searched is not None:
-        checkpoint_config["search"] = {"settings": len(searched.rows), "chosen": searched.rows[searched.best], "table": "search.jsonl"}
+        provenance["search"] = {"settings": len(searched.rows), "chosen": searched.rows[searched.best], "table": "search.jsonl"}
     if trained.members:
-        checkpoint_config["members"] = [
+        provenance["members"] = [
             {"member": k + 1, "seed": run.recipe.seed + k, "best_epoch": f.best_epoch, "val": f.validation} for k, f in enumerate(trained.members)
         ]  # fmt: skip
+    record = CheckpointRecord.of(
+        trained.model, stage=0, encoder_fingerprint=namespace.fingerprint, cache_namespace=namespace.id, cache_dtype=namespace.dtype,
+        view=run.view, blend=blended.record() if blended is not None else None,
+        # the weights chosen and on what; every point of the grid goes to blend.jsonl
+        blend_choice={key: value for key, value in blend_summary.items() if key != "table"} if blend_summary else None,
+        module_pairs=run.module_pairs,  # a module with no training pairs is refused when scored (pipeline/rewards.py)
+        training_config=config.to_dict(), train_files=[str(f) for f in run.files], val_file=str(run.val_file) if run.val_file else None,
+        train_data_sha256=run.hashes["train"], val_data_sha256=run.hashes["val"], provenance=provenance,
+    )  # fmt: skip
     with atomic_dir(out) as folder:
-        trained.model.to("cpu").save(folder, checkpoint_config)
+        write_checkpoint(folder, trained.model.to("cpu"), record)
         if blended is not None:
             blended.save(folder)
         if blend_summary:
             (folder / "blend.jsonl").write_text("".join(json_text(row) + "\n" for row in blend_summary["table"]))
-        (folder / "metrics.jsonl").write_text("".join(json_text(record) + "\n" for record in trained.history))
+        (folder / "metrics.jsonl").write_text("".join(json_text(row) + "\n" for row in trained.history))
         if searched is not None:
             (folder / "search.jsonl").write_text("".join(json_text(row) + "\n" for row in searched.rows))
             validation = f"`{run.val_file}`" if run.val_file else f"the validation {config.data.group_by}s carved out of the training files (data.val_fraction {config.data.val_fraction:g})"
             (folder / "search.md").write_text(search_markdown(searched.rows, searched.best, validation))
         config.save(folder / "config.yaml")
-    return checkpoint_config
+    return record
 
 
 def read_features(source, train: pl.DataFrame, val: pl.DataFrame, view: View, memory_map_above_mb: int | str, scratch: Path) -> dict[str, PieceFeatures]:
@@ -425,19 +421,19 @@ def _log_epoch(run, record: dict) -> None:
     run.log({"epoch": record["epoch"], "train/loss": record["train_loss"], "val/loss": val["loss"], "val/pairwise_accuracy": val["pairwise_accuracy"]})
 
 
-def select_namespace(cache_dir: Path, config: Config, namespace_id: str | None, checkpoint: dict | None) -> tuple[Namespace, str]:
+def select_namespace(cache_dir: Path, config: Config, namespace_id: str | None, checkpoint: CheckpointRecord | None) -> tuple[Namespace, str]:
     """The cache namespace to read, and a note on how it was chosen when the user did not name it:
     the one a resumed checkpoint was trained on (a mismatch is refused), `--namespace`, the only one
     of the encoder the user named (flag or config file), or, with no encoder named, the only one the
     cache holds."""
     cache = EmbeddingCache(cache_dir)
     if checkpoint is not None:
-        wanted = checkpoint["encoder_fingerprint"]
-        matching = [ns for ns in cache.namespaces() if ns.fingerprint == wanted and ns.dtype == checkpoint.get("cache_dtype", ns.dtype)]
+        wanted = checkpoint.encoder_fingerprint
+        matching = [ns for ns in cache.namespaces() if ns.fingerprint == wanted and ns.dtype == checkpoint.cache_dtype]
         if not matching:
             raise CheckpointError(
                 f"the checkpoint's heads were trained on vectors of encoder {wanted.get('encoder')!r} (namespace "
-                f"{checkpoint.get('cache_namespace')}), and {cache_dir} holds no vectors of that encoder; it holds:\n{cache.describe()}\n"
+                f"{checkpoint.cache_namespace}), and {cache_dir} holds no vectors of that encoder; it holds:\n{cache.describe()}\n"
                 "Heads only score vectors of the encoder they were trained on: embed with that encoder, or train new heads."
             )
         return matching[0], ""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from data import pairs_from_records, write_pairs
 from data.synth import generate_pairs
+from heads.checkpoint import CheckpointRecord, migrate
 from pipeline.config import Config, load_config
 from pipeline.embed import embed_pairs, load_encoder
 from pipeline.evaluate import evaluate
@@ -29,6 +30,12 @@ def checkpoint_config() -> Config:
             "stage_0.epochs": 2, "stage_0.batch_size": 16, "training.device": "cpu", "evaluation.bootstrap_samples": 200,
         }
     )  # fmt: skip
+
+
+def record_of(keys: dict) -> CheckpointRecord:
+    """The record of a checkpoint whose config.json (of any format) holds `keys`, the keys it
+    needs and lacks those of a small stage 0 model."""
+    return CheckpointRecord.from_dict(migrate({"dimension": 8, "modules": MODULES, "encoder_fingerprint": {}, **keys}))
 
 
 def train_checkpoint(root: Path) -> tuple[Path, Config]:

@@ -8,12 +8,13 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from reward_checkpoint import checkpoint_config
+from reward_checkpoint import checkpoint_config, record_of
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from data import load_pairs
 from features.pairs import PairVectors
 from heads.baselines import TfidfBaseline
+from heads.checkpoint import migrate
 from heads.blend import (
     _VECTORIZER, GRID, LINEAR_WEIGHTS, MAX_PAIRS, ENDED_BLOCKS, PARTS, TFIDF_BLOCKS, TFIDF_WEIGHTS, VOCABULARY, Z_CLEAR, Blend, Blended, LinearModel, PartScores, TfidfModel,
     _clustered_z, blend_sample, blend_weights, choose_weights, describe_reward, episode_end, reward_formula, task_folds,
@@ -112,7 +113,7 @@ def test_blending_standardises_each_part_and_scales_the_members_spread():
     members = np.array([[3.0, 1.0], [5.0, 1.0]])  # (members, rows): the same other parts for each member
     np.testing.assert_allclose(blend(members, linear, tfidf).std(axis=0), members.std(axis=0) * 0.5 / 2.0, atol=1e-6)
     # a checkpoint from before the linear part: TF-IDF at weight w beside the heads
-    old = Blend.from_record({"weight": 0.3, "head_mean": 1.0, "head_std": 2.0, "lexical_mean": -1.0, "lexical_std": 4.0, "files": []})
+    old = Blend.from_record(migrate({"lexical": {"weight": 0.3, "head_mean": 1.0, "head_std": 2.0, "lexical_mean": -1.0, "lexical_std": 4.0, "files": []}})["blend"])
     assert old == Blend((0.7, 0.0, 0.3), (1.0, 0.0, -1.0), (2.0, 1.0, 4.0))
     assert Blend.from_record(blend.record()) == blend
 
@@ -139,33 +140,33 @@ def test_the_reward_is_described_in_words_for_every_kind_of_checkpoint():
     held_out = "on the 900 held-out pairs the weights were chosen on: heads alone 0.660, linear alone 0.620, TF-IDF alone 0.770, reward 0.780"
     # the heads left out: why, and every part's held-out accuracy beside the reward's
     config = {"blend": Blend((0.0, 0.5, 0.5)).record(), "blend_choice": choice_record((0.0, 0.5, 0.5))}
-    assert describe_reward(config) == (
+    assert describe_reward(record_of(config)) == (
         "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: trained on 800 pairs, every blend that gave them weight did "
         f"worse on held-out pairs; {held_out}"
     )
-    assert reward_formula(config) == "0.5 × linear + 0.5 × TF-IDF" and blend_weights(config) == {"heads": 0.0, "linear": 0.5, "tfidf": 0.5}
+    assert reward_formula(record_of(config)) == "0.5 × linear + 0.5 × TF-IDF" and blend_weights(record_of(config)) == {"heads": 0.0, "linear": 0.5, "tfidf": 0.5}
     # all three parts, the TF-IDF part reading the episode's end
     config = {"blend": Blend((0.4, 0.3, 0.3)).record(), "blend_choice": choice_record((0.4, 0.3, 0.3), ENDED_BLOCKS)}
-    assert describe_reward(config) == f"reward = 0.4 × heads + 0.3 × linear + 0.3 × TF-IDF (TF-IDF reads the episode's end too); {held_out}"
+    assert describe_reward(record_of(config)) == f"reward = 0.4 × heads + 0.3 × linear + 0.3 × TF-IDF (TF-IDF reads the episode's end too); {held_out}"
     # a part of weight 0; above MAX_PAIRS the linear part is not fitted, so its accuracy alone means nothing
     config = {"blend": Blend((0.6, 0.0, 0.4)).record(), "blend_choice": choice_record((0.6, 0.0, 0.4), training_pairs=MAX_PAIRS + 1)}
-    assert describe_reward(config) == (
+    assert describe_reward(record_of(config)) == (
         "reward = 0.6 × heads + 0.4 × TF-IDF; the linear part weighs 0 (not fitted above 20,000 training pairs); "
         "on the 900 held-out pairs the weights were chosen on: heads alone 0.660, TF-IDF alone 0.770, reward 0.780"
     )
     # the heads alone won on the held-out pairs: no blend record, but the choice says why
     config = {"blend_choice": choice_record((1.0, 0.0, 0.0))}
-    assert describe_reward(config) == f"reward = the heads alone: no blend with the linear or TF-IDF part did better on held-out pairs; {held_out}"
-    assert reward_formula(config) == "the heads alone" and blend_weights(config) is None
+    assert describe_reward(record_of(config)) == f"reward = the heads alone: no blend with the linear or TF-IDF part did better on held-out pairs; {held_out}"
+    assert reward_formula(record_of(config)) == "the heads alone" and blend_weights(record_of(config)) is None
     # no blend at all, and why when the checkpoint says
-    assert describe_reward({}) == "reward = the heads alone (no blend)"
-    assert describe_reward({"training_config": {"model": {"blend": "off"}}}) == "reward = the heads alone (no blend: model.blend is off)"
-    assert describe_reward({"stage": 1}) == "reward = the heads alone (a stage 1 checkpoint: its encoder changed the heads' scale, so no blend)"
+    assert describe_reward(record_of({})) == "reward = the heads alone (no blend)"
+    assert describe_reward(record_of({"training_config": {"model": {"blend": "off"}}})) == "reward = the heads alone (no blend: model.blend is off)"
+    assert describe_reward(record_of({"stage": 1})) == "reward = the heads alone (a stage 1 checkpoint: its encoder changed the heads' scale, so no blend)"
     # a blend without its choice (made by hand), and the `lexical` record of checkpoints from before the linear part
-    assert describe_reward({"blend": Blend((0.5, 0.0, 0.5)).record()}) == "reward = 0.5 × heads + 0.5 × TF-IDF; the linear part weighs 0"
+    assert describe_reward(record_of({"blend": Blend((0.5, 0.0, 0.5)).record()})) == "reward = 0.5 × heads + 0.5 × TF-IDF; the linear part weighs 0"
     old = {"lexical": {"weight": 0.3, "head_mean": 1.0, "head_std": 2.0, "lexical_mean": -1.0, "lexical_std": 4.0, "files": []}}
-    assert describe_reward(old) == "reward = 0.7 × heads + 0.3 × TF-IDF; no linear part (a checkpoint from before it)"
-    assert blend_weights(old) == {"heads": 0.7, "linear": 0.0, "tfidf": 0.3}
+    assert describe_reward(record_of(old)) == "reward = 0.7 × heads + 0.3 × TF-IDF; no linear part (a checkpoint from before it)"
+    assert blend_weights(record_of(old)) == {"heads": 0.7, "linear": 0.0, "tfidf": 0.3}
 
 
 @pytest.mark.slow  # train-heads or evaluate end to end
@@ -181,7 +182,7 @@ def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_
     # held out: the validation pairs and every training pair, scored by parts fitted without its task
     assert choice["held_out_pairs"] == {"validation": val.height, "out_of_fold": train.height, "folds": 5} and choice["training_pairs"] == train.height
     # what train-heads says the reward is: the weights it chose, each part's held-out accuracy beside the reward's
-    assert result.reward == describe_reward(saved) and result.reward.startswith(f"reward = {reward_formula(saved)}")
+    assert result.reward == describe_reward(record_of(saved)) and result.reward.startswith(f"reward = {reward_formula(record_of(saved))}")
     assert f"heads alone {choice['parts_alone']['heads']:.3f}" in result.reward and f"reward {choice['chosen']['pairwise_accuracy']:.3f}" in result.reward
     assert saved["blend"]["heads"]["weight"] < 1 and all((folder / name).is_file() for name in saved["blend"]["files"])
     table = [json.loads(line) for line in (folder / "blend.jsonl").read_text().splitlines()]
@@ -290,10 +291,10 @@ def test_a_checkpoint_from_before_the_linear_part_scores_with_its_tfidf_part(rew
     del vocabulary["blocks"]  # as saved before the blocks were recorded
     (folder / VOCABULARY).write_text(json.dumps(vocabulary))
     record = {"weight": 0.4, "head_mean": 0.0, "head_std": 1.0, "lexical_mean": 0.0, "lexical_std": 2.0, "files": [VOCABULARY, TFIDF_WEIGHTS]}
+    saved.pop("format_version")  # format 1, which had the `lexical` record
     (folder / "config.json").write_text(json.dumps({**saved, "lexical": record}))
     scorer = load(folder, device="cpu")
     texts = val["positive_context"].to_list(), val["positive_module_text"].to_list(), val["target_module"].to_list()
-    blended = scorer.blend
     heads_alone = scorer.rewards(*texts).parts["heads"]
     np.testing.assert_allclose(scorer.score(*texts), 0.6 * heads_alone + 0.4 * tfidf.score_texts(texts[0], texts[1]) / 2.0, atol=1e-5)
 

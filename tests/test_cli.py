@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from reward_checkpoint import record_of
 
 from cache import EmbeddingCache
 from data import load_pairs
@@ -132,7 +133,7 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     chosen = trained["blend_choice"]["chosen"]
     assert chosen["pairwise_accuracy"] >= trained["blend_choice"]["parts_alone"]["heads"]  # on the held-out pairs it was chosen on
     assert abs(val_report["overall"]["pairwise_accuracy"] - chosen["val_pairwise_accuracy"]) < 1e-6
-    assert "normalization" in json.loads((tmp_path / "demo" / "checkpoint" / "config.json").read_text())
+    assert (tmp_path / "demo" / "checkpoint" / "normalization.json").is_file()
     test_report = json.loads((tmp_path / "demo" / "report-test" / "report.json").read_text())
     assert test_report["n_pairs"] == 100 and set(test_report["overall"]["baselines"]) == {"length", "cosine", "tfidf", "logistic_regression"}
     assert (tmp_path / "demo" / "report-test" / "roc.png").stat().st_size > 5000
@@ -152,8 +153,8 @@ def test_the_demos_last_line_names_the_report_and_what_its_reward_is_made_of():
     blended = {"blend": {"heads": {"weight": 0.0, "mean": 0.0, "std": 1.0}, "linear": {"weight": 0.5, "mean": 0.0, "std": 1.0},
                          "tfidf": {"weight": 0.5, "mean": 0.0, "std": 1.0}, "files": []}}  # fmt: skip
     report = Path("demo-run/report-test/report.md")
-    assert open_first_line(report, blended) == "open demo-run/report-test/report.md first: the reward (0.5 × linear + 0.5 × TF-IDF) against its parts and the baselines on unseen tasks"
-    assert open_first_line(report, {}) == "open demo-run/report-test/report.md first: the reward (the heads alone) against the baselines on unseen tasks"
+    assert open_first_line(report, record_of(blended)) == "open demo-run/report-test/report.md first: the reward (0.5 × linear + 0.5 × TF-IDF) against its parts and the baselines on unseen tasks"
+    assert open_first_line(report, record_of({})) == "open demo-run/report-test/report.md first: the reward (the heads alone) against the baselines on unseen tasks"
 
 
 def test_split_writes_into_a_folder_of_other_files_only_with_overwrite_and_reruns_over_its_own(tmp_path):

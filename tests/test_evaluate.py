@@ -32,6 +32,7 @@ from heads.metrics import (
     weighted_auc,
 )
 from heads.blend import PART_NAMES, blend_weights, describe_reward
+from heads.checkpoint import read_record
 from heads.report import chance_verdict, reliability_figure
 from pipeline.cli import main
 from pipeline.evaluate import EvaluationError, evaluate
@@ -206,7 +207,7 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
 
     # what the reward is made of, and each of its parts alone on the same pairs, with its interval: on
     # the checkpoint's validation pairs each scores as it did when train-heads chose the weights
-    assert report["reward"] == describe_reward(training) and report["blend"] == blend_weights(training)
+    assert report["reward"] == describe_reward(read_record(checkpoint)) and report["blend"] == blend_weights(read_record(checkpoint))
     assert set(report["overall"]["parts"]) == {name for name, w in report["blend"].items() if w} | {"heads"}
     for name, part in report["overall"]["parts"].items():
         assert part["weight"] == report["blend"][name] and part["n_pairs"] == 20
@@ -218,7 +219,7 @@ def test_report_on_validation_matches_training_and_stores_normalization(trained,
         assert report["overall"]["parts"]["linear"]["pairwise_accuracy"] == report["overall"]["baselines"]["logistic_regression"]["pairwise_accuracy"]
 
     assert result.normalization_stored  # the val file is the checkpoint's validation data
-    stored = training["normalization"]
+    stored = json.loads(checkpoint.joinpath("normalization.json").read_text())
     assert set(stored) == {*MODULES, "data_sha256"} and stored["data_sha256"] == report["data_sha256"]
     for m in MODULES:
         assert stored[m]["std"] > 0 and stored[m]["n_responses"] == 2 * report["modules"][m]["n_pairs"]
@@ -317,7 +318,8 @@ def test_other_data_leaves_the_checkpoint_alone_unless_asked(trained, tmp_path):
     result = evaluate(checkpoint, [root / "train.jsonl"], root / "cache", tmp_path / "r1", config, progress=False)
     assert not result.normalization_stored and checkpoint.joinpath("config.json").read_text() == before
     result = evaluate(checkpoint, [root / "train.jsonl"], root / "cache", tmp_path / "r2", config, store_normalization=True, progress=False)
-    assert result.normalization_stored and "normalization" in json.loads(checkpoint.joinpath("config.json").read_text())
+    assert result.normalization_stored and checkpoint.joinpath("config.json").read_text() == before  # a training artifact: never rewritten
+    assert json.loads(checkpoint.joinpath("normalization.json").read_text())["data_sha256"] == result.report["data_sha256"]
 
 
 @pytest.mark.slow  # it runs the encoder or several trainings: the full suite runs it, the fast lane stays quick

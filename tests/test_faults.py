@@ -6,6 +6,7 @@ never a traceback; nothing half-written; the server answers the request at fault
 The kill -9 tests (every verb that writes, killed at a random moment, then rerun) are slow."""
 
 import copy
+import dataclasses
 import errno
 import json
 import os
@@ -607,11 +608,12 @@ def without_module(module: str, prefix: str = ""):
 def as_ensemble(folder: Path) -> None:
     """The stage 0 checkpoint in `folder` made a two-member ensemble (its heads twice), saved as
     `pipeline train-heads --ensemble 2` saves one."""
+    from heads.checkpoint import save_checkpoint
     from heads.ensemble import RewardEnsemble
     from heads.model import MultiModuleRewardModel
 
-    model, config = MultiModuleRewardModel.load(folder)
-    RewardEnsemble([model, copy.deepcopy(model)]).save(folder, config)
+    model, record = MultiModuleRewardModel.load(folder)
+    save_checkpoint(folder, RewardEnsemble([model, copy.deepcopy(model)]), dataclasses.replace(record, ensemble=2))
 
 
 # case -> (ensemble?, damage, the file named ("": the folder), the problem named)
@@ -710,7 +712,9 @@ def test_a_normalisation_of_non_finite_rewards_is_unusable_not_damage(trained, t
     """`pipeline evaluate` writes a NaN mean or std as null: such a checkpoint scores raw rewards,
     normalises the other modules, and refuses to normalise that module's rows, naming it."""
     shutil.copytree(trained / "checkpoint", tmp_path / "ckpt")
-    edited_config(lambda c: c["normalization"].update(planner={"mean": None, "std": None, "n_responses": 10}))(tmp_path / "ckpt")
+    stored = json.loads((tmp_path / "ckpt" / "normalization.json").read_text())
+    stored["planner"] = {"mean": None, "std": None, "n_responses": 10}
+    (tmp_path / "ckpt" / "normalization.json").write_text(json.dumps(stored))
     vectors = np.random.default_rng(0).standard_normal((2, 3, 384)).astype(np.float32)
     texts = ["ctx"] * 3, ["[Round 1]\n<plan>go</plan>"] * 3  # a blend's TF-IDF part reads them
     raw = [load(folder, device="cpu").score_vectors(*vectors, ["planner"] * 3, *texts).raw for folder in (tmp_path / "ckpt", trained / "checkpoint")]
@@ -800,7 +804,7 @@ def check_outputs(verb: str, work: Path, finished: bool) -> None:
             MultiModuleRewardModel.load(out)
             [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     elif verb == "evaluate":
-        MultiModuleRewardModel.load(work / "plain")  # its config.json, rewritten with the normalisation
+        MultiModuleRewardModel.load(work / "plain")  # evaluate writes normalization.json beside it, never its config.json
         if present(work / "report"):
             assert json.loads((work / "report" / "report.json").read_text())["n_pairs"] > 0 and (work / "report" / "report.md").is_file()
     elif verb == "score" and present(work / "scored.jsonl"):

@@ -166,7 +166,7 @@ def test_the_plan_lays_out_the_folder_and_prints_working_commands(tmp_path):
     assert plan.data_steps()[0].arguments == {"files": (Path("runs.jsonl"),), "out": tmp_path / "fit" / "pairs.jsonl", "seed": 3}
     assert plan.model_steps("ns")[0].arguments["namespace_id"] == "ns"
     (tmp_path / "fit" / "checkpoint").mkdir(parents=True)
-    (tmp_path / "fit" / "checkpoint" / "config.json").write_text(json.dumps({"normalization": {"planner": {"mean": 0, "std": 1}}}))
+    (tmp_path / "fit" / "checkpoint" / "normalization.json").write_text(json.dumps({"planner": {"mean": 0, "std": 1}}))
     commands = plan.commands()
     assert commands["serve"] == f"pipeline serve {tmp_path}/fit/checkpoint --cache {tmp_path}/fit/cache --normalize"
     assert commands["score"].startswith(f"pipeline score {tmp_path}/fit/checkpoint runs.jsonl --out {tmp_path}/fit/scored.jsonl")
@@ -263,7 +263,7 @@ def test_fit_on_runs_makes_a_checkpoint_reports_and_commands_that_work(fitted, t
     record = json.loads((out / "fit.json").read_text())
     assert record["done"] and record["kind"] == "runs" and record["commands"]["score"] in output
     checkpoint = json.loads((out / "checkpoint" / "config.json").read_text())
-    assert "normalization" in checkpoint and checkpoint["training_config"]["model"]["max_context_tokens"] == 32
+    assert (out / "checkpoint" / "normalization.json").is_file() and checkpoint["training_config"]["model"]["max_context_tokens"] == 32
     serve = printed(output, "serve")
     assert serve == ["serve", str(out / "checkpoint"), "--cache", str(out / "cache"), "--normalize"]
     main.commands["serve"].make_context("serve", serve[1:])  # its options parse

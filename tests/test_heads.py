@@ -14,6 +14,7 @@ from data import ConfigError, UserError, load_pairs, pairs_from_records, write_p
 from data.synth import generate_pairs
 from heads import CheckpointError, MultiModuleRewardModel, RewardHead, bradley_terry_loss
 from heads.blend import describe_reward
+from heads.checkpoint import read_record
 from heads.training import EarlyStopping, PairTensors, train_epoch, warmup_linear_schedule
 import pipeline.train_heads
 from pipeline.cli import main
@@ -89,7 +90,7 @@ def test_checkpoint_is_a_readable_folder_without_pickle(setup, tmp_path):
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     blend = saved["blend"]["files"] if "blend" in saved else []  # the linear and TF-IDF parts, when held-out pairs chose them
     assert files == sorted(["config.json", "config.yaml", "heads.safetensors", "metrics.jsonl", "blend.jsonl", *blend])
-    assert saved["dimension"] == 384 and saved["modules"] == MODULES
+    assert saved["dimension"] == 384 and saved["modules"] == MODULES and saved["format_version"] == 2
     assert saved["encoder_fingerprint"]["encoder"] == "minilm" and saved["training_config"]["stage_0"]["epochs"] == 2
     assert len(saved["train_data_sha256"]) == 64 and "torch" in saved["versions"]
     assert saved["metrics"]["val"] == result.validation
@@ -176,7 +177,7 @@ def test_cli_train_heads_prints_per_module_validation(setup, tmp_path):
     assert [row.split()[0] for row in epochs] == ["1", "2"] and {len(row) for row in epochs} == {len(lines[header])}
     assert "best epoch" in result.output and (tmp_path / "ckpt" / "config.yaml").exists()
     # the last line says what the checkpoint's reward is: the heads above, or a blend of them with other parts
-    assert lines[-1] == describe_reward(json.loads((tmp_path / "ckpt" / "config.json").read_text())) and lines[-1].startswith("reward = ")
+    assert lines[-1] == describe_reward(read_record(tmp_path / "ckpt")) and lines[-1].startswith("reward = ")
 
 
 def test_memory_mapped_features_train_exactly_like_in_memory_ones(setup, tmp_path):
@@ -264,7 +265,7 @@ def test_a_smaller_head_trains_saves_and_loads_with_its_shape(setup, tmp_path):
     root, config, _ = setup
     train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config.override({"model.head": "linear", "stage_0.epochs": 1}), val_file=root / "val.jsonl", progress=False)
     model, saved = MultiModuleRewardModel.load(tmp_path / "ckpt")
-    assert saved["head"] == "linear" and sum(p.numel() for p in model.heads["planner"].parameters()) == 3 * 384 + 1
+    assert saved.head == "linear" and sum(p.numel() for p in model.heads["planner"].parameters()) == 3 * 384 + 1
     with pytest.raises(ConfigError, match="model.head 'wide'"):
         train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "bad", config=config.override({"model.head": "wide"}), val_file=root / "val.jsonl", progress=False)
     assert not (tmp_path / "bad").exists()

@@ -26,6 +26,7 @@ from data.synth import generate_pairs
 from features.pairs import text_key
 from features.views import View, piece_features
 from heads.blend import ENDED_BLOCKS, TFIDF_BLOCKS, Blend, Blended, LinearModel, TfidfModel
+from heads.checkpoint import CheckpointRecord, migrate, save_checkpoint, write_normalization
 from heads.ensemble import RewardEnsemble
 from heads.model import MultiModuleRewardModel
 from pipeline.evaluate_scoring import pair_scores
@@ -96,7 +97,12 @@ def make_checkpoint(folder: Path, members: int, view_name: str, blend: str | Non
     elif blend == "lexical":
         TfidfModel.fit(pairs(), blocks=TFIDF_BLOCKS).save(folder)
         config["lexical"] = {"weight": 0.4, "head_mean": 0.3, "head_std": 1.3, "lexical_mean": -0.2, "lexical_std": 0.8}
-    (heads[0] if members == 1 else RewardEnsemble(heads)).save(folder, config)
+    # written as training writes it: the record (format 1's `lexical` blend migrated), then the
+    # normalisation beside it, as evaluate stores it
+    model = heads[0] if members == 1 else RewardEnsemble(heads)
+    record = CheckpointRecord.from_dict(migrate({**CheckpointRecord.of(model, encoder_fingerprint={}).to_dict(), "format_version": 1, **config}))
+    save_checkpoint(folder, model, record)
+    write_normalization(folder, record.normalization)
     return folder
 
 

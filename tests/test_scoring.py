@@ -112,7 +112,7 @@ def test_a_cache_without_the_checkpoints_encoder_is_refused(trained, tmp_path):
 
 def test_normalized_scores_use_the_stored_mean_and_std(trained, scorer):
     pairs = load_pairs(trained / "val.jsonl")
-    stored = json.loads((trained / "checkpoint" / "config.json").read_text())["normalization"]
+    stored = json.loads((trained / "checkpoint" / "normalization.json").read_text())
     raw = scorer.score(*rows(pairs))
     normalized = load(trained / "checkpoint", device="cpu", normalize=True).score(*rows(pairs))
     mean = np.array([stored[m]["mean"] for m in pairs["target_module"]])
@@ -212,7 +212,7 @@ def test_score_cli_round_trip_passes_fields_through_and_equals_the_api(trained, 
     assert "normalised rewards" in normalized.output
     first = json.loads((tmp_path / "norm.jsonl").read_text().splitlines()[0])
     module = next(iter(first["modules"]))
-    stats = json.loads((trained / "checkpoint" / "config.json").read_text())["normalization"][module]
+    stats = json.loads((trained / "checkpoint" / "normalization.json").read_text())[module]
     assert first["scores"][module] == pytest.approx((scored[0]["scores"][module] - stats["mean"]) / stats["std"], abs=1e-4)
 
     refused = CliRunner().invoke(main, ["score", str(trained / "plain"), str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "x.jsonl"), "--normalize"])

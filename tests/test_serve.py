@@ -23,6 +23,7 @@ from reward_checkpoint import MODULES
 from data import load_pairs
 from data.synth import generate_pairs
 from heads.blend import describe_reward
+from heads.checkpoint import read_record
 from pipeline.rewards import load, sigmoid
 from pipeline import verl_reward
 from pipeline.cli import main
@@ -75,7 +76,7 @@ def test_health_names_the_checkpoint_modules_and_limits(server, trained):
     # what the served rewards are made of: the blend's weights as config.json records them, and in words
     saved = json.loads((trained / "checkpoint" / "config.json").read_text())
     weights = {part: saved["blend"][part]["weight"] for part in ("heads", "linear", "tfidf")} if "blend" in saved else None
-    assert health["blend"] == weights and health["reward"] == describe_reward(saved) and health["reward"].startswith("reward = ")
+    assert health["blend"] == weights and health["reward"] == describe_reward(read_record(trained / "checkpoint")) and health["reward"].startswith("reward = ")
 
 
 def test_served_scores_equal_the_python_api(server, scorer, trained):

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from reward_checkpoint import MODULES, checkpoint_config
+from reward_checkpoint import MODULES, checkpoint_config, record_of
 
 from data import load_pairs, write_pairs
 from data.splits import module_pairs
@@ -70,7 +70,7 @@ def test_a_module_with_no_training_pairs_is_refused_unless_asked_for(executor_on
 def test_a_checkpoint_from_before_the_record_counts_every_module_as_trained(executor_only, tmp_path):
     shutil.copytree(executor_only / "plain", tmp_path / "old")
     config = json.loads((tmp_path / "old" / "config.json").read_text())
-    del config["module_pairs"]
+    del config["module_pairs"], config["format_version"]  # format 1, from before the record
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
     scorer = load(tmp_path / "old", device="cpu")
     assert scorer.module_pairs is None and scorer.trained_modules == MODULES
@@ -80,9 +80,9 @@ def test_a_checkpoint_from_before_the_record_counts_every_module_as_trained(exec
 def test_finetune_counts_training_pairs_over_both_stages():
     pairs = pl.DataFrame({"target_module": ["executor", "executor", "planner"]})
     stage_0 = {"module_pairs": {"reflection": {"train": 5, "val": 1}, "planner": {"train": 0, "val": 0}, "executor": {"train": 0, "val": 0}}}
-    counts = _module_pairs(pairs, pairs.head(1), ["reflection", "planner", "executor", "memory"], stage_0)
+    counts = _module_pairs(pairs, pairs.head(1), ["reflection", "planner", "executor", "memory"], record_of(stage_0))
     assert counts == {"reflection": {"train": 5, "val": 0}, "planner": {"train": 1, "val": 0}, "executor": {"train": 2, "val": 1}, "memory": {"train": 0, "val": 0}}
-    assert _module_pairs(pairs, pairs, ["executor"], {}) is None  # an init from before the record: not known
+    assert _module_pairs(pairs, pairs, ["executor"], record_of({})) is None  # an init from before the record: not known
     assert module_pairs(pairs, pairs.head(0), ["planner", "memory"]) == {"planner": {"train": 1, "val": 0}, "memory": {"train": 0, "val": 0}}
 
 
@@ -127,7 +127,7 @@ def test_score_refuses_records_naming_an_untrained_module_unless_allowed(executo
 def test_normalize_works_on_the_modules_that_have_statistics(executor_only, tmp_path):
     """InterCode-like: evaluated on executor pairs only, `--normalize` normalises executor and
     refuses only a module asked for that has no mean/std."""
-    stored = json.loads((executor_only / "checkpoint" / "config.json").read_text())["normalization"]
+    stored = json.loads((executor_only / "checkpoint" / "normalization.json").read_text())
     assert stored["executor"]["std"] > 0
     scorer = load(executor_only / "checkpoint", device="cpu", normalize=True, allow_untrained=True)
     contexts, texts, modules = executor_rows(executor_only)
