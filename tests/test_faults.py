@@ -882,7 +882,7 @@ def fail_writes(monkeypatch, verb: str, work: Path, code: int = errno.ENOSPC) ->
     import pyarrow.parquet
     import safetensors
 
-    import heads.model
+    import heads.checkpoint
 
     words = os.strerror(code)
     if verb in ("embed", "cache gc"):
@@ -896,7 +896,7 @@ def fail_writes(monkeypatch, verb: str, work: Path, code: int = errno.ENOSPC) ->
             Path(filename).write_bytes(b"half")
             raise safetensors.SafetensorError(f'Error while serializing: IoError(Os {{ code: {code}, kind: StorageFull, message: "{words}" }})')
 
-        monkeypatch.setattr(heads.model, "save_file", save_file)
+        monkeypatch.setattr(heads.checkpoint, "save_file", save_file)
     else:
         replace = os.replace
 
