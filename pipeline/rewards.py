@@ -279,7 +279,8 @@ class RewardScorer:
             self.calls += 1
             self.rows += len(modules)
             rows = self._rows(contexts, module_texts, modules)
-        return self._rewards(self.model.score(rows, contexts, module_texts, batch_size=None), modules)
+            scored = self.model.score(rows, contexts, module_texts, batch_size=None)
+        return self._rewards(scored, modules)
 
     def score_trajectory(self, context: str, module_texts: Mapping[str, str]) -> dict[str, float]:
         """Every given module's reward for one trajectory, in one call: `{module: reward}`."""
