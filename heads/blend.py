@@ -62,6 +62,12 @@ LINEAR_WEIGHTS = "linear.safetensors"
 GRID = tuple((a / 10, b / 10, round(1 - a / 10 - b / 10, 1)) for a in range(10, -1, -1) for b in range(10 - a, -1, -1))  # heads-heavy first
 MAX_PAIRS = 20_000
 FOLDS = 5
+# How the weights are chosen on the held-out pairs (`rule_weights`): the grid point of highest
+# accuracy; that point shrunk toward equal weights; equal weights; a stacked logistic regression;
+# the single best part. bench/blend_regret.py measures each against the best single part.
+RULES = ("argmax", "shrink", "equal", "stack", "best_part")
+SHRINK_TASKS = 100  # `shrink`: equal weights count as this many held-out tasks of evidence
+STACK_C = 0.1  # `stack`: the logistic regression's inverse L2 strength on standardised score differences
 _VECTORIZER = {"sublinear_tf": True, "ngram_range": (1, 2), "min_df": 2, "max_features": 50_000}
 
 
@@ -432,12 +438,109 @@ def choose_weights(held_out: PartScores, usable: Sequence[bool]) -> tuple[tuple[
     return best[0], rows
 
 
+def rule_weights(rule: str, held_out: PartScores, groups: np.ndarray, usable: Sequence[bool]) -> tuple[tuple[float, float, float], list[dict]]:
+    """The blend weights `rule` (one of RULES) picks on the held-out pairs' standardised part scores
+    (`groups`: each pair's task), never weighing an unusable part; and the grid's table (every
+    rule reports it, so the checkpoint shows what each point would have scored)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown blend rule {rule!r} (expected one of: {', '.join(RULES)})")
+    best, table = choose_weights(held_out, usable)
+    usable = np.array([True, *usable[1:]], dtype=bool)  # the heads are always a part
+    equal = tuple(float(w) for w in usable / usable.sum())
+    if rule == "argmax":
+        return best, table
+    if rule == "equal":
+        return equal, table
+    if rule == "shrink":
+        # the argmax moves toward equal weights as the held-out tasks get fewer: with G tasks it
+        # keeps G / (G + SHRINK_TASKS) of its own weights
+        keep = len(np.unique(groups)) / (len(np.unique(groups)) + SHRINK_TASKS)
+        return tuple(float(keep * b + (1 - keep) * e) for b, e in zip(best, equal)), table
+    if rule == "best_part":
+        alone = [pairwise_accuracy(*getattr(held_out, name)) if ok else -1.0 for name, ok in zip(PARTS, usable)]
+        return tuple(float(i == int(np.argmax(alone))) for i in range(len(PARTS))), table
+    # stack: a logistic regression on each pair's standardised score differences (both orders, no
+    # intercept), strongly regularised, its weights clipped at 0 and summing to 1
+    difference = np.stack([getattr(held_out, name)[0] - getattr(held_out, name)[1] for name in PARTS], axis=1)[:, usable]
+    X, y = np.concatenate([difference, -difference]), np.r_[np.ones(len(difference)), np.zeros(len(difference))]
+    coef = np.clip(LogisticRegression(C=STACK_C, fit_intercept=False).fit(X, y).coef_[0], 0, None)
+    weights = np.zeros(len(PARTS))
+    weights[usable] = coef
+    return (tuple(float(w) for w in weights / weights.sum()) if weights.sum() > 0 else equal), table
+
+
 def task_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """A fold per pair: the distinct groups shuffled (seeded) and dealt round-robin."""
     distinct = np.unique(groups)
     np.random.default_rng(seed).shuffle(distinct)
     fold_of = dict(zip(distinct.tolist(), np.arange(len(distinct)) % folds))
     return np.array([fold_of[g] for g in groups.tolist()], dtype=np.int64)
+
+
+@dataclass
+class HeldOut:
+    """What the blend's weights are chosen on: for each TF-IDF choice (TFIDF_CHOICES), the parts
+    fitted on the training sample and their standardised scores of the held-out pairs (the
+    validation pairs, then each fold's training pairs out of fold), and those pairs' groups."""
+
+    finals: list[Parts]
+    scores: list[list[PartScores]]  # per choice: [validation, fold 1, fold 2, ...]
+    groups: np.ndarray
+    out_of_fold: int  # training pairs scored out of fold (0: validation alone)
+    folds: int
+
+    def pooled(self, choice: int) -> PartScores:
+        return PartScores.concat(self.scores[choice])
+
+
+def held_out_scores(
+    heads,
+    train: BlendSample,
+    val: BlendSample,
+    train_data: PairTensors,
+    val_data: PairTensors,
+    modules: Sequence[str],
+    fit_fold: Callable[[torch.Tensor], object] | None = None,
+    folds: int = FOLDS,
+    seed: int = 0,
+) -> HeldOut:
+    """The parts fitted on the sampled training pairs beside `heads` (a trained model or ensemble),
+    scored on the sampled validation pairs, plus the training pairs out of fold when `fit_fold`
+    (rows of `train_data` -> heads trained on them alone) is given, there are at most MAX_PAIRS
+    training pairs and at least 2 groups."""
+    device = train_data.module_index.device
+    to_rows = lambda rows: torch.from_numpy(np.asarray(rows, np.int64)).to(device)  # noqa: E731
+    train_rows, val_rows = train_data.rows(to_rows(train.rows)), val_data.rows(to_rows(val.rows))
+    # the linear part is for few pairs, where the heads overfit; above MAX_PAIRS the heads have the
+    # data, and its pooled vectors and features would weigh more than the matrix at 100k pairs
+    small = train.total <= MAX_PAIRS
+    train_vectors, val_vectors = (mean_pooled(train_rows, modules), mean_pooled(val_rows, modules)) if small else (None, None)
+    finals = Parts.fit(heads, train_rows, train_vectors, train.pairs, modules, seed)  # one per TF-IDF choice
+    held_out = [[scores] for scores in Parts.score_each(finals, val_rows, val_vectors, val.pairs)]
+    groups = [val.groups]
+    n_folds = min(folds, len(np.unique(train.groups)))
+    if fit_fold is None or not small or n_folds < 2:
+        return HeldOut(finals, held_out, val.groups, 0, 0)
+    fold = task_folds(train.groups, n_folds, seed)  # the sample is the whole split
+    for k in range(n_folds):
+        inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        rows_in, rows_out = to_rows(train.rows[inside]), to_rows(train.rows[outside])
+        fold_vectors, out_vectors = _select(train_vectors, inside), _select(train_vectors, outside)
+        groups.append(train.groups[outside])
+        fold_parts = Parts.fit(fit_fold(rows_in), train_data.rows(rows_in), fold_vectors, train.pairs[inside], modules, seed)
+        for scores, fold_scores in zip(held_out, Parts.score_each(fold_parts, train_data.rows(rows_out), out_vectors, train.pairs[outside])):
+            scores.append(fold_scores)
+    return HeldOut(finals, held_out, np.concatenate(groups), train.pairs.height, n_folds)
+
+
+def choose_blend(held: HeldOut, rule: str = "argmax") -> tuple[int, list["_Choice"], float]:
+    """The TF-IDF choice and, for each choice, the weights `rule` picks on the pooled held-out
+    pairs. The ended TF-IDF replaces the plain one only when its blend is clearly better there, not
+    by a pair or two: z of the per-task difference in pairs right above Z_CLEAR."""
+    choices = [_Choice.best(final, held.pooled(i), held.groups, rule) for i, final in enumerate(held.finals)]
+    plain, ended = (_right(*c.pooled.blended(c.weights)) for c in choices)
+    z = _clustered_z(ended.astype(np.int64) - plain, held.groups)
+    return (1 if z > Z_CLEAR else 0), choices, z
 
 
 def fit_blend(
@@ -450,55 +553,28 @@ def fit_blend(
     fit_fold: Callable[[torch.Tensor], object] | None = None,
     folds: int = FOLDS,
     seed: int = 0,
+    rule: str = "argmax",
 ) -> tuple[Blended | None, dict]:
-    """The parts fitted on the sampled training pairs beside `heads` (a trained model or ensemble),
-    blended at the weights `choose_weights` picks on the sampled validation pairs, plus the training
-    pairs out of fold when `fit_fold` (rows of `train_data` -> heads trained on them alone) is given,
-    there are at most MAX_PAIRS training pairs and at least 2 groups. Returns None for
-    the heads alone, and what was tried (the table, the held-out pairs, each part's accuracy)."""
+    """The parts fitted on the sampled training pairs beside `heads`, blended at the weights `rule`
+    (`rule_weights`) picks on the held-out pairs (`held_out_scores`). Returns None for the heads
+    alone, and what was tried (the table, the held-out pairs, each part's accuracy)."""
     if not (train.pairs.height and val.pairs.height):
         return None, {}
-    device = train_data.module_index.device
-    to_rows = lambda rows: torch.from_numpy(np.asarray(rows, np.int64)).to(device)  # noqa: E731
-    train_rows, val_rows = train_data.rows(to_rows(train.rows)), val_data.rows(to_rows(val.rows))
-    # the linear part is for few pairs, where the heads overfit; above MAX_PAIRS the heads have the
-    # data, and its pooled vectors and features would weigh more than the matrix at 100k pairs
-    small = train.total <= MAX_PAIRS
-    train_vectors, val_vectors = (mean_pooled(train_rows, modules), mean_pooled(val_rows, modules)) if small else (None, None)
-    finals = Parts.fit(heads, train_rows, train_vectors, train.pairs, modules, seed)  # one per TF-IDF choice
-    held_out = [[scores] for scores in Parts.score_each(finals, val_rows, val_vectors, val.pairs)]
-    held_out_groups = [val.groups]
-    out_of_fold = 0
-    n_folds = min(folds, len(np.unique(train.groups)))
-    if fit_fold is not None and train.total <= MAX_PAIRS and n_folds >= 2:  # the sample is the whole split
-        fold = task_folds(train.groups, n_folds, seed)
-        for k in range(n_folds):
-            inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            rows_in, rows_out = to_rows(train.rows[inside]), to_rows(train.rows[outside])
-            fold_vectors, out_vectors = _select(train_vectors, inside), _select(train_vectors, outside)
-            held_out_groups.append(train.groups[outside])
-            fold_parts = Parts.fit(fit_fold(rows_in), train_data.rows(rows_in), fold_vectors, train.pairs[inside], modules, seed)
-            for scores, fold_scores in zip(held_out, Parts.score_each(fold_parts, train_data.rows(rows_out), out_vectors, train.pairs[outside])):
-                scores.append(fold_scores)
-        out_of_fold = train.pairs.height
-    choices = [_Choice.best(final, PartScores.concat(scores)) for final, scores in zip(finals, held_out)]
-    # the ended TF-IDF replaces the plain one only when its blend is clearly better on the held-out
-    # pairs, not by a pair or two: z of the per-task difference in pairs right above Z_CLEAR
-    plain, ended = (_right(*c.pooled.blended(c.weights)) for c in choices)
-    z = _clustered_z(ended.astype(np.int64) - plain, np.concatenate(held_out_groups))
-    best = 1 if z > Z_CLEAR else 0
-    choice, final, validation_scores = choices[best], finals[best], held_out[best][0]
+    held = held_out_scores(heads, train, val, train_data, val_data, modules, fit_fold, folds, seed)
+    best, choices, z = choose_blend(held, rule)
+    choice, final, validation_scores = choices[best], held.finals[best], held.scores[best][0]
     weights = choice.weights
     summary = {
         "training_pairs": train.total,
-        "held_out_pairs": {"validation": val.pairs.height, "out_of_fold": out_of_fold, "folds": n_folds if out_of_fold else 0},
+        "held_out_pairs": {"validation": val.pairs.height, "out_of_fold": held.out_of_fold, "folds": held.folds},
+        "rule": rule,
         "chosen": {"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": choice.accuracy, "val_pairwise_accuracy": pairwise_accuracy(*validation_scores.blended(weights))},
         "tfidf_blocks": list(final.tfidf.blocks),
-        "tfidf_choices": [{"blocks": list(f.tfidf.blocks), "pairwise_accuracy": c.accuracy, "alone": pairwise_accuracy(*c.pooled.tfidf)} for f, c in zip(finals, choices)],
+        "tfidf_choices": [{"blocks": list(f.tfidf.blocks), "pairwise_accuracy": c.accuracy, "alone": pairwise_accuracy(*c.pooled.tfidf)} for f, c in zip(held.finals, choices)],
         "tfidf_z": z,
         "parts_alone": {name: pairwise_accuracy(*getattr(choice.pooled, name)) for name in PARTS},
         "parts_alone_validation": {name: pairwise_accuracy(*getattr(validation_scores, name)) for name in PARTS},
-        "table": [{**row, "tfidf_blocks": list(f.tfidf.blocks)} for f, c in zip(finals, choices) for row in c.table],
+        "table": [{**row, "tfidf_blocks": list(f.tfidf.blocks)} for f, c in zip(held.finals, choices) for row in c.table],
     }
     if weights == (1.0, 0.0, 0.0):
         return None, summary
@@ -508,7 +584,7 @@ def fit_blend(
 
 @dataclass
 class _Choice:
-    """One TF-IDF choice's best grid point on the pooled held-out pairs."""
+    """One TF-IDF choice's weights on the pooled held-out pairs, as a rule picked them."""
 
     weights: tuple[float, float, float]
     accuracy: float
@@ -516,10 +592,9 @@ class _Choice:
     pooled: PartScores
 
     @classmethod
-    def best(cls, parts: Parts, pooled: PartScores) -> "_Choice":
-        weights, table = choose_weights(pooled, [sd > 0 for sd in parts.stds])
-        accuracy = next(row["pairwise_accuracy"] for row in table if tuple(row["weights"].values()) == weights)
-        return cls(weights, accuracy, table, pooled)
+    def best(cls, parts: Parts, pooled: PartScores, groups: np.ndarray, rule: str = "argmax") -> "_Choice":
+        weights, table = rule_weights(rule, pooled, groups, [sd > 0 for sd in parts.stds])
+        return cls(weights, pairwise_accuracy(*pooled.blended(weights)), table, pooled)
 
 
 def _right(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:

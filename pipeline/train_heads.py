@@ -334,7 +334,8 @@ def fit_reward_blend(run: TrainingSetup, trained: Trained, *, say: Callable[[str
     if run.previous is None:
         fit_fold = lambda rows: fit_heads(run.train.rows(rows), run.val, run.dimension, run.modules, trained.setting, run.recipe, device=run.device).model  # noqa: E731
     blended, summary = fit_blend(
-        trained.model, run.blend_texts["train"], run.blend_texts["val"], run.train, run.val, run.modules, fit_fold, seed=run.config.training.seed
+        trained.model, run.blend_texts["train"], run.blend_texts["val"], run.train, run.val, run.modules, fit_fold,
+        seed=run.config.training.seed, rule=run.config.model.blend_rule,
     )  # fmt: skip
     say(blend_line(blended, summary))
     return blended, summary

@@ -336,3 +336,29 @@ def test_above_max_pairs_the_blend_has_no_linear_part_and_no_out_of_fold_pairs(r
     assert folds_fitted == [] and summary["held_out_pairs"] == {"validation": val.height, "out_of_fold": 0, "folds": 0}
     assert all(row["weights"]["linear"] == 0 for row in summary["table"]) and len(summary["table"]) == 2 * 11  # per TF-IDF choice
     assert blended is None or blended.linear is None
+
+
+def test_each_rule_weighs_the_parts_as_it_says():
+    """The blend rules on made-up held-out scores: the TF-IDF part ranks every pair right, the
+    heads two in three, the linear part none."""
+    from heads.blend import RULES, SHRINK_TASKS, PartScores, rule_weights
+    from heads.metrics import pairwise_accuracy
+
+    n = 300
+    right, wrong = (np.ones(n), np.zeros(n)), (np.zeros(n), np.ones(n))
+    heads = (np.where(np.arange(n) % 3 == 0, 0.0, 1.0), np.where(np.arange(n) % 3 == 0, 1.0, 0.0))
+    scores = PartScores(heads=heads, linear=wrong, tfidf=right)
+    groups = np.arange(n) // 3  # 100 tasks
+    chosen = {rule: rule_weights(rule, scores, groups, [True, True, True])[0] for rule in RULES}
+    assert chosen["best_part"] == (0.0, 0.0, 1.0)
+    assert chosen["equal"] == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    best = chosen["argmax"]
+    assert pairwise_accuracy(*scores.blended(best)) == 1.0 and best[1] == 0.0
+    keep = 100 / (100 + SHRINK_TASKS)  # half of the argmax's own weights at 100 held-out tasks
+    assert chosen["shrink"] == pytest.approx(tuple(keep * b + (1 - keep) / 3 for b in best))
+    assert chosen["stack"][1] == 0.0 and chosen["stack"][2] > chosen["stack"][0] > 0 and sum(chosen["stack"]) == pytest.approx(1.0)
+    # an unusable part (no linear part fitted) gets no weight under any rule
+    for rule in RULES:
+        assert rule_weights(rule, scores, groups, [True, False, True])[0][1] == 0.0
+    with pytest.raises(ValueError, match="unknown blend rule 'vote'"):
+        rule_weights("vote", scores, groups, [True, True, True])

@@ -195,13 +195,15 @@ def test_explicit_keys_are_those_of_the_file_and_the_flags(tmp_path):
 
 
 def test_the_choices_declared_beside_their_code_match_the_config():
-    """The cache's dtypes and stage 1's precisions are declared where torch and the cache use them,
+    """The cache's dtypes, stage 1's precisions and the blend's rules are declared where torch, the cache and the blend use them,
     since the config (read by every verb, `--help` too) must not import torch; this keeps the two in step."""
     from typing import get_args
 
     from cache.store import DTYPES
+    from heads.blend import RULES
     from heads.finetuning import PRECISIONS
-    from pipeline.config import CacheConfig, Stage1Config
+    from pipeline.config import CacheConfig, ModelConfig, Stage1Config
 
     assert get_args(CacheConfig.model_fields["dtype"].annotation) == tuple(DTYPES)
     assert get_args(Stage1Config.model_fields["precision"].annotation) == PRECISIONS
+    assert get_args(ModelConfig.model_fields["blend_rule"].annotation) == RULES
