@@ -1,0 +1,238 @@
+"""Does the reward lose to its own parts? Each blend rule against the best single part, over many
+task-grouped resplits of each development set (issue 28).
+
+    python bench/blend_regret.py [--intercode DIR] [--autogpt REPORT.md...] [--synthetic] \
+        [--resplits 20] [--work br/] [--sets intercode-2,intercode-8,autogpt,synthetic-800,synthetic-3200]
+
+Each set is imported, paired and embedded once with `pipeline` verbs (MiniLM at 256 tokens, into
+WORK/<source>-cache, which InterCode's two sets and the synthetic two share), then read into memory once. Each resplit (seeded) puts whole tasks into test (15%),
+validation (10%) and training (the rest; the synthetic sets take tasks until 800 or 3,200 training
+pairs); AutoGPT's resplits are its leave-one-task-out folds (a task tests, the next validates).
+On each: the heads trained as `train-heads` trains them (defaults), the parts fitted and scored on
+the held-out pairs exactly as `train-heads` does (validation, plus training pairs out of fold:
+heads/blend.py `held_out_scores`), and then every rule of heads/blend.py `RULES` weighs them. The
+test pairs, which no choice sees, give each rule's reward accuracy and each single part's: heads,
+linear, TF-IDF, TF-IDF with the episode's end.
+
+Regret = the reward's test accuracy minus the best single part's on that split (the best chosen
+with hindsight). Per set and rule: the mean regret, its 10th percentile, and how often the reward
+loses by more than 0.01. Tables to stdout and WORK/blend_regret.md, every split's numbers to
+WORK/blend_regret.jsonl, the regrets as WORK/blend_regret.png.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: 2-vCPU machines spin otherwise
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cache import EmbeddingCache  # noqa: E402
+from data import load_pairs  # noqa: E402
+from data.schema import TEXT_COLUMNS  # noqa: E402
+from features.views import View, piece_features  # noqa: E402
+from heads.blend import MAX_PAIRS, RULES, Parts, blend_sample, choose_blend, held_out_scores, mean_pooled  # noqa: E402
+from heads.fitting import fit_heads  # noqa: E402
+from heads.metrics import pairwise_accuracy  # noqa: E402
+from heads.training import PairTensors  # noqa: E402
+from pipeline.cli import main  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.train_heads import head_setting, training_recipe  # noqa: E402
+
+SINGLES = ("heads", "linear", "tfidf", "tfidf_ended")
+LOSS = 0.01  # a reward below the best part by more than this "loses"
+
+
+def pipeline(*args) -> None:
+    print("$ pipeline", " ".join(str(a) for a in args), flush=True)
+    main([str(a) for a in args], standalone_mode=False)
+
+
+# --- the sets: pairs, embedded once ---------------------------------------------------------
+
+
+def source_of(name: str) -> str:
+    return name.split("-")[0]  # intercode-2 and intercode-8 share runs, texts and a cache
+
+
+def prepare(name: str, args, work: Path, config: Path) -> Path:
+    """The set's pair table (a file), its texts embedded into WORK/<source>-cache."""
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = folder / "pairs.json"
+    if name.startswith("intercode"):
+        runs = work / "intercode-runs.jsonl"
+        if not runs.exists():
+            files = sorted([*Path(args.intercode).glob("*.json"), *Path(args.intercode).glob("*.json.gz")])
+            pipeline("import", "intercode", *files, "--out", runs)
+        if not pairs.exists():
+            pipeline("pairs", runs, "--out", pairs, "--max-pairs-per-task", name.split("-")[1], "--config", config)
+    elif name == "autogpt":
+        runs = folder / "runs.jsonl"
+        if not runs.exists():
+            pipeline("import", "autogpt", *args.autogpt, "--out", runs)
+        if not pairs.exists():
+            pipeline("pairs", runs, "--out", pairs, "--max-pairs-per-task", 32, "--config", config)
+    else:  # synthetic-N: one table of 4000 pairs, shared
+        pairs = work / "synthetic-pairs.json"
+        if not pairs.exists():
+            pipeline("synth", "--pairs", 4000, "--seed", 0, "--out", pairs, "--config", config)
+    pipeline("embed", pairs, "--cache", work / f"{source_of(name)}-cache", "--config", config)
+    return pairs
+
+
+def load_set(pairs_file: Path, cache: Path, config) -> tuple[pl.DataFrame, PairTensors, int]:
+    pairs = load_pairs(pairs_file, config.data.modules)
+    view = View.from_config(config.features, config.model)
+    namespace = EmbeddingCache(cache).select(None)
+    columns = ["target_module", *TEXT_COLUMNS]
+    features = piece_features(namespace, pairs.select(columns), view)  # in memory: the sets are small
+    return pairs, PairTensors.from_pieces(features, list(config.data.modules)), namespace.dimension
+
+
+def resplits(name: str, pairs: pl.DataFrame, count: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(train, val, test) row indices of each resplit, whole tasks in each."""
+    tasks = pairs["task"].to_numpy()
+    distinct = np.unique(tasks)
+    if name == "autogpt":  # leave one task out: task k tests, task k+1 validates
+        splits = []
+        for k, test in enumerate(distinct):
+            val = distinct[(k + 1) % len(distinct)]
+            splits.append((np.flatnonzero((tasks != test) & (tasks != val)), np.flatnonzero(tasks == val), np.flatnonzero(tasks == test)))
+        return splits
+    cap = int(name.split("-")[1]) if name.startswith("synthetic") else None
+    splits = []
+    for seed in range(count):
+        order = np.random.default_rng(seed).permutation(distinct)
+        n_test, n_val = round(0.15 * len(order)), round(0.10 * len(order))
+        test, val, rest = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+        if cap is not None:  # tasks in order until the training pairs reach the cap
+            sizes = np.array([np.sum(tasks == t) for t in rest])
+            rest = rest[: int(np.searchsorted(np.cumsum(sizes), cap)) + 1]
+        splits.append(tuple(np.flatnonzero(np.isin(tasks, part)) for part in (rest, val, test)))
+    return splits
+
+
+# --- one resplit ----------------------------------------------------------------------------
+
+
+def one_split(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config, seed: int) -> dict:
+    modules = list(config.data.modules)
+    train_rows, val_rows, test_rows = (torch.from_numpy(r.astype(np.int64)) for r in rows)
+    train, val, test = data.rows(train_rows), data.rows(val_rows), data.rows(test_rows)
+    setting, recipe = head_setting(config), training_recipe(config)
+    heads = fit_heads(train, val, dimension, modules, setting, recipe, seed=seed).model
+    train_pairs, val_pairs, test_pairs = (pairs[r.numpy()] for r in (train_rows, val_rows, test_rows))
+    fit_fold = lambda fold_rows: fit_heads(train.rows(fold_rows), val, dimension, modules, setting, recipe, seed=seed).model  # noqa: E731
+    held = held_out_scores(heads, blend_sample(train_pairs), blend_sample(val_pairs), train, val, modules, fit_fold, seed=seed)
+    small = train_pairs.height <= MAX_PAIRS
+    texts = test_pairs.select(["positive_context", "positive_module_text", "negative_context", "negative_module_text"])
+    tested = Parts.score_each(held.finals, test, mean_pooled(test, modules) if small else None, texts)
+    plain, ended = tested
+    singles = {"heads": pairwise_accuracy(*plain.heads), "tfidf": pairwise_accuracy(*plain.tfidf), "tfidf_ended": pairwise_accuracy(*ended.tfidf)}
+    if held.finals[0].stds[1] > 0:  # a linear part was fitted
+        singles["linear"] = pairwise_accuracy(*plain.linear)
+    rules = {}
+    for rule in RULES:
+        best, choices, _ = choose_blend(held, rule)
+        weights = choices[best].weights
+        rules[rule] = {"accuracy": pairwise_accuracy(*tested[best].blended(weights)), "weights": weights, "ended": bool(best)}
+    return {
+        "train_pairs": train_pairs.height, "val_pairs": val_pairs.height, "test_pairs": test_pairs.height,
+        "held_out_pairs": len(held.groups), "held_out_tasks": int(len(np.unique(held.groups))),
+        "singles": singles, "best_single": max(singles.values()), "rules": rules,
+    }  # fmt: skip
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+def summarise(results: dict[str, list[dict]]) -> str:
+    lines = ["| set | splits | train pairs | rule | mean test acc. | mean regret | p10 regret | loses by > 0.01 |", "|---|---:|---:|---|---:|---:|---:|---:|"]
+    for name, splits in results.items():
+        train = int(np.median([s["train_pairs"] for s in splits]))
+        for rule in RULES:
+            regret = np.array([s["rules"][rule]["accuracy"] - s["best_single"] for s in splits])
+            accuracy = np.mean([s["rules"][rule]["accuracy"] for s in splits])
+            lines.append(
+                f"| {name} | {len(splits)} | {train} | {rule} | {accuracy:.3f} | {regret.mean():+.4f} | {np.percentile(regret, 10):+.4f} | {np.mean(regret < -LOSS):.0%} |"
+            )
+        for single in SINGLES:
+            values = [s["singles"][single] for s in splits if single in s["singles"]]
+            if values:
+                lines.append(f"| {name} | {len(values)} | {train} | *{single} alone* | {np.mean(values):.3f} | | | |")
+        lines.append(f"| {name} | {len(splits)} | {train} | *best single part (hindsight)* | {np.mean([s['best_single'] for s in splits]):.3f} | | | |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.6), sharey=True, squeeze=False)
+    for ax, (name, splits) in zip(axes[0], results.items()):
+        regrets = [[s["rules"][rule]["accuracy"] - s["best_single"] for s in splits] for rule in RULES]
+        ax.boxplot(regrets, whis=(10, 90), showmeans=True)
+        ax.set_xticks(range(1, len(RULES) + 1), RULES, rotation=45)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(name, fontsize=9)
+    axes[0][0].set_ylabel("test accuracy - best single part")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main_() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--intercode", type=Path)
+    parser.add_argument("--autogpt", type=Path, nargs="*", default=[])
+    parser.add_argument("--synthetic", action="store_true")
+    parser.add_argument("--resplits", type=int, default=20)
+    parser.add_argument("--work", type=Path, default=Path("blend-regret"))
+    parser.add_argument("--sets", default="intercode-2,intercode-8,autogpt,synthetic-800,synthetic-3200")
+    args = parser.parse_args()
+    wanted = [s for s in args.sets.split(",") if (s.startswith("intercode") and args.intercode) or (s == "autogpt" and args.autogpt) or (s.startswith("synthetic") and args.synthetic)]
+    if not wanted:
+        raise SystemExit("give at least one of --intercode, --autogpt, --synthetic")
+    args.work.mkdir(parents=True, exist_ok=True)
+    config_file = args.work / "config.yaml"
+    config_file.write_text("model: {encoder: minilm, max_context_tokens: 256, max_module_tokens: 256}\ntraining: {device: cpu}\n")
+    config = load_config(config_file)
+    torch.set_num_threads(os.cpu_count() or 1)
+    results, log = {}, (args.work / "blend_regret.jsonl").open("w")
+    for name in wanted:
+        started = time.time()
+        pairs_file = prepare(name, args, args.work, config_file)
+        pairs, data, dimension = load_set(pairs_file, args.work / f"{source_of(name)}-cache", config)
+        splits = resplits(name, pairs, args.resplits)
+        print(f"{name}: {pairs.height} pairs over {pairs['task'].n_unique()} tasks, {len(splits)} resplits", flush=True)
+        results[name] = []
+        for seed, rows in enumerate(splits):
+            split_started = time.time()
+            result = {"set": name, "split": seed, **one_split(pairs, data, dimension, rows, config, seed)}
+            result["seconds"] = round(time.time() - split_started, 1)
+            results[name].append(result)
+            log.write(json.dumps(result) + "\n")
+            log.flush()
+            best = max(result["rules"], key=lambda r: result["rules"][r]["accuracy"])
+            print(f"  split {seed}: {result['train_pairs']} train / {result['test_pairs']} test pairs; best part {result['best_single']:.3f}, "
+                  f"argmax {result['rules']['argmax']['accuracy']:.3f}, best rule here {best}; {result['seconds']} s", flush=True)  # fmt: skip
+        print(f"{name}: {time.time() - started:.0f} s", flush=True)
+    table = summarise(results)
+    print("\n" + table)
+    (args.work / "blend_regret.md").write_text(table + "\n")
+    plot(results, args.work / "blend_regret.png")
+
+
+if __name__ == "__main__":
+    main_()
