@@ -40,3 +40,35 @@ def test_a_tiny_run_prints_every_target(tmp_path, capsys):
     assert len(rows) == 2 * 3 + 1 + 1 + 2  # per size: RSS, read, reads; then epoch, serve; load per size
     assert all(line.endswith(("met", "MISSED")) for line in rows)
     assert re.search(r"cache reads per run.* 1 +1 +1\.00x", table)  # train and validation in one read
+
+
+def test_learning_curve_samples_nest_and_intervals_resample_tasks():
+    import numpy as np
+
+    curve = load_bench("learning_curve")
+    tasks = np.repeat([f"t{i}" for i in range(40)], np.arange(40) % 5 + 1)  # 1 to 5 pairs per task
+    pool, val, test = curve.fixed_split(tasks)
+    assert (len(test), len(val), len(pool)) == (6, 4, 30) and not ({*pool} & {*val}) | ({*pool} & {*test}) | ({*val} & {*test})
+    small, large = curve.sample_tasks(pool, tasks, 10, 0), curve.sample_tasks(pool, tasks, 30, 0)
+    assert set(small) <= set(large) and np.isin(tasks, small).sum() >= 10 > np.isin(tasks, small[:-1]).sum()
+    assert sorted(curve.sample_tasks(pool, tasks, None, 1)) == sorted(pool)
+    correct = (np.arange(len(tasks)) % 2).astype(float)
+    low, high = curve.interval(correct, tasks)
+    assert low <= correct.mean() <= high and curve.interval(correct, np.zeros(len(tasks))) is None
+
+
+@pytest.mark.slow
+def test_learning_curve_runs_end_to_end_on_the_intercode_fixture(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+    from pathlib import Path
+
+    curve = load_bench("learning_curve")
+    fixture = Path(__file__).parent / "fixtures" / "intercode"
+    monkeypatch.setattr(sys, "argv", ["learning_curve.py", "--intercode", str(fixture), "--work", str(tmp_path), "--sizes", "4,all", "--seeds", "2"])
+    curve.main_()
+    out = capsys.readouterr().out
+    assert "| all |" in out and (tmp_path / "learning_curve.png").stat().st_size > 0
+    runs = [json.loads(line) for line in (tmp_path / "learning_curve.jsonl").read_text().splitlines()]
+    assert [(r["size"], r["seed"]) for r in runs] == [(4, 0), (4, 1), ("all", 0), ("all", 1)]
+    assert all({"heads", "tfidf", "reward"} <= r["accuracy"].keys() for r in runs)
