@@ -72,3 +72,22 @@ def test_learning_curve_runs_end_to_end_on_the_intercode_fixture(tmp_path, monke
     runs = [json.loads(line) for line in (tmp_path / "learning_curve.jsonl").read_text().splitlines()]
     assert [(r["size"], r["seed"]) for r in runs] == [(4, 0), (4, 1), ("all", 0), ("all", 1)]
     assert all({"heads", "tfidf", "reward"} <= r["accuracy"].keys() for r in runs)
+
+
+def test_blend_regret_resplits_keep_tasks_whole_and_cap_synthetic_training_pairs():
+    import numpy as np
+    import polars as pl
+
+    regret = load_bench("blend_regret")
+    pairs = pl.DataFrame({"task": [f"t{i // 4}" for i in range(400)]})  # 100 tasks of 4 pairs
+    splits = regret.resplits("intercode-2", pairs, 20)
+    assert len(splits) == 20 and len({tuple(test) for _, _, test in splits}) == 20  # seeded, each its own
+    for train, val, test in splits:
+        tasks = [set(pairs["task"][rows].to_list()) for rows in (train, val, test)]
+        assert not (tasks[0] & tasks[1] or tasks[0] & tasks[2] or tasks[1] & tasks[2]) and sum(map(len, tasks)) == 100
+        assert (len(tasks[2]), len(tasks[1])) == (15, 10)
+    capped = regret.resplits("synthetic-80", pairs, 3)
+    assert all(80 <= len(train) < 84 for train, _, _ in capped)  # whole tasks until the cap
+    folds = regret.resplits("autogpt", pairs, 20)
+    assert len(folds) == 100 and all(len(set(pairs["task"][test].to_list())) == 1 for _, _, test in folds)
+    assert all(np.intersect1d(train, test).size == 0 for train, _, test in folds)
