@@ -15,7 +15,7 @@ test pairs, which no choice sees, give each rule's reward accuracy and each sing
 linear, TF-IDF, TF-IDF with the episode's end.
 
 Regret = the reward's test accuracy minus the best single part's on that split (the best chosen
-with hindsight). Per set and rule: the mean regret, its 10th percentile, and how often the reward
+with hindsight). `--from-log` makes the tables and plot again from the splits a run has logged. Per set and rule: the mean regret, its 10th percentile, and how often the reward
 loses by more than 0.01. Tables to stdout and WORK/blend_regret.md, every split's numbers to
 WORK/blend_regret.jsonl, the regrets as WORK/blend_regret.png.
 """
@@ -200,7 +200,14 @@ def main_() -> None:
     parser.add_argument("--resplits", type=int, default=20)
     parser.add_argument("--work", type=Path, default=Path("blend-regret"))
     parser.add_argument("--sets", default="intercode-2,intercode-8,autogpt,synthetic-800,synthetic-3200")
+    parser.add_argument("--from-log", action="store_true", help="only the tables and plot again, from WORK/blend_regret.jsonl (a run cut short too)")
     args = parser.parse_args()
+    if args.from_log:
+        results: dict[str, list[dict]] = {}
+        for line in (args.work / "blend_regret.jsonl").read_text().splitlines():
+            result = json.loads(line)
+            results.setdefault(result["set"], []).append(result)
+        return report(results, args.work)
     wanted = [s for s in args.sets.split(",") if (s.startswith("intercode") and args.intercode) or (s == "autogpt" and args.autogpt) or (s.startswith("synthetic") and args.synthetic)]
     if not wanted:
         raise SystemExit("give at least one of --intercode, --autogpt, --synthetic")
@@ -228,10 +235,14 @@ def main_() -> None:
             print(f"  split {seed}: {result['train_pairs']} train / {result['test_pairs']} test pairs; best part {result['best_single']:.3f}, "
                   f"argmax {result['rules']['argmax']['accuracy']:.3f}, best rule here {best}; {result['seconds']} s", flush=True)  # fmt: skip
         print(f"{name}: {time.time() - started:.0f} s", flush=True)
+    report(results, args.work)
+
+
+def report(results: dict[str, list[dict]], work: Path) -> None:
     table = summarise(results)
     print("\n" + table)
-    (args.work / "blend_regret.md").write_text(table + "\n")
-    plot(results, args.work / "blend_regret.png")
+    (work / "blend_regret.md").write_text(table + "\n")
+    plot(results, work / "blend_regret.png")
 
 
 if __name__ == "__main__":
