@@ -7,7 +7,8 @@ task-grouped resplits of each development set (issue 28).
 Each set is imported, paired and embedded once with `pipeline` verbs (MiniLM at 256 tokens, into
 WORK/<source>-cache, which InterCode's two sets and the synthetic two share), then read into memory once. Each resplit (seeded) puts whole tasks into test (15%),
 validation (10%) and training (the rest; the synthetic sets take tasks until 800 or 3,200 training
-pairs); AutoGPT's resplits are its leave-one-task-out folds (a task tests, the next validates).
+pairs); AutoGPT's resplits are leave-one-task-out folds, each other task validating in turn (its
+5 tasks give 20).
 On each: the heads trained as `train-heads` trains them (defaults), the parts fitted and scored on
 the held-out pairs exactly as `train-heads` does (validation, plus training pairs out of fold:
 heads/blend.py `held_out_scores`), and then every rule of heads/blend.py `RULES` weighs them. The
@@ -103,12 +104,9 @@ def resplits(name: str, pairs: pl.DataFrame, count: int) -> list[tuple[np.ndarra
     """(train, val, test) row indices of each resplit, whole tasks in each."""
     tasks = pairs["task"].to_numpy()
     distinct = np.unique(tasks)
-    if name == "autogpt":  # leave one task out: task k tests, task k+1 validates
-        splits = []
-        for k, test in enumerate(distinct):
-            val = distinct[(k + 1) % len(distinct)]
-            splits.append((np.flatnonzero((tasks != test) & (tasks != val)), np.flatnonzero(tasks == val), np.flatnonzero(tasks == test)))
-        return splits
+    if name == "autogpt":  # leave one task out, each other task validating in turn: 5 tasks give 20 splits
+        pairs_of = [(test, val) for test in distinct for val in distinct if val != test]
+        return [(np.flatnonzero((tasks != test) & (tasks != val)), np.flatnonzero(tasks == val), np.flatnonzero(tasks == test)) for test, val in pairs_of]
     cap = int(name.split("-")[1]) if name.startswith("synthetic") else None
     splits = []
     for seed in range(count):

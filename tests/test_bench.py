@@ -88,6 +88,8 @@ def test_blend_regret_resplits_keep_tasks_whole_and_cap_synthetic_training_pairs
         assert (len(tasks[2]), len(tasks[1])) == (15, 10)
     capped = regret.resplits("synthetic-80", pairs, 3)
     assert all(80 <= len(train) < 84 for train, _, _ in capped)  # whole tasks until the cap
-    folds = regret.resplits("autogpt", pairs, 20)
-    assert len(folds) == 100 and all(len(set(pairs["task"][test].to_list())) == 1 for _, _, test in folds)
+    few = pl.DataFrame({"task": [f"t{i // 4}" for i in range(20)]})  # AutoGPT's 5 tasks
+    folds = regret.resplits("autogpt", few, 20)
+    assert len(folds) == 20 and all(len(set(few["task"][part].to_list())) == 1 for _, val, test in folds for part in (val, test))
+    assert len({(tuple(val), tuple(test)) for _, val, test in folds}) == 20
     assert all(np.intersect1d(train, test).size == 0 for train, _, test in folds)
