@@ -450,12 +450,12 @@ def rule_weights(rule: str, held_out: PartScores, groups: np.ndarray, usable: Se
     if rule == "argmax":
         return best, table
     if rule == "equal":
-        return equal, table
+        return _rounded(equal), table
     if rule == "shrink":
         # the argmax moves toward equal weights as the held-out tasks get fewer: with G tasks it
         # keeps G / (G + SHRINK_TASKS) of its own weights
         keep = len(np.unique(groups)) / (len(np.unique(groups)) + SHRINK_TASKS)
-        return tuple(float(keep * b + (1 - keep) * e) for b, e in zip(best, equal)), table
+        return _rounded([keep * b + (1 - keep) * e for b, e in zip(best, equal)]), table
     if rule == "best_part":
         alone = [pairwise_accuracy(*getattr(held_out, name)) if ok else -1.0 for name, ok in zip(PARTS, usable)]
         return tuple(float(i == int(np.argmax(alone))) for i in range(len(PARTS))), table
@@ -466,7 +466,15 @@ def rule_weights(rule: str, held_out: PartScores, groups: np.ndarray, usable: Se
     coef = np.clip(LogisticRegression(C=STACK_C, fit_intercept=False).fit(X, y).coef_[0], 0, None)
     weights = np.zeros(len(PARTS))
     weights[usable] = coef
-    return (tuple(float(w) for w in weights / weights.sum()) if weights.sum() > 0 else equal), table
+    return (_rounded(weights / weights.sum()) if weights.sum() > 0 else _rounded(equal)), table
+
+
+def _rounded(weights) -> tuple[float, float, float]:
+    """Weights to 0.01, still summing to 1 (the rounding's remainder on the largest), so the
+    checkpoint's formula reads "0.45 × heads + ...", not six digits."""
+    cents = np.round(np.asarray(weights, dtype=np.float64) * 100).astype(int)
+    cents[int(np.argmax(cents))] += 100 - cents.sum()
+    return tuple(float(c) / 100 for c in cents)
 
 
 def task_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:

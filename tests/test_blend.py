@@ -351,11 +351,11 @@ def test_each_rule_weighs_the_parts_as_it_says():
     groups = np.arange(n) // 3  # 100 tasks
     chosen = {rule: rule_weights(rule, scores, groups, [True, True, True])[0] for rule in RULES}
     assert chosen["best_part"] == (0.0, 0.0, 1.0)
-    assert chosen["equal"] == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert chosen["equal"] == (0.34, 0.33, 0.33)  # to 0.01, summing to 1
     best = chosen["argmax"]
     assert pairwise_accuracy(*scores.blended(best)) == 1.0 and best[1] == 0.0
     keep = 100 / (100 + SHRINK_TASKS)  # half of the argmax's own weights at 100 held-out tasks
-    assert chosen["shrink"] == pytest.approx(tuple(keep * b + (1 - keep) / 3 for b in best))
+    assert chosen["shrink"] == pytest.approx(tuple(keep * b + (1 - keep) / 3 for b in best), abs=0.01) and sum(chosen["shrink"]) == pytest.approx(1.0)
     assert chosen["stack"][1] == 0.0 and chosen["stack"][2] > chosen["stack"][0] > 0 and sum(chosen["stack"]) == pytest.approx(1.0)
     # an unusable part (no linear part fitted) gets no weight under any rule
     for rule in RULES:
