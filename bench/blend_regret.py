@@ -5,10 +5,11 @@ task-grouped resplits of each development set (issue 28).
         [--resplits 20] [--work br/] [--sets intercode-2,intercode-8,autogpt,synthetic-800,synthetic-3200]
 
 Each set is imported, paired and embedded once with `pipeline` verbs (MiniLM at 256 tokens, into
-WORK/<source>-cache, which InterCode's two sets and the synthetic two share), then read into memory once. Each resplit (seeded) puts whole tasks into test (15%),
-validation (10%) and training (the rest; the synthetic sets take tasks until 800 or 3,200 training
-pairs); AutoGPT's resplits are leave-one-task-out folds, each other task validating in turn (its
-5 tasks give 20).
+WORK/<source>-cache, which InterCode's two sets and the synthetic two share), then read into
+memory once. Each resplit (seeded) puts whole tasks into test (15%; 10% for synthetic-3200),
+validation (10%) and training (the rest; the synthetic sets take tasks until 800 or 3,200
+training pairs); AutoGPT's resplits are leave-one-task-out folds, each other task validating in
+turn (its 5 tasks give 20).
 On each: the heads trained as `train-heads` trains them (defaults), the parts fitted and scored on
 the held-out pairs exactly as `train-heads` does (validation, plus training pairs out of fold:
 heads/blend.py `held_out_scores`), and then every rule of heads/blend.py `RULES` weighs them. The
@@ -108,10 +109,11 @@ def resplits(name: str, pairs: pl.DataFrame, count: int) -> list[tuple[np.ndarra
         pairs_of = [(test, val) for test in distinct for val in distinct if val != test]
         return [(np.flatnonzero((tasks != test) & (tasks != val)), np.flatnonzero(tasks == val), np.flatnonzero(tasks == test)) for test, val in pairs_of]
     cap = int(name.split("-")[1]) if name.startswith("synthetic") else None
+    test_fraction = 0.10 if name == "synthetic-3200" else 0.15  # 4,000 pairs leave 3,200 for training only at 10% / 10%
     splits = []
     for seed in range(count):
         order = np.random.default_rng(seed).permutation(distinct)
-        n_test, n_val = round(0.15 * len(order)), round(0.10 * len(order))
+        n_test, n_val = round(test_fraction * len(order)), round(0.10 * len(order))
         test, val, rest = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
         if cap is not None:  # tasks in order until the training pairs reach the cap
             sizes = np.array([np.sum(tasks == t) for t in rest])
