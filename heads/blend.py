@@ -63,8 +63,9 @@ GRID = tuple((a / 10, b / 10, round(1 - a / 10 - b / 10, 1)) for a in range(10, 
 MAX_PAIRS = 20_000
 FOLDS = 5
 # How the weights are chosen on the held-out pairs (`rule_weights`): the grid point of highest
-# accuracy; that point shrunk toward equal weights; equal weights; a stacked logistic regression;
-# the single best part. bench/blend_regret.py measures each against the best single part.
+# accuracy; that point shrunk toward equal weights (the default, model.blend_rule: chosen by
+# bench/blend_regret.py, docs/results/blend-regret.md); equal weights; a stacked logistic
+# regression; the single best part.
 RULES = ("argmax", "shrink", "equal", "stack", "best_part")
 SHRINK_TASKS = 100  # `shrink`: equal weights count as this many held-out tasks of evidence
 STACK_C = 0.1  # `stack`: the logistic regression's inverse L2 strength on standardised score differences
@@ -541,7 +542,7 @@ def held_out_scores(
     return HeldOut(finals, held_out, np.concatenate(groups), train.pairs.height, n_folds)
 
 
-def choose_blend(held: HeldOut, rule: str = "argmax") -> tuple[int, list["_Choice"], float]:
+def choose_blend(held: HeldOut, rule: str = "shrink") -> tuple[int, list["_Choice"], float]:
     """The TF-IDF choice and, for each choice, the weights `rule` picks on the pooled held-out
     pairs. The ended TF-IDF replaces the plain one only when its blend is clearly better there, not
     by a pair or two: z of the per-task difference in pairs right above Z_CLEAR."""
@@ -561,7 +562,7 @@ def fit_blend(
     fit_fold: Callable[[torch.Tensor], object] | None = None,
     folds: int = FOLDS,
     seed: int = 0,
-    rule: str = "argmax",
+    rule: str = "shrink",
 ) -> tuple[Blended | None, dict]:
     """The parts fitted on the sampled training pairs beside `heads`, blended at the weights `rule`
     (`rule_weights`) picks on the held-out pairs (`held_out_scores`). Returns None for the heads
@@ -600,7 +601,7 @@ class _Choice:
     pooled: PartScores
 
     @classmethod
-    def best(cls, parts: Parts, pooled: PartScores, groups: np.ndarray, rule: str = "argmax") -> "_Choice":
+    def best(cls, parts: Parts, pooled: PartScores, groups: np.ndarray, rule: str) -> "_Choice":
         weights, table = rule_weights(rule, pooled, groups, [sd > 0 for sd in parts.stds])
         return cls(weights, pairwise_accuracy(*pooled.blended(weights)), table, pooled)
 

@@ -74,15 +74,15 @@ class ModelConfig(Section):
     blend: Literal["auto", "off"] = Field(
         "auto",
         description="The reward as a blend of the heads, a linear part and a TF-IDF part (heads/blend.py). auto: train-heads fits "
-        "both parts and blends them with the heads at the weights of highest accuracy on held-out pairs (validation, and "
-        "training pairs out of fold when there are few); off: the heads only.",
+        "both parts and blends them with the heads at weights chosen on held-out pairs (validation, and training pairs out "
+        "of fold when there are few; model.blend_rule says how); off: the heads only.",
     )
     blend_rule: Literal["argmax", "shrink", "equal", "stack", "best_part"] = Field(
-        "argmax",
-        description="How model.blend: auto weighs the parts on the held-out pairs (heads/blend.py rule_weights): argmax the grid "
-        "point of highest accuracy; shrink that point moved toward equal weights, the more the fewer held-out tasks; equal "
+        "shrink",
+        description="How model.blend: auto weighs the parts on the held-out pairs (heads/blend.py rule_weights): shrink the grid "
+        "point of highest accuracy moved toward equal weights, the more the fewer held-out tasks; argmax that point itself; equal "
         "equal weights on every part; stack a regularised logistic regression on the parts' score differences, weights >= 0; "
-        "best_part the single part of highest held-out accuracy. bench/blend_regret.py measures each.",
+        "best_part the single part of highest held-out accuracy. bench/blend_regret.py measures each (docs/results/blend-regret.md).",
     )
 
 

@@ -172,8 +172,9 @@ def test_the_reward_is_described_in_words_for_every_kind_of_checkpoint():
 @pytest.mark.slow  # train-heads or evaluate end to end
 def test_train_heads_blends_the_parts_with_heads_that_learned_nothing_and_every_scoring_path_applies_it(reward_checkpoint, tmp_path):
     root = reward_checkpoint
-    # a learning rate that leaves the heads at their random start: the other parts must carry the ranking
-    config = checkpoint_config().override({"stage_0.lr": 1e-9, "stage_0.epochs": 1})
+    # a learning rate that leaves the heads at their random start: the other parts must carry the
+    # ranking; the argmax rule, whose choice this test checks point by point in the grid's table
+    config = checkpoint_config().override({"stage_0.lr": 1e-9, "stage_0.epochs": 1, "model.blend_rule": "argmax"})
     result = train_heads(files=[root / "train.jsonl"], cache_dir=root / "cache", out=tmp_path / "ckpt", config=config, val_file=root / "val.jsonl", progress=False)
     folder = tmp_path / "ckpt"
     saved = json.loads((folder / "config.json").read_text())

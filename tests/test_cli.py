@@ -131,6 +131,7 @@ def test_demo_runs_end_to_end_and_its_heads_learn_the_faults(tmp_path):
     # TF-IDF parts at the weights train-heads chose) and stores the normalisation; on test it reports
     val_report = json.loads((tmp_path / "demo" / "report-val" / "report.json").read_text())
     chosen = trained["blend_choice"]["chosen"]
+    assert trained["blend_choice"]["rule"] == "shrink"  # the default: the best grid point moved toward equal weights
     assert chosen["pairwise_accuracy"] >= trained["blend_choice"]["parts_alone"]["heads"]  # on the held-out pairs it was chosen on
     assert abs(val_report["overall"]["pairwise_accuracy"] - chosen["val_pairwise_accuracy"]) < 1e-6
     assert (tmp_path / "demo" / "checkpoint" / "normalization.json").is_file()
