@@ -18,6 +18,7 @@ and the key. Command-line flags override the file. Every verb writes the resolve
 
 import argparse
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -336,6 +337,13 @@ class _StrictLoader(yaml.SafeLoader):
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 self._check_duplicates(item, f"{where}[{i}]")
+
+
+# PyYAML reads YAML 1.1, where 1e-4 is a string (it wants 1.0e-4); learning rates are written 1e-4,
+# so here, as in YAML 1.2, a number in exponent notation is a float.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 # --- the declarations, read back: for error messages, the CLI's flags and the reference ---------

@@ -207,3 +207,14 @@ def test_the_choices_declared_beside_their_code_match_the_config():
     assert get_args(CacheConfig.model_fields["dtype"].annotation) == tuple(DTYPES)
     assert get_args(Stage1Config.model_fields["precision"].annotation) == PRECISIONS
     assert get_args(ModelConfig.model_fields["blend_rule"].annotation) == RULES
+
+
+def test_a_learning_rate_in_exponent_notation_is_a_number(tmp_path):
+    """YAML 1.1 (PyYAML) reads `lr: 1e-4` as the string '1e-4', which was refused as not a float."""
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("stage_0: {lr: 1e-4}\nstage_1: {encoder_lr: 2E-5, heads_lr: +1.5e-4}\n")
+    config = load_config(path)
+    assert (config.stage_0.lr, config.stage_1.encoder_lr, config.stage_1.heads_lr) == (1e-4, 2e-5, 1.5e-4)
+    assert yaml.safe_load("lr: 1e-4") == {"lr": "1e-4"}  # PyYAML's own loader is left as it is
