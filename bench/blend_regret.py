@@ -125,18 +125,25 @@ def resplits(name: str, pairs: pl.DataFrame, count: int) -> list[tuple[np.ndarra
 # --- one resplit ----------------------------------------------------------------------------
 
 
-def one_split(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config, seed: int) -> dict:
+def train_and_test(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config, seed: int):
+    """The heads trained on rows[0] as `train-heads` trains them, the blend's parts scored on the
+    held-out pairs as `train-heads` scores them (rows[1] and rows[0] out of fold), and each TF-IDF
+    choice's parts scored on the test pairs rows[2]; also the three pair tables."""
     modules = list(config.data.modules)
     train_rows, val_rows, test_rows = (torch.from_numpy(r.astype(np.int64)) for r in rows)
     train, val, test = data.rows(train_rows), data.rows(val_rows), data.rows(test_rows)
     setting, recipe = head_setting(config), training_recipe(config)
     heads = fit_heads(train, val, dimension, modules, setting, recipe, seed=seed).model
-    train_pairs, val_pairs, test_pairs = (pairs[r.numpy()] for r in (train_rows, val_rows, test_rows))
+    tables = tuple(pairs[r.numpy()] for r in (train_rows, val_rows, test_rows))
     fit_fold = lambda fold_rows: fit_heads(train.rows(fold_rows), val, dimension, modules, setting, recipe, seed=seed).model  # noqa: E731
-    held = held_out_scores(heads, blend_sample(train_pairs), blend_sample(val_pairs), train, val, modules, fit_fold, seed=seed)
-    small = train_pairs.height <= MAX_PAIRS
-    texts = test_pairs.select(["positive_context", "positive_module_text", "negative_context", "negative_module_text"])
-    tested = Parts.score_each(held.finals, test, mean_pooled(test, modules) if small else None, texts)
+    held = held_out_scores(heads, blend_sample(tables[0]), blend_sample(tables[1]), train, val, modules, fit_fold, seed=seed)
+    texts = tables[2].select(["positive_context", "positive_module_text", "negative_context", "negative_module_text"])
+    tested = Parts.score_each(held.finals, test, mean_pooled(test, modules) if tables[0].height <= MAX_PAIRS else None, texts)
+    return held, tested, tables
+
+
+def one_split(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config, seed: int) -> dict:
+    held, tested, (train_pairs, val_pairs, test_pairs) = train_and_test(pairs, data, dimension, rows, config, seed)
     plain, ended = tested
     singles = {"heads": pairwise_accuracy(*plain.heads), "tfidf": pairwise_accuracy(*plain.tfidf), "tfidf_ended": pairwise_accuracy(*ended.tfidf)}
     if held.finals[0].stds[1] > 0:  # a linear part was fitted

@@ -33,18 +33,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # blend_regret; last, so bench/ shadows nothing in a test process
 
-from blend_regret import load_set, pipeline  # noqa: E402  (sets OMP_WAIT_POLICY, HF_HUB_OFFLINE)
+from blend_regret import load_set, pipeline, train_and_test  # noqa: E402  (sets OMP_WAIT_POLICY, HF_HUB_OFFLINE)
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from heads.blend import MAX_PAIRS, RULES, Parts, blend_sample, choose_blend, held_out_scores, mean_pooled  # noqa: E402
-from heads.fitting import fit_heads  # noqa: E402
+from heads.blend import MAX_PAIRS, RULES, choose_blend  # noqa: E402
 from heads.metrics import group_draws, pairwise_accuracy, percentile_interval  # noqa: E402
 from heads.training import PairTensors  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train_heads import head_setting, training_recipe  # noqa: E402
 
 PARTS = ("heads", "linear", "tfidf", "reward")
 UNCAPPED = 100_000  # --max-pairs-per-task: uncapped in effect
@@ -81,17 +79,7 @@ def interval(correct: np.ndarray, groups: np.ndarray, seed: int = 0) -> list[flo
 def one_run(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config, rule: str, seed: int) -> tuple[dict, dict]:
     """Train on rows[0], choose the blend on rows[1] and out of fold, score rows[2]. Returns the
     run's numbers and each part's per-test-pair correctness."""
-    modules = list(config.data.modules)
-    train_rows, val_rows, test_rows = (torch.from_numpy(r.astype(np.int64)) for r in rows)
-    train, val, test = data.rows(train_rows), data.rows(val_rows), data.rows(test_rows)
-    setting, recipe = head_setting(config), training_recipe(config)
-    heads = fit_heads(train, val, dimension, modules, setting, recipe, seed=seed).model
-    train_pairs, val_pairs, test_pairs = (pairs[r.numpy()] for r in (train_rows, val_rows, test_rows))
-    fit_fold = lambda fold_rows: fit_heads(train.rows(fold_rows), val, dimension, modules, setting, recipe, seed=seed).model  # noqa: E731
-    held = held_out_scores(heads, blend_sample(train_pairs), blend_sample(val_pairs), train, val, modules, fit_fold, seed=seed)
-    small = train_pairs.height <= MAX_PAIRS
-    texts = test_pairs.select(["positive_context", "positive_module_text", "negative_context", "negative_module_text"])
-    tested = Parts.score_each(held.finals, test, mean_pooled(test, modules) if small else None, texts)
+    held, tested, (train_pairs, val_pairs, test_pairs) = train_and_test(pairs, data, dimension, rows, config, seed)
     best, choices, _ = choose_blend(held, rule)
     weights = choices[best].weights
     scores = {"heads": tested[0].heads, "tfidf": tested[0].tfidf, "reward": tested[best].blended(weights)}
