@@ -6,8 +6,9 @@ against the number of training pairs, on one fixed set of unseen tasks (issue 28
     python bench/learning_curve.py --pairs PAIRS.json ...   # an already mined pair table instead
 
 InterCode's runs are imported and paired with pairs per task uncapped (`pipeline pairs
---max-pairs-per-task 100000`), embedded once (MiniLM at 256 tokens, into WORK/cache; --pairs:
-that table, into WORK/cache) and read into memory once, as bench/blend_regret.py does. One split by
+--max-pairs-per-task 100000`) by bench/blend_regret.py's `prepare`, embedded once (MiniLM at 256
+tokens, into WORK/intercode-cache, which a blend_regret run in the same WORK shares; --pairs: that
+table, into WORK/cache) and read into memory once, as bench/blend_regret.py does. One split by
 task (seed 0): 15% of tasks test, 10% validation, the rest the training pool. For each size and
 seed, a task-grouped sample of the pool: its tasks in a seeded order (one order per seed, so a
 seed's samples are nested), taken until the pairs reach the size; `all` is the whole pool. On it
@@ -33,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # blend_regret; last, so bench/ shadows nothing in a test process
 
-from blend_regret import load_set, pipeline, train_and_test  # noqa: E402  (sets OMP_WAIT_POLICY, HF_HUB_OFFLINE)
+import blend_regret  # noqa: E402  (sets OMP_WAIT_POLICY, HF_HUB_OFFLINE)
+from blend_regret import load_set, pipeline, train_and_test  # noqa: E402
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -183,17 +185,12 @@ def plot(rows: list[dict], path: Path, rule: str) -> None:
 
 
 def prepare(args, work: Path, config: Path) -> tuple[Path, Path]:
-    """The pair table (InterCode's runs imported and paired uncapped, or --pairs) and its cache."""
-    pairs = args.pairs
+    """The pair table (InterCode's runs imported and paired uncapped, as blend_regret.py prepares
+    its InterCode sets, into the same WORK/intercode-cache; or --pairs) and its cache."""
     if args.intercode is not None:
-        runs, pairs = work / "intercode-runs.jsonl", work / "pairs.json"
-        if not runs.exists():
-            files = sorted([*args.intercode.glob("*.json"), *args.intercode.glob("*.json.gz")])
-            pipeline("import", "intercode", *files, "--out", runs)
-        if not pairs.exists():
-            pipeline("pairs", runs, "--out", pairs, "--max-pairs-per-task", UNCAPPED, "--config", config)
-    pipeline("embed", pairs, "--cache", work / "cache", "--config", config)
-    return pairs, work / "cache"
+        return blend_regret.prepare(f"intercode-{UNCAPPED}", args, work, config), work / "intercode-cache"
+    pipeline("embed", args.pairs, "--cache", work / "cache", "--config", config)
+    return args.pairs, work / "cache"
 
 
 def main_() -> None:

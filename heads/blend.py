@@ -25,7 +25,7 @@ at a million pairs, where the heads have the data they are built for.
     tfidf = TfidfModel.fit(train_pairs); tfidf.score_texts(contexts, module_texts)    # also evaluate's baseline
     tfidf = TfidfModel.fit(train_pairs, blocks=ENDED_BLOCKS)                          # + the context's last round
     linear = LinearModel.fit(train_vectors, modules); linear.score_vectors(context_vectors, module_vectors, modules)
-    blended, summary = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold)   # or None: heads alone
+    blended, summary = fit_blend(heads, blend_sample(train), blend_sample(val), train_tensors, val_tensors, modules, fit_fold, rule="shrink")   # or None: heads alone
     blended.blend(head_scores, blended.linear_scores(ctx, mod, modules), blended.tfidf.score_texts(contexts, module_texts))   # the reward
     blended.save(folder); Blended.load(folder, record.blend)
     describe_reward(record)     # the checkpoint's reward in words: "reward = 0.5 × linear + 0.5 × TF-IDF; the heads weigh 0: ..."
@@ -542,7 +542,7 @@ def held_out_scores(
     return HeldOut(finals, held_out, np.concatenate(groups), train.pairs.height, n_folds)
 
 
-def choose_blend(held: HeldOut, rule: str = "shrink") -> tuple[int, list["_Choice"], float]:
+def choose_blend(held: HeldOut, rule: str) -> tuple[int, list["_Choice"], float]:
     """The TF-IDF choice and, for each choice, the weights `rule` picks on the pooled held-out
     pairs. The ended TF-IDF replaces the plain one only when its blend is clearly better there, not
     by a pair or two: z of the per-task difference in pairs right above Z_CLEAR."""
@@ -562,7 +562,8 @@ def fit_blend(
     fit_fold: Callable[[torch.Tensor], object] | None = None,
     folds: int = FOLDS,
     seed: int = 0,
-    rule: str = "shrink",
+    *,
+    rule: str,
 ) -> tuple[Blended | None, dict]:
     """The parts fitted on the sampled training pairs beside `heads`, blended at the weights `rule`
     (`rule_weights`) picks on the held-out pairs (`held_out_scores`). Returns None for the heads

@@ -333,7 +333,8 @@ def test_above_max_pairs_the_blend_has_no_linear_part_and_no_out_of_fold_pairs(r
     data = {name: PairTensors.from_pieces(features[name], heads) for name in ("train", "val")}
     large = replace(blend_sample(train), total=MAX_PAIRS + 1)
     folds_fitted = []
-    blended, summary = fit_blend(heads, large, blend_sample(val), data["train"], data["val"], config.data.modules, lambda rows: folds_fitted.append(rows) or heads)
+    blended, summary = fit_blend(heads, large, blend_sample(val), data["train"], data["val"], config.data.modules, lambda rows: folds_fitted.append(rows) or heads,
+                                 rule=config.model.blend_rule)  # fmt: skip
     assert folds_fitted == [] and summary["held_out_pairs"] == {"validation": val.height, "out_of_fold": 0, "folds": 0}
     assert all(row["weights"]["linear"] == 0 for row in summary["table"]) and len(summary["table"]) == 2 * 11  # per TF-IDF choice
     assert blended is None or blended.linear is None
