@@ -16,7 +16,9 @@ the heads are trained as `train-heads` trains them, the parts fitted and scored 
 pairs (validation, plus training pairs out of fold: heads/blend.py `held_out_scores`), weighed by
 --rule (default: the config's model.blend_rule), and scored on the fixed test pairs: the heads
 alone, the linear part (only when fitted: at most heads/blend.py MAX_PAIRS training pairs), the
-plain TF-IDF, and the reward (the blend of the TF-IDF choice the rule picks).
+plain TF-IDF, the reward (the blend of the TF-IDF choice the rule picks) and the reward without
+heads (the same rule on the same held-out pairs and TF-IDF choice, the heads left out): their
+difference, paired on the same test pairs, is what the heads add.
 
 Per size: the mean accuracy over seeds, with a 95% bootstrap interval over test tasks (1000
 resamples, seeded) of that mean: each test pair's correctness averaged over the seeds, the test
@@ -41,12 +43,13 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from heads.blend import MAX_PAIRS, RULES, choose_blend  # noqa: E402
+from heads.blend import MAX_PAIRS, RULES, choose_blend, rule_weights  # noqa: E402
 from heads.metrics import group_draws, pairwise_accuracy, percentile_interval  # noqa: E402
 from heads.training import PairTensors  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
-PARTS = ("heads", "linear", "tfidf", "reward")
+PARTS = ("heads", "linear", "tfidf", "no_heads", "reward")
+NAMES = {"heads": "heads", "linear": "linear", "tfidf": "TF-IDF", "no_heads": "reward without heads", "reward": "reward"}
 UNCAPPED = 100_000  # --max-pairs-per-task: uncapped in effect
 SAMPLES = 1000  # bootstrap resamples of the test tasks
 
@@ -84,8 +87,11 @@ def one_run(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config
     held, tested, (train_pairs, val_pairs, test_pairs) = train_and_test(pairs, data, dimension, rows, config, seed)
     best, choices, _ = choose_blend(held, rule)
     weights = choices[best].weights
-    scores = {"heads": tested[0].heads, "tfidf": tested[0].tfidf, "reward": tested[best].blended(weights)}
-    if held.finals[0].stds[1] > 0:  # a linear part was fitted
+    has_linear = held.finals[0].stds[1] > 0  # a linear part was fitted
+    # what the heads add: the same rule on the same held-out pairs and TF-IDF choice, heads left out
+    without, _ = rule_weights(rule, held.pooled(best), held.groups, (False, has_linear, True))
+    scores = {"heads": tested[0].heads, "tfidf": tested[0].tfidf, "no_heads": tested[best].blended(without), "reward": tested[best].blended(weights)}
+    if has_linear:
         scores["linear"] = tested[0].linear
     correct = {part: (positive > negative).astype(np.float64) for part, (positive, negative) in scores.items()}
     groups = test_pairs["task"].to_numpy()
@@ -94,7 +100,8 @@ def one_run(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config
         "test_pairs": test_pairs.height, "held_out_pairs": len(held.groups),
         "accuracy": {part: pairwise_accuracy(*s) for part, s in scores.items()},
         "interval": {part: interval(c, groups) for part, c in correct.items()},
-        "weights": weights, "ended_tfidf": bool(best),
+        "held_out": {part: pairwise_accuracy(*getattr(held.pooled(best), part)) for part in ("heads", "linear", "tfidf")},
+        "weights": weights, "weights_without_heads": without, "ended_tfidf": bool(best),
     }  # fmt: skip
     return result, correct
 
@@ -134,6 +141,9 @@ def curve(pairs: pl.DataFrame, data: PairTensors, dimension: int, config, sizes:
             "accuracy": {part: float(np.mean([r["accuracy"][part] for r in runs if part in r["accuracy"]])) for part in PARTS if correct[part]},
             "interval": {part: interval(np.mean(c, axis=0), groups) for part, c in correct.items() if c},
             "linear_seeds": len(correct["linear"]),
+            # what the heads add to the reward: paired on the same test pairs, seeds averaged
+            "heads_add": float(np.mean(correct["reward"]) - np.mean(correct["no_heads"])),
+            "heads_add_interval": interval(np.mean(correct["reward"], axis=0) - np.mean(correct["no_heads"], axis=0), groups),
         })  # fmt: skip
     return rows
 
@@ -145,18 +155,23 @@ def table(rows: list[dict], rule: str) -> str:
         low, high = row["interval"][part] or (np.nan, np.nan)
         return f"{row['accuracy'][part]:.3f} [{low:.3f}, {high:.3f}]"
 
+    def gain(row):
+        low, high = row["heads_add_interval"] or (np.nan, np.nan)
+        return f"{row['heads_add']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
     lines = [
         (f"Test pairwise accuracy, mean over seeds [95% bootstrap interval over test tasks of that mean: each test pair's "
          f"correctness averaged over the seeds]; reward rule: {rule}; weights: the reward's mean heads/linear/TF-IDF weights; "
-         f"linear: – where not fitted (above {MAX_PAIRS} training pairs)."),
+         f"linear: – where not fitted (above {MAX_PAIRS} training pairs); reward without heads: the same rule on the same "
+         f"held-out pairs with the heads left out; heads add: reward minus reward without heads, paired on the test pairs."),
         "",
-        "| size | training pairs | tasks | seeds | heads | linear | TF-IDF | reward | weights h/l/t | s per run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        f"| size | training pairs | tasks | seeds | {' | '.join(NAMES[part] for part in PARTS)} | heads add | weights h/l/t | s per run |",
+        "|---|---:|---:|---:|" + "---:|" * (len(PARTS) + 1) + "---|---:|",
     ]
     for row in rows:
         weights = "/".join(f"{w:.2f}" for w in row["weights"])
         lines.append(f"| {row['size']} | {row['train_pairs']:.0f} | {row['train_tasks']:.0f} | {row['seeds']} | "
-                     + " | ".join(cell(row, part) for part in PARTS) + f" | {weights} | {row['seconds']:.0f} |")  # fmt: skip
+                     + " | ".join(cell(row, part) for part in PARTS) + f" | {gain(row)} | {weights} | {row['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -172,7 +187,7 @@ def plot(rows: list[dict], path: Path, rule: str) -> None:
         if not shown:
             continue
         x = [r["train_pairs"] for r in shown]
-        line = ax.plot(x, [r["accuracy"][part] for r in shown], marker="o", label=part if part != "reward" else f"reward ({rule})")[0]
+        line = ax.plot(x, [r["accuracy"][part] for r in shown], marker="o", label=NAMES[part] if part != "reward" else f"reward ({rule})")[0]
         low, high = zip(*[r["interval"][part] or (np.nan, np.nan) for r in shown])
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
     ax.set_xscale("log")

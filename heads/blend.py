@@ -426,11 +426,12 @@ def _head_scores(heads, data: PairTensors) -> tuple[np.ndarray, np.ndarray]:
 def choose_weights(held_out: PartScores, usable: Sequence[bool]) -> tuple[tuple[float, float, float], list[dict]]:
     """The grid point of highest pairwise accuracy on `held_out` (ties: the first in GRID, which
     lists more weight on the heads, then on the linear part, first), among those that give no
-    weight to an unusable linear or TF-IDF part (the heads alone are always tried); and the
-    accuracy of every point tried."""
+    weight to an unusable part (`usable`: heads, linear, TF-IDF; with none usable, the heads alone);
+    and the accuracy of every point tried."""
+    usable = _usable(usable)
     rows, best = [], None
     for weights in GRID:
-        if any(w and not ok for w, ok in zip(weights[1:], usable[1:])):
+        if any(w and not ok for w, ok in zip(weights, usable)):
             continue
         accuracy = pairwise_accuracy(*held_out.blended(weights))
         rows.append({"weights": dict(zip(PARTS, weights)), "pairwise_accuracy": accuracy})
@@ -441,12 +442,13 @@ def choose_weights(held_out: PartScores, usable: Sequence[bool]) -> tuple[tuple[
 
 def rule_weights(rule: str, held_out: PartScores, groups: np.ndarray, usable: Sequence[bool]) -> tuple[tuple[float, float, float], list[dict]]:
     """The blend weights `rule` (one of RULES) picks on the held-out pairs' standardised part scores
-    (`groups`: each pair's task), never weighing an unusable part; and the grid's table (every
-    rule reports it, so the checkpoint shows what each point would have scored)."""
+    (`groups`: each pair's task), never weighing an unusable part (`usable`: heads, linear, TF-IDF;
+    the learning curve weighs the parts without the heads); and the grid's table (every rule
+    reports it, so the checkpoint shows what each point would have scored)."""
     if rule not in RULES:
         raise ValueError(f"unknown blend rule {rule!r} (expected one of: {', '.join(RULES)})")
     best, table = choose_weights(held_out, usable)
-    usable = np.array([True, *usable[1:]], dtype=bool)  # the heads are always a part
+    usable = np.array(_usable(usable), dtype=bool)
     equal = tuple(float(w) for w in usable / usable.sum())
     if rule == "argmax":
         return best, table
@@ -468,6 +470,11 @@ def rule_weights(rule: str, held_out: PartScores, groups: np.ndarray, usable: Se
     weights = np.zeros(len(PARTS))
     weights[usable] = coef
     return (_rounded(weights / weights.sum()) if weights.sum() > 0 else _rounded(equal)), table
+
+
+def _usable(usable: Sequence[bool]) -> tuple[bool, bool, bool]:
+    """Which parts may be weighed; with none (a constant model and no other part), the heads alone."""
+    return tuple(bool(ok) for ok in usable) if any(usable) else (True, False, False)
 
 
 def _rounded(weights) -> tuple[float, float, float]:

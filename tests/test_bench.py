@@ -71,7 +71,8 @@ def test_learning_curve_runs_end_to_end_on_the_intercode_fixture(tmp_path, monke
     assert "| all |" in out and (tmp_path / "learning_curve.png").stat().st_size > 0
     runs = [json.loads(line) for line in (tmp_path / "learning_curve.jsonl").read_text().splitlines()]
     assert [(r["size"], r["seed"]) for r in runs] == [(4, 0), (4, 1), ("all", 0), ("all", 1)]
-    assert all({"heads", "tfidf", "reward"} <= r["accuracy"].keys() for r in runs)
+    assert all({"heads", "tfidf", "no_heads", "reward"} <= r["accuracy"].keys() for r in runs)
+    assert all(r["weights_without_heads"][0] == 0.0 for r in runs) and "| heads add |" in out
 
 
 def test_blend_regret_resplits_keep_tasks_whole_and_cap_synthetic_training_pairs():

@@ -362,5 +362,10 @@ def test_each_rule_weighs_the_parts_as_it_says():
     # an unusable part (no linear part fitted) gets no weight under any rule
     for rule in RULES:
         assert rule_weights(rule, scores, groups, [True, False, True])[0][1] == 0.0
+    # nor do the heads when they are left out (the learning curve's reward without heads); with
+    # no part usable at all, the heads alone
+    assert {rule: rule_weights(rule, scores, groups, [False, True, True])[0][0] for rule in RULES} == dict.fromkeys(RULES, 0.0)
+    assert rule_weights("shrink", scores, groups, [False, False, True])[0] == (0.0, 0.0, 1.0)
+    assert rule_weights("equal", scores, groups, [False, False, False])[0] == (1.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="unknown blend rule 'vote'"):
         rule_weights("vote", scores, groups, [True, True, True])
