@@ -12,7 +12,8 @@ training pairs); AutoGPT's resplits are leave-one-task-out folds, each other tas
 turn (its 5 tasks give 20).
 On each: the heads trained as `train-heads` trains them (defaults), the parts fitted and scored on
 the held-out pairs exactly as `train-heads` does (validation, plus training pairs out of fold:
-heads/blend.py `held_out_scores`), and then every rule of heads/blend.py `RULES` weighs them. The
+heads/blend.py `held_out_scores`), and then every rule of heads/blend.py `RULES` weighs them (and
+`shrink_any_size`, `shrink` whose prior keeps the heads below HEADS_PAY_OFF training pairs too). The
 test pairs, which no choice sees, give each rule's reward accuracy and each single part's: heads,
 linear, TF-IDF, TF-IDF with the episode's end.
 
@@ -27,6 +28,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: 2-vCPU machines spin otherwise
@@ -52,6 +54,7 @@ from pipeline.train_heads import head_setting, training_recipe  # noqa: E402
 
 SINGLES = ("heads", "linear", "tfidf", "tfidf_ended")
 LOSS = 0.01  # a reward below the best part by more than this "loses"
+ANY_SIZE = "shrink_any_size"  # `shrink` as it was before the learning curve: its prior weighs the heads at any size
 
 
 def pipeline(*args) -> None:
@@ -153,6 +156,10 @@ def one_split(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, conf
         best, choices, _ = choose_blend(held, rule)
         weights = choices[best].weights
         rules[rule] = {"accuracy": pairwise_accuracy(*tested[best].blended(weights)), "weights": weights, "ended": bool(best)}
+    # `shrink` as it was before the learning curve: toward equal weights on every part at any size
+    best, choices, _ = choose_blend(replace(held, training_pairs=None), "shrink")
+    weights = choices[best].weights
+    rules[ANY_SIZE] = {"accuracy": pairwise_accuracy(*tested[best].blended(weights)), "weights": weights, "ended": bool(best)}
     return {
         "train_pairs": train_pairs.height, "val_pairs": val_pairs.height, "test_pairs": test_pairs.height,
         "held_out_pairs": len(held.groups), "held_out_tasks": int(len(np.unique(held.groups))),
@@ -163,11 +170,16 @@ def one_split(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, conf
 # --- tables ---------------------------------------------------------------------------------
 
 
+def rules_in(*split_lists: list[dict]) -> list[str]:
+    """The rules every split logged (a log of an earlier bench may lack ANY_SIZE)."""
+    return [rule for rule in (*RULES, ANY_SIZE) if all(rule in s["rules"] for splits in split_lists for s in splits)]
+
+
 def summarise(results: dict[str, list[dict]]) -> str:
     lines = ["| set | splits | train pairs | rule | mean test acc. | mean regret | p10 regret | loses by > 0.01 |", "|---|---:|---:|---|---:|---:|---:|---:|"]
     for name, splits in results.items():
         train = int(np.median([s["train_pairs"] for s in splits]))
-        for rule in RULES:
+        for rule in rules_in(splits):
             regret = np.array([s["rules"][rule]["accuracy"] - s["best_single"] for s in splits])
             accuracy = np.mean([s["rules"][rule]["accuracy"] for s in splits])
             lines.append(
@@ -180,7 +192,7 @@ def summarise(results: dict[str, list[dict]]) -> str:
         lines.append(f"| {name} | {len(splits)} | {train} | *best single part (hindsight)* | {np.mean([s['best_single'] for s in splits]):.3f} | | | |")
     # the choice of a default: the best mean regret over the sets, then the 10th percentile nearest 0
     lines += ["", "| rule | mean regret, averaged over sets | worst set's mean regret | worst set's p10 regret |", "|---|---:|---:|---:|"]
-    for rule in RULES:
+    for rule in rules_in(*results.values()):
         regrets = [np.array([s["rules"][rule]["accuracy"] - s["best_single"] for s in splits]) for splits in results.values()]
         means, p10s = [r.mean() for r in regrets], [np.percentile(r, 10) for r in regrets]
         lines.append(f"| {rule} | {np.mean(means):+.4f} | {min(means):+.4f} | {min(p10s):+.4f} |")
@@ -195,9 +207,10 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.6), sharey=True, squeeze=False)
     for ax, (name, splits) in zip(axes[0], results.items()):
-        regrets = [[s["rules"][rule]["accuracy"] - s["best_single"] for s in splits] for rule in RULES]
+        shown = rules_in(splits)
+        regrets = [[s["rules"][rule]["accuracy"] - s["best_single"] for s in splits] for rule in shown]
         ax.boxplot(regrets, whis=(10, 90), showmeans=True)
-        ax.set_xticks(range(1, len(RULES) + 1), RULES, rotation=45)
+        ax.set_xticks(range(1, len(shown) + 1), shown, rotation=45)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(name, fontsize=9)
     axes[0][0].set_ylabel("test accuracy - best single part")

@@ -68,6 +68,10 @@ FOLDS = 5
 # regression; the single best part.
 RULES = ("argmax", "shrink", "equal", "stack", "best_part")
 SHRINK_TASKS = 100  # `shrink`: equal weights count as this many held-out tasks of evidence
+# `shrink`: below this many training pairs the equal weights it moves toward leave the heads out.
+# On InterCode's learning curve (bench/learning_curve.py, docs/results/learning-curve.md) the heads
+# added nothing to the reward up to 4,000 training pairs and something from 8,000 on.
+HEADS_PAY_OFF = 8_000
 STACK_C = 0.1  # `stack`: the logistic regression's inverse L2 strength on standardised score differences
 _VECTORIZER = {"sublinear_tf": True, "ngram_range": (1, 2), "min_df": 2, "max_features": 50_000}
 
@@ -440,11 +444,14 @@ def choose_weights(held_out: PartScores, usable: Sequence[bool]) -> tuple[tuple[
     return best[0], rows
 
 
-def rule_weights(rule: str, held_out: PartScores, groups: np.ndarray, usable: Sequence[bool]) -> tuple[tuple[float, float, float], list[dict]]:
+def rule_weights(
+    rule: str, held_out: PartScores, groups: np.ndarray, usable: Sequence[bool], training_pairs: int | None = None
+) -> tuple[tuple[float, float, float], list[dict]]:
     """The blend weights `rule` (one of RULES) picks on the held-out pairs' standardised part scores
     (`groups`: each pair's task), never weighing an unusable part (`usable`: heads, linear, TF-IDF;
     the learning curve weighs the parts without the heads); and the grid's table (every rule
-    reports it, so the checkpoint shows what each point would have scored)."""
+    reports it, so the checkpoint shows what each point would have scored). `training_pairs`:
+    what the parts were fitted on, which sets `shrink`'s prior (None: equal over every part)."""
     if rule not in RULES:
         raise ValueError(f"unknown blend rule {rule!r} (expected one of: {', '.join(RULES)})")
     best, table = choose_weights(held_out, usable)
@@ -456,9 +463,14 @@ def rule_weights(rule: str, held_out: PartScores, groups: np.ndarray, usable: Se
         return _rounded(equal), table
     if rule == "shrink":
         # the argmax moves toward equal weights as the held-out tasks get fewer: with G tasks it
-        # keeps G / (G + SHRINK_TASKS) of its own weights
+        # keeps G / (G + SHRINK_TASKS) of its own weights; below HEADS_PAY_OFF training pairs the
+        # equal weights are those of the other parts, as the heads add nothing there
+        prior = usable.copy()
+        if training_pairs is not None and training_pairs < HEADS_PAY_OFF and prior[1:].any():
+            prior[0] = False
+        prior = prior / prior.sum()
         keep = len(np.unique(groups)) / (len(np.unique(groups)) + SHRINK_TASKS)
-        return _rounded([keep * b + (1 - keep) * e for b, e in zip(best, equal)]), table
+        return _rounded([keep * b + (1 - keep) * e for b, e in zip(best, prior)]), table
     if rule == "best_part":
         alone = [pairwise_accuracy(*getattr(held_out, name)) if ok else -1.0 for name, ok in zip(PARTS, usable)]
         return tuple(float(i == int(np.argmax(alone))) for i in range(len(PARTS))), table
@@ -504,6 +516,7 @@ class HeldOut:
     groups: np.ndarray
     out_of_fold: int  # training pairs scored out of fold (0: validation alone)
     folds: int
+    training_pairs: int  # what the parts were fitted on (all of them, before any sample)
 
     def pooled(self, choice: int) -> PartScores:
         return PartScores.concat(self.scores[choice])
@@ -536,7 +549,7 @@ def held_out_scores(
     groups = [val.groups]
     n_folds = min(folds, len(np.unique(train.groups)))
     if fit_fold is None or not small or n_folds < 2:
-        return HeldOut(finals, held_out, val.groups, 0, 0)
+        return HeldOut(finals, held_out, val.groups, 0, 0, train.total)
     fold = task_folds(train.groups, n_folds, seed)  # the sample is the whole split
     for k in range(n_folds):
         inside, outside = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
@@ -546,14 +559,14 @@ def held_out_scores(
         fold_parts = Parts.fit(fit_fold(rows_in), train_data.rows(rows_in), fold_vectors, train.pairs[inside], modules, seed)
         for scores, fold_scores in zip(held_out, Parts.score_each(fold_parts, train_data.rows(rows_out), out_vectors, train.pairs[outside])):
             scores.append(fold_scores)
-    return HeldOut(finals, held_out, np.concatenate(groups), train.pairs.height, n_folds)
+    return HeldOut(finals, held_out, np.concatenate(groups), train.pairs.height, n_folds, train.total)
 
 
 def choose_blend(held: HeldOut, rule: str) -> tuple[int, list["_Choice"], float]:
     """The TF-IDF choice and, for each choice, the weights `rule` picks on the pooled held-out
     pairs. The ended TF-IDF replaces the plain one only when its blend is clearly better there, not
     by a pair or two: z of the per-task difference in pairs right above Z_CLEAR."""
-    choices = [_Choice.best(final, held.pooled(i), held.groups, rule) for i, final in enumerate(held.finals)]
+    choices = [_Choice.best(final, held.pooled(i), held.groups, rule, held.training_pairs) for i, final in enumerate(held.finals)]
     plain, ended = (_right(*c.pooled.blended(c.weights)) for c in choices)
     z = _clustered_z(ended.astype(np.int64) - plain, held.groups)
     return (1 if z > Z_CLEAR else 0), choices, z
@@ -609,8 +622,8 @@ class _Choice:
     pooled: PartScores
 
     @classmethod
-    def best(cls, parts: Parts, pooled: PartScores, groups: np.ndarray, rule: str) -> "_Choice":
-        weights, table = rule_weights(rule, pooled, groups, [sd > 0 for sd in parts.stds])
+    def best(cls, parts: Parts, pooled: PartScores, groups: np.ndarray, rule: str, training_pairs: int) -> "_Choice":
+        weights, table = rule_weights(rule, pooled, groups, [sd > 0 for sd in parts.stds], training_pairs)
         return cls(weights, pairwise_accuracy(*pooled.blended(weights)), table, pooled)
 
 

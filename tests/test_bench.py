@@ -94,3 +94,21 @@ def test_blend_regret_resplits_keep_tasks_whole_and_cap_synthetic_training_pairs
     assert len(folds) == 20 and all(len(set(few["task"][part].to_list())) == 1 for _, val, test in folds for part in (val, test))
     assert len({(tuple(val), tuple(test)) for _, val, test in folds}) == 20
     assert all(np.intersect1d(train, test).size == 0 for train, _, test in folds)
+
+
+@pytest.mark.slow
+def test_blend_regret_runs_end_to_end_on_the_intercode_fixture(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+    from pathlib import Path
+
+    regret = load_bench("blend_regret")
+    fixture = Path(__file__).parent / "fixtures" / "intercode"
+    monkeypatch.setattr(sys, "argv", ["blend_regret.py", "--intercode", str(fixture), "--work", str(tmp_path), "--sets", "intercode-2", "--resplits", "2"])
+    regret.main_()
+    out = capsys.readouterr().out
+    splits = [json.loads(line) for line in (tmp_path / "blend_regret.jsonl").read_text().splitlines()]
+    assert [s["split"] for s in splits] == [0, 1] and all(set(s["rules"]) == {*regret.RULES, regret.ANY_SIZE} for s in splits)
+    assert all(s["best_single"] == max(s["singles"].values()) for s in splits)
+    assert "| shrink_any_size |" in out and "| intercode-2 | 2 |" in out
+    assert (tmp_path / "blend_regret.png").stat().st_size > 0

@@ -343,7 +343,7 @@ def test_above_max_pairs_the_blend_has_no_linear_part_and_no_out_of_fold_pairs(r
 def test_each_rule_weighs_the_parts_as_it_says():
     """The blend rules on made-up held-out scores: the TF-IDF part ranks every pair right, the
     heads two in three, the linear part none."""
-    from heads.blend import RULES, SHRINK_TASKS, PartScores, rule_weights
+    from heads.blend import HEADS_PAY_OFF, RULES, SHRINK_TASKS, PartScores, rule_weights
     from heads.metrics import pairwise_accuracy
 
     n = 300
@@ -367,5 +367,9 @@ def test_each_rule_weighs_the_parts_as_it_says():
     assert {rule: rule_weights(rule, scores, groups, [False, True, True])[0][0] for rule in RULES} == dict.fromkeys(RULES, 0.0)
     assert rule_weights("shrink", scores, groups, [False, False, True])[0] == (0.0, 0.0, 1.0)
     assert rule_weights("equal", scores, groups, [False, False, False])[0] == (1.0, 0.0, 0.0)
+    # trained on fewer pairs than the heads pay off at, `shrink` moves toward the other parts only
+    few, many = (rule_weights("shrink", scores, groups, [True, True, True], pairs)[0] for pairs in (HEADS_PAY_OFF - 1, HEADS_PAY_OFF))
+    assert many == chosen["shrink"] and few == pytest.approx(tuple(keep * b + (1 - keep) * e for b, e in zip(best, (0, 0.5, 0.5))), abs=0.01)
+    assert rule_weights("shrink", scores, groups, [True, False, False], 10)[0] == (1.0, 0.0, 0.0)  # the heads alone are left
     with pytest.raises(ValueError, match="unknown blend rule 'vote'"):
         rule_weights("vote", scores, groups, [True, True, True])
