@@ -81,7 +81,8 @@ class ModelConfig(Section):
     blend_rule: Literal["argmax", "shrink", "equal", "stack", "best_part"] = Field(
         "shrink",
         description="How model.blend: auto weighs the parts on the held-out pairs (heads/blend.py rule_weights): shrink the grid "
-        "point of highest accuracy moved toward equal weights, the more the fewer held-out tasks; argmax that point itself; equal "
+        "point of highest accuracy moved toward equal weights, the more the fewer held-out tasks (below 8,000 training pairs, "
+        "equal weights on the linear and TF-IDF parts: the heads add nothing there); argmax that point itself; equal "
         "equal weights on every part; stack a regularised logistic regression on the parts' score differences, weights >= 0; "
         "best_part the single part of highest held-out accuracy. bench/blend_regret.py measures each (docs/results/blend-regret.md).",
     )
