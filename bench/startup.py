@@ -11,7 +11,11 @@ side by side in one run:
    encoder and, every epoch, encodes the four texts of every pair of every batch before stepping
    the heads (bench/stage0.py `original_epoch`), then encodes the validation pairs to validate.
 
-    .venv/bin/python bench/startup.py [--pairs 32] [--max-tokens 256] [--repeat 3]
+    .venv/bin/python bench/startup.py [--pairs 32] [--max-tokens 256] [--repeat 3] [--baseline DIR]
+
+--baseline DIR: a checkout of earlier code (`git worktree add DIR COMMIT`), whose two-process quick
+test is timed beside ours in the same run: a reference measured against that code elsewhere (the
+original loop of issue 27: 81 s against that code's 15.7 s) then carries over to this machine.
 
 Compare ratios, not seconds: this machine is noisy; each number is the best of --repeat runs.
 """
@@ -49,11 +53,13 @@ for epoch in range({epochs}):
 """
 
 
-def run(arguments: list[str], importtime: bool = False) -> tuple[float, str]:
-    """Wall seconds of one process, and its stderr (the -X importtime log when asked)."""
+def run(arguments: list[str], importtime: bool = False, code: Path | None = None) -> tuple[float, str]:
+    """Wall seconds of one process, and its stderr (the -X importtime log when asked); `code`: the
+    checkout whose packages it runs (default: this one)."""
     command = [sys.executable, *(["-X", "importtime"] if importtime else []), *arguments]
+    env = ENV if code is None else {**ENV, "PYTHONPATH": str(code)}
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=code)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(arguments)} failed:\n{done.stdout}\n{done.stderr}")
@@ -80,6 +86,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="a checkout of earlier code: its two-process quick test timed beside ours")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     cli = ["-m", "pipeline.cli"]
@@ -92,10 +99,10 @@ def main() -> None:
     run([*cli, "split", str(work / "pairs.json"), "--out", str(work / "splits"), "--val-fraction", "0.25", "--test-fraction", "0.25"])
     train, val, test = (str(work / "splits" / f"{name}.jsonl") for name in ("train", "val", "test"))
 
-    def ours() -> float:
+    def ours(code: Path | None = None) -> float:
         shutil.rmtree(work / "cache", ignore_errors=True)
-        embed, _ = run([*cli, "embed", train, val, "--cache", str(work / "cache"), *tokens])
-        heads, _ = run([*cli, "train-heads", train, "--val", val, "--cache", str(work / "cache"), "--out", str(work / "ckpt"), *tokens])
+        embed, _ = run([*cli, "embed", train, val, "--cache", str(work / "cache"), *tokens], code=code)
+        heads, _ = run([*cli, "train-heads", train, "--val", val, "--cache", str(work / "cache"), "--out", str(work / "ckpt"), *tokens], code=code)
         return embed + heads
 
     def ours_one_process() -> float:
@@ -110,6 +117,7 @@ def main() -> None:
     one = best(args.repeat, ours_one_process)
     quick = best(args.repeat, ours)
     loop = best(args.repeat, original)
+    baseline = best(args.repeat, lambda: ours(args.baseline.resolve())) if args.baseline else None
     run([*cli, "embed", test, "--cache", str(work / "cache"), *tokens])
     pairs = load_pairs(test)  # records whose texts the cache holds
     records = [{"context": c, "modules": {m: t}} for c, m, t in zip(pairs["positive_context"], pairs["target_module"], pairs["positive_module_text"])]
@@ -136,6 +144,8 @@ def main() -> None:
     print(f"quick test, original loop (encode at every step):             {loop:7.2f} s")
     print(f"speed-up, one process:                                        {loop / one:7.2f}x   (target >= 8x)")
     print(f"speed-up, two processes:                                      {loop / quick:7.2f}x")
+    if baseline is not None:
+        print(f"quick test, {args.baseline}'s code in two processes: {baseline:7.2f} s, {baseline / one:.2f}x ours in one process")
     shutil.rmtree(work)
 
 
