@@ -99,16 +99,26 @@ def test_blend_regret_resplits_keep_tasks_whole_and_cap_synthetic_training_pairs
 @pytest.mark.slow
 def test_blend_regret_runs_end_to_end_on_the_intercode_fixture(tmp_path, monkeypatch, capsys):
     import json
+    import subprocess
     import sys
     from pathlib import Path
 
     regret = load_bench("blend_regret")
     fixture = Path(__file__).parent / "fixtures" / "intercode"
-    monkeypatch.setattr(sys, "argv", ["blend_regret.py", "--intercode", str(fixture), "--work", str(tmp_path), "--sets", "intercode-2", "--resplits", "2"])
-    regret.main_()
-    out = capsys.readouterr().out
-    splits = [json.loads(line) for line in (tmp_path / "blend_regret.jsonl").read_text().splitlines()]
-    assert [s["split"] for s in splits] == [0, 1] and all(set(s["rules"]) == {*regret.RULES, regret.ANY_SIZE} for s in splits)
+    runs = {}
+    for jobs in (1, 2):  # in this process, then two spawned workers (run as a user runs it: they import the script)
+        work = tmp_path / f"jobs-{jobs}"
+        arguments = ["--intercode", str(fixture), "--work", str(work), "--sets", "intercode-2", "--resplits", "3", "--jobs", str(jobs)]
+        if jobs == 1:
+            monkeypatch.setattr(sys, "argv", ["blend_regret.py", *arguments])
+            regret.main_()
+            out = capsys.readouterr().out
+        else:
+            out = subprocess.run([sys.executable, str(Path(regret.__file__)), *arguments], capture_output=True, text=True, check=True).stdout
+        runs[jobs] = [json.loads(line) for line in (work / "blend_regret.jsonl").read_text().splitlines()]
+        assert "| shrink_any_size |" in out and "| intercode-2 | 3 |" in out and (work / "blend_regret.png").stat().st_size > 0
+    splits = runs[1]
+    assert [s["split"] for s in splits] == [0, 1, 2] and all(set(s["rules"]) == {*regret.RULES, regret.ANY_SIZE} for s in splits)
     assert all(s["best_single"] == max(s["singles"].values()) for s in splits)
-    assert "| shrink_any_size |" in out and "| intercode-2 | 2 |" in out
-    assert (tmp_path / "blend_regret.png").stat().st_size > 0
+    drop = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
+    assert [drop(s) for s in runs[2]] == [drop(s) for s in splits]  # the same numbers, in order, however many at once
