@@ -2,7 +2,7 @@
 task-grouped resplits of each development set (issue 28).
 
     python bench/blend_regret.py [--intercode DIR] [--autogpt REPORT.md...] [--synthetic] \
-        [--resplits 20] [--work br/] [--sets intercode-2,intercode-8,autogpt,synthetic-800,synthetic-3200]
+        [--resplits 20] [--work br/] [--sets intercode-2,intercode-8,autogpt,synthetic-800,synthetic-3200] [--jobs 2]
 
 Each set is imported, paired and embedded once with `pipeline` verbs (MiniLM at 256 tokens, into
 WORK/<source>-cache, which InterCode's two sets and the synthetic two share), then read into
