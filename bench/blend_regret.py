@@ -153,15 +153,14 @@ def one_split(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, conf
     singles = {"heads": pairwise_accuracy(*plain.heads), "tfidf": pairwise_accuracy(*plain.tfidf), "tfidf_ended": pairwise_accuracy(*ended.tfidf)}
     if held.finals[0].stds[1] > 0:  # a linear part was fitted
         singles["linear"] = pairwise_accuracy(*plain.linear)
+    # every rule, and `shrink` as it was before the learning curve (toward equal weights on every
+    # part at any size: no training size for its prior to go by)
+    candidates = {**{rule: (rule, held) for rule in RULES}, ANY_SIZE: ("shrink", replace(held, training_pairs=None))}
     rules = {}
-    for rule in RULES:
-        best, choices, _ = choose_blend(held, rule)
+    for name, (rule, weighed) in candidates.items():
+        best, choices, _ = choose_blend(weighed, rule)
         weights = choices[best].weights
-        rules[rule] = {"accuracy": pairwise_accuracy(*tested[best].blended(weights)), "weights": weights, "ended": bool(best)}
-    # `shrink` as it was before the learning curve: toward equal weights on every part at any size
-    best, choices, _ = choose_blend(replace(held, training_pairs=None), "shrink")
-    weights = choices[best].weights
-    rules[ANY_SIZE] = {"accuracy": pairwise_accuracy(*tested[best].blended(weights)), "weights": weights, "ended": bool(best)}
+        rules[name] = {"accuracy": pairwise_accuracy(*tested[best].blended(weights)), "weights": weights, "ended": bool(best)}
     return {
         "train_pairs": train_pairs.height, "val_pairs": val_pairs.height, "test_pairs": test_pairs.height,
         "held_out_pairs": len(held.groups), "held_out_tasks": int(len(np.unique(held.groups))),

@@ -86,10 +86,10 @@ def one_run(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config
     run's numbers and each part's per-test-pair correctness."""
     held, tested, (train_pairs, val_pairs, test_pairs) = train_and_test(pairs, data, dimension, rows, config, seed)
     best, choices, _ = choose_blend(held, rule)
-    weights = choices[best].weights
+    weights, pooled = choices[best].weights, choices[best].pooled  # pooled: the held-out pairs the weights were chosen on
     has_linear = held.finals[0].stds[1] > 0  # a linear part was fitted
     # what the heads add: the same rule on the same held-out pairs and TF-IDF choice, heads left out
-    without, _ = rule_weights(rule, held.pooled(best), held.groups, (False, has_linear, True))
+    without, _ = rule_weights(rule, pooled, held.groups, (False, has_linear, True))
     scores = {"heads": tested[0].heads, "tfidf": tested[0].tfidf, "no_heads": tested[best].blended(without), "reward": tested[best].blended(weights)}
     if has_linear:
         scores["linear"] = tested[0].linear
@@ -100,7 +100,7 @@ def one_run(pairs: pl.DataFrame, data: PairTensors, dimension: int, rows, config
         "test_pairs": test_pairs.height, "held_out_pairs": len(held.groups),
         "accuracy": {part: pairwise_accuracy(*s) for part, s in scores.items()},
         "interval": {part: interval(c, groups) for part, c in correct.items()},
-        "held_out": {part: pairwise_accuracy(*getattr(held.pooled(best), part)) for part in ("heads", "linear", "tfidf")},
+        "held_out": {part: pairwise_accuracy(*getattr(pooled, part)) for part in ("heads", "linear", "tfidf")},
         "weights": weights, "weights_without_heads": without, "ended_tfidf": bool(best),
     }  # fmt: skip
     return result, correct

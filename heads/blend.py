@@ -516,7 +516,7 @@ class HeldOut:
     groups: np.ndarray
     out_of_fold: int  # training pairs scored out of fold (0: validation alone)
     folds: int
-    training_pairs: int  # what the parts were fitted on (all of them, before any sample)
+    training_pairs: int | None  # what the parts were fitted on (all of them, before any sample); None: not known, see rule_weights
 
     def pooled(self, choice: int) -> PartScores:
         return PartScores.concat(self.scores[choice])
@@ -622,7 +622,7 @@ class _Choice:
     pooled: PartScores
 
     @classmethod
-    def best(cls, parts: Parts, pooled: PartScores, groups: np.ndarray, rule: str, training_pairs: int) -> "_Choice":
+    def best(cls, parts: Parts, pooled: PartScores, groups: np.ndarray, rule: str, training_pairs: int | None) -> "_Choice":
         weights, table = rule_weights(rule, pooled, groups, [sd > 0 for sd in parts.stds], training_pairs)
         return cls(weights, pairwise_accuracy(*pooled.blended(weights)), table, pooled)
 
